@@ -1,4 +1,4 @@
 //! placeholder
 #![forbid(unsafe_code)]
-pub mod reactor;
 pub mod douyu;
+pub mod reactor;

@@ -1,0 +1,615 @@
+//! A buffered TCP connection (asyncore's dispatcher, the reactor's side).
+//!
+//! The reactor owns the socket, a [`ReadBuffer`] for unconsumed bytes and a
+//! [`WriteBuffer`] for unwritten ones, and does every syscall. Two flags
+//! remember what mio's edge-triggered events said, because an edge is
+//! announced once and not again:
+//!
+//! - `read_ready`: the socket may hold unread bytes. Set by a readable
+//!   event, cleared when a read comes back short or with `WouldBlock`.
+//! - `write_ready`: the socket can take bytes. Set by a writable event (and
+//!   on connect), cleared when a write is short or would block.
+//!
+//! While a flag is set and the dispatcher wants that work done, the work is
+//! done now or, if the connection used up its share of this iteration, the
+//! connection waits on the ready list. That is how a paused connection
+//! resumes, and how fairness never loses an edge.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use super::ConnId;
+use super::buffer::{ReadBuffer, WriteBuffer};
+use super::dispatcher::{Context, Dispatcher, Ready};
+use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, entry_in};
+use super::timer::TimerHandle;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// A non-blocking connect is in flight.
+    Connecting,
+    /// Accepted and attached; `handle_connect` runs on the next pass.
+    Accepted,
+    Open,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseRequest {
+    None,
+    /// Write what is queued, then close.
+    Graceful,
+    /// Close now, dropping queued output.
+    Now,
+}
+
+pub(crate) struct Connection {
+    stream: TcpStream,
+    /// Taken out while one of its callbacks runs (the callback gets
+    /// `&mut Reactor`, which owns this struct).
+    dispatcher: Option<Box<dyn Dispatcher>>,
+    read_buf: ReadBuffer,
+    write_buf: WriteBuffer,
+    /// Its timers, cancelled when it closes.
+    timers: Vec<TimerHandle>,
+    phase: Phase,
+    close: CloseRequest,
+    peer: Option<SocketAddr>,
+    /// The interest registered with poll; `None` = not registered, because
+    /// mio's `Interest` cannot be empty.
+    interest: Option<Interest>,
+    read_ready: bool,
+    write_ready: bool,
+    /// The event said the peer closed its side: read until EOF even after a
+    /// short read, since no further edge will announce the EOF.
+    peer_closed: bool,
+    /// A read returned 0: the peer sends no more.
+    eof: bool,
+    /// Leftover bytes must be handed back when the dispatcher wants to
+    /// read again (it paused in the middle of a buffer).
+    redeliver: bool,
+    /// Bytes this connection may still read in iteration `budget_iteration`.
+    budget_left: usize,
+    budget_iteration: u64,
+    /// On the reactor's ready list / dirty list (no duplicates).
+    queued: bool,
+    dirty: bool,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> Self {
+        let peer = if phase == Phase::Accepted { stream.peer_addr().ok() } else { None };
+        Connection {
+            stream,
+            dispatcher: Some(dispatcher),
+            read_buf: ReadBuffer::default(),
+            write_buf: WriteBuffer::new(),
+            timers: Vec::new(),
+            phase,
+            close: CloseRequest::None,
+            peer,
+            interest: None,
+            read_ready: false,
+            write_ready: false,
+            peer_closed: false,
+            eof: false,
+            redeliver: false,
+            budget_left: 0,
+            budget_iteration: 0,
+            queued: false,
+            dirty: false,
+        }
+    }
+
+    /// Should bytes be read and handed to the dispatcher now?
+    fn wants_read(&self) -> bool {
+        self.phase == Phase::Open
+            && self.close == CloseRequest::None
+            && !self.eof
+            && self.dispatcher.as_ref().is_some_and(|d| d.readable())
+    }
+
+    /// Should `handle_write` be called when the socket can take bytes?
+    fn wants_handle_write(&self) -> bool {
+        self.phase == Phase::Open
+            && self.close == CloseRequest::None
+            && self.write_buf.is_empty()
+            && self.dispatcher.as_ref().is_some_and(|d| d.writable())
+    }
+
+    /// The interest poll should have, from the dispatcher's answers.
+    /// Writable interest only while there is something to write.
+    fn desired_interest(&self) -> Option<Interest> {
+        if self.phase == Phase::Connecting {
+            // Completion is signalled as writable; failure as error/hup.
+            return Some(Interest::WRITABLE);
+        }
+        let read = self.wants_read();
+        let write = !self.write_buf.is_empty() || self.wants_handle_write();
+        match (read, write) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
+
+    /// Work that no readiness event will announce again.
+    fn has_postponed_work(&self) -> bool {
+        self.phase == Phase::Accepted
+            || ((self.read_ready || (self.redeliver && !self.read_buf.is_empty())) && self.wants_read())
+            || (self.write_ready && self.wants_handle_write())
+    }
+}
+
+/// Outcome of checking a non-blocking connect.
+enum ConnectState {
+    Pending,
+    Connected(SocketAddr),
+    Failed(io::Error),
+}
+
+/// mio's recipe: after a writable (or error) event, `take_error` tells a
+/// failed connect; then `peer_addr` tells a finished one from a spurious
+/// wake-up.
+fn connect_state(stream: &TcpStream) -> ConnectState {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => return ConnectState::Failed(e),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(addr) => ConnectState::Connected(addr),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectState::Pending,
+        Err(e) if e.raw_os_error() == Some(115) => ConnectState::Pending, // EINPROGRESS
+        Err(e) => ConnectState::Failed(e),
+    }
+}
+
+impl Reactor {
+    // ----- public API ----------------------------------------------------------
+
+    /// Starts a non-blocking connect to `addr`. `handle_connect` is called
+    /// once it is established; a failure arrives as `handle_error` and then
+    /// `handle_close`. An error returned here (no socket could be created)
+    /// means the dispatcher was never attached.
+    pub fn connect(&mut self, addr: SocketAddr, dispatcher: impl Dispatcher + 'static) -> io::Result<ConnId> {
+        let stream = TcpStream::connect(addr)?;
+        self.attach(stream, Box::new(dispatcher), Phase::Connecting)
+    }
+
+    /// Attaches an established stream (typically from an acceptor).
+    /// `handle_connect` is called on the loop's next pass.
+    pub fn add_stream(&mut self, stream: TcpStream, dispatcher: impl Dispatcher + 'static) -> io::Result<ConnId> {
+        self.attach(stream, Box::new(dispatcher), Phase::Accepted)
+    }
+
+    fn attach(&mut self, stream: TcpStream, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> io::Result<ConnId> {
+        let id = self.insert_entry(EntryKind::Conn(Connection::new(stream, dispatcher, phase)));
+        let conn = conn_in(&mut self.entries, id).expect("just inserted");
+        let interest = if phase == Phase::Connecting { Interest::WRITABLE } else { Interest::READABLE };
+        if let Err(e) = self.poll.registry().register(&mut conn.stream, id.token(), interest) {
+            self.entries.remove(id.index());
+            return Err(e);
+        }
+        conn.interest = Some(interest);
+        self.stats.opened += 1;
+        if phase == Phase::Accepted {
+            conn.queued = true;
+            self.ready.push_back(id);
+        }
+        Ok(id)
+    }
+
+    /// Queues bytes for connection `id`; written when the current callback
+    /// returns. Returns `false` if the connection is gone or closing.
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> bool {
+        let Some(conn) = self.conn_mut(id) else { return false };
+        if conn.close != CloseRequest::None {
+            return false;
+        }
+        conn.write_buf.extend(data);
+        self.mark_dirty(id);
+        true
+    }
+
+    /// Bytes queued for `id` and not yet written (`None` if it is gone).
+    pub fn pending_output(&self, id: ConnId) -> Option<usize> {
+        self.conn(id).map(|c| c.write_buf.len())
+    }
+
+    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.conn(id).and_then(|c| c.peer)
+    }
+
+    /// Whether `id` names an open (or opening) connection.
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.conn(id).is_some()
+    }
+
+    /// Closes gracefully: stop reading, write what is queued (for at most
+    /// the configured linger time), then close and call `handle_close`.
+    pub fn close(&mut self, id: ConnId) {
+        let linger = self.config.linger;
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.close != CloseRequest::None {
+            return;
+        }
+        if conn.phase == Phase::Connecting || conn.write_buf.is_empty() {
+            self.abort(id);
+            return;
+        }
+        conn.close = CloseRequest::Graceful;
+        let timer = self.add_timer(Instant::now() + linger, TimerTask::Linger(id));
+        if let Some(conn) = self.conn_mut(id) {
+            conn.timers.push(timer);
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Closes at once, dropping queued output; `handle_close` follows as soon
+    /// as the current callback returns.
+    pub fn abort(&mut self, id: ConnId) {
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.close == CloseRequest::Now {
+            return;
+        }
+        conn.close = CloseRequest::Now;
+        self.closing.push(id);
+    }
+
+    /// Asks the reactor to consult `readable()`/`writable()` again, e.g. when
+    /// the reason a dispatcher paused reading is gone. Call it from anywhere
+    /// on the loop thread; the work happens when the current callback returns.
+    pub fn refresh(&mut self, id: ConnId) {
+        if self.conn(id).is_some() {
+            self.mark_dirty(id);
+        }
+    }
+
+    pub(crate) fn set_conn_timer(&mut self, id: ConnId, deadline: Instant, tag: u64) -> TimerHandle {
+        let timer = self.add_timer(deadline, TimerTask::Conn { id, tag });
+        match self.conn_mut(id) {
+            Some(conn) => conn.timers.push(timer),
+            None => {
+                self.timers.cancel(timer);
+            }
+        }
+        timer
+    }
+
+    pub(crate) fn forget_conn_timer(&mut self, id: ConnId, timer: TimerHandle) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.timers.retain(|t| *t != timer);
+        }
+    }
+
+    // ----- the loop's side -----------------------------------------------------
+
+    fn conn(&self, id: ConnId) -> Option<&Connection> {
+        match &self.entry(id)?.kind {
+            EntryKind::Conn(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        conn_in(&mut self.entries, id)
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id).filter(|c| !c.dirty) {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Calls one dispatcher method with a [`Context`]. The dispatcher is
+    /// taken out of the slab for the call and put back after; the
+    /// connection is then marked dirty so the reactor settles it.
+    pub(crate) fn with_dispatcher<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut dyn Dispatcher, &mut Context<'_>) -> R,
+    ) -> Option<R> {
+        let mut dispatcher = self.conn_mut(id)?.dispatcher.take()?;
+        let result = f(dispatcher.as_mut(), &mut Context { reactor: self, id });
+        if let Some(conn) = self.conn_mut(id) {
+            conn.dispatcher = Some(dispatcher);
+        }
+        self.mark_dirty(id);
+        Some(result)
+    }
+
+    /// A readiness event for a connection.
+    pub(crate) fn on_conn_ready(&mut self, id: ConnId, ready: Ready) {
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.phase == Phase::Connecting {
+            if !(ready.writable || ready.error || ready.read_closed || ready.write_closed) {
+                return;
+            }
+            match connect_state(&conn.stream) {
+                ConnectState::Pending => return,
+                ConnectState::Failed(e) => return self.fail(id, e),
+                ConnectState::Connected(peer) => {
+                    conn.peer = Some(peer);
+                    conn.phase = Phase::Open;
+                    conn.write_ready = true;
+                    log::debug!("{id}: connected to {peer}");
+                    self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+                }
+            }
+        }
+        let Some(conn) = self.conn_mut(id) else { return };
+        if ready.readable || ready.read_closed {
+            conn.read_ready = true;
+        }
+        if ready.read_closed {
+            conn.peer_closed = true;
+        }
+        if ready.writable {
+            conn.write_ready = true;
+        }
+        if ready.error {
+            let error = match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => e,
+                Ok(None) => io::Error::other("socket error event"),
+            };
+            return self.fail(id, error);
+        }
+        self.service_conn(id);
+    }
+
+    /// Does all the work a connection has now: finish attaching, hand back
+    /// leftovers, read, ask for more output.
+    pub(crate) fn service_conn(&mut self, id: ConnId) {
+        let Some(conn) = self.conn_mut(id) else { return };
+        conn.queued = false;
+        // Whatever happens below, settle this connection afterwards: a
+        // writable event alone must flush the queued output.
+        self.mark_dirty(id);
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.phase == Phase::Accepted {
+            conn.phase = Phase::Open;
+            conn.write_ready = true;
+            // Bytes may have arrived with the connection, before we
+            // registered: read once to find out.
+            conn.read_ready = true;
+            self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+        }
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.redeliver && conn.wants_read() {
+            conn.redeliver = false;
+            self.deliver(id, 0);
+        }
+        self.read_some(id);
+        if self.conn(id).is_some_and(|c| c.write_ready && c.wants_handle_write()) {
+            self.with_dispatcher(id, |d, ctx| d.handle_write(ctx));
+        }
+    }
+
+    /// Reads while there is data, the dispatcher wants it, and the
+    /// connection has budget left this iteration.
+    fn read_some(&mut self, id: ConnId) {
+        let iteration = self.stats.iterations;
+        loop {
+            let Some(conn) = conn_in(&mut self.entries, id) else { return };
+            if !conn.read_ready || !conn.wants_read() {
+                return;
+            }
+            if conn.budget_iteration != iteration {
+                conn.budget_iteration = iteration;
+                conn.budget_left = self.config.read_budget;
+            }
+            if conn.budget_left == 0 {
+                // Fair share of this iteration used. The edge is not lost:
+                // read_ready stays set, so settling puts the connection on
+                // the ready list for the next iteration.
+                return;
+            }
+            self.stats.read_syscalls += 1;
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    conn.read_ready = false;
+                    conn.eof = true;
+                    log::debug!("{id}: peer closed its side");
+                    self.with_dispatcher(id, |d, ctx| d.handle_eof(ctx));
+                    return;
+                }
+                Ok(n) => {
+                    self.stats.bytes_read += n as u64;
+                    conn.budget_left = conn.budget_left.saturating_sub(n);
+                    // A short read drained the socket: new bytes will raise a
+                    // new edge, so skip the read that would say WouldBlock
+                    // (tokio does the same). Not after a peer-closed event,
+                    // though: no edge would announce the EOF.
+                    if n < self.scratch.len() && !conn.peer_closed {
+                        conn.read_ready = false;
+                    }
+                    self.deliver(id, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    conn.read_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(id, e),
+            }
+        }
+    }
+
+    /// Hands the dispatcher its unconsumed bytes followed by the `fresh`
+    /// bytes at the start of the scratch buffer, and keeps what it leaves.
+    fn deliver(&mut self, id: ConnId, fresh: usize) {
+        let scratch = std::mem::take(&mut self.scratch);
+        let Some(conn) = self.conn_mut(id) else {
+            self.scratch = scratch;
+            return;
+        };
+        if conn.read_buf.is_empty() {
+            // The common case: parse straight from the scratch buffer.
+            let data = &scratch[..fresh];
+            let consumed = self.with_dispatcher(id, |d, ctx| d.handle_read(ctx, data)).unwrap_or(fresh).min(fresh);
+            if let Some(conn) = self.conn_mut(id) {
+                conn.read_buf.extend(&scratch[consumed..fresh]);
+            }
+        } else {
+            conn.read_buf.extend(&scratch[..fresh]);
+            let buf = std::mem::take(&mut conn.read_buf);
+            let data = buf.as_slice();
+            let consumed = self.with_dispatcher(id, |d, ctx| d.handle_read(ctx, data)).unwrap_or(0).min(data.len());
+            let mut buf = buf;
+            buf.consume(consumed);
+            if let Some(conn) = self.conn_mut(id) {
+                conn.read_buf = buf;
+            }
+        }
+        self.scratch = scratch;
+
+        let limit = self.config.max_read_buffer;
+        let Some(conn) = self.conn_mut(id) else { return };
+        if conn.read_buf.len() > limit {
+            let error = io::Error::other(format!(
+                "{} unconsumed bytes exceed the read buffer limit of {limit}",
+                conn.read_buf.len()
+            ));
+            return self.fail(id, error);
+        }
+        // Paused with bytes left over: they must be handed back on resume,
+        // even if the socket has nothing new.
+        if !conn.read_buf.is_empty() && !conn.wants_read() {
+            conn.redeliver = true;
+        }
+    }
+
+    /// Settles one connection after a callback touched it: write what is
+    /// queued, finish a graceful close, remember postponed work, and make
+    /// the registered interest match the dispatcher's answers.
+    pub(crate) fn refresh_conn(&mut self, id: ConnId) {
+        let Some(conn) = conn_in(&mut self.entries, id) else { return };
+        conn.dirty = false;
+        if conn.close == CloseRequest::Now {
+            return;
+        }
+        if conn.phase == Phase::Open && conn.write_ready && !conn.write_buf.is_empty() {
+            match conn.write_buf.write_to(&mut conn.stream, &mut self.stats.write_syscalls) {
+                Ok((written, still_ready)) => {
+                    self.stats.bytes_written += written as u64;
+                    conn.write_ready = still_ready;
+                }
+                Err(e) => return self.fail(id, e),
+            }
+        }
+        if conn.close == CloseRequest::Graceful && conn.write_buf.is_empty() {
+            return self.abort(id);
+        }
+        if conn.has_postponed_work() && !conn.queued {
+            conn.queued = true;
+            self.ready.push_back(id);
+        }
+        let desired = conn.desired_interest();
+        if desired != conn.interest {
+            let registry = self.poll.registry();
+            let result = match (conn.interest, desired) {
+                (None, Some(interest)) => registry.register(&mut conn.stream, id.token(), interest),
+                (Some(_), Some(interest)) => registry.reregister(&mut conn.stream, id.token(), interest),
+                (Some(_), None) => registry.deregister(&mut conn.stream),
+                (None, None) => Ok(()),
+            };
+            log::trace!("{id}: interest {:?} -> {:?}", conn.interest, desired);
+            conn.interest = desired;
+            self.stats.reregisters += 1;
+            if let Err(e) = result {
+                self.fail(id, e);
+            }
+        }
+    }
+
+    /// An I/O error ends the connection: tell the dispatcher, then close.
+    fn fail(&mut self, id: ConnId, error: io::Error) {
+        if self.conn(id).is_none_or(|c| c.close == CloseRequest::Now) {
+            return;
+        }
+        self.with_dispatcher(id, |d, ctx| d.handle_error(ctx, error));
+        self.abort(id);
+    }
+
+    /// Closes for real: deregister, cancel timers, `handle_close`, free the
+    /// slot. Runs once per connection, from `settle`.
+    pub(crate) fn finish_close(&mut self, id: ConnId) {
+        let Some(conn) = conn_in(&mut self.entries, id) else { return };
+        if conn.interest.is_some() {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            conn.interest = None;
+        }
+        let timers = std::mem::take(&mut conn.timers);
+        for timer in timers {
+            self.timers.cancel(timer);
+        }
+        self.stats.closed += 1;
+        log::debug!("{id}: closed");
+        self.with_dispatcher(id, |d, ctx| d.handle_close(ctx));
+        // Dropping the entry drops the stream, which closes the socket.
+        self.entries.remove(id.index());
+    }
+}
+
+/// The connection `id` names, borrowing only the slab.
+fn conn_in(entries: &mut slab::Slab<Entry>, id: ConnId) -> Option<&mut Connection> {
+    match entry_in(entries, id)? {
+        EntryKind::Conn(c) => Some(c),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    struct Recorder(Rc<RefCell<Vec<&'static str>>>);
+    impl Dispatcher for Recorder {
+        fn handle_connect(&mut self, _: &mut Context<'_>) {
+            self.0.borrow_mut().push("connect");
+        }
+        fn handle_read(&mut self, _: &mut Context<'_>, d: &[u8]) -> usize {
+            self.0.borrow_mut().push("read");
+            d.len()
+        }
+        fn handle_error(&mut self, _: &mut Context<'_>, _: io::Error) {
+            self.0.borrow_mut().push("error");
+        }
+        fn handle_close(&mut self, _: &mut Context<'_>) {
+            self.0.borrow_mut().push("close");
+        }
+    }
+
+    #[test]
+    fn stale_event_never_reaches_the_connection_that_reused_the_slot() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut reactor = Reactor::new().unwrap();
+        let old_log = Rc::new(RefCell::new(Vec::new()));
+        let old = reactor.connect(addr, Recorder(old_log.clone())).unwrap();
+        reactor.abort(old);
+        reactor.settle();
+        assert_eq!(*old_log.borrow(), vec!["close"]);
+
+        let new_log = Rc::new(RefCell::new(Vec::new()));
+        let new = reactor.connect(addr, Recorder(new_log.clone())).unwrap();
+        assert_eq!(new.index(), old.index(), "the slab reused the slot");
+        assert_ne!(new, old);
+
+        // An event poll returned for the old connection, delivered after it
+        // closed (as happens later in the same batch): every flag set.
+        let everything = Ready { readable: true, writable: true, read_closed: true, write_closed: true, error: true };
+        reactor.dispatch(old.token(), everything);
+        assert!(new_log.borrow().is_empty(), "the newcomer saw {:?}", new_log.borrow());
+        assert!(reactor.is_open(new));
+        assert!(!reactor.send(old, b"x"), "the old id is dead for good");
+        assert_eq!(*old_log.borrow(), vec!["close"], "handle_close ran exactly once");
+    }
+}

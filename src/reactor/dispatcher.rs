@@ -1,0 +1,187 @@
+//! The callbacks: what a connection's owner implements.
+//!
+//! This is Python's `asyncore.dispatcher`, kept honest for an edge-triggered
+//! poller. The reactor owns the socket and its buffers and does every
+//! syscall; a [`Dispatcher`] only answers questions (`readable()`,
+//! `writable()`: "do you want to read / do you have more to write?") and
+//! reacts to what happened (`handle_read`, `handle_connect`, ...). After each
+//! callback the reactor asks the questions again and changes the poll
+//! interest only if the answer changed.
+//!
+//! Callbacks get a [`Context`]: the reactor plus the id of the connection the
+//! callback is about, so a callback can send, close, set timers, and reach
+//! the whole reactor (open other connections, send to them, schedule work).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use super::ConnId;
+use super::event_loop::Reactor;
+use super::timer::TimerHandle;
+
+/// One buffered TCP connection's behaviour (asyncore's dispatcher).
+///
+/// Every method but `handle_read` has a default, so a dispatcher states only
+/// what it cares about.
+pub trait Dispatcher {
+    /// Do you want bytes now? Return `false` to stop reading, for example
+    /// while your output is backed up: the reactor stops reading this socket,
+    /// the kernel's buffer fills, and TCP slows the peer down. Nothing is
+    /// lost; call [`Reactor::refresh`] when you want bytes again.
+    fn readable(&self) -> bool {
+        true
+    }
+
+    /// Do you have more to write than what is already queued? While this is
+    /// `true` and the socket can take bytes, `handle_write` is called. Like
+    /// in asyncore, returning `true` with nothing to write spins the loop.
+    fn writable(&self) -> bool {
+        false
+    }
+
+    /// An outgoing connection is established (or an accepted one attached).
+    fn handle_connect(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// Bytes arrived. `data` starts with whatever you left unconsumed last
+    /// time. Return how many bytes you consumed; the rest is kept and handed
+    /// back, followed by new bytes, on the next call.
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize;
+
+    /// The socket can take bytes, everything queued is written, and
+    /// `writable()` is `true`: send more with [`Context::send`].
+    fn handle_write(&mut self, _ctx: &mut Context<'_>) {}
+
+    /// The peer closed its sending side (a read returned 0). You may still
+    /// send. The default closes gracefully: queued output is written first.
+    fn handle_eof(&mut self, ctx: &mut Context<'_>) {
+        ctx.close();
+    }
+
+    /// A timer set with [`Context::set_timer`] is due.
+    fn handle_timer(&mut self, _ctx: &mut Context<'_>, _tag: u64) {}
+
+    /// A socket error (connect refused, reset, ...). An error on a stream
+    /// is final: the reactor closes the connection when this returns, and
+    /// `handle_close` follows. The default logs it.
+    fn handle_error(&mut self, ctx: &mut Context<'_>, error: io::Error) {
+        log::warn!("connection {}: {}", ctx.id(), error);
+    }
+
+    /// The connection is closed, whoever closed it and why. Called exactly
+    /// once per connection; the last callback it gets.
+    fn handle_close(&mut self, _ctx: &mut Context<'_>) {}
+}
+
+/// What a listening socket does with each accepted connection.
+///
+/// Implemented for any `FnMut(&mut Reactor, TcpStream, SocketAddr)`, so a
+/// closure can be a listener's acceptor.
+pub trait Acceptor {
+    /// A new connection was accepted. Attach it with [`Reactor::add_stream`]
+    /// (or drop it to refuse it).
+    fn handle_accepted(&mut self, reactor: &mut Reactor, stream: TcpStream, peer: SocketAddr);
+
+    /// `accept` failed (most often: out of file descriptors). The reactor
+    /// retries after a short pause instead of spinning on the error.
+    fn handle_accept_error(&mut self, _reactor: &mut Reactor, error: &io::Error) {
+        log::warn!("accept failed: {error}; retrying shortly");
+    }
+}
+
+impl<F> Acceptor for F
+where
+    F: FnMut(&mut Reactor, TcpStream, SocketAddr),
+{
+    fn handle_accepted(&mut self, reactor: &mut Reactor, stream: TcpStream, peer: SocketAddr) {
+        self(reactor, stream, peer)
+    }
+}
+
+/// What a readiness event said, for raw handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer will send no more (or the read side is shut).
+    pub read_closed: bool,
+    /// The peer will accept no more (reset or shut down).
+    pub write_closed: bool,
+    pub error: bool,
+}
+
+impl Ready {
+    pub(crate) fn from_event(event: &mio::event::Event) -> Self {
+        Ready {
+            readable: event.is_readable(),
+            writable: event.is_writable(),
+            read_closed: event.is_read_closed(),
+            write_closed: event.is_write_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
+/// The reactor as seen from inside one connection's callback.
+pub struct Context<'a> {
+    pub(crate) reactor: &'a mut Reactor,
+    pub(crate) id: ConnId,
+}
+
+impl Context<'_> {
+    /// The connection this callback is about.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues bytes for this connection. They are written as soon as the
+    /// callback returns (one syscall for everything sent in one callback);
+    /// what the socket does not take now is written when it can.
+    pub fn send(&mut self, data: &[u8]) {
+        self.reactor.send(self.id, data);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.reactor.pending_output(self.id).unwrap_or(0)
+    }
+
+    /// Closes gracefully: stops reading, writes what is queued, then closes.
+    pub fn close(&mut self) {
+        self.reactor.close(self.id);
+    }
+
+    /// Closes at once, discarding queued output.
+    pub fn abort(&mut self) {
+        self.reactor.abort(self.id);
+    }
+
+    /// Calls `handle_timer(tag)` after `delay`. The timer dies with the
+    /// connection.
+    pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerHandle {
+        let deadline = Instant::now() + delay;
+        self.reactor.set_conn_timer(self.id, deadline, tag)
+    }
+
+    /// Like [`set_timer`](Self::set_timer), at a point in time.
+    pub fn set_timer_at(&mut self, deadline: Instant, tag: u64) -> TimerHandle {
+        self.reactor.set_conn_timer(self.id, deadline, tag)
+    }
+
+    /// Cancels a timer of this connection. Harmless if it already fired.
+    pub fn cancel_timer(&mut self, timer: TimerHandle) -> bool {
+        self.reactor.remove_timeout(timer)
+    }
+
+    /// The peer's address, if connected.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.reactor.peer_addr(self.id)
+    }
+
+    /// The whole reactor: open connections, send to others, schedule work.
+    pub fn reactor(&mut self) -> &mut Reactor {
+        self.reactor
+    }
+}

@@ -1,0 +1,532 @@
+//! The [`Reactor`]: one mio `Poll`, a slab of entries, a timer wheel, and the
+//! iteration that ties them together (see the module map in `reactor`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+use slab::Slab;
+
+use super::ConnId;
+use super::connection::Connection;
+use super::dispatcher::Ready;
+use super::handle::{ReactorHandle, Shared};
+use super::raw::{ListenerEntry, RawEntry};
+use super::stats::Stats;
+use super::timer::{TimerHandle, TimerWheel};
+
+/// The waker's token: no slab entry can have it (index `u32::MAX` is never
+/// reached, and generations skip `u32::MAX`).
+const WAKER: Token = Token(usize::MAX);
+
+/// Tunables. The defaults suit thousands of mostly idle connections.
+#[derive(Clone, Debug)]
+pub struct ReactorConfig {
+    /// Events taken from one `poll` call.
+    pub events_capacity: usize,
+    /// The loop-wide buffer every read goes into.
+    pub scratch_size: usize,
+    /// Bytes one connection may read per iteration before the others get
+    /// their turn (fairness).
+    pub read_budget: usize,
+    /// Connections accepted per listener per iteration.
+    pub accept_budget: usize,
+    /// Unconsumed bytes one connection may hold. A dispatcher that never
+    /// consumes would otherwise let a peer grow our memory without bound.
+    pub max_read_buffer: usize,
+    /// How long a graceful close may wait for its output to drain.
+    pub linger: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            events_capacity: 1024,
+            scratch_size: 64 * 1024,
+            read_budget: 256 * 1024,
+            accept_budget: 256,
+            max_read_buffer: 8 * 1024 * 1024,
+            linger: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a slab slot holds.
+pub(crate) struct Entry {
+    pub(crate) generation: u32,
+    pub(crate) kind: EntryKind,
+}
+
+pub(crate) enum EntryKind {
+    Conn(Connection),
+    Listener(ListenerEntry),
+    Raw(RawEntry),
+}
+
+/// The entry `id` names, borrowing only the slab, so that the caller can use
+/// the reactor's other fields (the registry, the stats) at the same time.
+pub(crate) fn entry_in(entries: &mut Slab<Entry>, id: ConnId) -> Option<&mut EntryKind> {
+    entries.get_mut(id.index()).filter(|e| e.generation == id.generation).map(|e| &mut e.kind)
+}
+
+/// A callback run on the loop thread.
+type LocalCallback = Box<dyn FnOnce(&mut Reactor)>;
+type PeriodicCallback = Box<dyn FnMut(&mut Reactor)>;
+
+/// Something the timer wheel will do when a deadline passes.
+pub(crate) enum TimerTask {
+    /// `call_later` / `call_at`.
+    Once(LocalCallback),
+    /// One run of a periodic callback, which schedules the next.
+    Periodic(PeriodicId),
+    /// A connection's own timer, delivered to `handle_timer(tag)`.
+    Conn { id: ConnId, tag: u64 },
+    /// A graceful close waited too long for its output to drain.
+    Linger(ConnId),
+    /// A listener paused after an accept error tries again.
+    RetryAccept(ConnId),
+}
+
+pub(crate) struct Timer {
+    /// The deadline asked for (the wheel rounds it up to its tick); kept to
+    /// measure how late the timer fired.
+    deadline: Instant,
+    task: TimerTask,
+}
+
+/// Names a periodic callback, for [`Reactor::remove_periodic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeriodicId {
+    index: usize,
+    generation: u32,
+}
+
+/// Tornado's `PeriodicCallback`: runs every `period`; runs missed while the
+/// loop was busy are skipped, not run in a burst.
+struct Periodic {
+    generation: u32,
+    /// `None` while it runs (it is taken out to be called with `&mut Reactor`).
+    callback: Option<PeriodicCallback>,
+    period: Duration,
+    /// Each interval is scaled by a random factor in `1 ± jitter/2`, so that
+    /// many periodic timers started together drift apart.
+    jitter: f64,
+    next: Instant,
+    timer: Option<TimerHandle>,
+}
+
+/// The event loop. See the [module documentation](super) for one iteration.
+pub struct Reactor {
+    pub(crate) config: ReactorConfig,
+    pub(crate) poll: Poll,
+    events: Events,
+    pub(crate) entries: Slab<Entry>,
+    next_generation: u32,
+    pub(crate) timers: TimerWheel<Timer>,
+    periodics: Slab<Periodic>,
+    soon: VecDeque<LocalCallback>,
+    /// Entries with work that no readiness event will announce again.
+    pub(crate) ready: VecDeque<ConnId>,
+    /// Connections touched by a callback: flush and recompute interest.
+    pub(crate) dirty: Vec<ConnId>,
+    /// Connections to close once the current callback has returned.
+    pub(crate) closing: Vec<ConnId>,
+    pub(crate) scratch: Vec<u8>,
+    shared: Arc<Shared>,
+    stopped: bool,
+    pub(crate) stats: Stats,
+    rng: u64,
+}
+
+impl Reactor {
+    pub fn new() -> io::Result<Self> {
+        Self::with_config(ReactorConfig::default())
+    }
+
+    pub fn with_config(config: ReactorConfig) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let now = Instant::now();
+        Ok(Reactor {
+            events: Events::with_capacity(config.events_capacity),
+            scratch: vec![0; config.scratch_size],
+            config,
+            poll,
+            entries: Slab::new(),
+            next_generation: 0,
+            timers: TimerWheel::new(now),
+            periodics: Slab::new(),
+            soon: VecDeque::new(),
+            ready: VecDeque::new(),
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            shared: Arc::new(Shared { waker, queue: Mutex::new(Vec::new()), wake_pending: AtomicBool::new(false) }),
+            stopped: false,
+            stats: Stats::default(),
+            // Seed for jitter only; it needs to differ between processes,
+            // not to be unpredictable.
+            rng: now.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15,
+        })
+    }
+
+    /// A handle other threads can use to hand work to this loop.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle { shared: self.shared.clone() }
+    }
+
+    /// The loop's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The current time. (A real clock read: timers scheduled from a long
+    /// callback must not start from a stale time and fire early.)
+    pub fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Entries in the slab: connections, listeners and raw handlers.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Timers pending in the wheel.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    // ----- running ---------------------------------------------------------
+
+    /// Runs until [`stop`](Self::stop) is called (by a callback or through a
+    /// [`ReactorHandle`]).
+    pub fn run(&mut self) -> io::Result<()> {
+        self.stopped = false;
+        while !self.stopped {
+            self.turn(None)?;
+        }
+        Ok(())
+    }
+
+    /// Runs until `done` returns true (checked before every iteration) or
+    /// `deadline` passes. Returns whether `done` was reached. This is how
+    /// tests wait for a condition without sleeping and hoping.
+    pub fn run_until(&mut self, deadline: Instant, mut done: impl FnMut(&mut Reactor) -> bool) -> io::Result<bool> {
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            self.turn(Some(deadline - now))?;
+        }
+    }
+
+    /// Makes `run()` return after the current iteration.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Whether `stop()` was called since `run()` started.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// One iteration: poll (for at most `timeout`, sooner if a timer is due),
+    /// dispatch events, continue postponed work, fire timers, run callbacks.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stats.iterations += 1;
+        // Work queued outside any callback (before run, say) is flushed now.
+        self.settle();
+
+        let timeout = self.poll_timeout(timeout);
+        // `events` is moved out so that dispatching (which needs `&mut self`)
+        // can iterate it; it goes back, with its capacity, afterwards.
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        match self.poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            // A signal arrived; that is a wake-up with no events.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+            Err(e) => {
+                self.events = events;
+                return Err(e);
+            }
+        }
+        if events.is_empty() && timeout != Some(Duration::ZERO) {
+            self.stats.poll_timeouts += 1;
+        }
+        if log::log_enabled!(log::Level::Trace) {
+            let tokens: Vec<String> = events.iter().map(|e| describe_token(e.token())).collect();
+            log::trace!(
+                "iteration {}: poll(timeout {:?}) woke with {} events [{}]",
+                self.stats.iterations,
+                timeout,
+                tokens.len(),
+                tokens.join(" ")
+            );
+        }
+        for event in events.iter() {
+            self.stats.events += 1;
+            self.dispatch(event.token(), Ready::from_event(event));
+        }
+        self.events = events;
+
+        self.run_ready_list();
+        self.run_timers();
+        self.run_soon();
+        Ok(())
+    }
+
+    /// How long poll may sleep: not at all if work is waiting, else until
+    /// the next timer (or the caller's limit); `None` blocks until an event.
+    fn poll_timeout(&mut self, limit: Option<Duration>) -> Option<Duration> {
+        if self.stopped || !self.ready.is_empty() || !self.soon.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let until_timer = self.timers.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        match (until_timer, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn dispatch(&mut self, token: Token, ready: Ready) {
+        if token == WAKER {
+            self.stats.wakeups += 1;
+            for callback in self.shared.take_callbacks() {
+                callback(self);
+                self.settle();
+            }
+            return;
+        }
+        let id = ConnId::from_token(token);
+        // A stale event (its entry closed earlier in this batch, the slot
+        // perhaps reused) fails the generation check and is dropped here.
+        let Some(entry) = self.entry(id) else {
+            log::trace!("dropping stale event for {id}");
+            return;
+        };
+        match entry.kind {
+            EntryKind::Conn(_) => self.on_conn_ready(id, ready),
+            EntryKind::Listener(_) => self.accept_all(id),
+            EntryKind::Raw(_) => self.run_raw(id, ready),
+        }
+        self.settle();
+    }
+
+    fn run_ready_list(&mut self) {
+        // Only what is queued now: work re-queued while we go waits for the
+        // next iteration, so one busy connection cannot starve the loop.
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else { break };
+            match self.entry(id).map(|e| &e.kind) {
+                Some(EntryKind::Conn(_)) => self.service_conn(id),
+                Some(EntryKind::Listener(_)) => self.accept_all(id),
+                Some(EntryKind::Raw(_)) | None => {}
+            }
+            self.settle();
+        }
+    }
+
+    /// After a callback: write what it queued, update interest, and carry
+    /// out the closes it asked for. Closing may queue more of both (a
+    /// `handle_close` may send elsewhere), so repeat until quiet.
+    pub(crate) fn settle(&mut self) {
+        while !self.dirty.is_empty() || !self.closing.is_empty() {
+            for id in std::mem::take(&mut self.dirty) {
+                self.refresh_conn(id);
+            }
+            for id in std::mem::take(&mut self.closing) {
+                self.finish_close(id);
+            }
+        }
+    }
+
+    // ----- the slab ----------------------------------------------------------
+
+    pub(crate) fn entry(&self, id: ConnId) -> Option<&Entry> {
+        self.entries.get(id.index()).filter(|e| e.generation == id.generation)
+    }
+
+    /// Puts a new entry in the slab and returns its id (its token).
+    pub(crate) fn insert_entry(&mut self, kind: EntryKind) -> ConnId {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        if self.next_generation == u32::MAX {
+            self.next_generation = 0;
+        }
+        let index = self.entries.insert(Entry { generation, kind });
+        ConnId { index: index as u32, generation }
+    }
+
+    // ----- timers (Tornado's names) -----------------------------------------
+
+    /// Runs `callback` once after `delay`.
+    pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut Reactor) + 'static) -> TimerHandle {
+        self.call_at(Instant::now() + delay, callback)
+    }
+
+    /// Runs `callback` once at `deadline` (never before it).
+    pub fn call_at(&mut self, deadline: Instant, callback: impl FnOnce(&mut Reactor) + 'static) -> TimerHandle {
+        self.add_timer(deadline, TimerTask::Once(Box::new(callback)))
+    }
+
+    /// Cancels a timer from `call_later`, `call_at` or `Context::set_timer`.
+    /// Returns whether it was still pending; harmless after it fired.
+    pub fn remove_timeout(&mut self, timer: TimerHandle) -> bool {
+        match self.timers.cancel(timer) {
+            Some(Timer { task: TimerTask::Conn { id, .. }, .. }) => {
+                self.forget_conn_timer(id, timer);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Runs `callback` at the next iteration, before sleeping again
+    /// (Tornado's `add_callback` from the loop thread).
+    pub fn call_soon(&mut self, callback: impl FnOnce(&mut Reactor) + 'static) {
+        self.soon.push_back(Box::new(callback));
+    }
+
+    /// Runs `callback` every `period`, the first time one period from now.
+    pub fn add_periodic(&mut self, period: Duration, callback: impl FnMut(&mut Reactor) + 'static) -> PeriodicId {
+        self.add_periodic_with_jitter(period, 0.0, callback)
+    }
+
+    /// Like [`add_periodic`](Self::add_periodic), each interval scaled by a
+    /// random factor in `1 ± jitter/2` (Tornado's `jitter`), e.g. 0.1.
+    pub fn add_periodic_with_jitter(
+        &mut self,
+        period: Duration,
+        jitter: f64,
+        callback: impl FnMut(&mut Reactor) + 'static,
+    ) -> PeriodicId {
+        assert!(!period.is_zero(), "a periodic callback needs a non-zero period");
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let index = self.periodics.insert(Periodic {
+            generation,
+            callback: Some(Box::new(callback)),
+            period,
+            jitter: jitter.clamp(0.0, 1.0),
+            next: Instant::now(),
+            timer: None,
+        });
+        let id = PeriodicId { index, generation };
+        self.schedule_periodic(id, Instant::now());
+        id
+    }
+
+    /// Stops a periodic callback (also from inside its own run).
+    pub fn remove_periodic(&mut self, id: PeriodicId) -> bool {
+        match self.periodics.get(id.index) {
+            Some(p) if p.generation == id.generation => {
+                let periodic = self.periodics.remove(id.index);
+                if let Some(timer) = periodic.timer {
+                    self.timers.cancel(timer);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn add_timer(&mut self, deadline: Instant, task: TimerTask) -> TimerHandle {
+        self.timers.insert(deadline, Timer { deadline, task })
+    }
+
+    /// Tornado's `_update_next`: the next run is the first multiple of the
+    /// period after `now`, so runs missed while the loop was busy are skipped.
+    fn schedule_periodic(&mut self, id: PeriodicId, now: Instant) {
+        let Some(p) = self.periodics.get_mut(id.index).filter(|p| p.generation == id.generation) else {
+            return;
+        };
+        let mut period = p.period;
+        if p.jitter > 0.0 {
+            let factor = 1.0 + p.jitter * (next_random(&mut self.rng) - 0.5);
+            period = period.mul_f64(factor);
+        }
+        if p.next <= now {
+            let missed = (now - p.next).as_nanos() / period.as_nanos().max(1);
+            p.next += period.saturating_mul(u32::try_from(missed + 1).unwrap_or(u32::MAX));
+        } else {
+            p.next += period;
+        }
+        let deadline = p.next;
+        let timer = self.timers.insert(deadline, Timer { deadline, task: TimerTask::Periodic(id) });
+        if let Some(p) = self.periodics.get_mut(id.index) {
+            p.timer = Some(timer);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        let mut fired = 0u32;
+        while let Some((handle, timer)) = self.timers.poll_expired(now) {
+            fired += 1;
+            self.stats.timers_fired += 1;
+            let lateness = Instant::now().saturating_duration_since(timer.deadline);
+            self.stats.max_timer_lateness = self.stats.max_timer_lateness.max(lateness);
+            match timer.task {
+                TimerTask::Once(callback) => callback(self),
+                TimerTask::Periodic(id) => self.run_periodic(id),
+                TimerTask::Conn { id, tag } => {
+                    self.forget_conn_timer(id, handle);
+                    self.with_dispatcher(id, |d, ctx| d.handle_timer(ctx, tag));
+                }
+                TimerTask::Linger(id) => {
+                    log::debug!("{id}: output did not drain within the linger time; closing");
+                    self.forget_conn_timer(id, handle);
+                    self.abort(id);
+                }
+                TimerTask::RetryAccept(id) => self.ready.push_back(id),
+            }
+            self.settle();
+        }
+        if fired > 0 {
+            log::trace!("iteration {}: {} timers fired", self.stats.iterations, fired);
+        }
+    }
+
+    fn run_periodic(&mut self, id: PeriodicId) {
+        let Some(p) = self.periodics.get_mut(id.index).filter(|p| p.generation == id.generation) else {
+            return;
+        };
+        p.timer = None;
+        let Some(mut callback) = p.callback.take() else { return };
+        callback(self);
+        // It may have removed itself; otherwise put it back and re-arm.
+        if let Some(p) = self.periodics.get_mut(id.index).filter(|p| p.generation == id.generation) {
+            p.callback = Some(callback);
+            self.schedule_periodic(id, Instant::now());
+        }
+    }
+
+    fn run_soon(&mut self) {
+        for _ in 0..self.soon.len() {
+            let Some(callback) = self.soon.pop_front() else { break };
+            callback(self);
+            self.settle();
+        }
+    }
+}
+
+/// A uniform float in [0, 1) from xorshift64*: enough to spread timers.
+fn next_random(state: &mut u64) -> f64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn describe_token(token: Token) -> String {
+    if token == WAKER { "waker".to_string() } else { ConnId::from_token(token).to_string() }
+}

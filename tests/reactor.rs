@@ -1,0 +1,458 @@
+//! The reactor's promises, checked over loopback. Every wait is a condition
+//! with a deadline (`run_until`), never a sleep.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use barrage::reactor::{Context, Dispatcher, Reactor, ReactorConfig};
+use mio::net::TcpListener;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn run_until(reactor: &mut Reactor, what: &str, mut done: impl FnMut(&mut Reactor) -> bool) {
+    let reached = reactor.run_until(Instant::now() + DEADLINE, |r| done(r)).unwrap();
+    assert!(reached, "timed out waiting for: {what}");
+}
+
+/// Echoes every byte back.
+struct Echo;
+impl Dispatcher for Echo {
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        ctx.send(data);
+        data.len()
+    }
+}
+
+/// Starts an echo server on an ephemeral loopback port.
+fn echo_server(reactor: &mut Reactor) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    reactor
+        .listen(listener, |r: &mut Reactor, stream, _peer| {
+            r.add_stream(stream, Echo).unwrap();
+        })
+        .unwrap();
+    addr
+}
+
+#[derive(Default)]
+struct Log {
+    connected: u32,
+    errors: u32,
+    closed: u32,
+    /// Order of callbacks, for "error before close" checks.
+    events: Vec<&'static str>,
+    received: Vec<u8>,
+}
+
+/// A client that sends `message` on connect and records everything.
+struct Client {
+    message: Vec<u8>,
+    log: Rc<RefCell<Log>>,
+    close_after: Option<usize>,
+}
+
+impl Dispatcher for Client {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        self.log.borrow_mut().connected += 1;
+        self.log.borrow_mut().events.push("connect");
+        ctx.send(&self.message);
+    }
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        let mut log = self.log.borrow_mut();
+        log.received.extend_from_slice(data);
+        if self.close_after.is_some_and(|n| log.received.len() >= n) {
+            ctx.close();
+        }
+        data.len()
+    }
+    fn handle_error(&mut self, _ctx: &mut Context<'_>, _error: std::io::Error) {
+        self.log.borrow_mut().errors += 1;
+        self.log.borrow_mut().events.push("error");
+    }
+    fn handle_close(&mut self, _ctx: &mut Context<'_>) {
+        self.log.borrow_mut().closed += 1;
+        self.log.borrow_mut().events.push("close");
+    }
+}
+
+#[test]
+fn two_hundred_echo_clients_on_one_thread() {
+    let mut reactor = Reactor::new().unwrap();
+    let addr = echo_server(&mut reactor);
+    let logs: Vec<_> = (0..200).map(|_| Rc::new(RefCell::new(Log::default()))).collect();
+    for (i, log) in logs.iter().enumerate() {
+        let message = format!("client {i} says hello\n").into_bytes();
+        let len = message.len();
+        reactor.connect(addr, Client { message, log: log.clone(), close_after: Some(len) }).unwrap();
+    }
+    run_until(&mut reactor, "all 200 clients echoed and closed", |_| logs.iter().all(|l| l.borrow().closed == 1));
+    for (i, log) in logs.iter().enumerate() {
+        let log = log.borrow();
+        assert_eq!(log.received, format!("client {i} says hello\n").into_bytes());
+        assert_eq!((log.connected, log.errors, log.closed), (1, 0, 1));
+    }
+    // The server side closes each connection after the client's EOF.
+    run_until(&mut reactor, "server connections closed", |r| r.stats().closed == 400);
+    assert_eq!(reactor.entry_count(), 1, "only the listener is left");
+}
+
+#[test]
+fn connect_refused_reports_error_then_close_exactly_once() {
+    // A port that was just free: nobody listens there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let id = reactor.connect(addr, Client { message: b"x".to_vec(), log: log.clone(), close_after: None }).unwrap();
+    run_until(&mut reactor, "refused connect closed", |_| log.borrow().closed > 0);
+    // A few more iterations must not deliver anything twice.
+    for _ in 0..5 {
+        reactor.turn(Some(Duration::from_millis(5))).unwrap();
+    }
+    let log = log.borrow();
+    assert_eq!(log.events, vec!["error", "close"]);
+    assert!(!reactor.is_open(id));
+    assert!(!reactor.send(id, b"late"), "a closed id accepts nothing");
+}
+
+#[test]
+fn half_closed_peer_still_gets_its_reply() {
+    let mut reactor = Reactor::new().unwrap();
+    let addr = echo_server(&mut reactor);
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            stream.write_all(b"last words").unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            // read_to_end returns only at EOF: the server must close after replying.
+            stream.read_to_end(&mut reply).unwrap();
+            done.store(true, Ordering::SeqCst);
+            reply
+        })
+    };
+    run_until(&mut reactor, "client got reply and EOF", |_| done.load(Ordering::SeqCst));
+    assert_eq!(client.join().unwrap(), b"last words");
+    run_until(&mut reactor, "server side closed", |r| r.stats().closed == 1);
+}
+
+#[test]
+fn add_callback_from_another_thread_wakes_a_blocked_loop() {
+    let mut reactor = Reactor::new().unwrap();
+    let handle = reactor.handle();
+    let ran = Rc::new(RefCell::new(false));
+    let sender = std::thread::spawn(move || {
+        // Give the loop time to block in poll first (not a correctness wait:
+        // the test passes whenever the callback arrives).
+        std::thread::sleep(Duration::from_millis(50));
+        handle.add_callback(|r| r.stop());
+    });
+    let started = Instant::now();
+    // No timers, no sockets: without the waker this poll would block for 30 s.
+    reactor.turn(Some(Duration::from_secs(30))).unwrap();
+    let waited = started.elapsed();
+    sender.join().unwrap();
+    *ran.borrow_mut() = reactor.is_stopped();
+    assert!(*ran.borrow(), "the callback ran in the first iteration");
+    assert!(waited < Duration::from_secs(10), "poll was woken, not timed out (waited {waited:?})");
+    assert_eq!(reactor.stats().wakeups, 1);
+}
+
+/// Pauses after each `chunk` bytes until a timer resumes it.
+struct SlowReader {
+    received: Rc<RefCell<Vec<u8>>>,
+    paused: Rc<RefCell<bool>>,
+    chunk: usize,
+    since_pause: usize,
+}
+
+impl Dispatcher for SlowReader {
+    fn readable(&self) -> bool {
+        !*self.paused.borrow()
+    }
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        // Consume at most what is left of this chunk; leave the rest with
+        // the reactor, like a consumer whose output is full.
+        let take = data.len().min(self.chunk - self.since_pause);
+        self.received.borrow_mut().extend_from_slice(&data[..take]);
+        self.since_pause += take;
+        if self.since_pause == self.chunk {
+            self.since_pause = 0;
+            *self.paused.borrow_mut() = true;
+            let paused = self.paused.clone();
+            let id = ctx.id();
+            ctx.reactor().call_later(Duration::from_millis(2), move |r| {
+                *paused.borrow_mut() = false;
+                r.refresh(id);
+            });
+        }
+        take
+    }
+}
+
+#[test]
+fn paused_reader_loses_nothing_and_resumes() {
+    let mut reactor = Reactor::new().unwrap();
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let to_send = payload.clone();
+    let server_conn = Rc::new(RefCell::new(None));
+    let server_conn2 = server_conn.clone();
+    reactor
+        .listen(listener, move |r: &mut Reactor, stream, _| {
+            // One send of 4 MiB: the write buffer must carry it across many
+            // partial writes while the reader is paused.
+            struct Sender(Vec<u8>);
+            impl Dispatcher for Sender {
+                fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+                    ctx.send(&std::mem::take(&mut self.0));
+                    ctx.close();
+                }
+                fn handle_read(&mut self, _: &mut Context<'_>, d: &[u8]) -> usize {
+                    d.len()
+                }
+            }
+            *server_conn2.borrow_mut() = Some(r.add_stream(stream, Sender(to_send.clone())).unwrap());
+        })
+        .unwrap();
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let paused = Rc::new(RefCell::new(false));
+    reactor
+        .connect(
+            addr,
+            SlowReader { received: received.clone(), paused: paused.clone(), chunk: 100_000, since_pause: 0 },
+        )
+        .unwrap();
+    let mut max_pending = 0;
+    run_until(&mut reactor, "all bytes received", |r| {
+        if let Some(id) = *server_conn.borrow() {
+            max_pending = max_pending.max(r.pending_output(id).unwrap_or(0));
+        }
+        received.borrow().len() >= payload.len()
+    });
+    assert_eq!(received.borrow().len(), payload.len());
+    assert!(*received.borrow() == payload, "bytes arrive complete and in order");
+    assert!(max_pending > 0, "the paused reader pushed back on the sender");
+    assert!(reactor.stats().reregisters > 2, "pausing toggled interest");
+}
+
+/// Ping-pong: sends `rounds` messages one at a time.
+struct PingPong {
+    rounds_left: u32,
+    done: Rc<RefCell<u32>>,
+}
+impl Dispatcher for PingPong {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        ctx.send(b"ping");
+    }
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        if data.len() < 4 {
+            return 0; // wait for the whole reply
+        }
+        *self.done.borrow_mut() += 1;
+        self.rounds_left -= 1;
+        if self.rounds_left > 0 {
+            ctx.send(b"ping");
+        } else {
+            ctx.close();
+        }
+        4
+    }
+}
+
+#[test]
+fn steady_traffic_changes_no_interest() {
+    let mut reactor = Reactor::new().unwrap();
+    let addr = echo_server(&mut reactor);
+    let done = Rc::new(RefCell::new(0));
+    reactor.connect(addr, PingPong { rounds_left: 1000, done: done.clone() }).unwrap();
+    run_until(&mut reactor, "10 rounds", |_| *done.borrow() >= 10);
+    let reregisters_after_10 = reactor.stats().reregisters;
+    run_until(&mut reactor, "1000 rounds", |_| *done.borrow() >= 1000);
+    assert_eq!(
+        reactor.stats().reregisters,
+        reregisters_after_10,
+        "990 more messages needed no reregister: interest never changed"
+    );
+}
+
+#[test]
+fn a_flooding_peer_gets_a_bounded_share_of_each_iteration() {
+    // A small scratch buffer and budget make the fair share easy to see:
+    // at most one 4 KiB read per connection per iteration.
+    let config = ReactorConfig { read_budget: 4096, scratch_size: 4096, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(config).unwrap();
+    let addr = echo_server(&mut reactor);
+    let flood_bytes_this_turn = Rc::new(RefCell::new(0usize));
+    let flood_addr = {
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        struct Sink(Rc<RefCell<usize>>);
+        impl Dispatcher for Sink {
+            fn handle_read(&mut self, _: &mut Context<'_>, d: &[u8]) -> usize {
+                *self.0.borrow_mut() += d.len();
+                d.len()
+            }
+        }
+        let counter = flood_bytes_this_turn.clone();
+        reactor.listen(listener, move |r: &mut Reactor, s, _| drop(r.add_stream(s, Sink(counter.clone())))).unwrap();
+        addr
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(flood_addr).unwrap();
+            let block = vec![0u8; 64 * 1024];
+            // Bounded: stops when told, or after 8 GiB.
+            for _ in 0..128 * 1024 {
+                if stop.load(Ordering::SeqCst) || stream.write_all(&block).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let done = Rc::new(RefCell::new(0));
+    let deadline = Instant::now() + DEADLINE;
+    let (mut flood_total, mut max_per_turn) = (0, 0);
+    let mut ping_pong_started = false;
+    while *done.borrow() < 200 && Instant::now() < deadline {
+        // Start the ping-pong once the flood is in full swing.
+        if !ping_pong_started && flood_total > 1024 * 1024 {
+            reactor.connect(addr, PingPong { rounds_left: 200, done: done.clone() }).unwrap();
+            ping_pong_started = true;
+        }
+        reactor.turn(Some(Duration::from_millis(100))).unwrap();
+        let this_turn = std::mem::take(&mut *flood_bytes_this_turn.borrow_mut());
+        flood_total += this_turn;
+        max_per_turn = max_per_turn.max(this_turn);
+    }
+    stop.store(true, Ordering::SeqCst);
+    // Drain a little so the flooder's blocked write returns, then join.
+    for _ in 0..10 {
+        reactor.turn(Some(Duration::from_millis(1))).unwrap();
+    }
+    drop(reactor);
+    flooder.join().unwrap();
+    assert_eq!(*done.borrow(), 200, "the ping-pong connection kept making progress");
+    assert!(flood_total > 2 * 1024 * 1024, "the flood ran beside the ping-pong ({flood_total} bytes)");
+    assert!(max_per_turn <= 4096, "one iteration read {max_per_turn} bytes from the flooding connection");
+}
+
+#[test]
+fn connection_timers_fire_and_die_with_their_connection() {
+    struct Timed {
+        fired: Rc<RefCell<Vec<u64>>>,
+    }
+    impl Dispatcher for Timed {
+        fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+            ctx.set_timer(Duration::from_millis(30), 3);
+            ctx.set_timer(Duration::from_millis(10), 1);
+            let cancelled = ctx.set_timer(Duration::from_millis(20), 2);
+            assert!(ctx.cancel_timer(cancelled));
+            ctx.set_timer(Duration::from_secs(3600), 99);
+        }
+        fn handle_read(&mut self, _: &mut Context<'_>, d: &[u8]) -> usize {
+            d.len()
+        }
+        fn handle_timer(&mut self, ctx: &mut Context<'_>, tag: u64) {
+            self.fired.borrow_mut().push(tag);
+            if tag == 3 {
+                ctx.abort();
+            }
+        }
+    }
+    let mut reactor = Reactor::new().unwrap();
+    let addr = echo_server(&mut reactor);
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let id = reactor.connect(addr, Timed { fired: fired.clone() }).unwrap();
+    run_until(&mut reactor, "connection closed by its timer", |r| !r.is_open(id));
+    assert_eq!(*fired.borrow(), vec![1, 3]);
+    assert_eq!(reactor.pending_timers(), 0, "the hour-long timer died with its connection");
+}
+
+#[test]
+fn loop_timers_run_in_order_and_cancel() {
+    let mut reactor = Reactor::new().unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    for (delay, name) in [(30, "c"), (10, "a"), (20, "b"), (25, "cancelled")] {
+        let order = order.clone();
+        let handle = reactor.call_later(Duration::from_millis(delay), move |_| order.borrow_mut().push(name));
+        if name == "cancelled" {
+            assert!(reactor.remove_timeout(handle));
+            assert!(!reactor.remove_timeout(handle), "second cancel is a harmless no-op");
+        }
+    }
+    run_until(&mut reactor, "three timers", |_| order.borrow().len() == 3);
+    assert_eq!(*order.borrow(), vec!["a", "b", "c"]);
+}
+
+#[test]
+fn periodic_skips_missed_runs_instead_of_bursting() {
+    let mut reactor = Reactor::new().unwrap();
+    let period = Duration::from_millis(20);
+    let start = Instant::now();
+    let runs = Rc::new(RefCell::new(Vec::new()));
+    let runs2 = runs.clone();
+    reactor.add_periodic(period, move |_| {
+        let mut runs = runs2.borrow_mut();
+        runs.push(start.elapsed());
+        if runs.len() == 1 {
+            // Hog the loop for five periods, as a slow callback would.
+            std::thread::sleep(period * 5);
+        }
+    });
+    run_until(&mut reactor, "five runs", |_| runs.borrow().len() >= 5);
+    // Each run falls in a later period slot than the one before: missed runs
+    // were skipped, not fired back to back.
+    let slots: Vec<u128> = runs.borrow().iter().map(|t| t.as_nanos() / period.as_nanos()).collect();
+    assert!(slots.windows(2).all(|w| w[1] > w[0]), "runs burst: slots {slots:?}");
+    assert!(slots[1] >= 6, "the run after the slow one skipped ahead: {slots:?}");
+}
+
+#[test]
+fn an_idle_loop_sleeps_until_its_next_timer() {
+    let mut reactor = Reactor::new().unwrap();
+    let fired = Rc::new(RefCell::new(false));
+    let fired2 = fired.clone();
+    reactor.call_later(Duration::from_millis(150), move |_| *fired2.borrow_mut() = true);
+    let before = reactor.stats().iterations;
+    run_until(&mut reactor, "timer fired", |_| *fired.borrow());
+    let iterations = reactor.stats().iterations - before;
+    // One iteration sleeps until the deadline; a millisecond of rounding may
+    // cost one more. A busy loop would take thousands.
+    assert!(iterations <= 3, "{iterations} iterations for one timer");
+}
+
+#[test]
+fn raw_handler_can_remove_itself_from_its_callback() {
+    let mut reactor = Reactor::new().unwrap();
+    let socket = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let got2 = got.clone();
+    let id = reactor
+        .add_handler(socket, mio::Interest::READABLE, move |r, id, sock: &mut mio::net::UdpSocket, ready| {
+            assert!(ready.readable);
+            let mut buf = [0u8; 64];
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                got2.borrow_mut().extend_from_slice(&buf[..n]);
+            }
+            assert!(r.remove_handler(id));
+        })
+        .unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"datagram", addr).unwrap();
+    run_until(&mut reactor, "datagram handled", |r| r.entry_count() == 0);
+    assert_eq!(*got.borrow(), b"datagram");
+    assert!(!reactor.remove_handler(id), "already removed");
+}
