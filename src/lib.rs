@@ -1,4 +1,26 @@
-//! placeholder
+//! barrage: a single-threaded event-loop reactor, and on it a daemon that
+//! watches many Douyu live-chat ("barrage") rooms at once.
+//!
+//! The layers, each depending only on those below it:
+//!
+//! ```text
+//!   cli (src/main.rs)        barrage watch | serve | demo | bench
+//!     │
+//!   monitor, sim             the room daemon; the simulated Douyu server
+//!     │
+//!   douyu      reactor       the protocol, sans-IO (bytes and time in, messages
+//!                            and bytes out) │ the event loop (mio, slab, timers)
+//! ```
+//!
+//! - [`reactor`] knows nothing about Douyu: a mio `Poll`, buffered
+//!   connections in a slab with asyncore-style callbacks, raw handlers in
+//!   Tornado's style, a hashed timer wheel, and a waker for other threads.
+//! - [`douyu`] never touches a socket or reads a clock: frames, STT bodies,
+//!   typed messages, and the state machine of one room's session.
+//!
+//! Start reading at [`reactor`]'s module documentation: it walks through one
+//! iteration of the loop.
 #![forbid(unsafe_code)]
+
 pub mod douyu;
 pub mod reactor;
