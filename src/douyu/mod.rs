@@ -1,1 +1,3 @@
-//! douyu
+//! The Douyu barrage protocol, sans-IO (work in progress).
+
+pub mod stt;

@@ -1,0 +1,517 @@
+//! STT, the text serialization inside every Douyu packet body.
+//!
+//! # The format
+//!
+//! - A **map** is `key@=value/` repeated: `type@=chatmsg/rid@=9999/txt@=hi/`.
+//! - A **list** is `item/` repeated: `6065/4144/`.
+//! - Inside a key, value or item, `@` is written `@A` and then `/` is written
+//!   `@S` (in that order). So the raw text of an encoded map never holds a `/`
+//!   except as a terminator, and never holds `@=` except as a separator.
+//! - **Nesting**: a value that is itself a map or list is encoded first and
+//!   then escaped once more as an ordinary value. Each level of nesting adds
+//!   one level of escaping (`@=` → `@A=` → `@AA=`, `/` → `@S` → `@AS`).
+//!
+//! # One level at a time
+//!
+//! Nothing in a value says "I am a map": `@Alice` and
+//! `https://a.b/c` look like escaped text too. So this module never guesses.
+//! [`decode_map`] and [`decode_list`] undo exactly one level of escaping,
+//! and a caller who *knows* that a field is nested (`el`, `list`, `ri`, …)
+//! calls them again on that field's value:
+//!
+//! ```
+//! use barrage::douyu::stt;
+//! let msg = stt::decode_map("type@=x/ail@=6065@S4144@S/");
+//! let ail = stt::decode_list(msg.get("ail").unwrap());
+//! assert_eq!(ail.iter().collect::<Vec<_>>(), ["6065", "4144"]);
+//! ```
+//!
+//! # Tolerance
+//!
+//! Real servers are sloppy, so decoding never fails:
+//! - a missing final `/` is fine (the trailing text is the last item);
+//! - a map item without `@=` becomes a key with an empty value, and an
+//!   empty map item (`//`) is skipped; in a list an empty item is an empty
+//!   string (that is how `encode_list([""])` comes back);
+//! - keys are kept in their case (`hintInfo`) and in wire order; a key may
+//!   repeat, and [`Map::get`] returns the **last** one;
+//! - a dangling `@` (at the end, or before anything other than `A`, `S`,
+//!   or the `=` of a map separator) is kept literally. Failing would throw away a
+//!   whole chat line for one odd character, and no correct encoder produces
+//!   it, so there is no "right" meaning to lose.
+//!
+//! # Memory layout (why decoding is fast)
+//!
+//! The daemon decodes every message of thousands of rooms, so allocations per
+//! message matter more than anything else. Decoding a body makes exactly two:
+//! one `String` holding all unescaped keys and values back to back, and one
+//! `Vec` of spans saying where each key and value lies in it. Lookups return
+//! `&str` slices of that one string. The scan itself is a single pass that
+//! copies runs of plain text with `push_str` and handles `@x` and `/` as it
+//! meets them.
+
+/// Appends `text` to `out` with one level of STT escaping (`@`→`@A`, `/`→`@S`).
+pub fn escape_into(out: &mut String, text: &str) {
+    let mut run_start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let replacement = match byte {
+            b'@' => "@A",
+            b'/' => "@S",
+            _ => continue,
+        };
+        out.push_str(&text[run_start..i]);
+        out.push_str(replacement);
+        run_start = i + 1;
+    }
+    out.push_str(&text[run_start..]);
+}
+
+/// Returns `text` with one level of STT escaping added.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    escape_into(&mut out, text);
+    out
+}
+
+/// Removes one level of escaping from a single escaped string
+/// (`@A`→`@`, `@S`→`/`), scanning once left to right so that `@AS` becomes
+/// `@S` and not `/`. Any other `@` is kept as it is.
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes().get(at + 1) {
+            Some(b'A') => out.push('@'),
+            Some(b'S') => out.push('/'),
+            _ => {
+                out.push('@');
+                rest = &rest[at + 1..];
+                continue;
+            }
+        }
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Appends one escaped `key@=value/` field to `out`.
+///
+/// This is the whole "writer": build a map by calling it once per field.
+/// To nest, encode the inner map or list to a `String` first and pass that
+/// as `value`: it gets escaped once more, which is exactly the nesting rule.
+pub fn push_field(out: &mut String, key: &str, value: &str) {
+    escape_into(out, key);
+    out.push_str("@=");
+    escape_into(out, value);
+    out.push('/');
+}
+
+/// Appends one escaped `item/` to `out` (a list element).
+pub fn push_item(out: &mut String, item: &str) {
+    escape_into(out, item);
+    out.push('/');
+}
+
+/// Encodes `(key, value)` pairs as an STT map, in the given order.
+pub fn encode_map<K, V>(fields: impl IntoIterator<Item = (K, V)>) -> String
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut out = String::new();
+    for (key, value) in fields {
+        push_field(&mut out, key.as_ref(), value.as_ref());
+    }
+    out
+}
+
+/// Encodes items as an STT list, in the given order.
+pub fn encode_list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String {
+    let mut out = String::new();
+    for item in items {
+        push_item(&mut out, item.as_ref());
+    }
+    out
+}
+
+/// Where one field lies in [`Map`]'s text: the key is
+/// `text[key_start..value_start]`, the value `text[value_start..value_end]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FieldSpan {
+    key_start: usize,
+    value_start: usize,
+    value_end: usize,
+}
+
+/// A decoded STT map: keys and values unescaped one level, in wire order,
+/// repeated keys kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Map {
+    /// Every unescaped key and value, back to back, with no separators.
+    text: String,
+    /// One span per field, in wire order.
+    spans: Vec<FieldSpan>,
+}
+
+impl Map {
+    /// The value of the **last** field named `key` (exact, case-sensitive match).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.spans
+            .iter()
+            .rev()
+            .find(|span| &self.text[span.key_start..span.value_start] == key)
+            .map(|span| &self.text[span.value_start..span.value_end])
+    }
+
+    /// Decodes the value of `key` as a nested map (see the module docs).
+    pub fn get_map(&self, key: &str) -> Option<Map> {
+        self.get(key).map(decode_map)
+    }
+
+    /// Decodes the value of `key` as a nested list (see the module docs).
+    pub fn get_list(&self, key: &str) -> Option<List> {
+        self.get(key).map(decode_list)
+    }
+
+    /// All `(key, value)` fields in wire order, repeated keys included.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|span| {
+            (
+                &self.text[span.key_start..span.value_start],
+                &self.text[span.value_start..span.value_end],
+            )
+        })
+    }
+
+    /// Number of fields (repeated keys counted each time).
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when the map has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Encodes the map back to STT (escaping one level again).
+    pub fn to_stt(&self) -> String {
+        encode_map(self.iter())
+    }
+}
+
+/// A decoded STT list: items unescaped one level, in wire order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct List {
+    /// Every unescaped item, back to back.
+    text: String,
+    /// `(start, end)` of each item in `text`.
+    spans: Vec<(usize, usize)>,
+}
+
+impl List {
+    /// The item at `index`.
+    pub fn get(&self, index: usize) -> Option<&str> {
+        let &(start, end) = self.spans.get(index)?;
+        Some(&self.text[start..end])
+    }
+
+    /// All items in wire order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.spans
+            .iter()
+            .map(|&(start, end)| &self.text[start..end])
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when the list has no items.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Encodes the list back to STT (escaping one level again).
+    pub fn to_stt(&self) -> String {
+        encode_list(self.iter())
+    }
+}
+
+/// Decodes one level of an STT map. Never fails; see the module docs for
+/// what is tolerated.
+pub fn decode_map(input: &str) -> Map {
+    let mut map = Map {
+        text: String::with_capacity(input.len()),
+        spans: Vec::with_capacity(count_terminators(input)),
+    };
+    scan(input, Items::Map, &mut map.text, |item| {
+        match item.key_end {
+            Some(key_end) => map.spans.push(FieldSpan {
+                key_start: item.start,
+                value_start: key_end,
+                value_end: item.end,
+            }),
+            // `//`: nothing at all, skip it.
+            None if item.start == item.end => {}
+            // `word/` in a map: keep the word as a key with an empty value.
+            None => map.spans.push(FieldSpan {
+                key_start: item.start,
+                value_start: item.end,
+                value_end: item.end,
+            }),
+        }
+    });
+    map
+}
+
+/// Decodes one level of an STT list. Never fails; see the module docs for
+/// what is tolerated.
+pub fn decode_list(input: &str) -> List {
+    let mut list = List {
+        text: String::with_capacity(input.len()),
+        spans: Vec::with_capacity(count_terminators(input)),
+    };
+    scan(input, Items::List, &mut list.text, |item| {
+        list.spans.push((item.start, item.end));
+    });
+    list
+}
+
+/// How many spans to reserve: one per `/`, plus one for a possibly missing
+/// final `/`. Counting bytes is a cheap vectorized pass and saves the
+/// span `Vec` from growing several times per message.
+fn count_terminators(input: &str) -> usize {
+    input.bytes().filter(|&byte| byte == b'/').count() + 1
+}
+
+/// What the scanner is cutting: map items split at their first `@=`, list
+/// items do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Items {
+    Map,
+    List,
+}
+
+/// One item found by [`scan`], as positions in the output text.
+struct ScannedItem {
+    start: usize,
+    /// Where the key ends and the value starts, if the item had a `@=`.
+    key_end: Option<usize>,
+    end: usize,
+}
+
+/// The single pass behind [`decode_map`] and [`decode_list`].
+///
+/// Appends the unescaped text of `input` to `text` and reports each item to
+/// `on_item`. Plain runs between special bytes are copied in one `push_str`;
+/// `@` and `/` are ASCII, so cutting the `&str` at them is always on a
+/// character boundary.
+fn scan(input: &str, items: Items, text: &mut String, mut on_item: impl FnMut(ScannedItem)) {
+    let bytes = input.as_bytes();
+    let mut item_start = text.len();
+    let mut key_end = None;
+    let mut pos = 0; // first input byte not yet copied or handled
+
+    while let Some(offset) = bytes[pos..].iter().position(|&b| b == b'/' || b == b'@') {
+        let special = pos + offset;
+        text.push_str(&input[pos..special]);
+        if bytes[special] == b'/' {
+            on_item(ScannedItem {
+                start: item_start,
+                key_end,
+                end: text.len(),
+            });
+            item_start = text.len();
+            key_end = None;
+            pos = special + 1;
+            continue;
+        }
+        // An `@`: look at the byte after it.
+        match bytes.get(special + 1) {
+            Some(b'A') => text.push('@'),
+            Some(b'S') => text.push('/'),
+            Some(b'=') if items == Items::Map && key_end.is_none() => key_end = Some(text.len()),
+            _ => {
+                // Dangling or unknown escape: keep the `@`, carry on after it.
+                text.push('@');
+                pos = special + 1;
+                continue;
+            }
+        }
+        pos = special + 2;
+    }
+    text.push_str(&input[pos..]);
+
+    // Text after the last `/` is a final item whose `/` went missing.
+    if text.len() > item_start || key_end.is_some() {
+        on_item(ScannedItem {
+            start: item_start,
+            key_end,
+            end: text.len(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pairs(map: &Map) -> Vec<(&str, &str)> {
+        map.iter().collect()
+    }
+
+    #[test]
+    fn escape_order_is_at_then_slash() {
+        assert_eq!(escape("a@b/c@S"), "a@Ab@Sc@AS");
+        assert_eq!(unescape("a@Ab@Sc@AS"), "a@b/c@S");
+    }
+
+    #[test]
+    fn literal_at_s_survives() {
+        assert_eq!(unescape("@AS"), "@S");
+        assert_eq!(decode_map("k@=@AS/").get("k"), Some("@S"));
+        assert_eq!(decode_list("@AS/").get(0), Some("@S"));
+    }
+
+    #[test]
+    fn dangling_and_unknown_escapes_are_kept() {
+        assert_eq!(unescape("a@"), "a@");
+        assert_eq!(unescape("@x@@A"), "@x@@");
+        assert_eq!(decode_map("k@=mail@x/j@=a@/").get("k"), Some("mail@x"));
+        assert_eq!(pairs(&decode_map("k@=a@")), [("k", "a@")]);
+        assert_eq!(pairs(&decode_map("k@=a@/")), [("k", "a@")]);
+        // A second `@=` in one item stays in the value.
+        assert_eq!(pairs(&decode_map("k@=a@=b/")), [("k", "a@=b")]);
+        // `@=` means nothing special in a list.
+        assert_eq!(decode_list("a@=b/").get(0), Some("a@=b"));
+        assert_eq!(decode_list("é@é/").get(0), Some("é@é"));
+    }
+
+    #[test]
+    fn user_text_is_not_damaged() {
+        // On the wire, `@Alice` is `@AAlice`; one level of decoding gives it
+        // back. Decoding again (guessing it was nested) would damage it.
+        let body = "txt@=@AAlice see https:@S@Sa.b@Sc?d=1/";
+        let txt = decode_map(body).get("txt").unwrap().to_string();
+        assert_eq!(txt, "@Alice see https://a.b/c?d=1");
+        assert_eq!(encode_map([("txt", txt.as_str())]), body);
+        assert_eq!(unescape(&txt), "@lice see https://a.b/c?d=1");
+    }
+
+    #[test]
+    fn tolerates_sloppy_maps() {
+        // Missing final `/`, repeated keys (last wins), any case, empty values, empty items.
+        let map = decode_map("rid@=1/hintInfo@=x//rid@=2/e@=/type@=rri");
+        assert_eq!(map.get("rid"), Some("2"));
+        assert_eq!(map.get("hintInfo"), Some("x"));
+        assert_eq!(map.get("hintinfo"), None);
+        assert_eq!(map.get("e"), Some(""));
+        assert_eq!(map.get("type"), Some("rri"));
+        assert_eq!(
+            pairs(&map),
+            [
+                ("rid", "1"),
+                ("hintInfo", "x"),
+                ("rid", "2"),
+                ("e", ""),
+                ("type", "rri")
+            ]
+        );
+        // An item without `@=` is a key with an empty value.
+        assert_eq!(pairs(&decode_map("word/k@=v/")), [("word", ""), ("k", "v")]);
+        assert!(decode_map("").is_empty());
+        assert!(decode_map("///").is_empty());
+    }
+
+    #[test]
+    fn list_items() {
+        let items = |s: &str| decode_list(s).iter().map(String::from).collect::<Vec<_>>();
+        assert_eq!(items(""), Vec::<String>::new());
+        assert_eq!(items("/"), [""]);
+        assert_eq!(items("a//b/"), ["a", "", "b"]);
+        assert_eq!(items("a/b"), ["a", "b"]);
+    }
+
+    #[test]
+    fn writer_builds_nested_values() {
+        let inner = encode_map([("a", "1/2"), ("b", "@")]);
+        assert_eq!(inner, "a@=1@S2/b@=@A/");
+        let mut outer = String::new();
+        push_field(&mut outer, "type", "t");
+        push_field(&mut outer, "in", &inner);
+        assert_eq!(outer, "type@=t/in@=a@A=1@AS2@Sb@A=@AA@S/");
+        let decoded = decode_map(&outer).get_map("in").unwrap();
+        assert_eq!(pairs(&decoded), [("a", "1/2"), ("b", "@")]);
+    }
+
+    /// Strings rich in the characters that matter to STT.
+    fn tricky_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".*",
+            "[@/AS=x]{0,8}",
+            Just(String::new()),
+            Just("@S".to_string()),
+            Just("@A".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn map_round_trip(fields in prop::collection::vec((tricky_string(), tricky_string()), 0..8)) {
+            let decoded = decode_map(&encode_map(fields.iter().map(|(k, v)| (k, v))));
+            // An empty key with an empty value encodes as `@=/`, which is kept.
+            let got: Vec<(String, String)> =
+                decoded.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            prop_assert_eq!(got, fields);
+        }
+
+        #[test]
+        fn list_round_trip(items in prop::collection::vec(tricky_string(), 0..8)) {
+            let decoded = decode_list(&encode_list(&items));
+            prop_assert_eq!(decoded.iter().collect::<Vec<_>>(), items);
+        }
+
+        #[test]
+        fn nested_two_levels_round_trip(
+            rows in prop::collection::vec(
+                prop::collection::vec((tricky_string(), tricky_string()), 0..4), 0..4),
+            other in tricky_string(),
+        ) {
+            // A top-level map whose `list` is a list of maps, like `frank`.
+            let list = encode_list(rows.iter().map(|row| encode_map(row.iter().map(|(k, v)| (k, v)))));
+            let body = encode_map([("type", "frank"), ("list", list.as_str()), ("x", other.as_str())]);
+            let top = decode_map(&body);
+            prop_assert_eq!(top.get("x"), Some(other.as_str()));
+            let decoded_list = top.get_list("list").unwrap();
+            prop_assert_eq!(decoded_list.len(), rows.len());
+            for (item, row) in decoded_list.iter().zip(&rows) {
+                let map = decode_map(item);
+                let got: Vec<(String, String)> =
+                    map.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                prop_assert_eq!(&got, row);
+            }
+        }
+
+        #[test]
+        fn unescape_inverts_escape(text in tricky_string()) {
+            prop_assert_eq!(unescape(&escape(&text)), text);
+        }
+
+        #[test]
+        fn garbage_never_panics(text in ".*", raw in prop::collection::vec("[@/AS=a]", 0..32)) {
+            let joined = raw.concat();
+            for input in [text.as_str(), joined.as_str()] {
+                let map = decode_map(input);
+                let _ = map.iter().count();
+                let _ = map.to_stt();
+                let list = decode_list(input);
+                let _ = list.iter().count();
+                let _ = unescape(input);
+            }
+        }
+    }
+}
