@@ -1,3 +1,4 @@
 //! The Douyu barrage protocol, sans-IO (work in progress).
 
+pub mod frame;
 pub mod stt;
