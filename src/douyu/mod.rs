@@ -1,4 +1,5 @@
 //! The Douyu barrage protocol, sans-IO (work in progress).
 
 pub mod frame;
+pub mod message;
 pub mod stt;
