@@ -42,13 +42,27 @@
 //!
 //! # Memory layout (why decoding is fast)
 //!
-//! The daemon decodes every message of thousands of rooms, so allocations per
-//! message matter more than anything else. Decoding a body makes exactly two:
-//! one `String` holding all unescaped keys and values back to back, and one
-//! `Vec` of spans saying where each key and value lies in it. Lookups return
-//! `&str` slices of that one string. The scan itself is a single pass that
-//! copies runs of plain text with `push_str` and handles `@x` and `/` as it
-//! meets them.
+//! The daemon decodes every message of thousands of rooms, so the work per
+//! message matters. Decoding a body allocates exactly twice:
+//!
+//! - one `String`, `text`, which starts as a plain copy of the body (a single
+//!   `memcpy`). Most keys and values contain no escape, so they already *are*
+//!   their decoded selves inside that copy. The few that do (an avatar path,
+//!   a nested list) are unescaped once more onto the end of `text`. Decoded
+//!   text is never longer than escaped text, so reserving twice the body
+//!   length up front means `text` never grows.
+//! - one `Vec` of spans saying where each key and value lies in `text`.
+//!
+//! Lookups return `&str` slices of `text`. Nothing is allocated per field.
+//!
+//! ```text
+//! body:  type@=uenter/ic@=a@Sb/
+//! text:  type@=uenter/ic@=a@Sb/a/b
+//!        ^^^^  ^^^^^^  ^^      ^^^
+//!        key   value   key     value (unescaped copy)
+//! ```
+
+use std::ops::Range;
 
 /// Appends `text` to `out` with one level of STT escaping (`@`→`@A`, `/`→`@S`).
 pub fn escape_into(out: &mut String, text: &str) {
@@ -73,11 +87,12 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Removes one level of escaping from a single escaped string
-/// (`@A`→`@`, `@S`→`/`), scanning once left to right so that `@AS` becomes
-/// `@S` and not `/`. Any other `@` is kept as it is.
-pub fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Appends `text` to `out` with one level of escaping removed
+/// (`@A`→`@`, `@S`→`/`).
+///
+/// One left-to-right scan, so `@AS` becomes `@S` and not `/`. Any other `@`
+/// (dangling at the end, or before another character) is kept as it is.
+pub fn unescape_into(out: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = rest.find('@') {
         out.push_str(&rest[..at]);
@@ -93,6 +108,12 @@ pub fn unescape(text: &str) -> String {
         rest = &rest[at + 2..];
     }
     out.push_str(rest);
+}
+
+/// Returns `text` with one level of escaping removed (see [`unescape_into`]).
+pub fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    unescape_into(&mut out, text);
     out
 }
 
@@ -136,33 +157,39 @@ pub fn encode_list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String 
     out
 }
 
-/// Where one field lies in [`Map`]'s text: the key is
-/// `text[key_start..value_start]`, the value `text[value_start..value_end]`.
+/// A piece of a decoded map's or list's `text`: `text[start..end]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FieldSpan {
-    key_start: usize,
-    value_start: usize,
-    value_end: usize,
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn of(self, text: &str) -> &str {
+        &text[self.start..self.end]
+    }
 }
 
 /// A decoded STT map: keys and values unescaped one level, in wire order,
 /// repeated keys kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Map {
-    /// Every unescaped key and value, back to back, with no separators.
+    /// A copy of the encoded input, then unescaped copies of the fields that
+    /// needed it (see the module docs).
     text: String,
-    /// One span per field, in wire order.
-    spans: Vec<FieldSpan>,
+    /// `(key, value)` spans in `text`, one per field, in wire order.
+    fields: Vec<(Span, Span)>,
 }
 
 impl Map {
     /// The value of the **last** field named `key` (exact, case-sensitive match).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.spans
+        let text = self.text.as_bytes();
+        self.fields
             .iter()
             .rev()
-            .find(|span| &self.text[span.key_start..span.value_start] == key)
-            .map(|span| &self.text[span.value_start..span.value_end])
+            .find(|(k, _)| &text[k.start..k.end] == key.as_bytes())
+            .map(|(_, value)| value.of(&self.text))
     }
 
     /// Decodes the value of `key` as a nested map (see the module docs).
@@ -177,22 +204,19 @@ impl Map {
 
     /// All `(key, value)` fields in wire order, repeated keys included.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.spans.iter().map(|span| {
-            (
-                &self.text[span.key_start..span.value_start],
-                &self.text[span.value_start..span.value_end],
-            )
-        })
+        self.fields
+            .iter()
+            .map(|(key, value)| (key.of(&self.text), value.of(&self.text)))
     }
 
     /// Number of fields (repeated keys counted each time).
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.fields.len()
     }
 
     /// True when the map has no fields.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.fields.is_empty()
     }
 
     /// Encodes the map back to STT (escaping one level again).
@@ -204,34 +228,31 @@ impl Map {
 /// A decoded STT list: items unescaped one level, in wire order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct List {
-    /// Every unescaped item, back to back.
+    /// Same layout as [`Map`]'s text.
     text: String,
-    /// `(start, end)` of each item in `text`.
-    spans: Vec<(usize, usize)>,
+    /// One span per item, in wire order.
+    items: Vec<Span>,
 }
 
 impl List {
     /// The item at `index`.
     pub fn get(&self, index: usize) -> Option<&str> {
-        let &(start, end) = self.spans.get(index)?;
-        Some(&self.text[start..end])
+        Some(self.items.get(index)?.of(&self.text))
     }
 
     /// All items in wire order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        self.spans
-            .iter()
-            .map(|&(start, end)| &self.text[start..end])
+        self.items.iter().map(|item| item.of(&self.text))
     }
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.items.len()
     }
 
     /// True when the list has no items.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.items.is_empty()
     }
 
     /// Encodes the list back to STT (escaping one level again).
@@ -244,25 +265,20 @@ impl List {
 /// what is tolerated.
 pub fn decode_map(input: &str) -> Map {
     let mut map = Map {
-        text: String::with_capacity(input.len()),
-        spans: Vec::with_capacity(count_terminators(input)),
+        text: copy_with_room(input),
+        fields: Vec::with_capacity(expected_items(input)),
     };
-    scan(input, Items::Map, &mut map.text, |item| {
-        match item.key_end {
-            Some(key_end) => map.spans.push(FieldSpan {
-                key_start: item.start,
-                value_start: key_end,
-                value_end: item.end,
-            }),
+    scan(input, Items::Map, |item| {
+        let (key, value) = match item.separator {
+            Some(at) => (item.start..at, at + 2..item.end),
             // `//`: nothing at all, skip it.
-            None if item.start == item.end => {}
+            None if item.start == item.end => return,
             // `word/` in a map: keep the word as a key with an empty value.
-            None => map.spans.push(FieldSpan {
-                key_start: item.start,
-                value_start: item.end,
-                value_end: item.end,
-            }),
-        }
+            None => (item.start..item.end, item.end..item.end),
+        };
+        let key = decoded(&mut map.text, input, key, item.key_escaped);
+        let value = decoded(&mut map.text, input, value, item.value_escaped);
+        map.fields.push((key, value));
     });
     map
 }
@@ -271,20 +287,53 @@ pub fn decode_map(input: &str) -> Map {
 /// what is tolerated.
 pub fn decode_list(input: &str) -> List {
     let mut list = List {
-        text: String::with_capacity(input.len()),
-        spans: Vec::with_capacity(count_terminators(input)),
+        text: copy_with_room(input),
+        items: Vec::with_capacity(expected_items(input)),
     };
-    scan(input, Items::List, &mut list.text, |item| {
-        list.spans.push((item.start, item.end));
+    scan(input, Items::List, |item| {
+        let span = decoded(
+            &mut list.text,
+            input,
+            item.start..item.end,
+            item.value_escaped,
+        );
+        list.items.push(span);
     });
     list
 }
 
-/// How many spans to reserve: one per `/`, plus one for a possibly missing
-/// final `/`. Counting bytes is a cheap vectorized pass and saves the
-/// span `Vec` from growing several times per message.
-fn count_terminators(input: &str) -> usize {
-    input.bytes().filter(|&byte| byte == b'/').count() + 1
+/// `input` copied into a `String` with as much room again for unescaped
+/// copies, so that the string never reallocates.
+fn copy_with_room(input: &str) -> String {
+    let mut text = String::with_capacity(input.len() * 2);
+    text.push_str(input);
+    text
+}
+
+/// Where the decoded form of `input[range]` lies in `text`. Plain text is
+/// already in `text` (whose first part is a copy of `input`); escaped text
+/// is unescaped onto the end of `text`.
+fn decoded(text: &mut String, input: &str, range: Range<usize>, escaped: bool) -> Span {
+    if !escaped {
+        return Span {
+            start: range.start,
+            end: range.end,
+        };
+    }
+    let start = text.len();
+    unescape_into(text, &input[range]);
+    Span {
+        start,
+        end: text.len(),
+    }
+}
+
+/// How many spans to reserve: a guess from the length (real traffic has a
+/// field every 12 bytes or so), capped so that a huge body does not reserve
+/// a huge vector. A wrong guess costs only a reallocation; counting the
+/// `/`s exactly would cost a pass over the body every time.
+fn expected_items(input: &str) -> usize {
+    (input.len() / 12 + 2).min(1024)
 }
 
 /// What the scanner is cutting: map items split at their first `@=`, list
@@ -295,63 +344,61 @@ enum Items {
     List,
 }
 
-/// One item found by [`scan`], as positions in the output text.
+/// One item found by [`scan`], as byte positions in the input.
 struct ScannedItem {
     start: usize,
-    /// Where the key ends and the value starts, if the item had a `@=`.
-    key_end: Option<usize>,
+    /// Position of the `@=` between key and value, if there is one.
+    separator: Option<usize>,
+    /// Position of the `/` (or the end of the input).
     end: usize,
+    /// A map key (the text before the separator, or the whole item if
+    /// there is none) holds an `@` to unescape.
+    key_escaped: bool,
+    /// A map value, or a list item, holds an `@` to unescape.
+    value_escaped: bool,
 }
 
-/// The single pass behind [`decode_map`] and [`decode_list`].
-///
-/// Appends the unescaped text of `input` to `text` and reports each item to
-/// `on_item`. Plain runs between special bytes are copied in one `push_str`;
-/// `@` and `/` are ASCII, so cutting the `&str` at them is always on a
-/// character boundary.
-fn scan(input: &str, items: Items, text: &mut String, mut on_item: impl FnMut(ScannedItem)) {
-    let bytes = input.as_bytes();
-    let mut item_start = text.len();
-    let mut key_end = None;
-    let mut pos = 0; // first input byte not yet copied or handled
+impl ScannedItem {
+    fn starting_at(start: usize) -> Self {
+        ScannedItem {
+            start,
+            separator: None,
+            end: start,
+            key_escaped: false,
+            value_escaped: false,
+        }
+    }
+}
 
+/// The single pass behind [`decode_map`] and [`decode_list`]: finds every
+/// item, its separator and whether its parts need unescaping, and hands
+/// each to `on_item`. It only looks at `/` and `@`; both are ASCII, so every
+/// position it reports is a character boundary.
+fn scan(input: &str, items: Items, mut on_item: impl FnMut(ScannedItem)) {
+    let bytes = input.as_bytes();
+    let mut item = ScannedItem::starting_at(0);
+    let mut pos = 0;
     while let Some(offset) = bytes[pos..].iter().position(|&b| b == b'/' || b == b'@') {
         let special = pos + offset;
-        text.push_str(&input[pos..special]);
+        pos = special + 1;
         if bytes[special] == b'/' {
-            on_item(ScannedItem {
-                start: item_start,
-                key_end,
-                end: text.len(),
-            });
-            item_start = text.len();
-            key_end = None;
-            pos = special + 1;
-            continue;
+            item.end = special;
+            on_item(item);
+            item = ScannedItem::starting_at(pos);
+        } else if items == Items::Map && item.separator.is_none() && bytes.get(pos) == Some(&b'=') {
+            item.separator = Some(special);
+            pos += 1;
+        } else if items == Items::Map && item.separator.is_none() {
+            // `@A`, `@S`, or an odd `@` that `unescape_into` will keep.
+            item.key_escaped = true;
+        } else {
+            item.value_escaped = true;
         }
-        // An `@`: look at the byte after it.
-        match bytes.get(special + 1) {
-            Some(b'A') => text.push('@'),
-            Some(b'S') => text.push('/'),
-            Some(b'=') if items == Items::Map && key_end.is_none() => key_end = Some(text.len()),
-            _ => {
-                // Dangling or unknown escape: keep the `@`, carry on after it.
-                text.push('@');
-                pos = special + 1;
-                continue;
-            }
-        }
-        pos = special + 2;
     }
-    text.push_str(&input[pos..]);
-
     // Text after the last `/` is a final item whose `/` went missing.
-    if text.len() > item_start || key_end.is_some() {
-        on_item(ScannedItem {
-            start: item_start,
-            key_end,
-            end: text.len(),
-        });
+    if item.start < bytes.len() {
+        item.end = bytes.len();
+        on_item(item);
     }
 }
 
@@ -506,9 +553,12 @@ mod tests {
             let joined = raw.concat();
             for input in [text.as_str(), joined.as_str()] {
                 let map = decode_map(input);
+                // The reserved room for unescaped copies always suffices.
+                prop_assert!(map.text.len() <= 2 * input.len());
                 let _ = map.iter().count();
                 let _ = map.to_stt();
                 let list = decode_list(input);
+                prop_assert!(list.text.len() <= 2 * input.len());
                 let _ = list.iter().count();
                 let _ = unescape(input);
             }
