@@ -225,8 +225,12 @@ pub fn decode_packet<'a>(
         });
     }
 
-    let body = String::from_utf8_lossy(body);
-    let lossy = matches!(body, Cow::Owned(_)); // only allocated if it had to repair
+    // `from_utf8` is the fast validator; the lossy repair (which allocates)
+    // only runs for the rare invalid body.
+    let (body, lossy) = match std::str::from_utf8(body) {
+        Ok(text) => (Cow::Borrowed(text), false),
+        Err(_) => (String::from_utf8_lossy(body), true),
+    };
     Ok(Some((
         Packet {
             packet_type,
