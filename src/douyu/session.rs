@@ -582,4 +582,39 @@ mod tests {
         assert_eq!(session.lossy_messages(), 1);
         assert_eq!(session.state(), SessionState::Joined);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunking_delivers_each_message_once(chunk in 1usize..64) {
+            let start = Instant::now();
+            let mut session = joined(start);
+            let bodies: Vec<String> = (0..20).map(|i| format!("type@=chatmsg/txt@=消息{i}/")).collect();
+            let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+            let wire = server(&refs);
+            let mut pending = Vec::new();
+            for piece in wire.chunks(chunk) {
+                pending.extend_from_slice(piece);
+                let used = session.on_bytes(&pending, start);
+                pending.drain(..used);
+            }
+            let got: Vec<String> = events(&mut session)
+                .into_iter()
+                .filter_map(|e| match e {
+                    SessionEvent::Message(m) => Some(m.to_body()),
+                    _ => None,
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, bodies);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let start = Instant::now();
+            let mut session = joined(start);
+            let used = session.on_bytes(&bytes, start);
+            proptest::prop_assert!(used <= bytes.len());
+            session.on_timeout(start + secs(1000));
+            proptest::prop_assert_eq!(session.state(), SessionState::Closed);
+        }
+    }
 }
