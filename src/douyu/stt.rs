@@ -268,18 +268,18 @@ pub fn decode_map(input: &str) -> Map {
         text: copy_with_room(input),
         fields: Vec::with_capacity(expected_items(input)),
     };
-    scan(input, Items::Map, |item| {
+    for item in Scanner::new(input, Items::Map) {
         let (key, value) = match item.separator {
             Some(at) => (item.start..at, at + 2..item.end),
             // `//`: nothing at all, skip it.
-            None if item.start == item.end => return,
+            None if item.start == item.end => continue,
             // `word/` in a map: keep the word as a key with an empty value.
             None => (item.start..item.end, item.end..item.end),
         };
         let key = decoded(&mut map.text, input, key, item.key_escaped);
         let value = decoded(&mut map.text, input, value, item.value_escaped);
         map.fields.push((key, value));
-    });
+    }
     map
 }
 
@@ -290,15 +290,11 @@ pub fn decode_list(input: &str) -> List {
         text: copy_with_room(input),
         items: Vec::with_capacity(expected_items(input)),
     };
-    scan(input, Items::List, |item| {
-        let span = decoded(
-            &mut list.text,
-            input,
-            item.start..item.end,
-            item.value_escaped,
-        );
+    for item in Scanner::new(input, Items::List) {
+        let range = item.start..item.end;
+        let span = decoded(&mut list.text, input, range, item.value_escaped);
         list.items.push(span);
-    });
+    }
     list
 }
 
@@ -344,7 +340,7 @@ enum Items {
     List,
 }
 
-/// One item found by [`scan`], as byte positions in the input.
+/// One item found by [`Scanner`], as byte positions in the input.
 struct ScannedItem {
     start: usize,
     /// Position of the `@=` between key and value, if there is one.
@@ -370,35 +366,60 @@ impl ScannedItem {
     }
 }
 
-/// The single pass behind [`decode_map`] and [`decode_list`]: finds every
-/// item, its separator and whether its parts need unescaping, and hands
-/// each to `on_item`. It only looks at `/` and `@`; both are ASCII, so every
+/// The single pass behind [`decode_map`] and [`decode_list`]: an iterator
+/// over the items of `input`, each with its separator and whether its parts
+/// need unescaping. It only looks at `/` and `@`; both are ASCII, so every
 /// position it reports is a character boundary.
-fn scan(input: &str, items: Items, mut on_item: impl FnMut(ScannedItem)) {
-    let bytes = input.as_bytes();
-    let mut item = ScannedItem::starting_at(0);
-    let mut pos = 0;
-    while let Some(offset) = bytes[pos..].iter().position(|&b| b == b'/' || b == b'@') {
-        let special = pos + offset;
-        pos = special + 1;
-        if bytes[special] == b'/' {
-            item.end = special;
-            on_item(item);
-            item = ScannedItem::starting_at(pos);
-        } else if items == Items::Map && item.separator.is_none() && bytes.get(pos) == Some(&b'=') {
-            item.separator = Some(special);
-            pos += 1;
-        } else if items == Items::Map && item.separator.is_none() {
-            // `@A`, `@S`, or an odd `@` that `unescape_into` will keep.
-            item.key_escaped = true;
-        } else {
-            item.value_escaped = true;
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    items: Items,
+    /// First byte not yet looked at.
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(input: &'a str, items: Items) -> Self {
+        Scanner {
+            bytes: input.as_bytes(),
+            items,
+            pos: 0,
         }
     }
-    // Text after the last `/` is a final item whose `/` went missing.
-    if item.start < bytes.len() {
+}
+
+impl Iterator for Scanner<'_> {
+    type Item = ScannedItem;
+
+    fn next(&mut self) -> Option<ScannedItem> {
+        let bytes = self.bytes;
+        if self.pos >= bytes.len() {
+            return None;
+        }
+        let mut item = ScannedItem::starting_at(self.pos);
+        while let Some(offset) = bytes[self.pos..]
+            .iter()
+            .position(|&b| b == b'/' || b == b'@')
+        {
+            let special = self.pos + offset;
+            self.pos = special + 1;
+            let in_key = self.items == Items::Map && item.separator.is_none();
+            if bytes[special] == b'/' {
+                item.end = special;
+                return Some(item);
+            } else if in_key && bytes.get(self.pos) == Some(&b'=') {
+                item.separator = Some(special);
+                self.pos += 1;
+            } else if in_key {
+                // `@A`, `@S`, or an odd `@` that `unescape_into` will keep.
+                item.key_escaped = true;
+            } else {
+                item.value_escaped = true;
+            }
+        }
+        // No `/` left: the rest is a final item whose `/` went missing.
+        self.pos = bytes.len();
         item.end = bytes.len();
-        on_item(item);
+        Some(item)
     }
 }
 
