@@ -6,9 +6,7 @@ use std::time::Instant;
 use barrage::douyu::frame::{self, DecoderConfig, FrameDecoder, SERVER_TO_CLIENT};
 use barrage::douyu::message::{Chat, Enter, Gift, LoginRes, PingReq, RoomStatus};
 use barrage::douyu::stt::{self, Map};
-use barrage::douyu::{
-    ClientSession, LiveStatus, Message, MessageView, SessionConfig, SessionEvent, SessionState,
-};
+use barrage::douyu::{ClientSession, LiveStatus, Message, MessageView, SessionConfig, SessionEvent, SessionState};
 
 const LOGINRES: &str = "type@=loginres/userid@=0/roomgroup@=0/pg@=0/sessionid@=2/username@=/nickname@=/live_stat@=0/is_illegal@=0/ill_ct@=/ill_ts@=0/now@=0/ps@=0/es@=0/it@=0/its@=0/npv@=0/best_dlev@=0/cur_lev@=0/nrc@=3371353904/ih@=0/sid@=70071/sahf@=0/sceneid@=0/newrg@=0/regts@=0/ip@=133.440.640.599/rn@=0/rct@=0/";
 const PINGREQ: &str = "type@=pingreq/tick@=1790519453293/";
@@ -21,18 +19,7 @@ const ONI: &str = "type@=oni/vn@=17000/rid@=9999/list@=num@AA=1@ASsl@AA=60@AS@Sn
 const FRANK: &str = "type@=frank/fc@=4395/bnn@=拒绝R/list@=uid@AA=197290249@ASnn@AA=宋宋宋555@ASic@AA=avatar_v3@AAS201809@AASde94cadbaa975630940499fdbafbf258@ASfim@AA=74078400@ASbl@AA=28@ASlev@AA=52@ASpg@AA=1@ASrg@AA=4@ASsahf@AA=0@ASnewrg@AA=0@AS@S/ver@=156739/ci@=r6ddzwf2uy/rid@=102965/";
 const ANCHOR_RANK: &str = "hintInfo@=sec@A=1790519463@Sname@A=全站榜@Sid@A=201@Ssource@A=2@Srid@A=6512@Sidx@A=60@SanchorName@A=雨神丶@S/changeList@=top@AA=50@ASname@AA=游戏榜@ASdiff@AA=10@ASid@AA=203@ASidx@AA=46@AS@Stop@AA=100@ASname@AA=全站榜@ASdiff@AA=10@ASid@AA=201@ASidx@AA=60@AS@S/type@=anchor_rank2505_change/ts@=1790519460660/";
 
-const ALL: [&str; 10] = [
-    LOGINRES,
-    PINGREQ,
-    UENTER,
-    CHATMSG,
-    DGB,
-    RSS,
-    SPBC,
-    ONI,
-    FRANK,
-    ANCHOR_RANK,
-];
+const ALL: [&str; 10] = [LOGINRES, PINGREQ, UENTER, CHATMSG, DGB, RSS, SPBC, ONI, FRANK, ANCHOR_RANK];
 
 fn pairs(map: &Map) -> Vec<(&str, &str)> {
     map.iter().collect()
@@ -56,24 +43,13 @@ fn loginres() {
     assert_eq!(m.get("nrc"), Some("3371353904"));
     assert_eq!(m.get("ip"), Some("133.440.640.599"));
     assert_eq!(m.get("rct"), Some("0"));
-    assert_eq!(
-        m.view(),
-        MessageView::LoginRes(LoginRes {
-            user_id: Some(0),
-            live_stat: Some(0)
-        })
-    );
+    assert_eq!(m.view(), MessageView::LoginRes(LoginRes { user_id: Some(0), live_stat: Some(0) }));
 }
 
 #[test]
 fn pingreq() {
     let m = Message::decode(PINGREQ);
-    assert_eq!(
-        m.view(),
-        MessageView::PingReq(PingReq {
-            tick: Some(1790519453293)
-        })
-    );
+    assert_eq!(m.view(), MessageView::PingReq(PingReq { tick: Some(1790519453293) }));
 }
 
 #[test]
@@ -82,16 +58,10 @@ fn uenter() {
     assert_eq!(
         m.view(),
         MessageView::Enter(Enter {
-            room_id: Some(9999),
-            user_id: Some(889966309),
-            nickname: "观众1",
-            level: Some(36),
+            room_id: Some(9999), user_id: Some(889966309), nickname: "观众1", level: Some(36)
         })
     );
-    assert_eq!(
-        m.get("ic"),
-        Some("sfijdj/ajcd/905199/35/34/w6810m6ko60u02ox12c7450715f0937i")
-    );
+    assert_eq!(m.get("ic"), Some("sfijdj/ajcd/905199/35/34/w6810m6ko60u02ox12c7450715f0937i"));
     assert_eq!(m.get("bnn"), Some("小僵尸"));
     assert_eq!(m.get("if"), Some("1"));
 }
@@ -137,10 +107,7 @@ fn dgb() {
             combo: Some(10),
         })
     );
-    assert_eq!(
-        m.get("ic"),
-        Some("kfzplq_d5/716564/h02n8p3i08kz16fk37m91nqni8f17ve4")
-    );
+    assert_eq!(m.get("ic"), Some("kfzplq_d5/716564/h02n8p3i08kz16fk37m91nqni8f17ve4"));
     assert_eq!(m.get("receive_nn"), Some("yyfyyf"));
 }
 
@@ -148,10 +115,7 @@ fn dgb() {
 fn rss() {
     assert_eq!(
         Message::decode(RSS).view(),
-        MessageView::RoomStatus(RoomStatus {
-            room_id: Some(12850251),
-            status: Some(LiveStatus::Offline),
-        })
+        MessageView::RoomStatus(RoomStatus { room_id: Some(12850251), status: Some(LiveStatus::Offline) })
     );
 }
 
@@ -171,12 +135,7 @@ fn oni_list_of_maps() {
     let list = m.as_map().get_list("list").unwrap();
     let rows: Vec<Vec<(String, String)>> = list
         .iter()
-        .map(|item| {
-            stt::decode_map(item)
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
+        .map(|item| stt::decode_map(item).iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
         .collect();
     let row = |sl: &str| vec![("num".into(), "1".into()), ("sl".into(), sl.to_string())];
     assert_eq!(rows, [row("60"), row("50")]);
@@ -189,10 +148,7 @@ fn frank_first_entry() {
     let list = m.as_map().get_list("list").unwrap();
     assert_eq!(list.len(), 1);
     let first = stt::decode_map(list.get(0).unwrap());
-    assert_eq!(
-        first.get("ic"),
-        Some("avatar_v3/201809/de94cadbaa975630940499fdbafbf258")
-    );
+    assert_eq!(first.get("ic"), Some("avatar_v3/201809/de94cadbaa975630940499fdbafbf258"));
     assert_eq!(first.get("uid"), Some("197290249"));
     assert_eq!(first.get("nn"), Some("宋宋宋555"));
     assert_eq!(first.get("newrg"), Some("0"));
@@ -223,26 +179,8 @@ fn anchor_rank_type_not_first_and_nested() {
 
     let changes = m.as_map().get_list("changeList").unwrap();
     let maps: Vec<Map> = changes.iter().map(stt::decode_map).collect();
-    assert_eq!(
-        pairs(&maps[0]),
-        [
-            ("top", "50"),
-            ("name", "游戏榜"),
-            ("diff", "10"),
-            ("id", "203"),
-            ("idx", "46")
-        ]
-    );
-    assert_eq!(
-        pairs(&maps[1]),
-        [
-            ("top", "100"),
-            ("name", "全站榜"),
-            ("diff", "10"),
-            ("id", "201"),
-            ("idx", "60")
-        ]
-    );
+    assert_eq!(pairs(&maps[0]), [("top", "50"), ("name", "游戏榜"), ("diff", "10"), ("id", "203"), ("idx", "46")]);
+    assert_eq!(pairs(&maps[1]), [("top", "100"), ("name", "全站榜"), ("diff", "10"), ("id", "201"), ("idx", "60")]);
     assert_eq!(maps.len(), 2);
 }
 
@@ -254,25 +192,14 @@ fn decoded_examples() {
     assert_eq!(el.len(), 1);
     assert_eq!(
         pairs(&stt::decode_map(el.get(0).unwrap())),
-        [
-            ("eid", "1500000113"),
-            ("etp", "1"),
-            ("sc", "1"),
-            ("ef", "0")
-        ]
+        [("eid", "1500000113"), ("etp", "1"), ("sc", "1"), ("ef", "0")]
     );
     // `ri` is a map.
     let m = stt::decode_map("ri@=sc@A=107844200@Sidx@A=26@S/");
-    assert_eq!(
-        pairs(&m.get_map("ri").unwrap()),
-        [("sc", "107844200"), ("idx", "26")]
-    );
+    assert_eq!(pairs(&m.get_map("ri").unwrap()), [("sc", "107844200"), ("idx", "26")]);
     // `ail` is a list of strings.
     let m = stt::decode_map("ail@=6065@S4144@S/");
-    assert_eq!(
-        m.get_list("ail").unwrap().iter().collect::<Vec<_>>(),
-        ["6065", "4144"]
-    );
+    assert_eq!(m.get_list("ail").unwrap().iter().collect::<Vec<_>>(), ["6065", "4144"]);
     // An escaped literal `@S` decodes to `@S`, never `/`.
     assert_eq!(stt::decode_map("txt@=a@ASb/").get("txt"), Some("a@Sb"));
 }

@@ -124,23 +124,26 @@ fn connect_refused_reports_error_then_close_exactly_once() {
 fn half_closed_peer_still_gets_its_reply() {
     let mut reactor = Reactor::new().unwrap();
     let addr = echo_server(&mut reactor);
-    let done = Arc::new(AtomicBool::new(false));
+    let reply = Arc::new(std::sync::Mutex::new(None));
+    let handle = reactor.handle();
     let client = {
-        let done = done.clone();
+        let reply = reply.clone();
         std::thread::spawn(move || {
             let mut stream = std::net::TcpStream::connect(addr).unwrap();
             stream.set_read_timeout(Some(DEADLINE)).unwrap();
             stream.write_all(b"last words").unwrap();
             stream.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut reply = Vec::new();
+            let mut got = Vec::new();
             // read_to_end returns only at EOF: the server must close after replying.
-            stream.read_to_end(&mut reply).unwrap();
-            done.store(true, Ordering::SeqCst);
-            reply
+            stream.read_to_end(&mut got).unwrap();
+            *reply.lock().unwrap() = Some(got);
+            // Wake the loop so it sees the result now, not at its deadline.
+            handle.add_callback(|_| {});
         })
     };
-    run_until(&mut reactor, "client got reply and EOF", |_| done.load(Ordering::SeqCst));
-    assert_eq!(client.join().unwrap(), b"last words");
+    run_until(&mut reactor, "client got reply and EOF", |_| reply.lock().unwrap().is_some());
+    client.join().unwrap();
+    assert_eq!(reply.lock().unwrap().as_deref(), Some(&b"last words"[..]));
     run_until(&mut reactor, "server side closed", |r| r.stats().closed == 1);
 }
 

@@ -58,8 +58,7 @@ pub const DEFAULT_MAX_LENGTH: usize = 1024 * 1024;
 /// # Panics
 /// If the body is too long for the 32-bit length field (about 4 GiB).
 pub fn encode_packet(out: &mut Vec<u8>, packet_type: u16, body: &str) {
-    let length = u32::try_from(body.len() + LENGTH_OVERHEAD)
-        .expect("a Douyu packet body must be shorter than 4 GiB");
+    let length = u32::try_from(body.len() + LENGTH_OVERHEAD).expect("a Douyu packet body must be shorter than 4 GiB");
     out.reserve(HEADER_LEN + body.len() + 1);
     out.extend_from_slice(&length.to_le_bytes());
     out.extend_from_slice(&length.to_le_bytes());
@@ -82,18 +81,12 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// For a client reading what a server sends (type 690).
     pub fn client() -> Self {
-        DecoderConfig {
-            max_length: DEFAULT_MAX_LENGTH,
-            expected_type: SERVER_TO_CLIENT,
-        }
+        DecoderConfig { max_length: DEFAULT_MAX_LENGTH, expected_type: SERVER_TO_CLIENT }
     }
 
     /// For a server reading what a client sends (type 689).
     pub fn server() -> Self {
-        DecoderConfig {
-            max_length: DEFAULT_MAX_LENGTH,
-            expected_type: CLIENT_TO_SERVER,
-        }
+        DecoderConfig { max_length: DEFAULT_MAX_LENGTH, expected_type: CLIENT_TO_SERVER }
     }
 }
 
@@ -113,11 +106,7 @@ pub struct Packet<'a> {
 impl Packet<'_> {
     /// Copies the body so the packet no longer borrows the input.
     pub fn into_owned(self) -> Packet<'static> {
-        Packet {
-            packet_type: self.packet_type,
-            body: Cow::Owned(self.body.into_owned()),
-            lossy: self.lossy,
-        }
+        Packet { packet_type: self.packet_type, body: Cow::Owned(self.body.into_owned()), lossy: self.lossy }
     }
 }
 
@@ -167,51 +156,26 @@ impl std::error::Error for FrameError {}
 /// - `Ok(None)`: `buf` holds only part of a packet (or nothing); keep it and
 ///   call again when more bytes have arrived.
 /// - `Err(_)`: the stream is invalid; drop the connection.
-pub fn decode_packet<'a>(
-    buf: &'a [u8],
-    config: &DecoderConfig,
-) -> Result<Option<(Packet<'a>, usize)>, FrameError> {
+pub fn decode_packet<'a>(buf: &'a [u8], config: &DecoderConfig) -> Result<Option<(Packet<'a>, usize)>, FrameError> {
     let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
     };
-    let [
-        l0,
-        l1,
-        l2,
-        l3,
-        m0,
-        m1,
-        m2,
-        m3,
-        t0,
-        t1,
-        _encryption,
-        _reserved,
-    ] = *header;
+    let [l0, l1, l2, l3, m0, m1, m2, m3, t0, t1, _encryption, _reserved] = *header;
     let length = u32::from_le_bytes([l0, l1, l2, l3]);
     let second = u32::from_le_bytes([m0, m1, m2, m3]);
     let packet_type = u16::from_le_bytes([t0, t1]);
 
     if length != second {
-        return Err(FrameError::LengthMismatch {
-            first: length,
-            second,
-        });
+        return Err(FrameError::LengthMismatch { first: length, second });
     }
     if (length as usize) < LENGTH_OVERHEAD {
         return Err(FrameError::LengthTooShort { length });
     }
     if length as usize > config.max_length {
-        return Err(FrameError::LengthTooLong {
-            length,
-            max: config.max_length,
-        });
+        return Err(FrameError::LengthTooLong { length, max: config.max_length });
     }
     if packet_type != config.expected_type {
-        return Err(FrameError::UnexpectedType {
-            found: packet_type,
-            expected: config.expected_type,
-        });
+        return Err(FrameError::UnexpectedType { found: packet_type, expected: config.expected_type });
     }
 
     let packet_len = length as usize + 4;
@@ -220,9 +184,7 @@ pub fn decode_packet<'a>(
     };
     let (body, terminator) = packet[HEADER_LEN..].split_at(packet_len - HEADER_LEN - 1);
     if terminator[0] != 0 {
-        return Err(FrameError::MissingTerminator {
-            found: terminator[0],
-        });
+        return Err(FrameError::MissingTerminator { found: terminator[0] });
     }
 
     // `from_utf8` is the fast validator; the lossy repair (which allocates)
@@ -231,14 +193,7 @@ pub fn decode_packet<'a>(
         Ok(text) => (Cow::Borrowed(text), false),
         Err(_) => (String::from_utf8_lossy(body), true),
     };
-    Ok(Some((
-        Packet {
-            packet_type,
-            body,
-            lossy,
-        },
-        packet_len,
-    )))
+    Ok(Some((Packet { packet_type, body, lossy }, packet_len)))
 }
 
 /// [`decode_packet`] with its own buffer, for code that has no reactor
@@ -271,13 +226,7 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// An empty decoder.
     pub fn new(config: DecoderConfig) -> Self {
-        FrameDecoder {
-            config,
-            buffer: Vec::new(),
-            consumed: 0,
-            error: None,
-            lossy_packets: 0,
-        }
+        FrameDecoder { config, buffer: Vec::new(), consumed: 0, error: None, lossy_packets: 0 }
     }
 
     /// Adds received bytes. Ignored after an error.
@@ -360,9 +309,7 @@ mod tests {
         let wire = packet(SERVER_TO_CLIENT, "txt@=注意保暖/");
         let body_bytes = "txt@=注意保暖/".len() as u32;
         assert_eq!(wire[..4], (body_bytes + 9).to_le_bytes());
-        let (p, used) = decode_packet(&wire, &DecoderConfig::client())
-            .unwrap()
-            .unwrap();
+        let (p, used) = decode_packet(&wire, &DecoderConfig::client()).unwrap().unwrap();
         assert_eq!(p.body, "txt@=注意保暖/");
         assert_eq!(used, wire.len());
         assert!(matches!(p.body, Cow::Borrowed(_)));
@@ -371,9 +318,7 @@ mod tests {
     #[test]
     fn empty_body_is_fine() {
         let wire = packet(SERVER_TO_CLIENT, "");
-        let (p, used) = decode_packet(&wire, &DecoderConfig::client())
-            .unwrap()
-            .unwrap();
+        let (p, used) = decode_packet(&wire, &DecoderConfig::client()).unwrap().unwrap();
         assert_eq!((p.body.as_ref(), used), ("", 13));
     }
 
@@ -382,63 +327,36 @@ mod tests {
         let cfg = DecoderConfig::client();
         assert_eq!(
             decode_packet(&header(20, 21, 690), &cfg),
-            Err(FrameError::LengthMismatch {
-                first: 20,
-                second: 21
-            })
+            Err(FrameError::LengthMismatch { first: 20, second: 21 })
         );
-        assert_eq!(
-            decode_packet(&header(8, 8, 690), &cfg),
-            Err(FrameError::LengthTooShort { length: 8 })
-        );
+        assert_eq!(decode_packet(&header(8, 8, 690), &cfg), Err(FrameError::LengthTooShort { length: 8 }));
         assert_eq!(
             decode_packet(&header(20, 20, 689), &cfg),
-            Err(FrameError::UnexpectedType {
-                found: 689,
-                expected: 690
-            })
+            Err(FrameError::UnexpectedType { found: 689, expected: 690 })
         );
         let mut wire = packet(SERVER_TO_CLIENT, "type@=mrkl/");
         *wire.last_mut().unwrap() = b'!';
-        assert_eq!(
-            decode_packet(&wire, &cfg),
-            Err(FrameError::MissingTerminator { found: b'!' })
-        );
+        assert_eq!(decode_packet(&wire, &cfg), Err(FrameError::MissingTerminator { found: b'!' }));
         // A server expects 689 and refuses 690.
         assert!(matches!(
             decode_packet(&packet(SERVER_TO_CLIENT, ""), &DecoderConfig::server()),
             Err(FrameError::UnexpectedType { .. })
         ));
-        for error in [
-            FrameError::LengthTooShort { length: 1 },
-            FrameError::MissingTerminator { found: 1 },
-        ] {
+        for error in [FrameError::LengthTooShort { length: 1 }, FrameError::MissingTerminator { found: 1 }] {
             assert!(!error.to_string().is_empty());
         }
     }
 
     #[test]
     fn oversized_length_rejected_from_header_alone() {
-        let cfg = DecoderConfig {
-            max_length: 100,
-            ..DecoderConfig::client()
-        };
+        let cfg = DecoderConfig { max_length: 100, ..DecoderConfig::client() };
         let wire = header(101, 101, 690);
         assert_eq!(wire.len(), HEADER_LEN);
-        assert_eq!(
-            decode_packet(&wire, &cfg),
-            Err(FrameError::LengthTooLong {
-                length: 101,
-                max: 100
-            })
-        );
+        assert_eq!(decode_packet(&wire, &cfg), Err(FrameError::LengthTooLong { length: 101, max: 100 }));
         // The default maximum, from a 12-byte header via the owning decoder.
         let mut decoder = FrameDecoder::new(DecoderConfig::client());
         decoder.feed(&header(u32::MAX, u32::MAX, 690));
-        assert!(matches!(
-            decoder.next_packet(),
-            Err(FrameError::LengthTooLong { .. })
-        ));
+        assert!(matches!(decoder.next_packet(), Err(FrameError::LengthTooLong { .. })));
         assert_eq!(decoder.buffered(), HEADER_LEN); // nothing more was buffered
         // An error is terminal.
         decoder.feed(&packet(SERVER_TO_CLIENT, "type@=mrkl/"));

@@ -33,9 +33,7 @@ pub struct Message {
 impl Message {
     /// Decodes one top-level body (one level of STT).
     pub fn decode(body: &str) -> Message {
-        Message {
-            fields: stt::decode_map(body),
-        }
+        Message { fields: stt::decode_map(body) }
     }
 
     /// The `type` field, or `""` if there is none.
@@ -67,13 +65,10 @@ impl Message {
     pub fn view(&self) -> MessageView<'_> {
         let m = &self.fields;
         match self.msg_type() {
-            "loginres" => MessageView::LoginRes(LoginRes {
-                user_id: number(m, "userid"),
-                live_stat: number(m, "live_stat"),
-            }),
-            "pingreq" => MessageView::PingReq(PingReq {
-                tick: number(m, "tick"),
-            }),
+            "loginres" => {
+                MessageView::LoginRes(LoginRes { user_id: number(m, "userid"), live_stat: number(m, "live_stat") })
+            }
+            "pingreq" => MessageView::PingReq(PingReq { tick: number(m, "tick") }),
             "mrkl" => MessageView::Heartbeat,
             "chatmsg" => MessageView::Chat(Chat::from_fields(self.fields())),
             "uenter" => MessageView::Enter(Enter::from_fields(self.fields())),
@@ -82,9 +77,7 @@ impl Message {
                 room_id: number(m, "rid"),
                 status: LiveStatus::from_fields(number(m, "ss"), number(m, "ivl")),
             }),
-            "error" => MessageView::Error(ServerError {
-                code: number(m, "code"),
-            }),
+            "error" => MessageView::Error(ServerError { code: number(m, "code") }),
             other => MessageView::Other(other),
         }
     }
@@ -379,16 +372,9 @@ mod tests {
 
     #[test]
     fn request_bodies() {
+        assert_eq!(Request::Login { room: 9999 }.body(), "type@=loginreq/roomid@=9999/");
         assert_eq!(
-            Request::Login { room: 9999 }.body(),
-            "type@=loginreq/roomid@=9999/"
-        );
-        assert_eq!(
-            Request::JoinGroup {
-                room: 9999,
-                group: MASSIVE_GROUP
-            }
-            .body(),
+            Request::JoinGroup { room: 9999, group: MASSIVE_GROUP }.body(),
             "type@=joingroup/rid@=9999/gid@=-9999/"
         );
         assert_eq!(Request::Heartbeat.body(), "type@=mrkl/");
@@ -399,13 +385,8 @@ mod tests {
     #[test]
     fn bad_numbers_are_none() {
         let m = Message::decode("type@=chatmsg/rid@=abc/uid@=-1/level@=99999999999/col@=/");
-        let MessageView::Chat(chat) = m.view() else {
-            panic!("not a chat")
-        };
-        assert_eq!(
-            (chat.room_id, chat.user_id, chat.level, chat.color),
-            (None, None, None, None)
-        );
+        let MessageView::Chat(chat) = m.view() else { panic!("not a chat") };
+        assert_eq!((chat.room_id, chat.user_id, chat.level, chat.color), (None, None, None, None));
         assert_eq!(chat.text, "");
     }
 

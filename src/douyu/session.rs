@@ -150,10 +150,7 @@ impl ClientSession {
         ClientSession {
             room,
             config,
-            decoder: DecoderConfig {
-                max_length: config.max_frame,
-                ..DecoderConfig::client()
-            },
+            decoder: DecoderConfig { max_length: config.max_frame, ..DecoderConfig::client() },
             state: SessionState::Connecting,
             live: None,
             transmit: Vec::new(),
@@ -231,11 +228,7 @@ impl ClientSession {
         self.events.push_back(SessionEvent::Message(message));
 
         if joined {
-            Request::JoinGroup {
-                room: self.room,
-                group: self.config.group,
-            }
-            .encode_into(&mut self.transmit);
+            Request::JoinGroup { room: self.room, group: self.config.group }.encode_into(&mut self.transmit);
             self.state = SessionState::Joined;
             self.login_deadline = None;
             self.heartbeat_deadline = Some(now + self.config.heartbeat);
@@ -267,14 +260,7 @@ impl ClientSession {
 
     /// The earliest instant at which `on_timeout` has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.login_deadline,
-            self.heartbeat_deadline,
-            self.idle_deadline,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.login_deadline, self.heartbeat_deadline, self.idle_deadline].into_iter().flatten().min()
     }
 
     /// Appends all bytes waiting to be sent to `out`; false if there were none.
@@ -396,10 +382,7 @@ mod tests {
 
         session.on_connected(start);
         assert_eq!(session.state(), SessionState::LoggingIn);
-        assert_eq!(
-            sent(&mut session),
-            Request::Login { room: ROOM }.to_packet()
-        );
+        assert_eq!(sent(&mut session), Request::Login { room: ROOM }.to_packet());
         assert_eq!(session.next_deadline(), Some(start + secs(15)));
 
         let t1 = start + secs(1);
@@ -411,14 +394,8 @@ mod tests {
         ]);
         assert_eq!(session.on_bytes(&data, t1), data.len());
         assert_eq!(session.state(), SessionState::Joined);
-        assert_eq!(
-            types(&events(&mut session)),
-            ["loginres", "<joined>", "pingreq", "rss", "chatmsg"]
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&sent(&mut session)[12..]),
-            "type@=joingroup/rid@=9999/gid@=-9999/\0"
-        );
+        assert_eq!(types(&events(&mut session)), ["loginres", "<joined>", "pingreq", "rss", "chatmsg"]);
+        assert_eq!(String::from_utf8_lossy(&sent(&mut session)[12..]), "type@=joingroup/rid@=9999/gid@=-9999/\0");
         assert_eq!(session.live_status(), Some(LiveStatus::Live));
         assert!(!session.poll_transmit(&mut Vec::new()));
     }
@@ -454,10 +431,7 @@ mod tests {
         session.on_timeout(start + secs(14));
         assert_eq!(session.state(), SessionState::LoggingIn);
         session.on_timeout(start + secs(15));
-        assert_eq!(
-            events(&mut session),
-            [SessionEvent::Close(CloseReason::LoginTimeout)]
-        );
+        assert_eq!(events(&mut session), [SessionEvent::Close(CloseReason::LoginTimeout)]);
         assert_eq!(session.state(), SessionState::Closed);
         assert_eq!(session.next_deadline(), None);
     }
@@ -474,24 +448,15 @@ mod tests {
         session.on_timeout(start + secs(180)); // heartbeat
         assert_eq!(session.state(), SessionState::Joined);
         session.on_timeout(start + secs(220));
-        assert_eq!(
-            events(&mut session),
-            [SessionEvent::Close(CloseReason::IdleTimeout)]
-        );
+        assert_eq!(events(&mut session), [SessionEvent::Close(CloseReason::IdleTimeout)]);
         assert!(sent(&mut session).is_empty(), "pending beats are dropped");
     }
 
     #[test]
     fn server_errors_close() {
         for (body, reason) in [
-            (
-                "type@=error/code@=52/",
-                CloseReason::ServerError { code: Some(52) },
-            ),
-            (
-                "type@=error/code@=51/",
-                CloseReason::ServerError { code: Some(51) },
-            ),
+            ("type@=error/code@=52/", CloseReason::ServerError { code: Some(52) }),
+            ("type@=error/code@=51/", CloseReason::ServerError { code: Some(51) }),
             ("type@=error/code@=204/", CloseReason::BadRoomId),
         ] {
             let start = Instant::now();
@@ -517,10 +482,7 @@ mod tests {
         assert_eq!(types(&got)[0], "chatmsg");
         assert_eq!(
             got[1],
-            SessionEvent::Close(CloseReason::Protocol(FrameError::LengthMismatch {
-                first: 9,
-                second: 8
-            }))
+            SessionEvent::Close(CloseReason::Protocol(FrameError::LengthMismatch { first: 9, second: 8 }))
         );
         assert_eq!(session.on_bytes(b"more", start), 4);
         assert!(events(&mut session).is_empty());
@@ -532,10 +494,7 @@ mod tests {
         let mut session = joined(start);
         session.shutdown();
         assert_eq!(sent(&mut session), Request::Logout.to_packet());
-        assert_eq!(
-            events(&mut session),
-            [SessionEvent::Close(CloseReason::Shutdown)]
-        );
+        assert_eq!(events(&mut session), [SessionEvent::Close(CloseReason::Shutdown)]);
         session.shutdown();
         assert!(events(&mut session).is_empty());
 
@@ -550,11 +509,7 @@ mod tests {
     fn split_message_is_delivered_once_in_order() {
         let start = Instant::now();
         let mut session = joined(start);
-        let wire = server(&[
-            "type@=chatmsg/txt@=第一/",
-            "type@=chatmsg/txt@=second/",
-            "type@=uenter/nn@=x/",
-        ]);
+        let wire = server(&["type@=chatmsg/txt@=第一/", "type@=chatmsg/txt@=second/", "type@=uenter/nn@=x/"]);
         let mut pending = Vec::new();
         for chunk in wire.chunks(3) {
             pending.extend_from_slice(chunk);

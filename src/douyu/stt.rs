@@ -204,9 +204,7 @@ impl Map {
 
     /// All `(key, value)` fields in wire order, repeated keys included.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.fields
-            .iter()
-            .map(|(key, value)| (key.of(&self.text), value.of(&self.text)))
+        self.fields.iter().map(|(key, value)| (key.of(&self.text), value.of(&self.text)))
     }
 
     /// Number of fields (repeated keys counted each time).
@@ -264,10 +262,7 @@ impl List {
 /// Decodes one level of an STT map. Never fails; see the module docs for
 /// what is tolerated.
 pub fn decode_map(input: &str) -> Map {
-    let mut map = Map {
-        text: copy_with_room(input),
-        fields: Vec::with_capacity(expected_items(input)),
-    };
+    let mut map = Map { text: copy_with_room(input), fields: Vec::with_capacity(expected_items(input)) };
     for item in Scanner::new(input, Items::Map) {
         let (key, value) = match item.separator {
             Some(at) => (item.start..at, at + 2..item.end),
@@ -286,10 +281,7 @@ pub fn decode_map(input: &str) -> Map {
 /// Decodes one level of an STT list. Never fails; see the module docs for
 /// what is tolerated.
 pub fn decode_list(input: &str) -> List {
-    let mut list = List {
-        text: copy_with_room(input),
-        items: Vec::with_capacity(expected_items(input)),
-    };
+    let mut list = List { text: copy_with_room(input), items: Vec::with_capacity(expected_items(input)) };
     for item in Scanner::new(input, Items::List) {
         let range = item.start..item.end;
         let span = decoded(&mut list.text, input, range, item.value_escaped);
@@ -311,17 +303,11 @@ fn copy_with_room(input: &str) -> String {
 /// is unescaped onto the end of `text`.
 fn decoded(text: &mut String, input: &str, range: Range<usize>, escaped: bool) -> Span {
     if !escaped {
-        return Span {
-            start: range.start,
-            end: range.end,
-        };
+        return Span { start: range.start, end: range.end };
     }
     let start = text.len();
     unescape_into(text, &input[range]);
-    Span {
-        start,
-        end: text.len(),
-    }
+    Span { start, end: text.len() }
 }
 
 /// How many spans to reserve: a guess from the length (real traffic has a
@@ -356,13 +342,7 @@ struct ScannedItem {
 
 impl ScannedItem {
     fn starting_at(start: usize) -> Self {
-        ScannedItem {
-            start,
-            separator: None,
-            end: start,
-            key_escaped: false,
-            value_escaped: false,
-        }
+        ScannedItem { start, separator: None, end: start, key_escaped: false, value_escaped: false }
     }
 }
 
@@ -379,11 +359,7 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(input: &'a str, items: Items) -> Self {
-        Scanner {
-            bytes: input.as_bytes(),
-            items,
-            pos: 0,
-        }
+        Scanner { bytes: input.as_bytes(), items, pos: 0 }
     }
 }
 
@@ -396,10 +372,7 @@ impl Iterator for Scanner<'_> {
             return None;
         }
         let mut item = ScannedItem::starting_at(self.pos);
-        while let Some(offset) = bytes[self.pos..]
-            .iter()
-            .position(|&b| b == b'/' || b == b'@')
-        {
+        while let Some(offset) = bytes[self.pos..].iter().position(|&b| b == b'/' || b == b'@') {
             let special = self.pos + offset;
             self.pos = special + 1;
             let in_key = self.items == Items::Map && item.separator.is_none();
@@ -479,16 +452,7 @@ mod tests {
         assert_eq!(map.get("hintinfo"), None);
         assert_eq!(map.get("e"), Some(""));
         assert_eq!(map.get("type"), Some("rri"));
-        assert_eq!(
-            pairs(&map),
-            [
-                ("rid", "1"),
-                ("hintInfo", "x"),
-                ("rid", "2"),
-                ("e", ""),
-                ("type", "rri")
-            ]
-        );
+        assert_eq!(pairs(&map), [("rid", "1"), ("hintInfo", "x"), ("rid", "2"), ("e", ""), ("type", "rri")]);
         // An item without `@=` is a key with an empty value.
         assert_eq!(pairs(&decode_map("word/k@=v/")), [("word", ""), ("k", "v")]);
         assert!(decode_map("").is_empty());
@@ -518,13 +482,7 @@ mod tests {
 
     /// Strings rich in the characters that matter to STT.
     fn tricky_string() -> impl Strategy<Value = String> {
-        prop_oneof![
-            ".*",
-            "[@/AS=x]{0,8}",
-            Just(String::new()),
-            Just("@S".to_string()),
-            Just("@A".to_string()),
-        ]
+        prop_oneof![".*", "[@/AS=x]{0,8}", Just(String::new()), Just("@S".to_string()), Just("@A".to_string()),]
     }
 
     proptest! {
