@@ -459,3 +459,21 @@ fn raw_handler_can_remove_itself_from_its_callback() {
     assert_eq!(*got.borrow(), b"datagram");
     assert!(!reactor.remove_handler(id), "already removed");
 }
+
+#[test]
+fn channel_hands_values_from_a_thread_to_loop_state() {
+    let mut reactor = Reactor::new().unwrap();
+    // Loop-thread state that is not Send: only the channel's callback sees it.
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let sink = received.clone();
+    let sender = reactor.channel(move |_r: &mut Reactor, value: u32| sink.borrow_mut().push(value));
+    let worker = std::thread::spawn(move || {
+        for value in [3, 1, 2] {
+            sender.send(value);
+        }
+    });
+    // No timers or sockets: only the channel's wake-ups can end these polls.
+    run_until(&mut reactor, "three values", |_| received.borrow().len() == 3);
+    worker.join().unwrap();
+    assert_eq!(*received.borrow(), vec![3, 1, 2], "in the order sent");
+}

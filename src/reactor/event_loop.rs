@@ -11,6 +11,7 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use super::ConnId;
+use super::channel::ChannelReceiver;
 use super::connection::Connection;
 use super::dispatcher::Ready;
 use super::handle::{ReactorHandle, Shared};
@@ -135,6 +136,8 @@ pub struct Reactor {
     /// Connections to close once the current callback has returned.
     pub(crate) closing: Vec<ConnId>,
     pub(crate) scratch: Vec<u8>,
+    /// Loop-side ends of channels; taken out while one drains.
+    channels: Vec<Option<Box<dyn ChannelReceiver>>>,
     shared: Arc<Shared>,
     stopped: bool,
     pub(crate) stats: Stats,
@@ -163,6 +166,7 @@ impl Reactor {
             ready: VecDeque::new(),
             dirty: Vec::new(),
             closing: Vec::new(),
+            channels: Vec::new(),
             shared: Arc::new(Shared { waker, queue: Mutex::new(Vec::new()), wake_pending: AtomicBool::new(false) }),
             stopped: false,
             stats: Stats::default(),
@@ -361,6 +365,18 @@ impl Reactor {
         }
         let index = self.entries.insert(Entry { generation, kind });
         ConnId { index: index as u32, generation }
+    }
+
+    pub(crate) fn add_channel_receiver(&mut self, receiver: Box<dyn ChannelReceiver>) -> usize {
+        self.channels.push(Some(receiver));
+        self.channels.len() - 1
+    }
+
+    /// Runs a channel's callback on everything queued for it.
+    pub(crate) fn drain_channel(&mut self, id: usize) {
+        let Some(mut receiver) = self.channels.get_mut(id).and_then(Option::take) else { return };
+        receiver.drain(self);
+        self.channels[id] = Some(receiver);
     }
 
     // ----- timers (Tornado's names) -----------------------------------------

@@ -33,9 +33,11 @@
 //! - [`buffer`] — read and write buffers;
 //! - [`timer`] — the hashed timer wheel;
 //! - [`handle`] — the thread-safe [`ReactorHandle`];
+//! - [`channel`] — typed values from other threads to a loop-thread callback;
 //! - [`stats`] — counters.
 
 pub mod buffer;
+pub mod channel;
 pub mod connection;
 pub mod dispatcher;
 pub mod event_loop;
@@ -44,6 +46,7 @@ pub mod raw;
 pub mod stats;
 pub mod timer;
 
+pub use channel::LoopSender;
 pub use dispatcher::{Acceptor, Context, Dispatcher, Ready};
 pub use event_loop::{PeriodicId, Reactor, ReactorConfig};
 pub use handle::ReactorHandle;
