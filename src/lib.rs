@@ -23,4 +23,5 @@
 #![forbid(unsafe_code)]
 
 pub mod douyu;
+pub mod monitor;
 pub mod reactor;

@@ -269,6 +269,15 @@ impl Reactor {
         }
     }
 
+    /// Calls connection `id`'s `handle_timer(tag)` at `deadline` — also a
+    /// way to ask a connection to do something from outside its callbacks
+    /// (a deadline of now runs it on the next iteration). Returns `None` if
+    /// the connection is gone.
+    pub fn set_timer(&mut self, id: ConnId, deadline: Instant, tag: u64) -> Option<TimerHandle> {
+        self.conn(id)?;
+        Some(self.set_conn_timer(id, deadline, tag))
+    }
+
     pub(crate) fn set_conn_timer(&mut self, id: ConnId, deadline: Instant, tag: u64) -> TimerHandle {
         let timer = self.add_timer(deadline, TimerTask::Conn { id, tag });
         match self.conn_mut(id) {

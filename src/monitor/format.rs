@@ -1,0 +1,147 @@
+//! How one received message becomes one output line.
+//!
+//! JSON (for pipelines) is exactly
+//! `{"ts":<ms since the Unix epoch>,"room":<id>,"type":"<type>","fields":{…}}`
+//! with every STT field as a string, unescaped one level (nested values stay
+//! as STT text, to be decoded further only by whoever needs them). A key
+//! that repeats in the body appears once, with its last value — the same
+//! "last wins" rule as `Message::get`.
+//!
+//! Text (for people at a terminal) is one readable line per message, in the
+//! spirit of the original tutorial's prints.
+
+use std::io::Write;
+
+use crate::douyu::{LiveStatus, Message, MessageView};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// Appends `message`, received at `ts_ms` in `room`, as one line to `out`.
+pub fn write_line(out: &mut Vec<u8>, format: Format, ts_ms: u64, room: u64, message: &Message) {
+    match format {
+        Format::Json => write_json(out, ts_ms, room, message),
+        Format::Text => write_text(out, room, message),
+    }
+}
+
+fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
+    let _ = write!(out, "{{\"ts\":{ts_ms},\"room\":{room},\"type\":");
+    json_string(out, message.msg_type());
+    out.extend_from_slice(b",\"fields\":{");
+    let mut first = true;
+    for (index, (key, value)) in message.fields().enumerate() {
+        // Last wins: skip a key that appears again later.
+        if message.fields().skip(index + 1).any(|(later, _)| later == key) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        json_string(out, key);
+        out.push(b':');
+        json_string(out, value);
+    }
+    out.extend_from_slice(b"}}\n");
+}
+
+/// A JSON string literal (serde_json does the escaping).
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
+    let _ = match message.view() {
+        MessageView::Chat(chat) => writeln!(out, "[{room}] {}: {}", chat.nickname, one_line(chat.text)),
+        MessageView::Enter(enter) => writeln!(out, "[{room}] {} entered", enter.nickname),
+        MessageView::Gift(gift) => {
+            writeln!(out, "[{room}] {} sent {} ×{}", gift.nickname, gift.gift_name, gift.count.unwrap_or(1))
+        }
+        MessageView::RoomStatus(status) => match status.status {
+            Some(LiveStatus::Live) => writeln!(out, "[{room}] ● live now"),
+            Some(LiveStatus::Offline) => writeln!(out, "[{room}] ○ went offline"),
+            Some(LiveStatus::Loop) => writeln!(out, "[{room}] ↻ replaying (loop)"),
+            None => writeln!(out, "[{room}] status changed"),
+        },
+        MessageView::LoginRes(_) => writeln!(out, "[{room}] logged in"),
+        MessageView::Error(error) => writeln!(out, "[{room}] server error {}", error.code.unwrap_or(-1)),
+        // Heartbeat echoes and server ticks are noise for a person.
+        MessageView::Heartbeat | MessageView::PingReq(_) => Ok(()),
+        MessageView::Other(kind) => {
+            let _ = write!(out, "[{room}] {kind}");
+            for (key, value) in message.fields().filter(|(k, _)| *k != "type").take(6) {
+                let _ = write!(out, " {key}={}", shorten(value, 40));
+            }
+            writeln!(out)
+        }
+    };
+}
+
+/// Chat text on one line: a newline inside a message must not forge a line.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\n', '\r']) { text.replace(['\n', '\r'], " ").into() } else { text.into() }
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    let mut short: String = one_line(text).chars().take(max_chars).collect();
+    if text.chars().nth(max_chars).is_some() {
+        short.push('…');
+    }
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: &str = "type@=chatmsg/rid@=102965/uid@=36216769/nn@=小老弟233/txt@=注意保暖 \"quoted\" a@Sb\\c/cid@=7/el@=eid@AA=1@AS@S/";
+
+    fn line(format: Format, body: &str) -> String {
+        let mut out = Vec::new();
+        write_line(&mut out, format, 1_790_519_453_293, 102965, &Message::decode(body));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_line_has_exactly_the_contract_fields() {
+        let text = line(Format::Json, CHAT);
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let object = value.as_object().unwrap();
+        assert_eq!(object.keys().collect::<Vec<_>>(), ["fields", "room", "ts", "type"]);
+        assert_eq!(value["ts"], 1_790_519_453_293u64);
+        assert_eq!(value["room"], 102965);
+        assert_eq!(value["type"], "chatmsg");
+        let fields = value["fields"].as_object().unwrap();
+        assert_eq!(fields["txt"], "注意保暖 \"quoted\" a/b\\c", "unescaped one level, JSON-escaped");
+        assert_eq!(fields["uid"], "36216769", "values stay strings");
+        assert_eq!(fields["el"], "eid@A=1@S/", "nested values are decoded one level only");
+        assert_eq!(fields.len(), 7);
+    }
+
+    #[test]
+    fn repeated_keys_appear_once_with_the_last_value() {
+        let value: serde_json::Value = serde_json::from_str(&line(Format::Json, "type@=rri/rid@=1/rid@=2/")).unwrap();
+        assert_eq!(value["fields"]["rid"], "2");
+        assert_eq!(line(Format::Json, "type@=rri/rid@=1/rid@=2/").matches("\"rid\"").count(), 1);
+    }
+
+    #[test]
+    fn text_lines_read_like_the_tutorial() {
+        assert_eq!(line(Format::Text, CHAT), "[102965] 小老弟233: 注意保暖 \"quoted\" a/b\\c\n");
+        assert_eq!(line(Format::Text, "type@=uenter/nn@=观众1/"), "[102965] 观众1 entered\n");
+        assert_eq!(
+            line(Format::Text, "type@=dgb/nn@=观众3/gfn@=粉丝荧光棒/gfcnt@=10/"),
+            "[102965] 观众3 sent 粉丝荧光棒 ×10\n"
+        );
+        assert_eq!(line(Format::Text, "type@=rss/ss@=1/ivl@=0/"), "[102965] ● live now\n");
+        assert_eq!(line(Format::Text, "type@=mrkl/"), "");
+        assert_eq!(line(Format::Text, "type@=chatmsg/nn@=x/txt@=two\nlines/"), "[102965] x: two lines\n");
+        assert_eq!(line(Format::Text, "type@=newthing/a@=1/b@=2/"), "[102965] newthing a=1 b=2\n");
+    }
+}

@@ -1,0 +1,537 @@
+//! The room daemon behind `barrage watch`: many rooms, one reactor.
+//!
+//! Each room is one TCP connection driven by a [`RoomConn`](room) around a
+//! sans-IO `ClientSession`. This module keeps the rooms' life cycle:
+//!
+//! ```text
+//!   Waiting ──(pacer)──▶ Connecting ──▶ LoggingIn ──▶ Joined
+//!      ▲                     │              │            │
+//!      └──── BackingOff ◀────┴──────────────┴────────────┘  (closed: retry)
+//! ```
+//!
+//! - **Pacing:** new connections start at most `connects_per_second`, so
+//!   thousands of rooms do not hit the server (or the machine) at once.
+//! - **Addresses:** a room that fails on one server address tries the next
+//!   (every resolved IP of every server) before backing off.
+//! - **Backoff:** exponential with full jitter, 1 s doubling to 60 s, never
+//!   giving up; reset after a healthy period (see [`backoff`]).
+//! - **Output:** every message is written once; when the output falls
+//!   behind, rooms stop reading (see [`output`]).
+//!
+//! Server names are resolved on a helper thread (DNS cannot be made
+//! non-blocking with std) and handed back through a reactor channel.
+
+pub mod backoff;
+pub mod format;
+pub mod output;
+mod room;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::douyu::{ClientSession, LiveStatus, Message, MessageView, SessionConfig};
+use crate::reactor::{ConnId, Reactor};
+
+use backoff::{Backoff, Jitter};
+use format::Format;
+use output::{Destination, Output, OutputLimits};
+use room::{RoomConn, TIMER_LOGOUT};
+
+/// Everything `barrage watch` can be told.
+#[derive(Clone, Debug)]
+pub struct MonitorConfig {
+    pub rooms: Vec<u64>,
+    /// `host:port` of each server, tried in order.
+    pub servers: Vec<String>,
+    pub format: Format,
+    /// Only these message types are written (all if `None`).
+    pub types: Option<HashSet<String>>,
+    pub session: SessionConfig,
+    /// New connections started per second, at most.
+    pub connects_per_second: f64,
+    pub output: Destination,
+    pub output_limits: OutputLimits,
+    /// How often the status line is logged (at info level).
+    pub status_interval: Duration,
+    /// A connection that lived this long resets the backoff.
+    pub healthy_after: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            rooms: Vec::new(),
+            servers: vec!["danmuproxy.douyu.com:8601".into(), "danmuproxy.douyu.com:8602".into()],
+            format: Format::Json,
+            types: None,
+            session: SessionConfig::default(),
+            connects_per_second: 200.0,
+            output: Destination::Stdout,
+            output_limits: OutputLimits::default(),
+            status_interval: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a room is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoomState {
+    /// Waiting for its turn to connect (pacing) or for addresses (DNS).
+    Waiting,
+    Connecting,
+    LoggingIn,
+    Joined,
+    BackingOff,
+    /// Shut down or removed; not coming back.
+    Stopped,
+}
+
+impl RoomState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RoomState::Waiting => "waiting",
+            RoomState::Connecting => "connecting",
+            RoomState::LoggingIn => "logging_in",
+            RoomState::Joined => "joined",
+            RoomState::BackingOff => "backing_off",
+            RoomState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One room as the monitor sees it.
+#[derive(Clone, Debug)]
+pub struct Room {
+    pub id: u64,
+    pub state: RoomState,
+    pub conn: Option<ConnId>,
+    pub live: Option<LiveStatus>,
+    pub messages: u64,
+    pub last_message: Option<Instant>,
+    /// Connections that ended and were retried.
+    pub reconnects: u64,
+    backoff: Backoff,
+    /// Index into the address list for the next attempt.
+    next_address: usize,
+    /// Addresses that failed in a row since the last success or backoff.
+    failed_addresses: usize,
+}
+
+/// Counters for the status line and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct MonitorStats {
+    pub messages: u64,
+    pub messages_by_type: HashMap<String, u64>,
+    /// Messages received but not written because of `--types`.
+    pub filtered: u64,
+    pub reconnects: u64,
+    pub decode_errors: u64,
+}
+
+/// How a room's connection ended, reported by its `RoomConn`.
+pub(crate) struct CloseOutcome {
+    pub joined: bool,
+    pub lived: Duration,
+    pub reason: String,
+    pub should_reconnect: bool,
+}
+
+pub(crate) struct MonitorState {
+    config: MonitorConfig,
+    pub(crate) output: Output,
+    rooms: BTreeMap<u64, Room>,
+    /// Every resolved address of every server, in order; empty until DNS
+    /// answered.
+    addresses: Vec<SocketAddr>,
+    /// Rooms waiting for a connection slot (pacing).
+    connect_queue: VecDeque<u64>,
+    pacer_scheduled: bool,
+    flush_scheduled: bool,
+    shutting_down: bool,
+    jitter: Jitter,
+    pub(crate) stats: MonitorStats,
+    /// Handle to ourselves, for callbacks scheduled on the reactor.
+    this: std::rc::Weak<RefCell<MonitorState>>,
+}
+
+/// A running monitor. Cheap to clone; all clones see the same rooms.
+#[derive(Clone)]
+pub struct Monitor {
+    state: Rc<RefCell<MonitorState>>,
+}
+
+impl Monitor {
+    /// Opens the output, resolves the servers (on a helper thread) and
+    /// starts connecting every room, paced.
+    pub fn start(reactor: &mut Reactor, config: MonitorConfig) -> io::Result<Monitor> {
+        if config.servers.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no server to connect to"));
+        }
+        let output = Output::open(config.output.clone(), config.output_limits, reactor.handle())?;
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let state = Rc::new_cyclic(|this| {
+            RefCell::new(MonitorState {
+                output,
+                rooms: BTreeMap::new(),
+                addresses: Vec::new(),
+                connect_queue: VecDeque::new(),
+                pacer_scheduled: false,
+                flush_scheduled: false,
+                shutting_down: false,
+                jitter: Jitter::new(seed),
+                stats: MonitorStats::default(),
+                this: this.clone(),
+                config: config.clone(),
+            })
+        });
+        let monitor = Monitor { state };
+        for room in config.rooms.iter().copied() {
+            monitor.add_room(reactor, room);
+        }
+        monitor.resolve_servers(reactor, config.servers.clone());
+        monitor.start_status_line(reactor, config.status_interval);
+        Ok(monitor)
+    }
+
+    /// Starts watching `room` (no-op if already watched).
+    pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.rooms.get(&room).is_some_and(|r| r.state != RoomState::Stopped) {
+            return;
+        }
+        let backoff = Backoff::with_limits(state.config.backoff_base, state.config.backoff_cap);
+        state.rooms.insert(
+            room,
+            Room {
+                id: room,
+                state: RoomState::Waiting,
+                conn: None,
+                live: None,
+                messages: 0,
+                last_message: None,
+                reconnects: 0,
+                backoff,
+                next_address: 0,
+                failed_addresses: 0,
+            },
+        );
+        state.enqueue_connect(reactor, room);
+    }
+
+    /// Stops watching `room`: logs out if connected.
+    pub fn remove_room(&self, reactor: &mut Reactor, room: u64) {
+        let mut state = self.state.borrow_mut();
+        let Some(entry) = state.rooms.get_mut(&room) else { return };
+        entry.state = RoomState::Stopped;
+        if let Some(conn) = entry.conn {
+            reactor.set_timer(conn, Instant::now(), TIMER_LOGOUT);
+        }
+    }
+
+    /// Logs out of every room and stops reconnecting. The rooms close as
+    /// their logouts are written; [`is_idle`](Self::is_idle) tells when.
+    pub fn shutdown(&self, reactor: &mut Reactor) {
+        let rooms: Vec<u64> = {
+            let mut state = self.state.borrow_mut();
+            state.shutting_down = true;
+            state.connect_queue.clear();
+            state.rooms.keys().copied().collect()
+        };
+        for room in rooms {
+            self.remove_room(reactor, room);
+        }
+    }
+
+    /// After `shutdown`: every room's connection has closed.
+    pub fn is_idle(&self) -> bool {
+        self.state.borrow().rooms.values().all(|r| r.conn.is_none())
+    }
+
+    /// Hands the last output to the writer and waits for it (blocking; at exit).
+    pub fn finish_output(&self) {
+        self.state.borrow_mut().output.finish();
+    }
+
+    /// Reopens the output file (log rotation).
+    pub fn reopen_output(&self) {
+        self.state.borrow_mut().output.reopen();
+    }
+
+    /// The output's writer gave up (e.g. stdout's reader went away).
+    pub fn output_failed(&self) -> bool {
+        self.state.borrow().output.has_failed()
+    }
+
+    pub fn stats(&self) -> MonitorStats {
+        self.state.borrow().stats.clone()
+    }
+
+    /// A snapshot of every room.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.state.borrow().rooms.values().cloned().collect()
+    }
+
+    /// How many rooms are in each state.
+    pub fn state_counts(&self) -> BTreeMap<RoomState, usize> {
+        self.state.borrow().state_counts()
+    }
+
+    /// Unwritten output bytes.
+    pub fn output_pending(&self) -> usize {
+        self.state.borrow().output.pending()
+    }
+
+    fn resolve_servers(&self, reactor: &mut Reactor, servers: Vec<String>) {
+        let weak = Rc::downgrade(&self.state);
+        let sender = reactor.channel(move |reactor: &mut Reactor, addresses: Vec<SocketAddr>| {
+            let Some(state) = weak.upgrade() else { return };
+            let mut state = state.borrow_mut();
+            if addresses.is_empty() {
+                log::error!("no server address could be resolved; rooms will wait");
+                return;
+            }
+            log::info!("servers resolved to {} addresses", addresses.len());
+            state.addresses = addresses;
+            state.ensure_pacer(reactor);
+        });
+        std::thread::Builder::new()
+            .name("barrage-dns".into())
+            .spawn(move || {
+                let mut addresses = Vec::new();
+                for server in &servers {
+                    match server.to_socket_addrs() {
+                        Ok(found) => addresses.extend(found),
+                        Err(e) => log::warn!("cannot resolve {server}: {e}"),
+                    }
+                }
+                sender.send(addresses);
+            })
+            .expect("spawning the DNS thread");
+    }
+
+    fn start_status_line(&self, reactor: &mut Reactor, interval: Duration) {
+        if interval.is_zero() {
+            return;
+        }
+        let weak = Rc::downgrade(&self.state);
+        let mut last = (Instant::now(), 0u64);
+        reactor.add_periodic(interval, move |_| {
+            let Some(state) = weak.upgrade() else { return };
+            let state = state.borrow();
+            let counts = state.state_counts();
+            let count = |s| counts.get(&s).copied().unwrap_or(0);
+            let rate = (state.stats.messages - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
+            last = (Instant::now(), state.stats.messages);
+            log::info!(
+                "rooms: {} joined, {} connecting, {} backing off; {:.1} msg/s; {} reconnects",
+                count(RoomState::Joined),
+                count(RoomState::Waiting) + count(RoomState::Connecting) + count(RoomState::LoggingIn),
+                count(RoomState::BackingOff),
+                rate,
+                state.stats.reconnects
+            );
+        });
+    }
+}
+
+impl MonitorState {
+    fn state_counts(&self) -> BTreeMap<RoomState, usize> {
+        let mut counts = BTreeMap::new();
+        for room in self.rooms.values() {
+            *counts.entry(room.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Writes one received message (unless filtered) and counts it.
+    pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, ts_ms: u64, message: &Message) {
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            entry.messages += 1;
+            entry.last_message = Some(Instant::now());
+            if let MessageView::RoomStatus(status) = message.view() {
+                entry.live = status.status.or(entry.live);
+            }
+        }
+        self.stats.messages += 1;
+        match self.stats.messages_by_type.get_mut(message.msg_type()) {
+            Some(count) => *count += 1,
+            None => {
+                self.stats.messages_by_type.insert(message.msg_type().to_string(), 1);
+            }
+        }
+        if self.config.types.as_ref().is_some_and(|types| !types.contains(message.msg_type())) {
+            self.stats.filtered += 1;
+            return;
+        }
+        format::write_line(self.output.batch(), self.config.format, ts_ms, room, message);
+        // One batch per loop iteration: flush when this iteration's
+        // callbacks are done.
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            let weak = self.this.clone();
+            reactor.call_soon(move |_| {
+                if let Some(state) = weak.upgrade() {
+                    let mut state = state.borrow_mut();
+                    state.flush_scheduled = false;
+                    state.output.flush();
+                }
+            });
+        }
+    }
+
+    pub(crate) fn room_connected(&mut self, room: u64) {
+        if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) {
+            entry.state = RoomState::LoggingIn;
+        }
+    }
+
+    pub(crate) fn room_joined(&mut self, room: u64) {
+        if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) {
+            entry.state = RoomState::Joined;
+            entry.failed_addresses = 0;
+            log::info!("room {room}: joined");
+        }
+    }
+
+    /// A room's connection ended: decide when and where to try again.
+    pub(crate) fn room_closed(
+        this: &Rc<RefCell<MonitorState>>,
+        reactor: &mut Reactor,
+        room: u64,
+        outcome: CloseOutcome,
+    ) {
+        let mut state = this.borrow_mut();
+        let shutting_down = state.shutting_down;
+        let healthy_after = state.config.healthy_after;
+        let address_count = state.addresses.len().max(1);
+        let random = state.jitter.next_f64();
+        let Some(entry) = state.rooms.get_mut(&room) else { return };
+        entry.conn = None;
+        if shutting_down || entry.state == RoomState::Stopped {
+            entry.state = RoomState::Stopped;
+            log::debug!("room {room}: closed ({})", outcome.reason);
+            return;
+        }
+        entry.reconnects += 1;
+        if outcome.lived >= healthy_after {
+            entry.backoff.reset();
+        }
+        // A connection that never joined, or died within seconds, failed:
+        // try the next address first, and back off only when all failed.
+        let failed = !outcome.joined || outcome.lived < FAILURE_WINDOW;
+        entry.next_address += 1;
+        let delay = if failed && outcome.should_reconnect && entry.failed_addresses + 1 < address_count {
+            entry.failed_addresses += 1;
+            Duration::ZERO
+        } else {
+            entry.failed_addresses = 0;
+            if outcome.should_reconnect {
+                entry.backoff.next_delay(random)
+            } else {
+                // A bad room id will not fix itself: retry rarely.
+                entry.backoff.ceiling().max(Duration::from_secs(60))
+            }
+        };
+        entry.state = RoomState::BackingOff;
+        log::info!("room {room}: closed ({}); reconnecting in {:.1} s", outcome.reason, delay.as_secs_f64());
+        state.stats.reconnects += 1;
+        drop(state);
+        let weak = Rc::downgrade(this);
+        reactor.call_later(delay, move |reactor| {
+            if let Some(state) = weak.upgrade() {
+                state.borrow_mut().enqueue_connect(reactor, room);
+            }
+        });
+    }
+
+    fn enqueue_connect(&mut self, reactor: &mut Reactor, room: u64) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) else { return };
+        entry.state = RoomState::Waiting;
+        self.connect_queue.push_back(room);
+        self.ensure_pacer(reactor);
+    }
+
+    /// Starts the pacer if rooms wait and it is not running. It stops by
+    /// itself when the queue is empty, so an idle monitor has no timer.
+    fn ensure_pacer(&mut self, reactor: &mut Reactor) {
+        if self.pacer_scheduled || self.connect_queue.is_empty() || self.addresses.is_empty() {
+            return;
+        }
+        self.pacer_scheduled = true;
+        let weak = self.this.clone();
+        reactor.call_soon(move |reactor| {
+            if let Some(state) = weak.upgrade() {
+                MonitorState::run_pacer(&state, reactor);
+            }
+        });
+    }
+
+    /// Connects the next rooms in the queue, `connects_per_second / 10`
+    /// every 100 ms.
+    fn run_pacer(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor) {
+        let mut state = this.borrow_mut();
+        state.pacer_scheduled = false;
+        let per_tick = (state.config.connects_per_second * PACER_TICK.as_secs_f64()).ceil().max(1.0) as usize;
+        for _ in 0..per_tick {
+            let Some(room) = state.connect_queue.pop_front() else { break };
+            state.connect(reactor, room);
+        }
+        if !state.connect_queue.is_empty() {
+            state.pacer_scheduled = true;
+            let weak = Rc::downgrade(this);
+            reactor.call_later(PACER_TICK, move |reactor| {
+                if let Some(state) = weak.upgrade() {
+                    MonitorState::run_pacer(&state, reactor);
+                }
+            });
+        }
+    }
+
+    fn connect(&mut self, reactor: &mut Reactor, room: u64) {
+        let Some(this) = self.this.upgrade() else { return };
+        let addresses = self.addresses.clone();
+        let session_config = self.config.session;
+        let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state == RoomState::Waiting) else { return };
+        let address = addresses[entry.next_address % addresses.len()];
+        let conn = RoomConn::new(room, ClientSession::new(room, session_config), this);
+        match reactor.connect(address, conn) {
+            Ok(id) => {
+                log::debug!("room {room}: connecting to {address}");
+                entry.conn = Some(id);
+                entry.state = RoomState::Connecting;
+            }
+            Err(e) => {
+                // No socket at all (out of descriptors?): back off.
+                log::warn!("room {room}: cannot connect to {address}: {e}");
+                let random = self.jitter.next_f64();
+                let entry = self.rooms.get_mut(&room).expect("present");
+                let delay = entry.backoff.next_delay(random);
+                entry.state = RoomState::BackingOff;
+                let weak = self.this.clone();
+                reactor.call_later(delay, move |reactor| {
+                    if let Some(state) = weak.upgrade() {
+                        state.borrow_mut().enqueue_connect(reactor, room);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A connection that closes sooner than this after opening counts as a
+/// failed attempt, even if it joined.
+const FAILURE_WINDOW: Duration = Duration::from_secs(5);
+const PACER_TICK: Duration = Duration::from_millis(100);
