@@ -50,6 +50,9 @@ struct Running {
     /// stdout lines read so far and all of stderr, for failure messages.
     seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// The thread collecting stderr; joined once the process has exited,
+    /// so the transcript has all of it.
+    stderr_reader: Option<thread::JoinHandle<()>>,
     deadline: Instant,
 }
 
@@ -78,7 +81,7 @@ impl Running {
         let stderr = Arc::new(Mutex::new(String::new()));
         let stderr_pipe = child.stderr.take().expect("piped stderr");
         let collected = stderr.clone();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             for line in BufReader::new(stderr_pipe).lines() {
                 let Ok(line) = line else { break };
                 let mut text = collected.lock().unwrap_or_else(|p| p.into_inner());
@@ -92,6 +95,7 @@ impl Running {
             stdout: lines_rx,
             seen: Vec::new(),
             stderr,
+            stderr_reader: Some(stderr_reader),
             deadline: Instant::now() + DEADLINE,
         }
     }
@@ -143,7 +147,14 @@ impl Running {
         // deadline to be reaped.
         loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => return (lines, status),
+                Ok(Some(status)) => {
+                    // The process is gone, so its stderr is closed: the
+                    // reader thread ends after the last line.
+                    if let Some(reader) = self.stderr_reader.take() {
+                        let _ = reader.join();
+                    }
+                    return (lines, status);
+                }
                 Ok(None) if Instant::now() < self.deadline => thread::sleep(Duration::from_millis(10)),
                 Ok(None) => panic!("{} closed stdout but did not exit\n{}", self.name, self.transcript()),
                 Err(e) => panic!("wait failed: {e}"),
