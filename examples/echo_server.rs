@@ -159,6 +159,8 @@ fn run() -> io::Result<()> {
 
     // The acceptor runs for each new connection: it attaches the stream
     // with a fresh Session. That is all a "thread per client" becomes.
+    // (The `&mut Reactor` annotation is needed: `listen` accepts any
+    // `Acceptor`, so Rust cannot infer the closure's parameter types.)
     reactor.listen(listener, |reactor: &mut Reactor, stream, peer| {
         if let Err(e) = reactor.add_stream(stream, Session { peer, paused: false }) {
             log::warn!("could not attach {peer}: {e}");

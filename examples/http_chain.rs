@@ -39,7 +39,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use barrage::reactor::{Context, Dispatcher, Interest, Reactor, Ready};
+use barrage::reactor::{Context, Dispatcher, Interest, Reactor};
 use mio::net::{TcpListener, TcpStream};
 
 /// How long step 2 waits after step 1 (WebQQ waited between polls too).
@@ -216,7 +216,6 @@ impl Response {
 // ===========================================================================
 
 /// Where an exchange is.
-#[derive(PartialEq)]
 enum Stage {
     /// The non-blocking connect is in flight; we registered for WRITABLE.
     Connecting,
@@ -248,27 +247,32 @@ struct Exchange {
 }
 
 impl Exchange {
+    /// Called on every readiness event of the exchange's socket.
     fn on_ready(&mut self, stream: &mut TcpStream) -> Progress {
-        if self.stage == Stage::Connecting {
-            // mio's recipe for a non-blocking connect. A failed connect
-            // leaves its error on the socket: `take_error` returns it.
-            match stream.take_error() {
-                Ok(Some(e)) | Err(e) => return Progress::Done(Err(format!("connect failed: {e}"))),
-                Ok(None) => {}
-            }
-            // No error, but maybe no connection yet either (a spurious
-            // wake-up): only `peer_addr` tells. If it fails, wait; a real
-            // failure comes with the next event and `take_error` sees it.
-            if stream.peer_addr().is_err() {
-                return Progress::Wait;
-            }
-            self.stage = Stage::Writing;
-        }
         match self.stage {
-            Stage::Connecting => unreachable!("handled above"),
+            Stage::Connecting => self.finish_connect(stream),
             Stage::Writing => self.write(stream),
             Stage::Reading => self.read(stream),
         }
+    }
+
+    /// mio's recipe for a non-blocking connect, after a writable (or
+    /// error) event.
+    fn finish_connect(&mut self, stream: &mut TcpStream) -> Progress {
+        // A failed connect leaves its error on the socket.
+        match stream.take_error() {
+            Ok(Some(e)) | Err(e) => return Progress::Done(Err(format!("connect failed: {e}"))),
+            Ok(None) => {}
+        }
+        // No error, but maybe no connection yet either (a spurious
+        // wake-up): only `peer_addr` tells. If it fails, wait; a real
+        // failure comes with the next event and `take_error` sees it.
+        if stream.peer_addr().is_err() {
+            return Progress::Wait;
+        }
+        // Connected, and the socket is writable: write right away.
+        self.stage = Stage::Writing;
+        self.write(stream)
     }
 
     fn write(&mut self, stream: &mut TcpStream) -> Progress {
@@ -336,7 +340,7 @@ fn fetch(
     // run only once: keep it in an Option and take it out at the end.
     let mut on_response = Some(on_response);
     // A connect completes as "writable", so that is the first interest.
-    reactor.add_handler(stream, Interest::WRITABLE, move |reactor: &mut Reactor, id, stream, _ready: Ready| {
+    reactor.add_handler(stream, Interest::WRITABLE, move |reactor, id, stream, _ready| {
         match exchange.on_ready(stream) {
             Progress::Wait => {}
             Progress::NowRead => {
@@ -580,7 +584,11 @@ fn run() -> Result<(), String> {
         outcome: None,
     }));
     let first = Next { request: Request::get("/login"), delay: Duration::ZERO, read_back: after_login };
-    schedule(&mut reactor, chain.clone(), first);
+    // Start from inside the loop, so that everything the chain does (even
+    // failing at once and calling `stop`) happens while `run()` runs: a
+    // `stop()` made before `run()` would be forgotten.
+    let starter = chain.clone();
+    reactor.call_soon(move |reactor| schedule(reactor, starter, first));
 
     // A watchdog, so a server that never answers cannot hang us forever.
     reactor.call_later(GIVE_UP_AFTER, |reactor| reactor.stop());

@@ -31,7 +31,7 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
-use barrage::reactor::{ConnId, Interest, Reactor, Ready};
+use barrage::reactor::{Interest, Reactor, Ready};
 use mio::net::UdpSocket;
 
 /// The tutorial's server address; the first argument replaces it.
@@ -123,7 +123,7 @@ fn run() -> io::Result<()> {
     // The reactor owns the socket from here on and passes it back to the
     // callback on every event, with the handler's id (unused here: the
     // handler never changes its interest or removes itself).
-    reactor.add_handler(socket, Interest::READABLE, move |_reactor: &mut Reactor, _id: ConnId, socket, ready| {
+    reactor.add_handler(socket, Interest::READABLE, move |_reactor, _id, socket, ready| {
         on_ready(&mut buffer, socket, ready)
     })?;
     reactor.run()
