@@ -477,3 +477,19 @@ fn channel_hands_values_from_a_thread_to_loop_state() {
     worker.join().unwrap();
     assert_eq!(*received.borrow(), vec![3, 1, 2], "in the order sent");
 }
+
+#[test]
+fn stop_before_run_makes_run_return_at_once() {
+    let mut reactor = Reactor::new().unwrap();
+    reactor.stop();
+    // If the early stop were lost, only this timer would end the run.
+    let fired = Rc::new(RefCell::new(false));
+    let fired2 = fired.clone();
+    reactor.call_later(Duration::from_secs(30), move |r| {
+        *fired2.borrow_mut() = true;
+        r.stop();
+    });
+    reactor.run().unwrap();
+    assert!(!*fired.borrow(), "run returned before the 30 s timer");
+    assert!(!reactor.is_stopped(), "the flag is cleared for the next run");
+}

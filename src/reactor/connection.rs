@@ -163,7 +163,6 @@ fn connect_state(stream: &TcpStream) -> ConnectState {
     match stream.peer_addr() {
         Ok(addr) => ConnectState::Connected(addr),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectState::Pending,
-        Err(e) if e.raw_os_error() == Some(115) => ConnectState::Pending, // EINPROGRESS
         Err(e) => ConnectState::Failed(e),
     }
 }

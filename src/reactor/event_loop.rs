@@ -206,8 +206,16 @@ impl Reactor {
 
     /// Runs until [`stop`](Self::stop) is called (by a callback or through a
     /// [`ReactorHandle`]).
+    /// A `stop()` made before `run()` (during set-up, say) makes `run()`
+    /// return at once, as in Tornado; the flag is cleared on return so the
+    /// loop can be run again.
     pub fn run(&mut self) -> io::Result<()> {
+        let result = self.run_while_not_stopped();
         self.stopped = false;
+        result
+    }
+
+    fn run_while_not_stopped(&mut self) -> io::Result<()> {
         while !self.stopped {
             self.turn(None)?;
         }
@@ -235,7 +243,7 @@ impl Reactor {
         self.stopped = true;
     }
 
-    /// Whether `stop()` was called since `run()` started.
+    /// Whether `stop()` was called and `run()` has not returned yet.
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }

@@ -65,8 +65,19 @@ pub(crate) struct RawEntry {
 }
 
 impl Reactor {
-    /// Listens on `listener`; each accepted connection goes to `acceptor`.
-    pub fn listen(&mut self, listener: TcpListener, acceptor: impl Acceptor + 'static) -> io::Result<ConnId> {
+    /// Listens on `listener`; each accepted connection goes to `on_accept`,
+    /// which typically attaches it with [`add_stream`](Reactor::add_stream).
+    /// (Taking the closure type directly lets Rust infer its argument types.)
+    pub fn listen<F>(&mut self, listener: TcpListener, on_accept: F) -> io::Result<ConnId>
+    where
+        F: FnMut(&mut Reactor, mio::net::TcpStream, std::net::SocketAddr) + 'static,
+    {
+        self.listen_with(listener, on_accept)
+    }
+
+    /// Like [`listen`](Self::listen), with any [`Acceptor`] (one that also
+    /// wants to handle accept errors, say).
+    pub fn listen_with(&mut self, listener: TcpListener, acceptor: impl Acceptor + 'static) -> io::Result<ConnId> {
         let id = self.insert_entry(EntryKind::Listener(ListenerEntry { listener, acceptor: Some(Box::new(acceptor)) }));
         let EntryKind::Listener(entry) = &mut self.entries[id.index()].kind else { unreachable!() };
         if let Err(e) = self.poll.registry().register(&mut entry.listener, id.token(), Interest::READABLE) {
