@@ -1,60 +1,1085 @@
-//! TEMPORARY stand-in with the TimerWheel API; replaced by the hashed wheel.
-use std::collections::BTreeMap;
+//! A hashed timer wheel: where the event loop keeps its timers.
+//!
+//! # Why the event loop needs a timer structure
+//!
+//! A reactor does two things: it waits for sockets to become ready, and it runs
+//! things *later*: a reconnect in 5 s, a heartbeat every 45 s, an idle timeout
+//! per connection. The idle timeout is the demanding one: every message that
+//! arrives pushes it back, so it is cancelled and inserted again over and over.
+//! Most timers are re-armed or cancelled long before they fire.
+//!
+//! A binary heap (Tornado's IOLoop, for example) costs O(log n) per insert, and
+//! it cannot cancel cheaply: finding an entry in a heap is O(n), so
+//! cancellation is *lazy*. The entry is marked dead and stays in the heap until
+//! it reaches the top. Every re-arm leaves one such tombstone behind, so the
+//! heap holds far more entries than there are live timers, unless it is
+//! compacted now and then (Tornado does that when more than half of it is dead).
+//!
+//! This wheel does insert and cancel in O(1). A cancelled timer is unlinked and
+//! freed at once, with no tombstones. Its memory is one fixed slot array plus one
+//! slab entry for each timer that is pending. The slab reuses freed entries, so
+//! the total is bounded by the largest number of timers ever pending at once.
+//!
+//! # The wheel
+//!
+//! Time is cut into *ticks* (1 ms by default), counted from the `start` instant
+//! given to the constructor. Think of a clock face with `slots` positions (4096
+//! by default). A timer due at tick `t` hangs in slot `t % slots`. Because
+//! `slots` is a power of two, that is just `t & (slots - 1)`. Each slot holds a
+//! doubly-linked list of its timers. The list's links (`prev` and `next`) are
+//! indices into one [`Slab`](slab::Slab), where all entries live. So appending to a slot or
+//! unlinking from it is O(1), with no allocation per list node.
+//!
+//! A timer further away than one turn of the wheel (4.096 s by default) simply
+//! shares its slot with nearer timers. Every entry records its *absolute* tick,
+//! so when the wheel passes the slot, it leaves entries whose round has not come
+//! yet. This is "scheme 6" in Varghese & Lauck, *Hashed and Hierarchical Timing
+//! Wheels* (1987).
+//!
+//! One bit per slot records whether the slot is occupied. With it the wheel can
+//! skip 64 empty slots at once, both when time moves forward and when it looks
+//! for the next deadline.
+//!
+//! # Rounding: never early, at most one tick late
+//!
+//! A deadline is rounded *up* to the next tick boundary. `now` is rounded
+//! *down*, and a timer is due when its tick is <= the tick of `now`. So a timer
+//! never fires before its deadline, and (if the loop polls promptly) it fires at
+//! most one tick after it. A deadline at or before the tick the wheel has
+//! already reached goes to the next tick. A callback that re-arms itself with a
+//! past deadline therefore waits for the next pass. It cannot make one pass run
+//! forever.
+//!
+//! # From `next_deadline` to the poll timeout
+//!
+//! The reactor asks the wheel for its earliest deadline and sleeps until then,
+//! or until I/O arrives. With no timers it blocks forever. After waking it
+//! collects the expired timers one at a time:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use barrage::reactor::timer::TimerWheel;
+//!
+//! let start = Instant::now();
+//! let mut wheel = TimerWheel::new(start);
+//! wheel.insert(start + Duration::from_millis(20), "heartbeat");
+//! let idle = wheel.insert(start + Duration::from_millis(10), "idle timeout");
+//!
+//! // Each loop iteration: the timeout for epoll (None would mean "block forever").
+//! let now = start; // a real loop calls Instant::now()
+//! let timeout = wheel.next_deadline().map(|d| d.saturating_duration_since(now));
+//! assert_eq!(timeout, Some(Duration::from_millis(10)));
+//!
+//! // A message arrived: push the idle timeout back. That costs one cancel and one insert.
+//! wheel.cancel(idle);
+//! wheel.insert(start + Duration::from_millis(30), "idle timeout");
+//!
+//! // Later, after the poll returned:
+//! let now = start + Duration::from_millis(25);
+//! let mut fired = Vec::new();
+//! while let Some((_handle, what)) = wheel.poll_expired(now) {
+//!     fired.push(what); // a real loop runs the callback here
+//! }
+//! assert_eq!(fired, ["heartbeat"]);
+//! ```
+//!
+//! # How expiry works
+//!
+//! Every pending timer is in exactly one of two places:
+//!
+//! - **a slot list**, if its tick is later than `current_tick`, the latest tick
+//!   the wheel has been polled at;
+//! - **the due list**, if its tick is <= `current_tick`. The due list is sorted
+//!   by (tick, insertion order), and `poll_expired` pops its head.
+//!
+//! When `poll_expired` sees a later `now`, it moves every timer due by then from
+//! the slots onto the due list, and only then pops one. Timers wait on the due
+//! list, still cancellable, until the loop asks for them. That is what lets the
+//! callback of timer A cancel timer B due on the same tick.
+//!
+//! # Costs, and the price of scheme 6
+//!
+//! - `insert` and `cancel`: O(1).
+//! - `next_deadline`: O(1) while its cached answer holds. Working it out again
+//!   looks once at each occupied slot (64 empty ones per bitmap word) and walks
+//!   the list of any slot whose smallest timer was cancelled.
+//! - `poll_expired`: moving time forward walks the whole list of each slot that
+//!   holds a due timer, far timers included. A timer k turns away is looked
+//!   at up to k times before it fires. With the defaults, a 60 s timeout is 15
+//!   turns away, so with 100 000 such timers (24 per slot) each expiry walks
+//!   about 24 entries. A wheel whose turn covers the usual timeouts avoids
+//!   that (see [`with_config`]). So does a hierarchical wheel (scheme 7).
+//!
+//! [`with_config`]: crate::reactor::timer::TimerWheel::with_config
+//!
+//! A lazy heap is hard to beat *per operation*. Its cancel writes one flag, and
+//! pushing a deadline later than the others (what re-arming an idle timeout
+//! does) stops after one comparison. Unlinking from a doubly-linked list
+//! touches both neighbours. What the wheel buys is memory bounded by the live
+//! timers and no garbage to collect. `examples/timer_bench.rs` measures both.
+
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TimerHandle(u64);
+use slab::Slab;
 
+/// Names one pending timer; stays valid (and harmless) after the timer fired or was cancelled.
+///
+/// It is the timer's slab index plus its generation. The slab reuses freed
+/// indices, so the index alone could name a newer timer. The generation is
+/// different for every insert, so an old handle is recognised as stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerHandle {
+    index: usize,
+    generation: u64,
+}
+
+/// A hashed timer wheel holding values of type `T` (typically callbacks or tokens).
+///
+/// See the [module documentation](self) for how it works.
 pub struct TimerWheel<T> {
+    /// Tick 0 begins at this instant.
     start: Instant,
-    current: u64,
-    seq: u64,
-    by_key: BTreeMap<(u64, u64), T>,
-    ticks: std::collections::HashMap<u64, u64>,
+    /// Length of one tick, in nanoseconds (never 0).
+    tick_nanos: u64,
+    /// Every pending timer, whether in a slot list or on the due list.
+    entries: Slab<Entry<T>>,
+    /// The wheel itself: `slots.len()` is a power of two.
+    slots: Vec<Slot>,
+    /// One bit per slot: set when the slot's list is not empty.
+    occupied: Bitmap,
+    /// Timers whose tick is <= `current_tick`, in (tick, generation) order.
+    due: List,
+    /// The tick of the latest `now` given to `poll_expired` (0 before that).
+    /// New timers always go to a later tick.
+    current_tick: u64,
+    /// The generation of the next insert. It only grows, so it also gives the
+    /// insertion order of timers on the same tick.
+    next_generation: u64,
+    /// The earliest tick among timers in the slots (the due list is not included).
+    slots_earliest: Cached,
+    /// Scratch space for `advance_to`, kept between calls so that moving time
+    /// forward does not allocate on every tick. Empty outside `advance_to`.
+    newly_due: Vec<usize>,
+}
+
+/// One pending timer.
+struct Entry<T> {
+    /// Absolute deadline, in ticks since `start`.
+    tick: u64,
+    /// See [`TimerHandle`]; also the insertion order.
+    generation: u64,
+    /// Neighbours in whichever list holds this entry (a slot list or the due list).
+    prev: Option<usize>,
+    next: Option<usize>,
+    value: T,
+}
+
+/// One position of the wheel.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The slot's timers, in insertion order.
+    list: List,
+    /// The smallest tick in `list`, or `None` if not known. A timer in this
+    /// slot may be many turns away, so `next_deadline` needs this to answer
+    /// exactly. It becomes unknown when the timer holding the minimum is
+    /// cancelled, and is recomputed by walking the list only when needed.
+    min_tick: Option<u64>,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot { list: List::EMPTY, min_tick: None };
+}
+
+/// A remembered answer, or a note that it must be worked out again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cached {
+    Unknown,
+    Known(Option<u64>),
 }
 
 impl<T> TimerWheel<T> {
+    /// A wheel with 1 ms ticks and 4096 slots, starting at `start`.
+    ///
+    /// Why 1 ms: `epoll_wait` takes its timeout in milliseconds, so finer ticks
+    /// would not make the loop wake up any more precisely. Why 4096 slots: one
+    /// turn is then 4.096 s. Short timers (retries, small delays) fall within
+    /// the first turn. Long ones (a 45 s heartbeat, a 60 s idle timeout) are 10
+    /// to 15 turns away and are skipped at each pass until their round, a cost
+    /// that stays small while slots hold few timers each. The slot array and
+    /// its bitmap take a fixed ~200 KiB.
     pub fn new(start: Instant) -> Self {
-        Self { start, current: 0, seq: 0, by_key: BTreeMap::new(), ticks: Default::default() }
+        Self::with_config(start, Duration::from_millis(1), 4096)
     }
-    fn tick_of_ceil(&self, t: Instant) -> u64 {
-        let d = t.saturating_duration_since(self.start);
-        d.as_nanos().div_ceil(1_000_000) as u64
+
+    /// A wheel with a chosen tick length and number of slots.
+    ///
+    /// # Panics
+    ///
+    /// If `tick` is zero, or longer than `u64::MAX` nanoseconds, or if `slots` is
+    /// not a power of two (0 is not one; 1 is). These are programming errors in
+    /// the caller, not runtime conditions, so they panic rather than return an
+    /// error. A power of two turns "tick modulo slots" into a bit mask.
+    pub fn with_config(start: Instant, tick: Duration, slots: usize) -> Self {
+        assert!(!tick.is_zero(), "TimerWheel: the tick must not be zero");
+        assert!(slots.is_power_of_two(), "TimerWheel: the number of slots must be a power of two, got {slots}");
+        let tick_nanos = u64::try_from(tick.as_nanos()).expect("TimerWheel: the tick must fit in u64 nanoseconds");
+        TimerWheel {
+            start,
+            tick_nanos,
+            entries: Slab::new(),
+            slots: vec![Slot::EMPTY; slots],
+            occupied: Bitmap::new(slots),
+            due: List::EMPTY,
+            current_tick: 0,
+            next_generation: 0,
+            slots_earliest: Cached::Known(None),
+            newly_due: Vec::new(),
+        }
     }
+
+    /// Schedules `value` for `deadline`. O(1).
+    ///
+    /// The deadline is rounded up to a tick boundary, so a timer never fires
+    /// early. A deadline at or before the wheel's current tick is scheduled for
+    /// the next tick. So a callback that re-arms itself with a past deadline
+    /// while timers are expiring cannot make one `poll_expired` pass loop
+    /// forever.
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerHandle {
-        let tick = self.tick_of_ceil(deadline).max(self.current + 1);
-        self.seq += 1;
-        self.by_key.insert((tick, self.seq), value);
-        self.ticks.insert(self.seq, tick);
-        TimerHandle(self.seq)
+        let tick = self.tick_at_or_after(deadline).max(self.current_tick + 1);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+
+        let index = self.entries.insert(Entry { tick, generation, prev: None, next: None, value });
+
+        let slot_index = self.slot_of(tick);
+        let slot = &mut self.slots[slot_index];
+        slot.min_tick = if slot.list.is_empty() { Some(tick) } else { slot.min_tick.map(|min| min.min(tick)) };
+        slot.list.push_back(&mut self.entries, index);
+        self.occupied.set(slot_index);
+
+        // A new timer can only lower the earliest tick, so a known answer stays known.
+        if let Cached::Known(earliest) = self.slots_earliest {
+            let earliest = earliest.map_or(tick, |e| e.min(tick));
+            self.slots_earliest = Cached::Known(Some(earliest));
+        }
+
+        TimerHandle { index, generation }
     }
-    pub fn cancel(&mut self, h: TimerHandle) -> Option<T> {
-        let tick = self.ticks.remove(&h.0)?;
-        self.by_key.remove(&(tick, h.0))
-    }
-    pub fn contains(&self, h: TimerHandle) -> bool {
-        self.ticks.contains_key(&h.0)
-    }
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-    pub fn next_deadline(&mut self) -> Option<Instant> {
-        let (&(tick, _), _) = self.by_key.iter().next()?;
-        Some(self.start + Duration::from_millis(tick))
-    }
-    pub fn poll_expired(&mut self, now: Instant) -> Option<(TimerHandle, T)> {
-        let now_tick = now.saturating_duration_since(self.start).as_millis() as u64;
-        let (&(tick, seq), _) = self.by_key.iter().next()?;
-        if tick > now_tick {
-            self.current = self.current.max(now_tick);
+
+    /// Removes a pending timer. O(1).
+    ///
+    /// Returns its value if the timer was still pending. Returns `None` if it
+    /// already fired or was cancelled, or if the handle is stale (its slab
+    /// entry now holds a newer timer).
+    pub fn cancel(&mut self, handle: TimerHandle) -> Option<T> {
+        if !self.contains(handle) {
             return None;
         }
-        self.current = self.current.max(tick);
-        self.ticks.remove(&seq);
-        let v = self.by_key.remove(&(tick, seq)).unwrap();
-        Some((TimerHandle(seq), v))
+        let index = handle.index;
+        let tick = self.entries[index].tick;
+
+        if tick <= self.current_tick {
+            self.due.unlink(&mut self.entries, index);
+        } else {
+            let slot_index = self.slot_of(tick);
+            let slot = &mut self.slots[slot_index];
+            slot.list.unlink(&mut self.entries, index);
+            if slot.list.is_empty() {
+                slot.min_tick = None;
+                self.occupied.clear(slot_index);
+            } else if slot.min_tick == Some(tick) {
+                // Another timer may share this tick, or not: find out only when asked.
+                slot.min_tick = None;
+            }
+            if self.slots_earliest == Cached::Known(Some(tick)) {
+                self.slots_earliest = Cached::Unknown;
+            }
+        }
+
+        Some(self.entries.remove(index).value)
+    }
+
+    /// Is this timer still pending (neither fired nor cancelled)?
+    pub fn contains(&self, handle: TimerHandle) -> bool {
+        self.entries.get(handle.index).is_some_and(|entry| entry.generation == handle.generation)
+    }
+
+    /// Number of pending timers, including those due but not yet popped.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The earliest pending deadline (rounded up to its tick), or `None` if no
+    /// timer is pending.
+    ///
+    /// This is what the reactor turns into the poll timeout: no deadline means
+    /// block forever. The answer is exact even when every timer is many turns
+    /// away. It is cached, and worked out again (see "Costs" in the module
+    /// documentation) only after the earliest timer was cancelled or expired.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        let tick = match self.due.head {
+            // Already due: the head of the due list is the earliest of all.
+            Some(first_due) => self.entries[first_due].tick,
+            None => self.earliest_in_slots()?,
+        };
+        Some(self.start_of_tick(tick))
+    }
+
+    /// Pops one expired timer (its tick is <= the tick of `now`), or returns
+    /// `None` when nothing more is due at `now`.
+    ///
+    /// Timers come out in deadline order. Timers on the same tick come out in
+    /// insertion order. They come one at a time so that the callback run for
+    /// timer A can still cancel timer B due on the same tick. If `now` is
+    /// earlier than a `now` seen before, the wheel keeps the later one: its
+    /// clock never runs backwards.
+    pub fn poll_expired(&mut self, now: Instant) -> Option<(TimerHandle, T)> {
+        let now_tick = self.tick_at_or_before(now);
+        if now_tick > self.current_tick {
+            self.advance_to(now_tick);
+        }
+
+        let index = self.due.head?;
+        self.due.unlink(&mut self.entries, index);
+        let entry = self.entries.remove(index);
+        let handle = TimerHandle { index, generation: entry.generation };
+        Some((handle, entry.value))
+    }
+
+    /// Moves the wheel's clock forward to tick `to`, moving every timer due by
+    /// then from the slots onto the due list.
+    fn advance_to(&mut self, to: u64) {
+        // Start at the earliest timer rather than at `current_tick + 1`. The
+        // slots in between are empty of timers due before `to`, and after a
+        // long sleep that gap can be millions of ticks.
+        if let Some(first) = self.earliest_in_slots().filter(|&tick| tick <= to) {
+            // Visit the slots for ticks first..=to in order, but at most one
+            // full turn. One visit per slot finds every timer due, however long
+            // the jump, because each entry carries its absolute tick.
+            let span = (to - first + 1).min(self.slots.len() as u64) as usize;
+            let first_slot = self.slot_of(first);
+            let mut newly_due = std::mem::take(&mut self.newly_due);
+            let mut distance = 0;
+            while let Some(skip) = self.occupied.next_set(first_slot + distance, span - distance) {
+                distance += skip;
+                let slot_index = (first_slot + distance) & (self.slots.len() - 1);
+                // Walk the slot only if it may hold a due timer: its smallest
+                // tick is due, or not known.
+                if self.slots[slot_index].min_tick.is_none_or(|min| min <= to) {
+                    self.take_due_from_slot(slot_index, to, &mut newly_due);
+                }
+                distance += 1;
+            }
+
+            // For a jump of less than a turn the slots were visited in tick
+            // order and this sort only confirms that (linear on sorted input).
+            // After a longer jump one slot may have given up several rounds,
+            // and here they are put in deadline order.
+            let entries = &self.entries;
+            newly_due.sort_by_key(|&index| (entries[index].tick, entries[index].generation));
+            for index in newly_due.drain(..) {
+                self.due.push_back(&mut self.entries, index);
+            }
+            self.newly_due = newly_due;
+            self.slots_earliest = Cached::Unknown;
+        }
+        self.current_tick = to;
+    }
+
+    /// Unlinks the timers of one slot whose tick is <= `to`, keeping their
+    /// (insertion) order, and re-learns the smallest tick left in the slot.
+    fn take_due_from_slot(&mut self, slot_index: usize, to: u64, out: &mut Vec<usize>) {
+        let slot = &mut self.slots[slot_index];
+        let mut min_left: Option<u64> = None;
+        let mut cursor = slot.list.head;
+        while let Some(index) = cursor {
+            let (tick, next) = (self.entries[index].tick, self.entries[index].next);
+            if tick <= to {
+                slot.list.unlink(&mut self.entries, index);
+                out.push(index);
+            } else {
+                min_left = Some(min_left.map_or(tick, |min| min.min(tick)));
+            }
+            cursor = next;
+        }
+        slot.min_tick = min_left;
+        if slot.list.is_empty() {
+            self.occupied.clear(slot_index);
+        }
+    }
+
+    /// The earliest tick among the timers in the slots, from the cache if possible.
+    fn earliest_in_slots(&mut self) -> Option<u64> {
+        if let Cached::Known(earliest) = self.slots_earliest {
+            return earliest;
+        }
+        let earliest = self.find_earliest_in_slots();
+        self.slots_earliest = Cached::Known(earliest);
+        earliest
+    }
+
+    /// Walks one turn of occupied slots, starting with the tick after `current_tick`.
+    ///
+    /// The slot `d` steps ahead can hold ticks `first + d`, `first + d + slots`,
+    /// `first + d + 2 * slots`, and so on. The first slot holding a timer for
+    /// `first + d` itself (this turn) holds the answer: every later slot's ticks
+    /// are later, and so is anything an earlier slot holds for a later turn. If
+    /// no slot has a timer this turn, every timer is at least one turn away, and
+    /// the answer is the smallest of the slots' minimums.
+    fn find_earliest_in_slots(&mut self) -> Option<u64> {
+        let first = self.current_tick + 1;
+        let first_slot = self.slot_of(first);
+        let turn = self.slots.len();
+        let mut earliest: Option<u64> = None;
+        let mut distance = 0;
+        while let Some(skip) = self.occupied.next_set(first_slot + distance, turn - distance) {
+            distance += skip;
+            let slot_index = (first_slot + distance) & (turn - 1);
+            let min = self.slot_min_tick(slot_index);
+            if min == first + distance as u64 {
+                return Some(min);
+            }
+            earliest = Some(earliest.map_or(min, |e| e.min(min)));
+            distance += 1;
+        }
+        earliest
+    }
+
+    /// The smallest tick in an occupied slot, walking its list if it is not known.
+    fn slot_min_tick(&mut self, slot_index: usize) -> u64 {
+        let slot = &mut self.slots[slot_index];
+        if let Some(min) = slot.min_tick {
+            return min;
+        }
+        let mut min = u64::MAX;
+        let mut cursor = slot.list.head;
+        while let Some(index) = cursor {
+            min = min.min(self.entries[index].tick);
+            cursor = self.entries[index].next;
+        }
+        slot.min_tick = Some(min);
+        min
+    }
+
+    /// Which slot holds `tick`: `tick % slots`, as a mask since slots is a power of two.
+    fn slot_of(&self, tick: u64) -> usize {
+        (tick & (self.slots.len() as u64 - 1)) as usize
+    }
+
+    /// Tick of a deadline, rounded up: the timer fires at this tick or later, never early.
+    fn tick_at_or_after(&self, deadline: Instant) -> u64 {
+        self.nanos_since_start(deadline).div_ceil(self.tick_nanos)
+    }
+
+    /// Tick of `now`, rounded down: only ticks that have fully begun are due.
+    fn tick_at_or_before(&self, now: Instant) -> u64 {
+        self.nanos_since_start(now) / self.tick_nanos
+    }
+
+    /// Instants before `start` count as `start`. The u64 is good for 584 years.
+    fn nanos_since_start(&self, instant: Instant) -> u64 {
+        let since_start = instant.saturating_duration_since(self.start);
+        u64::try_from(since_start.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn start_of_tick(&self, tick: u64) -> Instant {
+        self.start + Duration::from_nanos(tick.saturating_mul(self.tick_nanos))
+    }
+}
+
+/// A doubly-linked list threaded through the slab: the links live in the entries.
+#[derive(Clone, Copy)]
+struct List {
+    head: Option<usize>,
+    tail: Option<usize>,
+}
+
+impl List {
+    const EMPTY: List = List { head: None, tail: None };
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn push_back<T>(&mut self, entries: &mut Slab<Entry<T>>, index: usize) {
+        entries[index].prev = self.tail;
+        entries[index].next = None;
+        match self.tail {
+            Some(tail) => entries[tail].next = Some(index),
+            None => self.head = Some(index),
+        }
+        self.tail = Some(index);
+    }
+
+    fn unlink<T>(&mut self, entries: &mut Slab<Entry<T>>, index: usize) {
+        let (prev, next) = (entries[index].prev, entries[index].next);
+        match prev {
+            Some(prev) => entries[prev].next = next,
+            None => self.head = next,
+        }
+        match next {
+            Some(next) => entries[next].prev = prev,
+            None => self.tail = prev,
+        }
+        entries[index].prev = None;
+        entries[index].next = None;
+    }
+}
+
+/// One bit per slot, set when the slot is occupied.
+struct Bitmap {
+    words: Vec<u64>,
+    /// Number of bits, a power of two.
+    len: usize,
+}
+
+impl Bitmap {
+    fn new(len: usize) -> Self {
+        Bitmap { words: vec![0; len.div_ceil(64)], len }
+    }
+
+    fn set(&mut self, bit: usize) {
+        self.words[bit / 64] |= 1 << (bit % 64);
+    }
+
+    fn clear(&mut self, bit: usize) {
+        self.words[bit / 64] &= !(1 << (bit % 64));
+    }
+
+    /// How many steps forward from bit `from` (which may be past the end, and
+    /// wraps around) to the first set bit, looking at fewer than `limit` steps.
+    /// Checks up to 64 bits per step of the loop.
+    fn next_set(&self, from: usize, limit: usize) -> Option<usize> {
+        // A word holds 64 bits, or all of them on a wheel with fewer than 64 slots.
+        let bits_per_word = self.len.min(64);
+        let mut distance = 0;
+        while distance < limit {
+            let bit = (from + distance) & (self.len - 1);
+            let rest_of_word = self.words[bit / 64] >> (bit % 64);
+            if rest_of_word != 0 {
+                let found = distance + rest_of_word.trailing_zeros() as usize;
+                return (found < limit).then_some(found);
+            }
+            distance += bits_per_word - bit % 64;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every test uses a fake clock: instants computed from one fixed `start`. Nothing sleeps.
+
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    /// Pops everything due at `now`, in the order the wheel gives it.
+    fn drain<T>(wheel: &mut TimerWheel<T>, now: Instant) -> Vec<T> {
+        std::iter::from_fn(|| wheel.poll_expired(now)).map(|(_, value)| value).collect()
+    }
+
+    /// A wheel of 1 ms ticks and only 16 slots, so several turns are quick to reach.
+    fn small_wheel<T>(start: Instant) -> TimerWheel<T> {
+        TimerWheel::with_config(start, ms(1), 16)
+    }
+
+    #[test]
+    fn fires_in_deadline_order_across_ticks() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(30), 30);
+        wheel.insert(start + ms(10), 10);
+        wheel.insert(start + ms(20), 20);
+
+        assert_eq!(drain(&mut wheel, start + ms(9)), Vec::<i32>::new());
+        assert_eq!(drain(&mut wheel, start + ms(15)), [10]);
+        assert_eq!(drain(&mut wheel, start + ms(100)), [20, 30]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn same_tick_fires_in_insertion_order() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        // 10.9 ms and 10.2 ms both round up to tick 11: insertion order decides.
+        wheel.insert(start + ms(10) + us(900), "first");
+        wheel.insert(start + ms(10) + us(200), "second");
+        wheel.insert(start + ms(11), "third");
+        assert_eq!(drain(&mut wheel, start + ms(11)), ["first", "second", "third"]);
+    }
+
+    #[test]
+    fn never_fires_early() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        // 10.4 ms after start: rounded up to the tick boundary at 11 ms.
+        let deadline = start + ms(10) + us(400);
+        wheel.insert(deadline, ());
+        assert_eq!(wheel.next_deadline(), Some(start + ms(11)));
+
+        assert!(wheel.poll_expired(start + ms(10)).is_none());
+        assert!(wheel.poll_expired(deadline).is_none()); // tick 10 still
+        assert!(wheel.poll_expired(start + ms(11) - Duration::from_nanos(1)).is_none());
+        assert!(wheel.poll_expired(start + ms(11)).is_some());
+    }
+
+    #[test]
+    fn deadline_exactly_on_a_boundary_fires_at_that_tick() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(10), ());
+        assert!(wheel.poll_expired(start + ms(10) - Duration::from_nanos(1)).is_none());
+        assert!(wheel.poll_expired(start + ms(10)).is_some());
+    }
+
+    #[test]
+    fn deadline_before_start_fires_at_the_first_tick() {
+        let start = Instant::now() + ms(1000);
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start - ms(500), "late");
+        assert_eq!(wheel.next_deadline(), Some(start + ms(1)));
+        assert_eq!(drain(&mut wheel, start), Vec::<&str>::new());
+        assert_eq!(drain(&mut wheel, start + ms(1)), ["late"]);
+    }
+
+    #[test]
+    fn cancel_before_fire_returns_the_value_and_it_never_fires() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        let keep = wheel.insert(start + ms(5), "keep");
+        let drop = wheel.insert(start + ms(5), "drop");
+        assert_eq!(wheel.cancel(drop), Some("drop"));
+        assert!(!wheel.contains(drop));
+        assert!(wheel.contains(keep));
+        assert_eq!(drain(&mut wheel, start + ms(10)), ["keep"]);
+    }
+
+    #[test]
+    fn cancel_after_fire_or_twice_returns_none() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        let fired = wheel.insert(start + ms(1), 1);
+        let cancelled = wheel.insert(start + ms(1), 2);
+        assert_eq!(wheel.cancel(cancelled), Some(2));
+        assert_eq!(wheel.cancel(cancelled), None);
+
+        let (handle, value) = wheel.poll_expired(start + ms(1)).unwrap();
+        assert_eq!((handle, value), (fired, 1));
+        assert!(!wheel.contains(fired));
+        assert_eq!(wheel.cancel(fired), None);
+    }
+
+    #[test]
+    fn stale_handle_after_slot_reuse_returns_none() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        let old = wheel.insert(start + ms(5), "old");
+        wheel.cancel(old);
+        let new = wheel.insert(start + ms(7), "new");
+        assert_eq!(old.index, new.index, "the slab reuses the freed entry");
+
+        assert!(!wheel.contains(old));
+        assert_eq!(wheel.cancel(old), None);
+        assert!(wheel.contains(new));
+        assert_eq!(drain(&mut wheel, start + ms(10)), ["new"]);
+
+        // The same after the timer fired rather than being cancelled.
+        let reused = wheel.insert(start + ms(20), "reused");
+        assert_eq!(reused.index, new.index);
+        assert_eq!(wheel.cancel(new), None);
+        assert!(wheel.contains(reused));
+    }
+
+    #[test]
+    fn a_far_timer_waits_for_its_round() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        // 10 turns of 16 slots, plus 3: slot 3, passed 10 times before it is due.
+        let tick = 10 * 16 + 3;
+        wheel.insert(start + ms(tick), "far");
+        for now in 0..tick {
+            assert!(wheel.poll_expired(start + ms(now)).is_none(), "fired early at {now} ms");
+        }
+        assert_eq!(drain(&mut wheel, start + ms(tick)), ["far"]);
+    }
+
+    #[test]
+    fn a_timer_one_hour_ahead_fires_at_its_tick_only() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        let hour = 3_600_000;
+        wheel.insert(start + ms(hour), "hour");
+        wheel.insert(start + ms(5), "soon");
+        assert_eq!(drain(&mut wheel, start + ms(5)), ["soon"]);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(hour)));
+
+        // Poll at every earlier pass of its slot (878 of them, 4096 ms apart).
+        let mut now = hour % 4096;
+        while now < hour {
+            assert!(wheel.poll_expired(start + ms(now)).is_none(), "fired at {now} ms");
+            now += 4096;
+        }
+        assert!(wheel.poll_expired(start + ms(hour - 1)).is_none());
+        assert_eq!(drain(&mut wheel, start + ms(hour)), ["hour"]);
+    }
+
+    #[test]
+    fn ten_thousand_timers_on_one_tick() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        for i in 0..10_000 {
+            wheel.insert(start + ms(42), i);
+        }
+        assert_eq!(wheel.len(), 10_000);
+        assert!(wheel.poll_expired(start + ms(41)).is_none());
+        let fired = drain(&mut wheel, start + ms(42));
+        assert_eq!(fired, (0..10_000).collect::<Vec<_>>());
+        assert!(wheel.is_empty());
+        assert_eq!(wheel.next_deadline(), None);
+    }
+
+    #[test]
+    fn next_deadline_is_exact() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        assert_eq!(wheel.next_deadline(), None);
+
+        let a = wheel.insert(start + ms(30), ());
+        let b = wheel.insert(start + ms(20), ());
+        wheel.insert(start + ms(40), ());
+        assert_eq!(wheel.next_deadline(), Some(start + ms(20)));
+
+        wheel.cancel(b);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(30)));
+        wheel.insert(start + ms(25), ());
+        assert_eq!(wheel.next_deadline(), Some(start + ms(25)));
+
+        assert!(wheel.poll_expired(start + ms(25)).is_some());
+        assert_eq!(wheel.next_deadline(), Some(start + ms(30)));
+        wheel.cancel(a);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(40)));
+        assert!(wheel.poll_expired(start + ms(40)).is_some());
+        assert_eq!(wheel.next_deadline(), None);
+    }
+
+    #[test]
+    fn next_deadline_is_exact_when_every_timer_is_turns_away() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        // Slot 3 holds tick 3 + 5 * 16 = 83; slot 9 holds tick 9 + 2 * 16 = 41.
+        // Scanning from slot 1 meets slot 3 first, but slot 9 holds the earlier timer.
+        wheel.insert(start + ms(83), ());
+        let earliest = wheel.insert(start + ms(41), ());
+        wheel.insert(start + ms(9 + 7 * 16), ());
+        assert_eq!(wheel.next_deadline(), Some(start + ms(41)));
+        wheel.cancel(earliest);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(83)));
+    }
+
+    #[test]
+    fn next_deadline_of_a_due_but_unpopped_timer() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(5), 1);
+        wheel.insert(start + ms(6), 2);
+        wheel.insert(start + ms(50), 3);
+        assert_eq!(wheel.poll_expired(start + ms(10)).map(|(_, v)| v), Some(1));
+        // Timer 2 is due and waiting: the reactor must not sleep.
+        assert_eq!(wheel.next_deadline(), Some(start + ms(6)));
+    }
+
+    #[test]
+    fn a_long_jump_fires_everything_due_in_order() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        // Ticks over five turns, inserted out of order; equal ticks keep insertion order.
+        let ticks = [70, 3, 19, 35, 3, 64, 51, 80, 19, 2, 100, 67];
+        for (i, &tick) in ticks.iter().enumerate() {
+            wheel.insert(start + ms(tick), (tick, i));
+        }
+        let fired = drain(&mut wheel, start + ms(80));
+        let mut expected: Vec<(u64, usize)> = ticks.iter().copied().zip(0..).filter(|&(tick, _)| tick <= 80).collect();
+        expected.sort();
+        assert_eq!(fired, expected);
+        assert_eq!(wheel.len(), 1);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(100)));
+    }
+
+    #[test]
+    fn a_long_sleep_with_many_timers_fires_all_in_order() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        // 20 000 timers spread over ~1 minute (about 15 turns), in a scrambled order.
+        let ticks: Vec<u64> = (0..20_000u64).map(|i| 1 + (i * 7919) % 60_000).collect();
+        for (i, &tick) in ticks.iter().enumerate() {
+            wheel.insert(start + ms(tick), (tick, i));
+        }
+        let fired = drain(&mut wheel, start + ms(3_600_000));
+        let mut expected: Vec<(u64, usize)> = ticks.iter().copied().zip(0..).collect();
+        expected.sort();
+        assert_eq!(fired, expected);
+    }
+
+    #[test]
+    fn a_past_deadline_inserted_during_expiry_waits_for_the_next_pass() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(10), "a");
+        wheel.insert(start + ms(10), "b");
+        let now = start + ms(10);
+
+        assert_eq!(wheel.poll_expired(now).map(|(_, v)| v), Some("a"));
+        // "a"'s callback re-arms itself in the past, and at exactly now.
+        wheel.insert(start + ms(3), "a again");
+        wheel.insert(now, "a at now");
+        assert_eq!(drain(&mut wheel, now), ["b"]);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(11)));
+        assert_eq!(drain(&mut wheel, start + ms(11)), ["a again", "a at now"]);
+    }
+
+    #[test]
+    fn a_callback_that_always_rearms_in_the_past_cannot_loop_forever() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(1), ());
+        let now = start + ms(5000);
+        let mut fired = 0;
+        while wheel.poll_expired(now).is_some() {
+            fired += 1;
+            wheel.insert(start, ()); // re-arm, in the past
+        }
+        assert_eq!(fired, 1);
+        assert_eq!(wheel.len(), 1);
+    }
+
+    #[test]
+    fn a_callback_can_cancel_a_timer_due_on_the_same_tick() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(10), "a");
+        let b = wheel.insert(start + ms(10), "b");
+        let now = start + ms(10);
+        assert_eq!(wheel.poll_expired(now).map(|(_, v)| v), Some("a"));
+        assert!(wheel.contains(b));
+        assert_eq!(wheel.cancel(b), Some("b"));
+        assert!(wheel.poll_expired(now).is_none());
+    }
+
+    #[test]
+    fn a_clock_going_backwards_changes_nothing() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        wheel.insert(start + ms(20), 20);
+        assert!(wheel.poll_expired(start + ms(10)).is_none());
+        assert!(wheel.poll_expired(start + ms(5)).is_none());
+        // The wheel has reached tick 10: a deadline at 7 ms goes to tick 11.
+        wheel.insert(start + ms(7), 7);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(11)));
+        assert_eq!(drain(&mut wheel, start + ms(20)), [7, 20]);
+    }
+
+    #[test]
+    fn len_tracks_insert_cancel_and_fire() {
+        let start = Instant::now();
+        let mut wheel = TimerWheel::new(start);
+        assert_eq!((wheel.len(), wheel.is_empty()), (0, true));
+        let a = wheel.insert(start + ms(1), ());
+        wheel.insert(start + ms(2), ());
+        wheel.insert(start + ms(3), ());
+        assert_eq!(wheel.len(), 3);
+        wheel.cancel(a);
+        wheel.cancel(a);
+        assert_eq!(wheel.len(), 2);
+        wheel.poll_expired(start + ms(3));
+        // One popped, one due and still pending.
+        assert_eq!(wheel.len(), 1);
+        wheel.poll_expired(start + ms(3));
+        assert_eq!((wheel.len(), wheel.is_empty()), (0, true));
+    }
+
+    #[test]
+    fn works_with_one_slot_and_with_many_words_of_bitmap() {
+        let start = Instant::now();
+        for slots in [1, 2, 64, 128, 1024] {
+            let mut wheel = TimerWheel::with_config(start, ms(1), slots);
+            let ticks = [5, 1, 700, 64, 65, 3, 128, 1];
+            for (i, &tick) in ticks.iter().enumerate() {
+                wheel.insert(start + ms(tick), (tick, i));
+            }
+            let mut expected: Vec<(u64, usize)> = ticks.iter().copied().zip(0..).collect();
+            expected.sort();
+            let mut fired = Vec::new();
+            for now in 0..=700 {
+                if let Some(deadline) = wheel.next_deadline() {
+                    assert!(deadline >= start + ms(now), "slots {slots}: deadline missed");
+                }
+                fired.extend(drain(&mut wheel, start + ms(now)));
+            }
+            assert_eq!(fired, expected, "slots {slots}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "tick must not be zero")]
+    fn a_zero_tick_is_a_programming_error() {
+        TimerWheel::<()>::with_config(Instant::now(), Duration::ZERO, 16);
+    }
+
+    #[test]
+    #[should_panic(expected = "power of two")]
+    fn slots_not_a_power_of_two_is_a_programming_error() {
+        TimerWheel::<()>::with_config(Instant::now(), ms(1), 1000);
+    }
+
+    #[test]
+    #[should_panic(expected = "power of two")]
+    fn zero_slots_is_a_programming_error() {
+        TimerWheel::<()>::with_config(Instant::now(), ms(1), 0);
+    }
+
+    /// The wheel against the simplest model that could work: a list of
+    /// (tick, insertion number, id) searched for its minimum on every step.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// A timer `offset_us` after the current fake time (negative: in the past).
+            Insert { offset_us: i64 },
+            /// Cancel one of the handles ever returned, live or not.
+            Cancel { pick: usize },
+            /// Move the fake clock forward, then pop everything due.
+            AdvanceAndDrain { by_us: u64 },
+            /// Pop at most one timer: leaves due timers waiting, like a busy loop.
+            PollOne,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (-5_000i64..5_000).prop_map(|offset_us| Op::Insert { offset_us }),
+                3 => (0i64..700_000).prop_map(|offset_us| Op::Insert { offset_us }),
+                3 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+                3 => (0u64..3_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
+                1 => (0u64..400_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
+                2 => Just(Op::PollOne),
+            ]
+        }
+
+        struct Model {
+            tick_nanos: u64,
+            current_tick: u64,
+            /// (tick, insertion number, id)
+            pending: Vec<(u64, u64, u32)>,
+            inserted: u64,
+        }
+
+        impl Model {
+            fn insert(&mut self, nanos_since_start: u64, id: u32) {
+                let tick = nanos_since_start.div_ceil(self.tick_nanos).max(self.current_tick + 1);
+                self.pending.push((tick, self.inserted, id));
+                self.inserted += 1;
+            }
+
+            fn cancel(&mut self, id: u32) -> Option<u32> {
+                let at = self.pending.iter().position(|&(_, _, i)| i == id)?;
+                Some(self.pending.remove(at).2)
+            }
+
+            fn poll(&mut self, now_nanos: u64) -> Option<u32> {
+                self.current_tick = self.current_tick.max(now_nanos / self.tick_nanos);
+                let (at, _) = self
+                    .pending
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (tick, _, _))| *tick <= self.current_tick)
+                    .min_by_key(|(_, (tick, seq, _))| (*tick, *seq))?;
+                Some(self.pending.remove(at).2)
+            }
+
+            fn earliest_tick(&self) -> Option<u64> {
+                self.pending.iter().map(|&(tick, _, _)| tick).min()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn wheel_matches_model(
+                slots in prop::sample::select(vec![1usize, 2, 8, 64, 128, 4096]),
+                ops in prop::collection::vec(op(), 1..200),
+            ) {
+                let start = Instant::now();
+                let tick = ms(1);
+                let mut wheel = TimerWheel::with_config(start, tick, slots);
+                let mut model = Model {
+                    tick_nanos: 1_000_000,
+                    current_tick: 0,
+                    pending: Vec::new(),
+                    inserted: 0,
+                };
+                let mut now_nanos: u64 = 0;
+                let mut handles: Vec<(TimerHandle, u32)> = Vec::new();
+
+                for op in ops {
+                    match op {
+                        Op::Insert { offset_us } => {
+                            let deadline = now_nanos.saturating_add_signed(offset_us * 1_000);
+                            let id = handles.len() as u32;
+                            let handle = wheel.insert(start + Duration::from_nanos(deadline), id);
+                            model.insert(deadline, id);
+                            handles.push((handle, id));
+                        }
+                        Op::Cancel { pick } => {
+                            if handles.is_empty() {
+                                continue;
+                            }
+                            let (handle, id) = handles[pick % handles.len()];
+                            prop_assert_eq!(wheel.cancel(handle), model.cancel(id));
+                        }
+                        Op::AdvanceAndDrain { by_us } => {
+                            now_nanos += by_us * 1_000;
+                            let now = start + Duration::from_nanos(now_nanos);
+                            loop {
+                                let got = wheel.poll_expired(now).map(|(h, id)| {
+                                    assert_eq!(handles[id as usize].0, h);
+                                    id
+                                });
+                                prop_assert_eq!(got, model.poll(now_nanos));
+                                if got.is_none() {
+                                    break;
+                                }
+                            }
+                        }
+                        Op::PollOne => {
+                            let now = start + Duration::from_nanos(now_nanos);
+                            let got = wheel.poll_expired(now).map(|(_, id)| id);
+                            prop_assert_eq!(got, model.poll(now_nanos));
+                        }
+                    }
+
+                    prop_assert_eq!(wheel.len(), model.pending.len());
+                    let expected = model.earliest_tick().map(|t| start + Duration::from_millis(t));
+                    prop_assert_eq!(wheel.next_deadline(), expected);
+                    for &(handle, id) in &handles {
+                        let pending = model.pending.iter().any(|&(_, _, i)| i == id);
+                        prop_assert_eq!(wheel.contains(handle), pending);
+                    }
+                }
+            }
+        }
     }
 }
