@@ -18,7 +18,7 @@ use barrage::douyu::frame::{self, CLIENT_TO_SERVER, DecoderConfig, FrameDecoder,
 use barrage::douyu::{ClientSession, CloseReason, Message, Request, SessionConfig, SessionEvent, stt};
 use barrage::reactor::{ConnId, Context, Dispatcher, Reactor, TimerHandle};
 use barrage::sim::traffic::RoomTraffic;
-use barrage::sim::{self, SimConfig, SimServer};
+use barrage::sim::{self, Faults, SimConfig, SimServer};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -303,6 +303,22 @@ fn three_clients_in_two_rooms_get_complete_identical_streams() {
 }
 
 #[test]
+fn a_thousand_clients_in_five_hundred_rooms_on_one_thread() {
+    let mut h = Harness::new(|c| c.rate = 20.0);
+    let clients: Vec<Client> = (0..1000).map(|i| h.client(100 + i / 2)).collect();
+    wait(&mut h.reactor, "5 room messages for every client", || clients.iter().all(|c| c.room_messages() >= 5));
+    for (i, client) in clients.iter().enumerate() {
+        assert_contiguous(&client.rec().seqs, &format!("client {i}"));
+    }
+    let stats = h.sim.stats();
+    assert_eq!((stats.clients, stats.rooms), (1000, 500));
+    // Each message was made once for its room, and queued once per member.
+    let made: u64 = (100..600).map(|room| h.sim.room_messages(room).unwrap()).sum();
+    assert_eq!(stats.room_messages, made);
+    assert!(stats.frames_sent > made && stats.frames_sent <= 2 * made, "{stats:?}");
+}
+
+#[test]
 fn rate_zero_sends_only_login_replies_and_heartbeat_echoes() {
     let mut h = Harness::new(|c| c.rate = 0.0);
     let client = h.client_with(77, session(30, 5_000), None);
@@ -359,6 +375,29 @@ fn fragment_splits_frames_across_many_reads_and_loses_nothing() {
     let frames = rec.messages.len() as u64;
     assert!(rec.reads > 3 * frames, "{} reads for {frames} frames: not fragmented", rec.reads);
     assert_eq!(rec.messages[0].msg_type(), "loginres", "replies are fragmented too, and arrive whole");
+}
+
+#[test]
+fn fragment_finishes_writing_before_a_drop_or_a_corruption_closes() {
+    // The closing faults must wait for the fragment queue to drain, or the
+    // last messages (and the bad frame) would never reach the wire.
+    let mut h = Harness::new(|c| {
+        c.rate = 100.0;
+        c.faults = Faults { fragment: true, drop_every: Some(10), ..Faults::default() };
+    });
+    let dropped = h.client(14);
+    wait(&mut h.reactor, "dropped", || dropped.closed());
+    assert_eq!(dropped.rec().seqs, (1..=10).collect::<Vec<_>>());
+    assert!(dropped.rec().server_closed && dropped.rec().reason.is_none());
+
+    let mut h = Harness::new(|c| {
+        c.rate = 100.0;
+        c.faults = Faults { fragment: true, corrupt_every: Some(5), ..Faults::default() };
+    });
+    let corrupted = h.client(15);
+    wait(&mut h.reactor, "corrupted", || corrupted.closed());
+    assert_eq!(corrupted.rec().seqs, (1..=5).collect::<Vec<_>>());
+    assert!(matches!(corrupted.rec().reason, Some(CloseReason::Protocol(FrameError::LengthTooLong { .. }))));
 }
 
 #[test]
