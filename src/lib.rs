@@ -17,6 +17,9 @@
 //!   Tornado's style, a hashed timer wheel, and a waker for other threads.
 //! - [`douyu`] never touches a socket or reads a clock: frames, STT bodies,
 //!   typed messages, and the state machine of one room's session.
+//! - [`sim`] is the other end of the wire: a simulated Douyu server on the
+//!   reactor (`barrage serve`), with realistic numbered room traffic and
+//!   fault injection, so everything can be tested offline.
 //!
 //! Start reading at [`reactor`]'s module documentation: it walks through one
 //! iteration of the loop.
@@ -25,3 +28,4 @@
 pub mod douyu;
 pub mod monitor;
 pub mod reactor;
+pub mod sim;

@@ -1,0 +1,150 @@
+//! Fault injection: the ways a real network and a real server misbehave,
+//! on demand, so that clients can be tested against them.
+//!
+//! All faults are off by default and each is one field of [`Faults`] (one
+//! `barrage serve` flag). Where a fault involves chance (the sizes of
+//! fragments) it draws from the simulator's seeded generator, so a run can
+//! be repeated exactly.
+//!
+//! | fault | what the client sees | what it tests |
+//! |---|---|---|
+//! | `fragment` | each frame arrives in pieces of 1–40 bytes, each its own TCP segment | reassembly across reads |
+//! | `coalesce` | room messages arrive in bursts of many frames per read | cutting several frames out of one read |
+//! | `drop_every` | the server closes the connection after N room messages | reconnecting |
+//! | `corrupt_every` | after N room messages, one invalid frame (see [`Corruption`]) | refusing bad input without crashing |
+//! | `stall_after` | after N room messages, silence: no more bytes, socket open | the client's idle timeout |
+//!
+//! How each one is carried out is in `sim::outbox`, the per-client write
+//! path.
+
+use crate::douyu::frame::{self, CLIENT_TO_SERVER, LENGTH_OVERHEAD, SERVER_TO_CLIENT};
+
+/// Which faults to inject. `Default` is none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Write every frame in random pieces of 1 to [`MAX_PIECE`] bytes, one
+    /// piece per write syscall (and so one TCP segment: `TCP_NODELAY` is set).
+    pub fragment: bool,
+    /// Hold room messages back and write them in bursts: every
+    /// [`COALESCE_INTERVAL_MS`] ms, or as soon as [`COALESCE_FRAMES`] are held.
+    pub coalesce: bool,
+    /// Close the connection after this many room messages (written first).
+    pub drop_every: Option<u64>,
+    /// After this many room messages, send one invalid frame and close.
+    pub corrupt_every: Option<u64>,
+    /// After this many room messages, write nothing more to the client
+    /// (not even heartbeat echoes) but keep the socket open and reading.
+    pub stall_after: Option<u64>,
+}
+
+impl Faults {
+    /// True if any fault is on.
+    pub fn any(&self) -> bool {
+        *self != Faults::default()
+    }
+
+    /// `Err` with a message if a count is zero (it would mean "at once, forever").
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in
+            [("drop_every", self.drop_every), ("corrupt_every", self.corrupt_every), ("stall_after", self.stall_after)]
+        {
+            if value == Some(0) {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest piece `fragment` writes, in bytes.
+pub const MAX_PIECE: u64 = 40;
+/// How often `coalesce` flushes what it holds.
+pub const COALESCE_INTERVAL_MS: u64 = 200;
+/// `coalesce` flushes at once when it holds this many frames.
+pub const COALESCE_FRAMES: u32 = 64;
+
+/// The invalid frames `corrupt_every` sends, in the order it cycles through
+/// them. Each is caught by a different check of `frame::decode_packet`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// A header announcing a 2 MiB packet, and no body: a client must refuse
+    /// it from the 12-byte header alone instead of buffering 2 MiB.
+    Oversized,
+    /// The two copies of the length differ.
+    LengthMismatch,
+    /// A well-formed packet of type 689, which only clients send.
+    WrongType,
+    /// A well-formed packet whose last byte is not the `\0` terminator.
+    MissingTerminator,
+}
+
+impl Corruption {
+    /// The kinds in cycling order.
+    pub const ALL: [Corruption; 4] =
+        [Corruption::Oversized, Corruption::LengthMismatch, Corruption::WrongType, Corruption::MissingTerminator];
+
+    /// The `n`-th kind of the cycle (0-based).
+    pub fn nth(n: u64) -> Corruption {
+        Self::ALL[(n % Self::ALL.len() as u64) as usize]
+    }
+
+    /// The bad bytes.
+    pub fn frame(self) -> Vec<u8> {
+        const BODY: &str = "type@=chatmsg/txt@=this frame is broken/";
+        let mut out = Vec::new();
+        match self {
+            Corruption::Oversized => {
+                let length = (2u32 * 1024 * 1024).to_le_bytes();
+                header(&mut out, length, length, SERVER_TO_CLIENT);
+            }
+            Corruption::LengthMismatch => {
+                let length = (BODY.len() + LENGTH_OVERHEAD) as u32;
+                header(&mut out, length.to_le_bytes(), (length + 1).to_le_bytes(), SERVER_TO_CLIENT);
+                out.extend_from_slice(BODY.as_bytes());
+                out.push(0);
+            }
+            Corruption::WrongType => frame::encode_packet(&mut out, CLIENT_TO_SERVER, BODY),
+            Corruption::MissingTerminator => {
+                frame::encode_packet(&mut out, SERVER_TO_CLIENT, BODY);
+                *out.last_mut().expect("a packet is never empty") = b'!';
+            }
+        }
+        out
+    }
+}
+
+/// The 12-byte header with the given fields, flags zero.
+fn header(out: &mut Vec<u8>, first: [u8; 4], second: [u8; 4], packet_type: u16) {
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
+    out.extend_from_slice(&packet_type.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::douyu::frame::{DecoderConfig, FrameError, HEADER_LEN, decode_packet};
+
+    #[test]
+    fn each_corruption_trips_its_own_check() {
+        let client = DecoderConfig::client();
+        let got: Vec<FrameError> =
+            Corruption::ALL.iter().map(|c| decode_packet(&c.frame(), &client).unwrap_err()).collect();
+        assert!(matches!(got[0], FrameError::LengthTooLong { length: 2_097_152, .. }));
+        assert!(matches!(got[1], FrameError::LengthMismatch { .. }));
+        assert!(matches!(got[2], FrameError::UnexpectedType { found: 689, expected: 690 }));
+        assert!(matches!(got[3], FrameError::MissingTerminator { found: b'!' }));
+        assert_eq!(Corruption::Oversized.frame().len(), HEADER_LEN, "no body follows the huge length");
+        assert_eq!(Corruption::nth(5), Corruption::LengthMismatch);
+    }
+
+    #[test]
+    fn zero_counts_are_refused() {
+        assert!(Faults::default().validate().is_ok());
+        assert!(!Faults::default().any());
+        let faults = Faults { stall_after: Some(0), ..Faults::default() };
+        assert_eq!(faults.validate(), Err("stall_after must be at least 1".to_string()));
+        assert!(Faults { coalesce: true, ..Faults::default() }.any());
+    }
+}

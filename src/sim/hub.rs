@@ -1,0 +1,265 @@
+//! The simulator's shared state: rooms, their members, and the one
+//! periodic tick that drives all room traffic.
+//!
+//! Two kinds of code touch it, both on the loop thread: each client's
+//! [`ClientConn`](super::client_conn::ClientConn) dispatcher (a client logs
+//! in, joins a room, leaves) and the periodic callbacks (the traffic tick,
+//! the `coalesce` flush, the stats log). So it lives in one
+//! `Rc<RefCell<Hub>>` they all hold. No borrow is ever held across a
+//! reactor callback: the reactor only *records* sends and closes while a
+//! callback runs and carries them out afterwards, so the dispatchers'
+//! `handle_close` (which borrows the hub) runs after the tick let go of it.
+//!
+//! # The traffic tick
+//!
+//! One timer for all rooms, not one per message: every [`TICK`] each room
+//! with members earns `rate × elapsed` messages of *credit*; it makes as
+//! many whole messages as it has credit for and keeps the fraction for the
+//! next tick. So `rate = 0.05` gives one message every 20 s, and
+//! `rate = 200` gives 10 messages per 50 ms tick, with no timer per message.
+//!
+//! Each message is generated once, framed once, and the same bytes are
+//! queued for every member. A room without members makes nothing and keeps
+//! its place in its sequence: when someone joins again, numbering goes on
+//! where it stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::outbox::{CloseCause, Delivery, Outbox};
+use super::rng::derive_seed;
+use super::traffic::RoomTraffic;
+use super::{SimConfig, SimStats};
+use crate::douyu::frame::{self, SERVER_TO_CLIENT};
+use crate::reactor::{ConnId, Context, Reactor};
+
+/// How often the traffic tick runs.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// At most this much time earns credit in one tick: after the loop was
+/// blocked for a minute, rooms do not burst a minute of messages at once.
+const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// One room: its message stream and who listens.
+struct Room {
+    traffic: RoomTraffic,
+    /// Members in the order they joined (the order frames are queued in).
+    members: Vec<ConnId>,
+    /// Messages earned and not yet made; always below 1 after a tick.
+    credit: f64,
+}
+
+/// Rooms, clients, counters. See the module docs.
+pub(crate) struct Hub {
+    pub(crate) config: SimConfig,
+    /// Ordered by room id, so that every run walks rooms in the same order
+    /// and faults that count across rooms (the corruption cycle) repeat
+    /// exactly for a seed. (A `HashMap`'s order changes from run to run.)
+    rooms: BTreeMap<u64, Room>,
+    clients: HashMap<ConnId, Outbox>,
+    pub(crate) stats: SimStats,
+    /// Bad frames sent so far: picks the next kind of corruption.
+    corruptions: u64,
+    last_tick: Instant,
+    /// The last stats log: when, and the counters then (for rates).
+    last_report: (Instant, u64, u64),
+}
+
+impl Hub {
+    pub(crate) fn new(config: SimConfig, now: Instant) -> Self {
+        Hub {
+            config,
+            rooms: BTreeMap::new(),
+            clients: HashMap::new(),
+            stats: SimStats::default(),
+            corruptions: 0,
+            last_tick: now,
+            last_report: (now, 0, 0),
+        }
+    }
+
+    // ----- clients -------------------------------------------------------------
+
+    /// A client connected. Returns its number (1, 2, …), which seeds its
+    /// fault randomness and serves as its `sessionid`.
+    pub(crate) fn add_client(&mut self, id: ConnId, peer: SocketAddr) -> u64 {
+        self.stats.accepted += 1;
+        let number = self.stats.accepted;
+        let seed = derive_seed(self.config.seed, number);
+        self.clients.insert(id, Outbox::new(id, peer, self.config.faults.fragment, seed));
+        number
+    }
+
+    /// A client's connection closed: it leaves its room and is forgotten.
+    pub(crate) fn remove_client(&mut self, id: ConnId) {
+        if let Some(room) = self.clients.remove(&id).and_then(|outbox| outbox.room) {
+            self.leave(id, room);
+        }
+    }
+
+    /// Puts a client in `room` (leaving the one it was in, if another).
+    pub(crate) fn join(&mut self, id: ConnId, room: u64) {
+        let seed = self.config.seed;
+        let Some(outbox) = self.clients.get_mut(&id) else { return };
+        match outbox.room.replace(room) {
+            Some(old) if old == room => return,
+            Some(old) => self.leave(id, old),
+            None => {}
+        }
+        let room_state = self.rooms.entry(room).or_insert_with(|| Room {
+            traffic: RoomTraffic::new(seed, room),
+            members: Vec::new(),
+            credit: 0.0,
+        });
+        room_state.members.push(id);
+        log::debug!("client {id} joined room {room} ({} members)", room_state.members.len());
+    }
+
+    fn leave(&mut self, id: ConnId, room: u64) {
+        if let Some(room_state) = self.rooms.get_mut(&room) {
+            room_state.members.retain(|&member| member != id);
+            if room_state.members.is_empty() {
+                room_state.credit = 0.0;
+            }
+        }
+    }
+
+    /// Queues a reply frame for a client (see [`Outbox::reply`]).
+    pub(crate) fn reply(&mut self, reactor: &mut Reactor, id: ConnId, frame: &[u8]) {
+        let Some(outbox) = self.clients.get_mut(&id) else { return };
+        if let Some(cause) = outbox.reply(reactor, frame, &self.config) {
+            self.stats.count_close(cause);
+        }
+    }
+
+    /// `fragment`: whether the client has pieces waiting (its `writable()`).
+    pub(crate) fn wants_write(&self, id: ConnId) -> bool {
+        self.clients.get(&id).is_some_and(Outbox::wants_write)
+    }
+
+    /// `fragment`: writes the client's next piece (its `handle_write`).
+    pub(crate) fn write_piece(&mut self, ctx: &mut Context<'_>) {
+        if let Some(outbox) = self.clients.get_mut(&ctx.id()) {
+            outbox.write_piece(ctx);
+        }
+    }
+
+    /// The room's `live_stat` for a `loginres` (1 if the room is new).
+    pub(crate) fn live_stat(&self, room: u64) -> u8 {
+        self.rooms.get(&room).map_or(1, |r| r.traffic.live_stat())
+    }
+
+    // ----- the periodic work -------------------------------------------------
+
+    /// The traffic tick (see the module docs).
+    pub(crate) fn tick(&mut self, reactor: &mut Reactor) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.last_tick).min(MAX_CATCH_UP);
+        self.last_tick = now;
+        // Borrow the fields separately: rooms are walked while clients and
+        // counters change.
+        let Hub { rooms, clients, config, stats, corruptions, .. } = self;
+        let mut frame = Vec::new();
+        for room in rooms.values_mut() {
+            if room.members.is_empty() {
+                continue;
+            }
+            room.credit += config.rate * elapsed.as_secs_f64();
+            while room.credit >= 1.0 && !room.members.is_empty() {
+                room.credit -= 1.0;
+                frame.clear();
+                frame::encode_packet(&mut frame, SERVER_TO_CLIENT, &room.traffic.next_body());
+                stats.room_messages += 1;
+                // Queue it for every member; a member that this closes
+                // (a fault, or too slow) leaves the room at once.
+                room.members.retain(|&id| {
+                    let Some(outbox) = clients.get_mut(&id) else { return false };
+                    match outbox.room_frame(reactor, &frame, config, corruptions) {
+                        Delivery::Sent => stats.frames_sent += 1,
+                        Delivery::Skipped => {}
+                        Delivery::Stalled => {
+                            stats.frames_sent += 1;
+                            stats.fault_stalls += 1;
+                        }
+                        Delivery::Closed(cause) => {
+                            if cause != CloseCause::SlowConsumer {
+                                stats.frames_sent += 1;
+                            }
+                            stats.count_close(cause);
+                            return false;
+                        }
+                    }
+                    true
+                });
+            }
+            if room.members.is_empty() {
+                room.credit = 0.0;
+            }
+        }
+    }
+
+    /// `coalesce`: writes every client's held frames.
+    pub(crate) fn flush_held(&mut self, reactor: &mut Reactor) {
+        for outbox in self.clients.values_mut().filter(|o| o.has_held()) {
+            outbox.flush_held(reactor);
+        }
+    }
+
+    /// Logs one line of counters and rates.
+    pub(crate) fn report(&mut self) {
+        let now = Instant::now();
+        let (then, messages_then, frames_then) = self.last_report;
+        let secs = now.saturating_duration_since(then).as_secs_f64().max(1e-3);
+        let s = self.snapshot();
+        log::info!(
+            "{} clients in {} rooms; {:.1} room messages/s made, {:.1} frames/s sent; dropped so far: \
+             {} silent, {} slow, {} bad frame; faults so far: {} drops, {} corruptions, {} stalls",
+            s.clients,
+            s.rooms,
+            (s.room_messages - messages_then) as f64 / secs,
+            (s.frames_sent - frames_then) as f64 / secs,
+            s.dropped_idle,
+            s.dropped_slow,
+            s.dropped_bad_frame,
+            s.fault_drops,
+            s.fault_corruptions,
+            s.fault_stalls,
+        );
+        self.last_report = (now, s.room_messages, s.frames_sent);
+    }
+
+    // ----- what the SimServer handle shows ----------------------------------
+
+    /// The counters, with the current numbers of clients and active rooms.
+    pub(crate) fn snapshot(&self) -> SimStats {
+        SimStats {
+            clients: self.clients.len(),
+            rooms: self.rooms.values().filter(|r| !r.members.is_empty()).count(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The last sequence number room `room` gave out.
+    pub(crate) fn room_messages(&self, room: u64) -> Option<u64> {
+        self.rooms.get(&room).map(|r| r.traffic.last_seq())
+    }
+
+    /// Sends every client `last_words` and closes it gracefully.
+    pub(crate) fn close_all(&mut self, reactor: &mut Reactor, last_words: &[u8]) {
+        for outbox in self.clients.values_mut() {
+            outbox.reply(reactor, last_words, &self.config);
+            outbox.close(reactor);
+        }
+    }
+}
+
+impl SimStats {
+    fn count_close(&mut self, cause: CloseCause) {
+        match cause {
+            CloseCause::SlowConsumer => self.dropped_slow += 1,
+            CloseCause::DropFault => self.fault_drops += 1,
+            CloseCause::Corrupted(_) => self.fault_corruptions += 1,
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! A simulated Douyu barrage server, on the same reactor as everything else,
+//! so that clients can be developed, tested and benchmarked offline.
+//!
+//! It speaks the server side of the protocol in `douyu` (`loginreq` →
+//! `loginres` + `pingreq`, `joingroup`, `mrkl` echoes, `logout`), drops
+//! clients that stop sending heartbeats, and makes realistic room traffic
+//! at a chosen rate, every message numbered per room in `cid` so a client
+//! can prove it lost nothing. Faults can be switched on one by one:
+//! fragmented or coalesced frames, dropped connections, corrupt frames, a
+//! server that stalls.
+//!
+//! Thousands of clients on one thread: a client costs one connection entry
+//! in the reactor, one small `ClientConn` dispatcher, one `Outbox` and one
+//! timer. Room traffic is one periodic tick for all rooms, and each message
+//! is encoded once however many clients get it.
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`rng`] | SplitMix64, the seeded generator behind everything random |
+//! | [`traffic`] | one room's message stream: realistic bodies, numbered |
+//! | [`vocabulary`] | the nicknames, chat lines and gifts the rooms use |
+//! | [`faults`] | the catalogue of faults and the invalid frames |
+//! | `outbox` | one client's write path, where the faults happen |
+//! | `hub` | rooms, members, the traffic tick (shared state) |
+//! | `client_conn` | one client connection: requests, replies, heartbeat timeout |
+//!
+//! # Use
+//!
+//! ```no_run
+//! use barrage::reactor::Reactor;
+//! use barrage::sim::{self, SimConfig};
+//!
+//! let mut reactor = Reactor::new()?;
+//! let config = SimConfig { listen: "127.0.0.1:0".parse().unwrap(), rate: 20.0, ..SimConfig::default() };
+//! let server = sim::start(&mut reactor, config)?;
+//! println!("listening on {}", server.local_addr());
+//! reactor.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! [`start`] only registers a listener and periodic callbacks, so the same
+//! reactor can run clients too (that is how the tests and `barrage demo` use
+//! it).
+
+pub(crate) mod client_conn;
+pub mod faults;
+pub(crate) mod hub;
+pub(crate) mod outbox;
+pub mod rng;
+pub mod traffic;
+pub mod vocabulary;
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+
+use crate::douyu::frame::{self, SERVER_TO_CLIENT};
+use crate::reactor::{ConnId, PeriodicId, Reactor};
+use client_conn::ClientConn;
+pub use faults::{Corruption, Faults};
+use hub::Hub;
+pub use hub::TICK;
+
+/// Everything `barrage serve` can be told.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Address to listen on; port 0 picks a free one (see [`SimServer::local_addr`]).
+    pub listen: SocketAddr,
+    /// Room messages per second, per room with at least one client. May be
+    /// fractional (0.05 = one every 20 s); 0 = no room traffic at all.
+    pub rate: f64,
+    /// A client that sends nothing for this long is dropped.
+    pub heartbeat_timeout: Duration,
+    /// Decides every message body and every random fault: the same seed
+    /// gives the same messages in the same room.
+    pub seed: u64,
+    /// A client whose unwritten output grows past this many bytes is
+    /// dropped as a slow consumer.
+    pub max_client_buffer: usize,
+    /// How often to log counters (`None`: never).
+    pub stats_interval: Option<Duration>,
+    /// Faults to inject; none by default.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8601)),
+            rate: 2.0,
+            heartbeat_timeout: Duration::from_secs(90),
+            seed: 0,
+            max_client_buffer: 16 * 1024 * 1024,
+            stats_interval: Some(Duration::from_secs(10)),
+            faults: Faults::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// `Err` with a message naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            return Err(format!("rate must be a number of messages per second, 0 or more (got {})", self.rate));
+        }
+        if self.heartbeat_timeout.is_zero() {
+            return Err("heartbeat_timeout must be more than 0".to_string());
+        }
+        if self.max_client_buffer == 0 {
+            return Err("max_client_buffer must be more than 0".to_string());
+        }
+        if self.stats_interval.is_some_and(|interval| interval.is_zero()) {
+            return Err("stats_interval must be more than 0 (or None)".to_string());
+        }
+        self.faults.validate()
+    }
+}
+
+/// The simulator's counters, as [`SimServer::stats`] returns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Connections accepted since the start.
+    pub accepted: u64,
+    /// Clients connected now.
+    pub clients: usize,
+    /// Rooms with at least one client now.
+    pub rooms: usize,
+    /// Room messages made (each once, however many clients got it).
+    pub room_messages: u64,
+    /// Room message frames queued for clients (one per message per client).
+    pub frames_sent: u64,
+    /// Clients dropped for sending nothing for `heartbeat_timeout`.
+    pub dropped_idle: u64,
+    /// Clients dropped as slow consumers (`max_client_buffer`).
+    pub dropped_slow: u64,
+    /// Clients dropped for sending an invalid frame.
+    pub dropped_bad_frame: u64,
+    /// Clients that sent `logout`.
+    pub logouts: u64,
+    /// Connections closed by `drop_every`.
+    pub fault_drops: u64,
+    /// Invalid frames sent by `corrupt_every`.
+    pub fault_corruptions: u64,
+    /// Clients stalled by `stall_after`.
+    pub fault_stalls: u64,
+}
+
+/// A running simulator: its address and counters. It lives on the loop
+/// thread, like the reactor it runs on.
+pub struct SimServer {
+    hub: Rc<RefCell<Hub>>,
+    local_addr: SocketAddr,
+    listener: ConnId,
+    periodics: Vec<PeriodicId>,
+}
+
+/// Starts a simulator on `reactor`: binds the listener and registers the
+/// periodic work. Nothing happens until the reactor runs. Fails if the
+/// config is invalid (`InvalidInput`) or the address cannot be bound.
+pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> {
+    config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    let listener = TcpListener::bind(config.listen)?;
+    let local_addr = listener.local_addr()?;
+    let faults = config.faults.clone();
+    let stats_interval = config.stats_interval;
+    let hub = Rc::new(RefCell::new(Hub::new(config, Instant::now())));
+
+    let acceptor_hub = hub.clone();
+    let listener = reactor.listen(listener, move |reactor: &mut Reactor, stream: TcpStream, peer| {
+        // Frames are written as soon as they are queued: without this,
+        // Nagle's algorithm would hold small frames back, and `fragment`
+        // could not put each piece in its own segment.
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
+        }
+        if let Err(e) = reactor.add_stream(stream, ClientConn::new(acceptor_hub.clone(), peer)) {
+            log::warn!("{peer}: cannot register the connection: {e}");
+        }
+    })?;
+
+    let mut periodics = Vec::new();
+    let tick_hub = hub.clone();
+    periodics.push(reactor.add_periodic(TICK, move |reactor| tick_hub.borrow_mut().tick(reactor)));
+    if faults.coalesce {
+        let flush_hub = hub.clone();
+        let interval = Duration::from_millis(faults::COALESCE_INTERVAL_MS);
+        periodics.push(reactor.add_periodic(interval, move |reactor| flush_hub.borrow_mut().flush_held(reactor)));
+    }
+    if let Some(interval) = stats_interval {
+        let report_hub = hub.clone();
+        periodics.push(reactor.add_periodic(interval, move |_| report_hub.borrow_mut().report()));
+    }
+    log::info!("simulated Douyu server listening on {local_addr}");
+    if faults.any() {
+        log::info!("injecting faults: {faults:?}");
+    }
+    Ok(SimServer { hub, local_addr, listener, periodics })
+}
+
+impl SimServer {
+    /// The address clients connect to (with the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SimStats {
+        self.hub.borrow().snapshot()
+    }
+
+    /// How many messages room `room` has made so far (its last `cid`), or
+    /// `None` if no client ever joined it.
+    pub fn room_messages(&self, room: u64) -> Option<u64> {
+        self.hub.borrow().room_messages(room)
+    }
+
+    /// Stops the simulator: no new connections, no more traffic, and every
+    /// client gets `error` 52 ("server closing") and a graceful close.
+    pub fn shutdown(&self, reactor: &mut Reactor) {
+        reactor.remove_listener(self.listener);
+        for &periodic in &self.periodics {
+            reactor.remove_periodic(periodic);
+        }
+        let mut goodbye = Vec::new();
+        frame::encode_packet(&mut goodbye, SERVER_TO_CLIENT, "type@=error/code@=52/");
+        self.hub.borrow_mut().close_all(reactor, &goodbye);
+        log::info!("simulated server on {} shut down", self.local_addr);
+    }
+}

@@ -1,0 +1,690 @@
+//! The simulated server, checked end to end over loopback.
+//!
+//! The simulator and its test clients run on ONE reactor in this thread
+//! (except where a blocking client or a real process is the point). Each
+//! test client wraps `douyu::ClientSession`, the same state machine the
+//! daemon uses, and records every message and the `cid` sequence numbers
+//! of room messages. Every wait is a condition with a deadline
+//! (`run_until`), never a sleep.
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use barrage::douyu::frame::{self, CLIENT_TO_SERVER, DecoderConfig, FrameDecoder, FrameError};
+use barrage::douyu::{ClientSession, CloseReason, Message, Request, SessionConfig, SessionEvent, stt};
+use barrage::reactor::{ConnId, Context, Dispatcher, Reactor, TimerHandle};
+use barrage::sim::traffic::RoomTraffic;
+use barrage::sim::{self, Faults, SimConfig, SimServer};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+// ----- the test client --------------------------------------------------------
+
+/// Everything one test client saw.
+#[derive(Default)]
+struct Record {
+    messages: Vec<Message>,
+    /// `cid` of each room message, in arrival order.
+    seqs: Vec<u64>,
+    /// Why the session closed itself, if it did.
+    reason: Option<CloseReason>,
+    /// The server closed the socket (EOF or reset).
+    server_closed: bool,
+    /// `handle_close` ran.
+    closed: bool,
+    /// `handle_read` calls, and those that carried at least one room message.
+    reads: u64,
+    room_reads: u64,
+}
+
+impl Record {
+    fn count(&self, msg_type: &str) -> usize {
+        self.messages.iter().filter(|m| m.msg_type() == msg_type).count()
+    }
+
+    /// The body of the room message with sequence number `seq`.
+    fn body_of(&self, seq: u64) -> Option<String> {
+        self.messages.iter().find(|m| room_seq(m) == Some(seq)).map(Message::to_body)
+    }
+}
+
+/// A room message's sequence number: its `cid` (replies have none).
+fn room_seq(message: &Message) -> Option<u64> {
+    match message.msg_type() {
+        "loginres" | "pingreq" | "mrkl" | "error" => None,
+        _ => message.get("cid")?.parse().ok(),
+    }
+}
+
+/// Stop reading after this many room messages, for a while or for good.
+#[derive(Clone, Copy)]
+struct Pause {
+    after: usize,
+    resume_after: Option<Duration>,
+}
+
+/// A reactor dispatcher around `ClientSession` (see the module docs).
+struct TestClient {
+    session: ClientSession,
+    record: Rc<RefCell<Record>>,
+    timer: Option<TimerHandle>,
+    pause: Option<Pause>,
+    paused: Rc<Cell<bool>>,
+}
+
+impl TestClient {
+    /// Sends what the session wants sent, records its events, and sets the
+    /// timer for its next deadline.
+    fn pump(&mut self, ctx: &mut Context<'_>) {
+        let mut out = Vec::new();
+        if self.session.poll_transmit(&mut out) {
+            ctx.send(&out);
+        }
+        let mut record = self.record.borrow_mut();
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                SessionEvent::Message(message) => {
+                    if let Some(seq) = room_seq(&message) {
+                        record.seqs.push(seq);
+                    }
+                    record.messages.push(message);
+                }
+                SessionEvent::Joined => {}
+                SessionEvent::Close(reason) => {
+                    record.reason = Some(reason);
+                    ctx.close();
+                }
+            }
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        if let Some(deadline) = self.session.next_deadline() {
+            self.timer = Some(ctx.set_timer_at(deadline, 0));
+        }
+    }
+}
+
+impl Dispatcher for TestClient {
+    fn readable(&self) -> bool {
+        !self.paused.get()
+    }
+
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        self.session.on_connected(Instant::now());
+        self.pump(ctx);
+    }
+
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        let before = self.record.borrow().seqs.len();
+        let used = self.session.on_bytes(data, Instant::now());
+        self.pump(ctx);
+        let mut record = self.record.borrow_mut();
+        record.reads += 1;
+        if record.seqs.len() > before {
+            record.room_reads += 1;
+        }
+        if let Some(pause) = self.pause.filter(|p| record.seqs.len() >= p.after) {
+            self.pause = None;
+            self.paused.set(true);
+            if let Some(delay) = pause.resume_after {
+                let (paused, id) = (self.paused.clone(), ctx.id());
+                ctx.reactor().call_later(delay, move |reactor| {
+                    paused.set(false);
+                    reactor.refresh(id);
+                });
+            }
+        }
+        used
+    }
+
+    fn handle_timer(&mut self, ctx: &mut Context<'_>, _tag: u64) {
+        self.timer = None;
+        self.session.on_timeout(Instant::now());
+        self.pump(ctx);
+    }
+
+    fn handle_eof(&mut self, ctx: &mut Context<'_>) {
+        self.record.borrow_mut().server_closed = true;
+        ctx.close();
+    }
+
+    fn handle_error(&mut self, _ctx: &mut Context<'_>, _error: std::io::Error) {
+        self.record.borrow_mut().server_closed = true;
+    }
+
+    fn handle_close(&mut self, _ctx: &mut Context<'_>) {
+        self.record.borrow_mut().closed = true;
+    }
+}
+
+/// A test client's id and what it saw.
+struct Client {
+    id: ConnId,
+    record: Rc<RefCell<Record>>,
+}
+
+impl Client {
+    fn rec(&self) -> std::cell::Ref<'_, Record> {
+        self.record.borrow()
+    }
+    fn room_messages(&self) -> usize {
+        self.rec().seqs.len()
+    }
+    fn closed(&self) -> bool {
+        self.rec().closed
+    }
+}
+
+// ----- harness ------------------------------------------------------------------
+
+/// A reactor with a simulator on it.
+struct Harness {
+    reactor: Reactor,
+    sim: SimServer,
+}
+
+impl Harness {
+    fn new(configure: impl FnOnce(&mut SimConfig)) -> Self {
+        let mut config = SimConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            stats_interval: None,
+            seed: 42,
+            ..SimConfig::default()
+        };
+        configure(&mut config);
+        let mut reactor = Reactor::new().unwrap();
+        let sim = sim::start(&mut reactor, config).unwrap();
+        Harness { reactor, sim }
+    }
+
+    fn client(&mut self, room: u64) -> Client {
+        self.client_with(room, SessionConfig::default(), None)
+    }
+
+    fn client_with(&mut self, room: u64, config: SessionConfig, pause: Option<Pause>) -> Client {
+        let record = Rc::new(RefCell::new(Record::default()));
+        let client = TestClient {
+            session: ClientSession::new(room, config),
+            record: record.clone(),
+            timer: None,
+            pause,
+            paused: Rc::new(Cell::new(false)),
+        };
+        let id = self.reactor.connect(self.sim.local_addr(), client).unwrap();
+        Client { id, record }
+    }
+}
+
+fn wait(reactor: &mut Reactor, what: &str, mut done: impl FnMut() -> bool) {
+    let reached = reactor.run_until(Instant::now() + DEADLINE, |_| done()).unwrap();
+    assert!(reached, "timed out waiting for: {what}");
+}
+
+fn assert_contiguous(seqs: &[u64], who: &str) {
+    assert!(!seqs.is_empty(), "{who} got no room messages");
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{who}: sequence jumps from {} to {}", pair[0], pair[1]);
+    }
+}
+
+fn session(heartbeat_ms: u64, idle_ms: u64) -> SessionConfig {
+    SessionConfig {
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        ..SessionConfig::default()
+    }
+}
+
+// ----- the happy path ---------------------------------------------------------------
+
+#[test]
+fn three_clients_in_two_rooms_get_complete_identical_streams() {
+    let mut h = Harness::new(|c| c.rate = 500.0);
+    let a = h.client(1001);
+    let b = h.client(1001);
+    let c = h.client(1002);
+    wait(&mut h.reactor, "400 room messages each", || [&a, &b, &c].iter().all(|x| x.room_messages() >= 400));
+
+    for (client, name, room) in [(&a, "a", 1001), (&b, "b", 1001), (&c, "c", 1002)] {
+        let rec = client.rec();
+        assert_eq!(rec.messages[0].msg_type(), "loginres", "{name}");
+        assert_eq!(rec.messages[1].msg_type(), "pingreq", "{name}");
+        assert!(rec.messages[1].get("tick").unwrap().parse::<u64>().unwrap() > 1_600_000_000_000);
+        assert_contiguous(&rec.seqs, name);
+        assert!(rec.reason.is_none() && !rec.server_closed, "{name} was closed");
+        for message in rec.messages.iter().filter(|m| m.msg_type() == "chatmsg") {
+            assert_eq!(message.get("rid"), Some(room.to_string().as_str()), "{name}: {message:?}");
+        }
+    }
+
+    // The same room, the same bytes: compare a and b wherever both have a message.
+    let (ra, rb) = (a.rec(), b.rec());
+    let first = ra.seqs[0].max(rb.seqs[0]);
+    let last = (*ra.seqs.last().unwrap()).min(*rb.seqs.last().unwrap());
+    assert!(last > first + 300, "a and b overlap on {first}..={last}");
+    for seq in first..=last {
+        assert_eq!(ra.body_of(seq), rb.body_of(seq), "seq {seq} differs between a and b");
+    }
+    // The room's stream is the seeded generator's: the same seed gives the same messages.
+    assert_eq!(ra.seqs[0], 1, "a joined the new room first");
+    let mut traffic = RoomTraffic::new(42, 1001);
+    for seq in 1..=100 {
+        let expected = Message::decode(&traffic.next_body()).to_body();
+        assert_eq!(ra.body_of(seq).unwrap(), expected, "seq {seq}");
+    }
+    assert_ne!(ra.body_of(5), c.rec().body_of(5), "another room, another stream");
+
+    // Tricky text survived escaping, and nested values decode level by level.
+    let rc = c.rec();
+    let all: Vec<&Message> = ra.messages.iter().chain(rc.messages.iter()).collect();
+    let texts: Vec<&str> = all.iter().filter_map(|m| m.get("txt")).collect();
+    assert!(texts.iter().any(|t| t.contains('/') && !t.contains("@S")), "a text with /");
+    assert!(texts.iter().any(|t| t.starts_with('@')), "a text with @");
+    assert!(texts.contains(&"@S 不是斜杠"), "a literal @S stays @S");
+    assert!(texts.contains(&""), "an empty text");
+    assert!(texts.iter().any(|t| t.len() > 1000), "a long text");
+    let el = all.iter().filter_map(|m| m.as_map().get_list("el")).find(|l| !l.is_empty()).expect("a nested el");
+    assert!(stt::decode_map(el.get(0).unwrap()).get("eid").unwrap().parse::<u64>().is_ok());
+    let frank = all.iter().find(|m| m.msg_type() == "frank").expect("a frank");
+    let entry = stt::decode_map(frank.as_map().get_list("list").unwrap().get(0).unwrap());
+    assert!(entry.get("ic").unwrap().starts_with("avatar_v3/"), "{entry:?}");
+    assert!(all.iter().any(|m| m.msg_type() == "lucky_wheel_2099"), "an unknown type");
+    drop((ra, rb, rc));
+
+    let stats = h.sim.stats();
+    assert_eq!((stats.clients, stats.rooms, stats.accepted), (3, 2, 3));
+    assert!(h.sim.room_messages(1001).unwrap() >= *a.rec().seqs.last().unwrap());
+    assert_eq!(h.sim.room_messages(4242), None);
+}
+
+#[test]
+fn a_thousand_clients_in_five_hundred_rooms_on_one_thread() {
+    let mut h = Harness::new(|c| c.rate = 20.0);
+    let clients: Vec<Client> = (0..1000).map(|i| h.client(100 + i / 2)).collect();
+    wait(&mut h.reactor, "5 room messages for every client", || clients.iter().all(|c| c.room_messages() >= 5));
+    for (i, client) in clients.iter().enumerate() {
+        assert_contiguous(&client.rec().seqs, &format!("client {i}"));
+    }
+    let stats = h.sim.stats();
+    assert_eq!((stats.clients, stats.rooms), (1000, 500));
+    // Each message was made once for its room, and queued once per member.
+    let made: u64 = (100..600).map(|room| h.sim.room_messages(room).unwrap()).sum();
+    assert_eq!(stats.room_messages, made);
+    assert!(stats.frames_sent > made && stats.frames_sent <= 2 * made, "{stats:?}");
+}
+
+#[test]
+fn rate_zero_sends_only_login_replies_and_heartbeat_echoes() {
+    let mut h = Harness::new(|c| c.rate = 0.0);
+    let client = h.client_with(77, session(30, 5_000), None);
+    wait(&mut h.reactor, "5 heartbeat echoes", || client.rec().count("mrkl") >= 5);
+    let rec = client.rec();
+    let types: Vec<&str> = rec.messages.iter().map(Message::msg_type).collect();
+    assert_eq!(types[..2], ["loginres", "pingreq"]);
+    assert!(types[2..].iter().all(|t| *t == "mrkl"), "{types:?}");
+    assert!(rec.seqs.is_empty());
+    assert_eq!(h.sim.stats().room_messages, 0);
+    assert_eq!(h.sim.stats().rooms, 1, "joined, but silent");
+}
+
+#[test]
+fn a_client_that_pauses_reading_loses_nothing() {
+    let mut h = Harness::new(|c| c.rate = 500.0);
+    let pause = Pause { after: 50, resume_after: Some(Duration::from_millis(400)) };
+    let client = h.client_with(3, SessionConfig::default(), Some(pause));
+    wait(&mut h.reactor, "500 room messages after a pause", || client.room_messages() >= 500);
+    assert_contiguous(&client.rec().seqs, "paused client");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer_alone() {
+    let mut h = Harness::new(|c| {
+        c.rate = 10_000.0;
+        c.max_client_buffer = 256 * 1024;
+    });
+    let stuck = h.client_with(9, SessionConfig::default(), Some(Pause { after: 10, resume_after: None }));
+    let reader = h.client(9);
+    let sim = &h.sim;
+    wait(&mut h.reactor, "the stuck client dropped", || sim.stats().dropped_slow == 1);
+    // (The stuck client itself cannot notice: it is not reading.)
+    wait(&mut h.reactor, "the server forgot it", || sim.stats().clients == 1);
+    assert!(stuck.room_messages() >= 10 && !stuck.closed());
+    let before = reader.room_messages();
+    wait(&mut h.reactor, "the reader goes on", || reader.room_messages() > before + 500);
+    assert!(!reader.closed());
+    assert_contiguous(&reader.rec().seqs, "reader");
+}
+
+// ----- faults ------------------------------------------------------------------------
+
+#[test]
+fn fragment_splits_frames_across_many_reads_and_loses_nothing() {
+    let mut h = Harness::new(|c| {
+        c.rate = 50.0;
+        c.faults.fragment = true;
+    });
+    let client = h.client(11);
+    wait(&mut h.reactor, "60 room messages in pieces", || client.room_messages() >= 60);
+    let rec = client.rec();
+    assert_contiguous(&rec.seqs, "fragmented client");
+    let frames = rec.messages.len() as u64;
+    assert!(rec.reads > 3 * frames, "{} reads for {frames} frames: not fragmented", rec.reads);
+    assert_eq!(rec.messages[0].msg_type(), "loginres", "replies are fragmented too, and arrive whole");
+}
+
+#[test]
+fn fragment_finishes_writing_before_a_drop_or_a_corruption_closes() {
+    // The closing faults must wait for the fragment queue to drain, or the
+    // last messages (and the bad frame) would never reach the wire.
+    let mut h = Harness::new(|c| {
+        c.rate = 100.0;
+        c.faults = Faults { fragment: true, drop_every: Some(10), ..Faults::default() };
+    });
+    let dropped = h.client(14);
+    wait(&mut h.reactor, "dropped", || dropped.closed());
+    assert_eq!(dropped.rec().seqs, (1..=10).collect::<Vec<_>>());
+    assert!(dropped.rec().server_closed && dropped.rec().reason.is_none());
+
+    let mut h = Harness::new(|c| {
+        c.rate = 100.0;
+        c.faults = Faults { fragment: true, corrupt_every: Some(5), ..Faults::default() };
+    });
+    let corrupted = h.client(15);
+    wait(&mut h.reactor, "corrupted", || corrupted.closed());
+    assert_eq!(corrupted.rec().seqs, (1..=5).collect::<Vec<_>>());
+    assert!(matches!(corrupted.rec().reason, Some(CloseReason::Protocol(FrameError::LengthTooLong { .. }))));
+}
+
+#[test]
+fn coalesce_puts_many_frames_in_each_read_and_loses_nothing() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.coalesce = true;
+    });
+    let client = h.client(12);
+    wait(&mut h.reactor, "300 room messages in bursts", || client.room_messages() >= 300);
+    let rec = client.rec();
+    assert_contiguous(&rec.seqs, "coalesced client");
+    // Without coalescing a 50 ms tick carries ~10 messages at this rate.
+    let per_read = rec.seqs.len() as f64 / rec.room_reads as f64;
+    assert!(per_read >= 15.0, "{per_read:.1} room messages per read: not coalesced");
+}
+
+#[test]
+fn drop_every_closes_after_exactly_n_and_the_room_resumes_where_it_stopped() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.drop_every = Some(25);
+    });
+    let first = h.client(5);
+    wait(&mut h.reactor, "first connection dropped", || first.closed());
+    {
+        let rec = first.rec();
+        assert!(rec.server_closed, "the server closed it");
+        assert_eq!(rec.reason, None, "the session saw no error");
+        assert_eq!(rec.seqs, (1..=25).collect::<Vec<_>>());
+    }
+    // The room was empty in between, so it made nothing: numbering goes on.
+    let second = h.client(5);
+    wait(&mut h.reactor, "second connection dropped", || second.closed());
+    assert_eq!(second.rec().seqs, (26..=50).collect::<Vec<_>>());
+    assert_eq!(h.sim.stats().fault_drops, 2);
+}
+
+#[test]
+fn corrupt_every_breaks_only_the_client_it_is_sent_to_cycling_the_kinds() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.corrupt_every = Some(30);
+    });
+    // Clients join one after the other, each once the previous is 10
+    // messages in, so they reach their 30th message in join order.
+    let mut clients: Vec<Client> = Vec::new();
+    for _ in 0..4 {
+        if let Some(previous) = clients.last() {
+            wait(&mut h.reactor, "the previous client 10 messages in", || previous.room_messages() >= 10);
+        }
+        clients.push(h.client(7));
+    }
+    wait(&mut h.reactor, "all four closed", || clients.iter().all(Client::closed));
+
+    let mut last_seq_of_previous = 0;
+    for (i, client) in clients.iter().enumerate() {
+        let rec = client.rec();
+        assert_contiguous(&rec.seqs, &format!("client {i}"));
+        assert_eq!(rec.seqs.len(), 30, "client {i} got all its messages before the bad frame");
+        // Unaffected by the previous client's bad frame: it kept receiving after it.
+        assert!(*rec.seqs.last().unwrap() > last_seq_of_previous);
+        last_seq_of_previous = *rec.seqs.last().unwrap();
+        let Some(CloseReason::Protocol(error)) = &rec.reason else {
+            panic!("client {i} closed with {:?}", rec.reason);
+        };
+        let expected = match i {
+            0 => matches!(error, FrameError::LengthTooLong { length: 2_097_152, .. }),
+            1 => matches!(error, FrameError::LengthMismatch { .. }),
+            2 => matches!(error, FrameError::UnexpectedType { found: 689, .. }),
+            _ => matches!(error, FrameError::MissingTerminator { .. }),
+        };
+        assert!(expected, "client {i}: {error:?}");
+    }
+    assert_eq!(h.sim.stats().fault_corruptions, 4);
+}
+
+#[test]
+fn stall_after_goes_silent_and_the_clients_idle_timeout_notices() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.stall_after = Some(20);
+    });
+    // Heartbeats every 100 ms keep the server from dropping it; no bytes for
+    // 500 ms make it give up.
+    let client = h.client_with(13, session(100, 500), None);
+    wait(&mut h.reactor, "the client gave up", || client.closed());
+    let rec = client.rec();
+    assert_eq!(rec.reason, Some(CloseReason::IdleTimeout));
+    assert!(!rec.server_closed, "the server kept the socket open");
+    assert_eq!(rec.seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(h.sim.stats().fault_stalls, 1);
+}
+
+#[test]
+fn silent_clients_are_dropped_and_beating_ones_stay() {
+    let mut h = Harness::new(|c| {
+        c.rate = 0.0;
+        c.heartbeat_timeout = Duration::from_millis(500);
+    });
+    let start = Instant::now();
+    let silent = h.client_with(21, session(60_000, 60_000), None);
+    let beating = h.client_with(21, session(100, 60_000), None);
+    wait(&mut h.reactor, "the silent client dropped", || silent.closed());
+    let dropped_after = start.elapsed();
+    assert!(silent.rec().server_closed);
+    assert!(dropped_after >= Duration::from_millis(500), "dropped after {dropped_after:?}");
+    // The other one is still there well past the timeout.
+    wait(&mut h.reactor, "1.5 s", || start.elapsed() >= Duration::from_millis(1500));
+    assert!(!beating.closed());
+    assert!(beating.rec().count("mrkl") >= 5, "its heartbeats were echoed");
+    assert_eq!(h.sim.stats().dropped_idle, 1);
+    assert_eq!(h.sim.stats().clients, 1);
+}
+
+#[test]
+fn shutdown_says_goodbye_with_error_52() {
+    let mut h = Harness::new(|c| c.rate = 50.0);
+    let client = h.client(31);
+    wait(&mut h.reactor, "some room messages", || client.room_messages() >= 5);
+    h.sim.shutdown(&mut h.reactor);
+    wait(&mut h.reactor, "client closed", || client.closed());
+    assert_eq!(client.rec().reason, Some(CloseReason::ServerError { code: Some(52) }));
+    assert!(TcpStream::connect(h.sim.local_addr()).is_err(), "no longer listening");
+    let _ = client.id;
+}
+
+// ----- the original tutorial client ----------------------------------------------
+
+/// The 2019 tutorial client reads the 4 length bytes, then makes ONE `recv`
+/// for the rest and assumes it got the whole packet. With default flags the
+/// simulator writes whole frames, so that client must work unchanged.
+#[test]
+fn the_tutorial_clients_one_recv_per_packet_works_with_default_flags() {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let mut reactor = Reactor::new().unwrap();
+        let config = SimConfig { listen: "127.0.0.1:0".parse().unwrap(), rate: 200.0, ..SimConfig::default() };
+        let sim = sim::start(&mut reactor, config).unwrap();
+        ready_tx.send((sim.local_addr(), reactor.handle())).unwrap();
+        reactor.run().unwrap();
+    });
+    let (addr, handle) = ready_rx.recv_timeout(DEADLINE).unwrap();
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    // Like the tutorial: one send for the length, one for the rest.
+    for request in [Request::Login { room: 9999 }, Request::JoinGroup { room: 9999, group: -9999 }] {
+        let packet = request.to_packet();
+        stream.write_all(&packet[..4]).unwrap();
+        stream.write_all(&packet[4..]).unwrap();
+    }
+    let mut types = Vec::new();
+    for i in 0..300 {
+        let mut length = [0u8; 4];
+        stream.read_exact(&mut length).unwrap();
+        let length = u32::from_le_bytes(length) as usize;
+        let mut rest = vec![0u8; length];
+        let got = stream.read(&mut rest).unwrap();
+        assert_eq!(got, length, "packet {i}: one recv got {got} of {length} bytes");
+        let body = std::str::from_utf8(&rest[8..length - 1]).unwrap();
+        types.push(Message::decode(body).msg_type().to_string());
+    }
+    assert_eq!(types[..2], ["loginres", "pingreq"]);
+    assert!(types.iter().filter(|t| *t == "chatmsg").count() > 100);
+
+    handle.stop();
+    server.join().unwrap();
+}
+
+// ----- the real binary -------------------------------------------------------------
+
+/// Kills the child process however the test ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn barrage(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_barrage"));
+    command.args(args);
+    command
+}
+
+#[test]
+fn barrage_serve_prints_its_address_and_accepts_a_login() {
+    let mut child = barrage(&["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _guard = KillOnDrop(child);
+    // Read the first line on a thread, so that a silent child cannot hang the test.
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx.recv_timeout(DEADLINE).expect("no 'listening on' line");
+    let addr: SocketAddr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0, "the real port is printed");
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(&Request::Login { room: 9999 }.to_packet()).unwrap();
+    let mut decoder = FrameDecoder::new(DecoderConfig::client());
+    let mut buf = [0u8; 4096];
+    let first = loop {
+        if let Some(packet) = decoder.next_packet().unwrap() {
+            break packet.body.into_owned();
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        decoder.feed(&buf[..n]);
+    };
+    assert_eq!(Message::decode(&first).msg_type(), "loginres");
+}
+
+/// Runs the binary to completion (killing it at the deadline) and returns
+/// its exit status and stderr.
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = barrage(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut guard = KillOnDrop(child);
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "barrage {args:?} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut text = String::new();
+    stderr.read_to_string(&mut text).unwrap();
+    (status, text)
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_one_line() {
+    for (args, mentions) in [
+        (&["serve", "--rate", "-1"][..], "--rate"),
+        (&["serve", "--rate", "fast"], "--rate"),
+        (&["serve", "--listen", "nonsense"], "--listen"),
+        (&["serve", "--heartbeat-timeout", "0"], "--heartbeat-timeout"),
+        (&["serve", "--drop-every", "0"], "--drop-every"),
+        (&["serve", "--max-client-buffer", "12XB"], "--max-client-buffer"),
+        (&["serve", "--no-such-flag"], "--no-such-flag"),
+        (&["serve", "--log-level", "loud"], "--log-level"),
+        (&["frobnicate"], "frobnicate"),
+    ] {
+        let (status, stderr) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "barrage {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "barrage {args:?} printed:\n{stderr}");
+        assert!(stderr.starts_with("barrage: error: ") && stderr.contains(mentions), "barrage {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_one_line_runtime_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (status, stderr) = run_to_exit(&["serve", "--listen", &addr, "--log-level", "error"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("barrage: error: cannot listen on {addr}: ")), "{stderr}");
+}
+
+/// The server refuses a client's bad frame by dropping that client only.
+#[test]
+fn a_client_sending_a_bad_frame_is_dropped_alone() {
+    let mut h = Harness::new(|c| c.rate = 100.0);
+    let good = h.client(41);
+    let addr = h.sim.local_addr();
+    let mut bad = TcpStream::connect(addr).unwrap();
+    let mut wrong_type = Vec::new();
+    frame::encode_packet(&mut wrong_type, CLIENT_TO_SERVER + 1, "type@=loginreq/roomid@=41/");
+    bad.write_all(&wrong_type).unwrap();
+    let sim = &h.sim;
+    wait(&mut h.reactor, "the bad client dropped", || sim.stats().dropped_bad_frame == 1);
+    let before = good.room_messages();
+    wait(&mut h.reactor, "the good client goes on", || good.room_messages() > before + 20);
+    assert!(!good.closed());
+    assert_contiguous(&good.rec().seqs, "good client");
+}
