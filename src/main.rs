@@ -181,15 +181,15 @@ fn init_logging(level: LogLevel) {
 
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
-        _ => Err("expected messages per second: a number, 0 or more".to_string()),
+        Ok(rate) if (0.0..=sim::MAX_RATE).contains(&rate) => Ok(rate),
+        _ => Err(format!("expected messages per second, from 0 to {}", sim::MAX_RATE)),
     }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
-    match text.parse::<f64>().ok().and_then(|secs| Duration::try_from_secs_f64(secs).ok()) {
-        Some(duration) if !duration.is_zero() => Ok(duration),
-        _ => Err("expected a number of seconds above 0".to_string()),
+    match parse_interval(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!("expected seconds, above 0 and at most {}", sim::MAX_INTERVAL.as_secs())),
     }
 }
 
@@ -198,7 +198,8 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     text.parse::<f64>()
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| "expected a number of seconds, 0 for never".to_string())
+        .filter(|duration| *duration <= sim::MAX_INTERVAL)
+        .ok_or_else(|| format!("expected seconds, from 0 (never) to {}", sim::MAX_INTERVAL.as_secs()))
 }
 
 /// `4096`, `512KiB`, `16MiB`, `1GiB`.
@@ -231,6 +232,8 @@ mod tests {
     fn value_parsers() {
         assert_eq!(parse_rate("0.05"), Ok(0.05));
         assert!(parse_rate("-1").is_err() && parse_rate("inf").is_err() && parse_rate("x").is_err());
+        assert!(parse_rate("NaN").is_err() && parse_rate("1e12").is_err());
+        assert!(parse_seconds("1e18").is_err() && parse_interval("1e18").is_err());
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_seconds("0").is_err() && parse_seconds("-3").is_err());
         assert_eq!(parse_interval("0"), Ok(Duration::ZERO));

@@ -188,7 +188,7 @@ impl Dispatcher for ClientConn {
 
     fn handle_error(&mut self, ctx: &mut Context<'_>, error: std::io::Error) {
         // Resets are routine for a server with many clients: not a warning.
-        log::info!("client {} ({}): {error}", ctx.id(), self.peer);
+        log::debug!("client {} ({}): {error}", ctx.id(), self.peer);
     }
 
     fn handle_close(&mut self, ctx: &mut Context<'_>) {

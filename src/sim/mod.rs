@@ -101,20 +101,30 @@ impl Default for SimConfig {
     }
 }
 
+/// The highest `rate` accepted: a room makes at most this many messages a
+/// second. (Far beyond any real room; it keeps one tick's work bounded.)
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+/// The longest `heartbeat_timeout` and `stats_interval` accepted: one day.
+/// (Timers further out than that are a typo, and `Instant + Duration` must
+/// not overflow.)
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl SimConfig {
     /// `Err` with a message naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.rate.is_finite() && self.rate >= 0.0) {
-            return Err(format!("rate must be a number of messages per second, 0 or more (got {})", self.rate));
+        if !(self.rate >= 0.0 && self.rate <= MAX_RATE) {
+            return Err(format!("rate must be from 0 to {MAX_RATE} messages per second (got {})", self.rate));
         }
-        if self.heartbeat_timeout.is_zero() {
-            return Err("heartbeat_timeout must be more than 0".to_string());
+        let interval_ok = |d: Duration| !d.is_zero() && d <= MAX_INTERVAL;
+        if !interval_ok(self.heartbeat_timeout) {
+            return Err(format!("heartbeat_timeout must be above 0 and at most {MAX_INTERVAL:?}"));
+        }
+        if self.stats_interval.is_some_and(|d| !interval_ok(d)) {
+            return Err(format!("stats_interval must be above 0 and at most {MAX_INTERVAL:?} (or None)"));
         }
         if self.max_client_buffer == 0 {
             return Err("max_client_buffer must be more than 0".to_string());
-        }
-        if self.stats_interval.is_some_and(|interval| interval.is_zero()) {
-            return Err("stats_interval must be more than 0 (or None)".to_string());
         }
         self.faults.validate()
     }
@@ -229,5 +239,32 @@ impl SimServer {
         frame::encode_packet(&mut goodbye, SERVER_TO_CLIENT, "type@=error/code@=52/");
         self.hub.borrow_mut().close_all(reactor, &goodbye);
         log::info!("simulated server on {} shut down", self.local_addr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_validation_names_the_bad_field() {
+        assert_eq!(SimConfig::default().validate(), Ok(()));
+        let bad = |change: fn(&mut SimConfig)| {
+            let mut config = SimConfig::default();
+            change(&mut config);
+            config.validate().unwrap_err()
+        };
+        assert!(bad(|c| c.rate = -1.0).starts_with("rate"));
+        assert!(bad(|c| c.rate = f64::NAN).starts_with("rate"));
+        assert!(bad(|c| c.rate = 2.0 * MAX_RATE).starts_with("rate"));
+        assert!(bad(|c| c.heartbeat_timeout = Duration::ZERO).starts_with("heartbeat_timeout"));
+        assert!(bad(|c| c.heartbeat_timeout = Duration::from_secs(u64::MAX)).starts_with("heartbeat_timeout"));
+        assert!(bad(|c| c.stats_interval = Some(Duration::ZERO)).starts_with("stats_interval"));
+        assert!(bad(|c| c.max_client_buffer = 0).starts_with("max_client_buffer"));
+        assert!(bad(|c| c.faults.drop_every = Some(0)).starts_with("drop_every"));
+        let mut reactor = Reactor::new().unwrap();
+        let config = SimConfig { rate: -1.0, ..SimConfig::default() };
+        let error = start(&mut reactor, config).err().expect("an invalid config is refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }
 }
