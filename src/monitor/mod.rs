@@ -25,6 +25,7 @@ pub mod backoff;
 pub mod format;
 pub mod output;
 mod room;
+pub mod shard;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -61,6 +62,9 @@ pub struct MonitorConfig {
     pub healthy_after: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Check that numeric `cid`s arrive as 1, 2, 3, … on each connection
+    /// (true for `barrage serve`'s streams, not for real Douyu ids).
+    pub check_sequence: bool,
 }
 
 impl Default for MonitorConfig {
@@ -78,6 +82,7 @@ impl Default for MonitorConfig {
             healthy_after: Duration::from_secs(30),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
+            check_sequence: false,
         }
     }
 }
@@ -119,11 +124,50 @@ pub struct Room {
     pub last_message: Option<Instant>,
     /// Connections that ended and were retried.
     pub reconnects: u64,
+    /// With `check_sequence`: what the `cid` numbers showed.
+    pub sequence: SequenceCheck,
     backoff: Backoff,
     /// Index into the address list for the next attempt.
     next_address: usize,
     /// Addresses that failed in a row since the last success or backoff.
     failed_addresses: usize,
+}
+
+/// Numbered messages seen by one room, checked for gaps and repeats within
+/// each connection (a reconnect starts wherever the stream is by then).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SequenceCheck {
+    /// Numbered messages received.
+    pub received: u64,
+    /// Numbers skipped inside a connection: messages lost.
+    pub missing: u64,
+    /// Numbers seen again (or going backwards) inside a connection.
+    pub duplicated: u64,
+    /// The first and last number received.
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    /// The last number on the current connection.
+    current: Option<u64>,
+}
+
+impl SequenceCheck {
+    fn record(&mut self, number: u64) {
+        self.received += 1;
+        self.first.get_or_insert(number);
+        match self.current {
+            Some(previous) if number <= previous => self.duplicated += 1,
+            Some(previous) => self.missing += number - previous - 1,
+            None => {}
+        }
+        if self.current.is_none_or(|previous| number > previous) {
+            self.current = Some(number);
+            self.last = Some(number);
+        }
+    }
+
+    fn connection_ended(&mut self) {
+        self.current = None;
+    }
 }
 
 /// Counters for the status line and metrics.
@@ -220,6 +264,7 @@ impl Monitor {
                 messages: 0,
                 last_message: None,
                 reconnects: 0,
+                sequence: SequenceCheck::default(),
                 backoff,
                 next_address: 0,
                 failed_addresses: 0,
@@ -358,6 +403,11 @@ impl MonitorState {
         if let Some(entry) = self.rooms.get_mut(&room) {
             entry.messages += 1;
             entry.last_message = Some(Instant::now());
+            if self.config.check_sequence
+                && let Some(number) = message.get("cid").and_then(|cid| cid.parse().ok())
+            {
+                entry.sequence.record(number);
+            }
             if let MessageView::RoomStatus(status) = message.view() {
                 entry.live = status.status.or(entry.live);
             }
@@ -417,6 +467,7 @@ impl MonitorState {
         let random = state.jitter.next_f64();
         let Some(entry) = state.rooms.get_mut(&room) else { return };
         entry.conn = None;
+        entry.sequence.connection_ended();
         if shutting_down || entry.state == RoomState::Stopped {
             entry.state = RoomState::Stopped;
             log::debug!("room {room}: closed ({})", outcome.reason);
@@ -535,3 +586,22 @@ impl MonitorState {
 /// failed attempt, even if it joined.
 const FAILURE_WINDOW: Duration = Duration::from_secs(5);
 const PACER_TICK: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::SequenceCheck;
+
+    #[test]
+    fn sequence_check_counts_gaps_and_repeats_per_connection() {
+        let mut check = SequenceCheck::default();
+        for n in [1, 2, 3, 5, 5, 4, 6] {
+            check.record(n);
+        }
+        assert_eq!((check.received, check.missing, check.duplicated), (7, 1, 2));
+        // A new connection picks the stream up later: not a loss by us.
+        check.connection_ended();
+        check.record(40);
+        check.record(41);
+        assert_eq!((check.missing, check.first, check.last), (1, Some(1), Some(41)));
+    }
+}
