@@ -4,7 +4,7 @@
 //! The layers, each depending only on those below it:
 //!
 //! ```text
-//!   cli (src/main.rs)        barrage watch | serve | demo | bench
+//!   cli (src/cli/)           barrage watch | serve | demo
 //!     │
 //!   monitor, sim             the room daemon; the simulated Douyu server
 //!     │
@@ -25,6 +25,7 @@
 //! iteration of the loop.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod douyu;
 pub mod monitor;
 pub mod reactor;

@@ -449,7 +449,7 @@ impl MonitorState {
         if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) {
             entry.state = RoomState::Joined;
             entry.failed_addresses = 0;
-            log::info!("room {room}: joined");
+            log::debug!("room {room}: joined");
         }
     }
 
