@@ -23,6 +23,7 @@
 
 pub mod backoff;
 pub mod format;
+pub mod metrics;
 pub mod output;
 mod room;
 pub mod shard;
