@@ -188,6 +188,11 @@ fn watch(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), String> {
             crate::monitor::output::Destination::File(path) => format!("cannot open {}: {e}", path.display()),
             _ => format!("cannot start: {e}"),
         })?;
+    if let Some(addr) = settings.metrics {
+        let server = crate::monitor::metrics::start(&mut reactor, addr, monitor.clone())
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+        log::info!("metrics on http://{}/metrics and /rooms", server.local_addr());
+    }
     log::info!(
         "watching {} rooms via {} (shard {})",
         settings.monitor.rooms.len(),
