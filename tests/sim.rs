@@ -343,14 +343,17 @@ fn a_client_that_pauses_reading_loses_nothing() {
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer_alone() {
+    // A rate a debug build keeps up with even on a loaded machine, so that
+    // only the client that stopped reading can fill its buffer.
     let mut h = Harness::new(|c| {
-        c.rate = 10_000.0;
-        c.max_client_buffer = 256 * 1024;
+        c.rate = 4_000.0;
+        c.max_client_buffer = 128 * 1024;
     });
     let stuck = h.client_with(9, SessionConfig::default(), Some(Pause { after: 10, resume_after: None }));
     let reader = h.client(9);
     let sim = &h.sim;
-    wait(&mut h.reactor, "the stuck client dropped", || sim.stats().dropped_slow == 1);
+    wait(&mut h.reactor, "a slow client dropped", || sim.stats().dropped_slow >= 1);
+    assert_eq!(sim.stats().dropped_slow, 1, "only the client that stopped reading");
     // (The stuck client itself cannot notice: it is not reading.)
     wait(&mut h.reactor, "the server forgot it", || sim.stats().clients == 1);
     assert!(stuck.room_messages() >= 10 && !stuck.closed());
