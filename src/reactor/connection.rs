@@ -74,7 +74,9 @@ pub(crate) struct Connection {
     /// Bytes this connection may still read in iteration `budget_iteration`.
     budget_left: usize,
     budget_iteration: u64,
-    /// On the reactor's ready list / dirty list (no duplicates).
+    /// On the reactor's ready list / dirty list. Each flag is set when the
+    /// id is pushed and cleared only when it is taken off, so the id is on
+    /// each list at most once.
     queued: bool,
     dirty: bool,
 }
@@ -370,11 +372,23 @@ impl Reactor {
         self.service_conn(id);
     }
 
+    /// Continues a connection just taken off the ready list.
+    ///
+    /// Only this clears `queued`. An event for a connection that waits on
+    /// the ready list is served at once too, but the connection stays on
+    /// the list; clearing the flag then would let settling put it there a
+    /// second time, and under a steady stream of events the copies would
+    /// pile up by one per iteration.
+    pub(crate) fn service_queued_conn(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.queued = false;
+        }
+        self.service_conn(id);
+    }
+
     /// Does all the work a connection has now: finish attaching, hand back
     /// leftovers, read, ask for more output.
-    pub(crate) fn service_conn(&mut self, id: ConnId) {
-        let Some(conn) = self.conn_mut(id) else { return };
-        conn.queued = false;
+    fn service_conn(&mut self, id: ConnId) {
         // Whatever happens below, settle this connection afterwards: a
         // writable event alone must flush the queued output.
         self.mark_dirty(id);
@@ -619,5 +633,42 @@ mod tests {
         assert!(reactor.is_open(new));
         assert!(!reactor.send(old, b"x"), "the old id is dead for good");
         assert_eq!(*old_log.borrow(), vec!["close"], "handle_close ran exactly once");
+    }
+
+    #[test]
+    fn an_event_for_a_connection_on_the_ready_list_does_not_queue_it_twice() {
+        use crate::reactor::ReactorConfig;
+        use std::io::Write;
+        // A small budget: 64 KiB from the peer keep the connection on the
+        // ready list for many iterations.
+        let config = ReactorConfig { read_budget: 4096, scratch_size: 4096, ..ReactorConfig::default() };
+        let mut reactor = Reactor::with_config(config).unwrap();
+        let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Rc::new(RefCell::new(None));
+        let server2 = server.clone();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        reactor
+            .listen(listener, move |r: &mut Reactor, stream, _| {
+                *server2.borrow_mut() = Some(r.add_stream(stream, Recorder(log.clone())).unwrap());
+            })
+            .unwrap();
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        peer.write_all(&[7u8; 64 * 1024]).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        // Wait until it read its budget and waits on the ready list for more.
+        while server.borrow().is_none_or(|id| !reactor.ready.contains(&id)) || reactor.stats.bytes_read == 0 {
+            assert!(Instant::now() < deadline, "the connection never went on the ready list");
+            reactor.turn(Some(std::time::Duration::from_millis(10))).unwrap();
+        }
+        let id = server.borrow().unwrap();
+        for round in 0..5 {
+            // New bytes arrive while it waits on the ready list: poll reports
+            // the socket again (as it does for every arrival).
+            reactor.dispatch(id.token(), Ready { readable: true, ..Ready::default() });
+            let copies = reactor.ready.iter().filter(|&&queued| queued == id).count();
+            assert_eq!(copies, 1, "round {round}: {id} is on the ready list {copies} times");
+            reactor.turn(Some(std::time::Duration::ZERO)).unwrap();
+        }
     }
 }

@@ -336,7 +336,7 @@ impl Reactor {
         for _ in 0..self.ready.len() {
             let Some(id) = self.ready.pop_front() else { break };
             match self.entry(id).map(|e| &e.kind) {
-                Some(EntryKind::Conn(_)) => self.service_conn(id),
+                Some(EntryKind::Conn(_)) => self.service_queued_conn(id),
                 Some(EntryKind::Listener(_)) => self.accept_all(id),
                 Some(EntryKind::Raw(_)) | None => {}
             }
