@@ -33,7 +33,8 @@ pub struct ReactorConfig {
     /// Bytes one connection may read per iteration before the others get
     /// their turn (fairness).
     pub read_budget: usize,
-    /// Connections accepted per listener per iteration.
+    /// Connections accepted per listener per iteration (the rest of a
+    /// backlog waits for the next one).
     pub accept_budget: usize,
     /// Unconsumed bytes one connection may hold. A dispatcher that never
     /// consumes would otherwise let a peer grow our memory without bound.
@@ -337,7 +338,7 @@ impl Reactor {
             let Some(id) = self.ready.pop_front() else { break };
             match self.entry(id).map(|e| &e.kind) {
                 Some(EntryKind::Conn(_)) => self.service_queued_conn(id),
-                Some(EntryKind::Listener(_)) => self.accept_all(id),
+                Some(EntryKind::Listener(_)) => self.accept_queued(id),
                 Some(EntryKind::Raw(_)) | None => {}
             }
             self.settle();
@@ -509,7 +510,7 @@ impl Reactor {
                     self.forget_conn_timer(id, handle);
                     self.abort(id);
                 }
-                TimerTask::RetryAccept(id) => self.ready.push_back(id),
+                TimerTask::RetryAccept(id) => self.queue_listener(id),
             }
             self.settle();
         }
