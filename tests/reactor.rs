@@ -494,6 +494,32 @@ fn stop_before_run_makes_run_return_at_once() {
     assert!(!reactor.is_stopped(), "the flag is cleared for the next run");
 }
 
+// ----- errors ---------------------------------------------------------------
+
+#[test]
+fn bytes_that_arrived_before_a_reset_are_read_before_the_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let id = reactor.connect(addr, Client { message: b"hello".to_vec(), log: log.clone(), close_after: None }).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    run_until(&mut reactor, "the client sent its message", |r| {
+        log.borrow().connected == 1 && r.pending_output(id) == Some(0)
+    });
+    // The server answers without reading "hello" and closes. Unread input
+    // makes its kernel send a reset right behind the answer. The reactor
+    // does not run meanwhile, so one event will say both.
+    let mut hello = [0u8; 5];
+    assert!(server.peek(&mut hello).unwrap() > 0, "the unread input is there");
+    server.write_all(b"last answer").unwrap();
+    drop(server);
+    run_until(&mut reactor, "the client closed", |_| log.borrow().closed > 0);
+    let log = log.borrow();
+    assert_eq!(String::from_utf8_lossy(&log.received), "last answer");
+    assert_eq!(log.events, ["connect", "error", "close"]);
+}
+
 // ----- budgets ----------------------------------------------------------------
 
 #[test]

@@ -63,8 +63,9 @@ pub(crate) struct Connection {
     interest: Option<Interest>,
     read_ready: bool,
     write_ready: bool,
-    /// The event said the peer closed its side: read until EOF even after a
-    /// short read, since no further edge will announce the EOF.
+    /// The event said the peer closed its side (a FIN) or reset the
+    /// connection: read until EOF or the error even after a short read,
+    /// since no further edge will announce either.
     peer_closed: bool,
     /// A read returned 0: the peer sends no more.
     eof: bool,
@@ -363,11 +364,22 @@ impl Reactor {
             conn.write_ready = true;
         }
         if ready.error {
-            let error = match conn.stream.take_error() {
-                Ok(Some(e)) | Err(e) => e,
-                Ok(None) => io::Error::other("socket error event"),
-            };
-            return self.fail(id, error);
+            // A reset often arrives right behind the peer's last bytes, and
+            // the kernel keeps those readable. While we read, read them
+            // first: the read that finds nothing left returns the error
+            // itself (ECONNRESET) and `read_some` fails the connection then.
+            // Asking `take_error` now would clear that error and lose the
+            // bytes. No edge will follow, so read past short reads, as after
+            // a FIN.
+            if (ready.readable || ready.read_closed) && conn.wants_read() {
+                conn.peer_closed = true;
+            } else {
+                let error = match conn.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => e,
+                    Ok(None) => io::Error::other("socket error event"),
+                };
+                return self.fail(id, error);
+            }
         }
         self.service_conn(id);
     }

@@ -65,7 +65,8 @@ pub trait Dispatcher {
 
     /// A socket error (connect refused, reset, ...). An error on a stream
     /// is final: the reactor closes the connection when this returns, and
-    /// `handle_close` follows. The default logs it.
+    /// `handle_close` follows. Bytes the peer sent before a reset still
+    /// reach `handle_read` first, while you are reading. The default logs it.
     fn handle_error(&mut self, ctx: &mut Context<'_>, error: io::Error) {
         log::warn!("connection {}: {}", ctx.id(), error);
     }
