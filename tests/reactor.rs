@@ -494,6 +494,175 @@ fn stop_before_run_makes_run_return_at_once() {
     assert!(!reactor.is_stopped(), "the flag is cleared for the next run");
 }
 
+// ----- closing gracefully -------------------------------------------------
+
+/// A reply whose byte `i` is `i % 251`: a lost or shifted stretch shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Sends `reply` as soon as it is attached and closes gracefully at once.
+/// Whatever the reactor hands it afterwards lands in `log.received` (it
+/// should get nothing: a closing connection's input is thrown away).
+struct ReplyThenClose {
+    reply: Vec<u8>,
+    log: Rc<RefCell<Log>>,
+}
+
+impl Dispatcher for ReplyThenClose {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        ctx.send(&std::mem::take(&mut self.reply));
+        ctx.close();
+    }
+    fn handle_read(&mut self, _ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        self.log.borrow_mut().received.extend_from_slice(data);
+        data.len()
+    }
+    fn handle_error(&mut self, _ctx: &mut Context<'_>, _error: std::io::Error) {
+        self.log.borrow_mut().errors += 1;
+        self.log.borrow_mut().events.push("error");
+    }
+    fn handle_close(&mut self, _ctx: &mut Context<'_>) {
+        self.log.borrow_mut().closed += 1;
+        self.log.borrow_mut().events.push("close");
+    }
+}
+
+/// A server on an ephemeral loopback port whose connections each send
+/// `reply` and close; returns its address and the log they share.
+fn reply_then_close_server(reactor: &mut Reactor, reply: Vec<u8>) -> (SocketAddr, Rc<RefCell<Log>>) {
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let server_log = log.clone();
+    reactor
+        .listen(listener, move |r: &mut Reactor, stream, _peer| {
+            r.add_stream(stream, ReplyThenClose { reply: reply.clone(), log: server_log.clone() }).unwrap();
+        })
+        .unwrap();
+    (addr, log)
+}
+
+/// A peer that keeps talking while it reads a long reply slowly: 256-byte
+/// reads (slow enough that most of the reply waits in the server's kernel,
+/// not in ours) and a heartbeat after every 4 KiB. Reads until EOF.
+fn read_slowly_while_chatting(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.set_write_timeout(Some(DEADLINE))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut since_heartbeat = 0;
+    loop {
+        match stream.read(&mut buf)? {
+            0 => return Ok(got),
+            n => {
+                got.extend_from_slice(&buf[..n]);
+                since_heartbeat += n;
+            }
+        }
+        if since_heartbeat >= 4096 {
+            since_heartbeat = 0;
+            stream.write_all(b"heartbeat\n")?;
+        }
+    }
+}
+
+#[test]
+fn graceful_close_keeps_reading_so_a_chatty_peer_gets_the_whole_reply() {
+    // Dropping a socket with unread input makes the kernel send a reset,
+    // and the reset makes the peer's kernel throw away the part of the
+    // reply it has not handed to its application yet.
+    let config = ReactorConfig { linger: DEADLINE, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(config).unwrap();
+    let reply = pattern(8 * 1024 * 1024);
+    let (addr, log) = reply_then_close_server(&mut reactor, reply.clone());
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let handle = reactor.handle();
+    let client = {
+        let outcome = outcome.clone();
+        std::thread::spawn(move || {
+            let result = read_slowly_while_chatting(addr);
+            *outcome.lock().unwrap() = Some(result);
+            handle.add_callback(|_| {});
+        })
+    };
+    run_until(&mut reactor, "the client read to the end", |_| outcome.lock().unwrap().is_some());
+    client.join().unwrap();
+    match outcome.lock().unwrap().take().unwrap() {
+        Ok(got) => {
+            assert_eq!(got.len(), reply.len(), "the client got the whole reply, then a clean EOF");
+            assert!(got == reply, "the reply arrived intact and in order");
+        }
+        Err(e) => panic!("the client lost the tail of the reply: {e}"),
+    }
+    // The client's EOF ends the server's lingering.
+    run_until(&mut reactor, "the server side closed", |_| log.borrow().closed > 0);
+    for _ in 0..5 {
+        reactor.turn(Some(Duration::from_millis(1))).unwrap();
+    }
+    let log = log.borrow();
+    assert_eq!(log.events, ["close"], "closed exactly once, without an error");
+    assert!(log.received.is_empty(), "the heartbeats were thrown away, not handed to a closing dispatcher");
+}
+
+#[test]
+fn graceful_close_sends_fin_then_waits_for_the_peers() {
+    let config = ReactorConfig { linger: DEADLINE, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(config).unwrap();
+    let (addr, log) = reply_then_close_server(&mut reactor, b"bye".to_vec());
+    let got = Arc::new(std::sync::Mutex::new(None));
+    let (close_now, close_now_rx) = std::sync::mpsc::channel::<()>();
+    let handle = reactor.handle();
+    let client = {
+        let got = got.clone();
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut reply = Vec::new();
+            // Returns only at the server's FIN.
+            stream.read_to_end(&mut reply).unwrap();
+            *got.lock().unwrap() = Some(reply);
+            handle.add_callback(|_| {});
+            // Keep our side open until the test says so.
+            close_now_rx.recv_timeout(DEADLINE).unwrap();
+        })
+    };
+    run_until(&mut reactor, "the client got the reply and EOF", |_| got.lock().unwrap().is_some());
+    assert_eq!(got.lock().unwrap().as_deref(), Some(&b"bye"[..]));
+    assert_eq!(reactor.stats().opened, 1);
+    assert_eq!(reactor.stats().closed, 0, "the server still waits for the client's FIN after sending its own");
+    assert_eq!(log.borrow().closed, 0);
+    close_now.send(()).unwrap();
+    run_until(&mut reactor, "the server side closed", |_| log.borrow().closed > 0);
+    client.join().unwrap();
+    assert_eq!(log.borrow().events, ["close"]);
+}
+
+#[test]
+fn a_peer_that_never_closes_is_cut_off_after_the_linger_time() {
+    let linger = Duration::from_millis(100);
+    let mut reactor = Reactor::with_config(ReactorConfig { linger, ..ReactorConfig::default() }).unwrap();
+    let (addr, log) = reply_then_close_server(&mut reactor, b"bye".to_vec());
+    let (close_now, close_now_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        // Never closes, never sends: only the linger time ends the server's wait.
+        close_now_rx.recv_timeout(DEADLINE).unwrap();
+        reply
+    });
+    run_until(&mut reactor, "a connection opened", |r| r.stats().opened > 0);
+    let started = Instant::now();
+    run_until(&mut reactor, "the server gave up waiting", |_| log.borrow().closed > 0);
+    assert!(started.elapsed() >= linger, "closed after {:?}, before the linger time", started.elapsed());
+    close_now.send(()).unwrap();
+    assert_eq!(client.join().unwrap(), b"bye");
+    assert_eq!(log.borrow().events, ["close"]);
+}
+
 // ----- errors ---------------------------------------------------------------
 
 #[test]

@@ -14,6 +14,28 @@
 //! done now or, if the connection used up its share of this iteration, the
 //! connection waits on the ready list. That is how a paused connection
 //! resumes, and how fairness never loses an edge.
+//!
+//! # Closing gracefully: a lingering close
+//!
+//! Closing a socket whose receive buffer holds unread bytes makes the kernel
+//! send a reset (RST) instead of a FIN. A reset tells the peer's kernel to
+//! throw away what it received but its application has not read yet: the
+//! tail of our last reply. A peer that talks while we close (a heartbeat, a
+//! pipelined request) is all it takes. So [`Reactor::close`] does what
+//! nginx's `lingering_close` does:
+//!
+//! 1. **Flushing.** Write what is queued. Keep reading, but throw the bytes
+//!    away instead of handing them to the dispatcher, so that unread input
+//!    never piles up.
+//! 2. **FinSent.** Once everything is written, `shutdown(Write)` sends our
+//!    FIN behind the last byte. Keep reading and throwing away until the
+//!    peer's FIN (a read of 0): the peer has then read our reply to its end.
+//! 3. **Close.** Nothing is unread, so the close is quiet.
+//!
+//! [`ReactorConfig::linger`](super::ReactorConfig::linger) bounds the whole
+//! thing; a peer that stops reading or never closes is cut off then. If the
+//! peer's FIN was read before (the usual reply to a half-close), there is
+//! nothing to wait for and step 2 is skipped.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -37,11 +59,18 @@ pub(crate) enum Phase {
     Open,
 }
 
+/// How far a connection is in closing. A graceful close goes
+/// `NotClosing → Flushing → FinSent → closed` (see "Closing gracefully" in
+/// the module documentation); `abort` jumps to `Now` from anywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CloseRequest {
-    None,
-    /// Write what is queued, then close.
-    Graceful,
+pub(crate) enum CloseState {
+    NotClosing,
+    /// `close()` was called: write what is queued. Input is still read,
+    /// and thrown away.
+    Flushing,
+    /// Everything is written and our FIN is sent (`shutdown(Write)`).
+    /// Input is read and thrown away until the peer's FIN, then we close.
+    FinSent,
     /// Close now, dropping queued output.
     Now,
 }
@@ -56,7 +85,7 @@ pub(crate) struct Connection {
     /// Its timers, cancelled when it closes.
     timers: Vec<TimerHandle>,
     phase: Phase,
-    close: CloseRequest,
+    close: CloseState,
     peer: Option<SocketAddr>,
     /// The interest registered with poll; `None` = not registered, because
     /// mio's `Interest` cannot be empty.
@@ -92,7 +121,7 @@ impl Connection {
             write_buf: WriteBuffer::new(),
             timers: Vec::new(),
             phase,
-            close: CloseRequest::None,
+            close: CloseState::NotClosing,
             peer,
             interest: None,
             read_ready: false,
@@ -110,15 +139,27 @@ impl Connection {
     /// Should bytes be read and handed to the dispatcher now?
     fn wants_read(&self) -> bool {
         self.phase == Phase::Open
-            && self.close == CloseRequest::None
+            && self.close == CloseState::NotClosing
             && !self.eof
             && self.dispatcher.as_ref().is_some_and(|d| d.readable())
+    }
+
+    /// Should bytes be read and thrown away now? During a graceful close,
+    /// until the peer's FIN, whatever `readable()` says: unread input would
+    /// turn our close into a reset.
+    fn discards_input(&self) -> bool {
+        self.phase == Phase::Open && matches!(self.close, CloseState::Flushing | CloseState::FinSent) && !self.eof
+    }
+
+    /// Should the socket be read at all (to hand bytes over or to throw them away)?
+    fn reads(&self) -> bool {
+        self.wants_read() || self.discards_input()
     }
 
     /// Should `handle_write` be called when the socket can take bytes?
     fn wants_handle_write(&self) -> bool {
         self.phase == Phase::Open
-            && self.close == CloseRequest::None
+            && self.close == CloseState::NotClosing
             && self.write_buf.is_empty()
             && self.dispatcher.as_ref().is_some_and(|d| d.writable())
     }
@@ -130,7 +171,7 @@ impl Connection {
             // Completion is signalled as writable; failure as error/hup.
             return Some(Interest::WRITABLE);
         }
-        let read = self.wants_read();
+        let read = self.reads();
         let write = !self.write_buf.is_empty() || self.wants_handle_write();
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -144,6 +185,7 @@ impl Connection {
     fn has_postponed_work(&self) -> bool {
         self.phase == Phase::Accepted
             || ((self.read_ready || (self.redeliver && !self.read_buf.is_empty())) && self.wants_read())
+            || (self.read_ready && self.discards_input())
             || (self.write_ready && self.wants_handle_write())
     }
 }
@@ -209,7 +251,7 @@ impl Reactor {
     /// returns. Returns `false` if the connection is gone or closing.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> bool {
         let Some(conn) = self.conn_mut(id) else { return false };
-        if conn.close != CloseRequest::None {
+        if conn.close != CloseState::NotClosing {
             return false;
         }
         conn.write_buf.extend(data);
@@ -231,19 +273,29 @@ impl Reactor {
         self.conn(id).is_some()
     }
 
-    /// Closes gracefully: stop reading, write what is queued (for at most
-    /// the configured linger time), then close and call `handle_close`.
+    /// Closes gracefully, as nginx's `lingering_close` does: stop handing
+    /// input to the dispatcher (it is still read, and thrown away), write
+    /// what is queued, send our FIN, wait for the peer's FIN, then close and
+    /// call `handle_close`. All of it takes at most the configured linger
+    /// time; after that the connection is closed as it is. See "Closing
+    /// gracefully" in the module documentation for why.
+    ///
+    /// Closes at once if there is nothing to wait for: a connect still in
+    /// flight, or nothing queued and the peer's FIN already read.
     pub fn close(&mut self, id: ConnId) {
         let linger = self.config.linger;
         let Some(conn) = self.conn_mut(id) else { return };
-        if conn.close != CloseRequest::None {
+        if conn.close != CloseState::NotClosing {
             return;
         }
-        if conn.phase == Phase::Connecting || conn.write_buf.is_empty() {
+        if conn.phase == Phase::Connecting || (conn.eof && conn.write_buf.is_empty()) {
             self.abort(id);
             return;
         }
-        conn.close = CloseRequest::Graceful;
+        conn.close = CloseState::Flushing;
+        // Bytes the dispatcher left unconsumed will not be handed back.
+        conn.read_buf.consume(conn.read_buf.len());
+        conn.redeliver = false;
         let timer = self.add_timer(Instant::now() + linger, TimerTask::Linger(id));
         if let Some(conn) = self.conn_mut(id) {
             conn.timers.push(timer);
@@ -255,10 +307,10 @@ impl Reactor {
     /// as the current callback returns.
     pub fn abort(&mut self, id: ConnId) {
         let Some(conn) = self.conn_mut(id) else { return };
-        if conn.close == CloseRequest::Now {
+        if conn.close == CloseState::Now {
             return;
         }
-        conn.close = CloseRequest::Now;
+        conn.close = CloseState::Now;
         self.closing.push(id);
     }
 
@@ -371,7 +423,7 @@ impl Reactor {
             // Asking `take_error` now would clear that error and lose the
             // bytes. No edge will follow, so read past short reads, as after
             // a FIN.
-            if (ready.readable || ready.read_closed) && conn.wants_read() {
+            if (ready.readable || ready.read_closed) && conn.reads() {
                 conn.peer_closed = true;
             } else {
                 let error = match conn.stream.take_error() {
@@ -424,15 +476,17 @@ impl Reactor {
         }
     }
 
-    /// Reads while there is data, the dispatcher wants it, and the
-    /// connection has budget left this iteration.
+    /// Reads while there is data, the dispatcher wants it (or a graceful
+    /// close throws it away), and the connection has budget left this
+    /// iteration.
     fn read_some(&mut self, id: ConnId) {
         let iteration = self.stats.iterations;
         loop {
             let Some(conn) = conn_in(&mut self.entries, id) else { return };
-            if !conn.read_ready || !conn.wants_read() {
+            if !conn.read_ready || !conn.reads() {
                 return;
             }
+            let discard = conn.discards_input();
             if conn.budget_iteration != iteration {
                 conn.budget_iteration = iteration;
                 conn.budget_left = self.config.read_budget;
@@ -448,8 +502,14 @@ impl Reactor {
                 Ok(0) => {
                     conn.read_ready = false;
                     conn.eof = true;
-                    log::debug!("{id}: peer closed its side");
-                    self.with_dispatcher(id, |d, ctx| d.handle_eof(ctx));
+                    if discard {
+                        // What the closing connection waited for; settling
+                        // finishes the close.
+                        log::debug!("{id}: peer closed its side while we close");
+                    } else {
+                        log::debug!("{id}: peer closed its side");
+                        self.with_dispatcher(id, |d, ctx| d.handle_eof(ctx));
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -462,7 +522,11 @@ impl Reactor {
                     if n < self.scratch.len() && !conn.peer_closed {
                         conn.read_ready = false;
                     }
-                    self.deliver(id, n);
+                    if discard {
+                        log::trace!("{id}: threw away {n} bytes (closing)");
+                    } else {
+                        self.deliver(id, n);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.read_ready = false;
@@ -486,7 +550,9 @@ impl Reactor {
             // The common case: parse straight from the scratch buffer.
             let data = &scratch[..fresh];
             let consumed = self.with_dispatcher(id, |d, ctx| d.handle_read(ctx, data)).unwrap_or(fresh).min(fresh);
-            if let Some(conn) = self.conn_mut(id) {
+            // Keep the rest, unless the callback closed the connection:
+            // nothing will be handed back then.
+            if let Some(conn) = self.conn_mut(id).filter(|c| c.close == CloseState::NotClosing) {
                 conn.read_buf.extend(&scratch[consumed..fresh]);
             }
         } else {
@@ -496,7 +562,7 @@ impl Reactor {
             let consumed = self.with_dispatcher(id, |d, ctx| d.handle_read(ctx, data)).unwrap_or(0).min(data.len());
             let mut buf = buf;
             buf.consume(consumed);
-            if let Some(conn) = self.conn_mut(id) {
+            if let Some(conn) = self.conn_mut(id).filter(|c| c.close == CloseState::NotClosing) {
                 conn.read_buf = buf;
             }
         }
@@ -519,12 +585,12 @@ impl Reactor {
     }
 
     /// Settles one connection after a callback touched it: write what is
-    /// queued, finish a graceful close, remember postponed work, and make
-    /// the registered interest match the dispatcher's answers.
+    /// queued, move a graceful close along, remember postponed work, and
+    /// make the registered interest match the dispatcher's answers.
     pub(crate) fn refresh_conn(&mut self, id: ConnId) {
         let Some(conn) = conn_in(&mut self.entries, id) else { return };
         conn.dirty = false;
-        if conn.close == CloseRequest::Now {
+        if conn.close == CloseState::Now {
             return;
         }
         if conn.phase == Phase::Open && conn.write_ready && !conn.write_buf.is_empty() {
@@ -536,7 +602,22 @@ impl Reactor {
                 Err(e) => return self.fail(id, e),
             }
         }
-        if conn.close == CloseRequest::Graceful && conn.write_buf.is_empty() {
+        if conn.phase == Phase::Open && conn.close == CloseState::Flushing && conn.write_buf.is_empty() {
+            if conn.eof {
+                // The peer's FIN was read: nothing unread is left and
+                // nothing more can come, so a plain close sends our FIN.
+                return self.abort(id);
+            }
+            // Our FIN goes out behind the last byte written. The peer
+            // reads to the end and closes its side; until its FIN arrives,
+            // input is still read and thrown away.
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                return self.fail(id, e);
+            }
+            log::debug!("{id}: output written, FIN sent; waiting for the peer's");
+            conn.close = CloseState::FinSent;
+        }
+        if conn.close == CloseState::FinSent && conn.eof {
             return self.abort(id);
         }
         if conn.has_postponed_work() && !conn.queued {
@@ -563,7 +644,7 @@ impl Reactor {
 
     /// An I/O error ends the connection: tell the dispatcher, then close.
     fn fail(&mut self, id: ConnId, error: io::Error) {
-        if self.conn(id).is_none_or(|c| c.close == CloseRequest::Now) {
+        if self.conn(id).is_none_or(|c| c.close == CloseState::Now) {
             return;
         }
         self.with_dispatcher(id, |d, ctx| d.handle_error(ctx, error));

@@ -55,7 +55,9 @@ pub trait Dispatcher {
     fn handle_write(&mut self, _ctx: &mut Context<'_>) {}
 
     /// The peer closed its sending side (a read returned 0). You may still
-    /// send. The default closes gracefully: queued output is written first.
+    /// send. The default closes gracefully: queued output is written first,
+    /// then the connection closes (the peer's FIN is in, so there is nothing
+    /// left to wait for).
     fn handle_eof(&mut self, ctx: &mut Context<'_>) {
         ctx.close();
     }
@@ -149,7 +151,10 @@ impl Context<'_> {
         self.reactor.pending_output(self.id).unwrap_or(0)
     }
 
-    /// Closes gracefully: stops reading, writes what is queued, then closes.
+    /// Closes gracefully: no more `handle_read` (input is read and thrown
+    /// away), what is queued is written, then our FIN goes out and the
+    /// reactor waits for the peer's before it closes, all within the linger
+    /// time. See [`Reactor::close`].
     pub fn close(&mut self) {
         self.reactor.close(self.id);
     }

@@ -39,7 +39,10 @@ pub struct ReactorConfig {
     /// Unconsumed bytes one connection may hold. A dispatcher that never
     /// consumes would otherwise let a peer grow our memory without bound.
     pub max_read_buffer: usize,
-    /// How long a graceful close may wait for its output to drain.
+    /// How long a graceful close may take in all: writing what is queued,
+    /// then waiting for the peer's FIN while throwing its input away (see
+    /// [`Reactor::close`]). A peer that stops reading, or never closes its
+    /// side, is cut off then, and whatever is still queued is dropped.
     pub linger: Duration,
 }
 
@@ -86,7 +89,7 @@ pub(crate) enum TimerTask {
     Periodic(PeriodicId),
     /// A connection's own timer, delivered to `handle_timer(tag)`.
     Conn { id: ConnId, tag: u64 },
-    /// A graceful close waited too long for its output to drain.
+    /// A graceful close took longer than `ReactorConfig::linger`.
     Linger(ConnId),
     /// A listener paused after an accept error tries again.
     RetryAccept(ConnId),
@@ -506,7 +509,9 @@ impl Reactor {
                     self.with_dispatcher(id, |d, ctx| d.handle_timer(ctx, tag));
                 }
                 TimerTask::Linger(id) => {
-                    log::debug!("{id}: output did not drain within the linger time; closing");
+                    log::debug!(
+                        "{id}: graceful close not done within the linger time (output unwritten or no FIN from the peer); closing"
+                    );
                     self.forget_conn_timer(id, handle);
                     self.abort(id);
                 }
