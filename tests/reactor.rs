@@ -725,3 +725,55 @@ fn a_listener_accepts_at_most_its_budget_per_iteration() {
     let total = clients.len() as u64;
     run_until(&mut reactor, "every connection accepted", |r| r.stats().accepted == total);
 }
+
+// ----- timers -----------------------------------------------------------------
+
+#[test]
+fn huge_delays_are_capped_instead_of_panicking() {
+    let mut reactor =
+        Reactor::with_config(ReactorConfig { linger: Duration::MAX, ..ReactorConfig::default() }).unwrap();
+    let never = Rc::new(RefCell::new(0));
+    let never2 = never.clone();
+    reactor.call_later(Duration::MAX, move |_| *never2.borrow_mut() += 1);
+    let never3 = never.clone();
+    reactor.add_periodic(Duration::MAX, move |_| *never3.borrow_mut() += 1);
+    let never4 = never.clone();
+    reactor.add_periodic_with_jitter(Duration::from_secs(u64::MAX), 1.0, move |_| *never4.borrow_mut() += 1);
+
+    /// Sets an endless timer of its own and closes gracefully at once (the
+    /// linger time is endless too).
+    struct Endless;
+    impl Dispatcher for Endless {
+        fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+            ctx.set_timer(Duration::MAX, 1);
+            ctx.send(b"x");
+            ctx.close();
+        }
+        fn handle_read(&mut self, _: &mut Context<'_>, d: &[u8]) -> usize {
+            d.len()
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    reactor.listen(listener, |r: &mut Reactor, s, _| drop(r.add_stream(s, Endless))).unwrap();
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    run_until(&mut reactor, "the connection is attached", |r| r.stats().opened == 1);
+
+    // Timers far in the future do not stop a near one from firing, and the
+    // loop computes its poll timeout from them without overflowing.
+    let fired = Rc::new(RefCell::new(false));
+    let fired2 = fired.clone();
+    reactor.call_later(Duration::from_millis(10), move |_| *fired2.borrow_mut() = true);
+    run_until(&mut reactor, "the near timer", |_| *fired.borrow());
+    assert_eq!(*never.borrow(), 0);
+    assert_eq!(reactor.pending_timers(), 5, "call_later, two periodics, the connection's timer and its linger");
+    // Read the reply (and the server's FIN), then close: a clean EOF ends
+    // the server's endless linger.
+    let mut reply = Vec::new();
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    peer.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"x");
+    drop(peer);
+    run_until(&mut reactor, "the closing connection saw the peer's EOF", |r| r.stats().closed == 1);
+    assert_eq!(reactor.pending_timers(), 3, "the connection's timers died with it");
+}

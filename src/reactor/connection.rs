@@ -47,7 +47,7 @@ use mio::net::TcpStream;
 use super::ConnId;
 use super::buffer::{ReadBuffer, WriteBuffer};
 use super::dispatcher::{Context, Dispatcher, Ready};
-use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, entry_in};
+use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, deadline_after, entry_in};
 use super::timer::TimerHandle;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl Reactor {
         // Bytes the dispatcher left unconsumed will not be handed back.
         conn.read_buf.consume(conn.read_buf.len());
         conn.redeliver = false;
-        let timer = self.add_timer(Instant::now() + linger, TimerTask::Linger(id));
+        let timer = self.add_timer(deadline_after(Instant::now(), linger), TimerTask::Linger(id));
         if let Some(conn) = self.conn_mut(id) {
             conn.timers.push(timer);
         }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::ConnId;
-use super::event_loop::Reactor;
+use super::event_loop::{Reactor, deadline_after};
 use super::timer::TimerHandle;
 
 /// One buffered TCP connection's behaviour (asyncore's dispatcher).
@@ -165,9 +165,11 @@ impl Context<'_> {
     }
 
     /// Calls `handle_timer(tag)` after `delay`. The timer dies with the
-    /// connection.
+    /// connection. A delay beyond
+    /// [`MAX_TIMER_DELAY`](super::event_loop::MAX_TIMER_DELAY) (about 30
+    /// years) is capped to it.
     pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerHandle {
-        let deadline = Instant::now() + delay;
+        let deadline = deadline_after(Instant::now(), delay);
         self.reactor.set_conn_timer(self.id, deadline, tag)
     }
 

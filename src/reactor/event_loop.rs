@@ -23,6 +23,28 @@ use super::timer::{TimerHandle, TimerWheel};
 /// reached, and generations skip `u32::MAX`).
 const WAKER: Token = Token(usize::MAX);
 
+/// The furthest ahead a timer can be: 30 years (of 365 days).
+///
+/// `Instant + Duration` panics when the sum does not fit the platform's
+/// clock, and `Duration::MAX`, a natural way to say "never", does not fit.
+/// So every delay the reactor turns into a deadline ([`Reactor::call_later`],
+/// [`Context::set_timer`](super::Context::set_timer), periodic callbacks,
+/// [`ReactorConfig::linger`]) goes through one helper that caps it here,
+/// and deadlines given as instants ([`Reactor::call_at`]) are capped to now
+/// plus this. For a running program a timer 30 years away is one that never
+/// fires, and 30 years past any instant it sees fit in the clock of every
+/// platform std supports (seconds in an `i64`, or nanoseconds in a `u64`
+/// counted from boot), so the capped sum cannot overflow. The timer wheel
+/// counts ticks in a `u64` from its start: 30 years are about 10^12
+/// milliseconds, far from its limit.
+pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `start + delay`, with the delay capped at [`MAX_TIMER_DELAY`]: the one
+/// place where the reactor turns a delay into a deadline.
+pub(crate) fn deadline_after(start: Instant, delay: Duration) -> Instant {
+    start + delay.min(MAX_TIMER_DELAY)
+}
+
 /// Tunables. The defaults suit thousands of mostly idle connections.
 #[derive(Clone, Debug)]
 pub struct ReactorConfig {
@@ -393,12 +415,15 @@ impl Reactor {
 
     // ----- timers (Tornado's names) -----------------------------------------
 
-    /// Runs `callback` once after `delay`.
+    /// Runs `callback` once after `delay`. A delay beyond
+    /// [`MAX_TIMER_DELAY`] (about 30 years; `Duration::MAX` says "never")
+    /// is capped to it.
     pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut Reactor) + 'static) -> TimerHandle {
-        self.call_at(Instant::now() + delay, callback)
+        self.call_at(deadline_after(Instant::now(), delay), callback)
     }
 
-    /// Runs `callback` once at `deadline` (never before it).
+    /// Runs `callback` once at `deadline` (never before it). A deadline more
+    /// than [`MAX_TIMER_DELAY`] away is capped to that.
     pub fn call_at(&mut self, deadline: Instant, callback: impl FnOnce(&mut Reactor) + 'static) -> TimerHandle {
         self.add_timer(deadline, TimerTask::Once(Box::new(callback)))
     }
@@ -423,12 +448,23 @@ impl Reactor {
     }
 
     /// Runs `callback` every `period`, the first time one period from now.
+    /// A period beyond [`MAX_TIMER_DELAY`] is capped to it.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is zero: a callback due again the moment it ran would
+    /// never let the loop sleep. That is a programming error, not a runtime
+    /// condition, so it panics rather than returning an error.
     pub fn add_periodic(&mut self, period: Duration, callback: impl FnMut(&mut Reactor) + 'static) -> PeriodicId {
         self.add_periodic_with_jitter(period, 0.0, callback)
     }
 
     /// Like [`add_periodic`](Self::add_periodic), each interval scaled by a
     /// random factor in `1 ± jitter/2` (Tornado's `jitter`), e.g. 0.1.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is zero, as [`add_periodic`](Self::add_periodic).
     pub fn add_periodic_with_jitter(
         &mut self,
         period: Duration,
@@ -441,7 +477,7 @@ impl Reactor {
         let index = self.periodics.insert(Periodic {
             generation,
             callback: Some(Box::new(callback)),
-            period,
+            period: period.min(MAX_TIMER_DELAY),
             jitter: jitter.clamp(0.0, 1.0),
             next: Instant::now(),
             timer: None,
@@ -465,7 +501,10 @@ impl Reactor {
         }
     }
 
+    /// Every timer goes in here, its deadline capped at
+    /// [`MAX_TIMER_DELAY`] from now.
     pub(crate) fn add_timer(&mut self, deadline: Instant, task: TimerTask) -> TimerHandle {
+        let deadline = deadline.min(deadline_after(Instant::now(), MAX_TIMER_DELAY));
         self.timers.insert(deadline, Timer { deadline, task })
     }
 
@@ -480,12 +519,13 @@ impl Reactor {
             let factor = 1.0 + p.jitter * (next_random(&mut self.rng) - 0.5);
             period = period.mul_f64(factor);
         }
-        if p.next <= now {
+        let step = if p.next <= now {
             let missed = (now - p.next).as_nanos() / period.as_nanos().max(1);
-            p.next += period.saturating_mul(u32::try_from(missed + 1).unwrap_or(u32::MAX));
+            period.saturating_mul(u32::try_from(missed + 1).unwrap_or(u32::MAX))
         } else {
-            p.next += period;
-        }
+            period
+        };
+        p.next = deadline_after(p.next, step);
         let deadline = p.next;
         let timer = self.timers.insert(deadline, Timer { deadline, task: TimerTask::Periodic(id) });
         if let Some(p) = self.periodics.get_mut(id.index) {
@@ -559,4 +599,44 @@ fn next_random(state: &mut u64) -> f64 {
 
 fn describe_token(token: Token) -> String {
     if token == WAKER { "waker".to_string() } else { ConnId::from_token(token).to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_too_long_for_the_clock_is_capped_at_thirty_years() {
+        let now = Instant::now();
+        assert_eq!(deadline_after(now, Duration::MAX), now + MAX_TIMER_DELAY);
+        assert_eq!(deadline_after(now, MAX_TIMER_DELAY + Duration::from_nanos(1)), now + MAX_TIMER_DELAY);
+        assert_eq!(deadline_after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn far_deadlines_reach_the_wheel_and_the_poll_timeout_capped() {
+        let mut reactor = Reactor::new().unwrap();
+        let before = Instant::now();
+        reactor.call_later(Duration::MAX, |_| {});
+        // An instant past the cap, where the platform's clock can hold one.
+        if let Some(beyond) = before.checked_add(MAX_TIMER_DELAY * 4) {
+            reactor.call_at(beyond, |_| {});
+        }
+        let after = Instant::now();
+        // The wheel rounds a deadline up to its 1 ms tick.
+        let next = reactor.timers.next_deadline().unwrap();
+        assert!(next >= before + MAX_TIMER_DELAY, "{:?} early", (before + MAX_TIMER_DELAY) - next);
+        assert!(next <= after + MAX_TIMER_DELAY + Duration::from_millis(1));
+        let timeout = reactor.poll_timeout(None).unwrap();
+        assert!(timeout > MAX_TIMER_DELAY - Duration::from_secs(60), "poll would sleep only {timeout:?}");
+        // mio turns the timeout into epoll's milliseconds without overflow.
+        reactor.turn(Some(Duration::ZERO)).unwrap();
+        assert_eq!(reactor.pending_timers(), 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "non-zero period")]
+    fn a_zero_period_is_a_programming_error() {
+        Reactor::new().unwrap().add_periodic(Duration::ZERO, |_| {});
+    }
 }

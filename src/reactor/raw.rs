@@ -17,7 +17,7 @@ use mio::net::TcpListener;
 
 use super::ConnId;
 use super::dispatcher::{Acceptor, Ready};
-use super::event_loop::{EntryKind, Reactor, TimerTask, entry_in};
+use super::event_loop::{EntryKind, Reactor, TimerTask, deadline_after, entry_in};
 
 /// How long a listener pauses after an accept error (most often EMFILE:
 /// out of descriptors) before trying again, instead of spinning on it.
@@ -134,7 +134,7 @@ impl Reactor {
                 Err(e) => {
                     acceptor.handle_accept_error(self, &e);
                     self.put_acceptor_back(id, acceptor);
-                    self.add_timer(Instant::now() + ACCEPT_RETRY, TimerTask::RetryAccept(id));
+                    self.add_timer(deadline_after(Instant::now(), ACCEPT_RETRY), TimerTask::RetryAccept(id));
                     return;
                 }
             }
