@@ -15,6 +15,20 @@
 //! connection waits on the ready list. That is how a paused connection
 //! resumes, and how fairness never loses an edge.
 //!
+//! # A paused connection does not see the peer go
+//!
+//! While `readable()` is false, the socket is not watched for input, and
+//! with nothing queued to write it is not registered with poll at all:
+//! mio's `Interest` cannot be empty, and watching for input would wake the
+//! loop over and over for bytes nobody wants yet. The price: the peer's FIN
+//! (or a reset) is noticed only when reading resumes, and only after the
+//! bytes that came before it. The dispatcher gets all of those first, then
+//! `handle_eof` (or `handle_error`), so nothing is lost, but a paused
+//! connection whose peer has gone keeps its socket until the dispatcher
+//! resumes or closes it (a timer of its own can bound the pause). With
+//! output queued, the socket is still watched for writing, and a reset
+//! fails the connection at once: the output can no longer be delivered.
+//!
 //! # Closing gracefully: a lingering close
 //!
 //! Closing a socket whose receive buffer holds unread bytes makes the kernel

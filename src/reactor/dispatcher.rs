@@ -31,6 +31,17 @@ pub trait Dispatcher {
     /// while your output is backed up: the reactor stops reading this socket,
     /// the kernel's buffer fills, and TCP slows the peer down. Nothing is
     /// lost; call [`Reactor::refresh`] when you want bytes again.
+    ///
+    /// The trade-off: while you pause, the socket is not watched for input,
+    /// and with nothing queued to write it is not registered with poll at
+    /// all (mio's `Interest` cannot be empty). So the peer's FIN or a reset
+    /// is noticed only once you read again, after the bytes that came before
+    /// it: you get those first, then `handle_eof` or `handle_error`. A
+    /// paused connection whose peer has gone keeps its socket until you
+    /// resume or close it; a timer of yours can bound the pause. (With
+    /// output queued the socket is still watched for writing, and a reset
+    /// ends the connection at once.) The module documentation of
+    /// [`connection`](super::connection) says more.
     fn readable(&self) -> bool {
         true
     }
