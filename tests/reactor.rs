@@ -777,3 +777,51 @@ fn huge_delays_are_capped_instead_of_panicking() {
     run_until(&mut reactor, "the closing connection saw the peer's EOF", |r| r.stats().closed == 1);
     assert_eq!(reactor.pending_timers(), 3, "the connection's timers died with it");
 }
+
+#[test]
+fn a_paused_reader_sees_the_peers_fin_after_the_bytes_before_it_once_it_resumes() {
+    /// Reads only while `paused` is false; records what it gets.
+    struct Pausable {
+        paused: Rc<RefCell<bool>>,
+        events: Rc<RefCell<Vec<String>>>,
+    }
+    impl Dispatcher for Pausable {
+        fn readable(&self) -> bool {
+            !*self.paused.borrow()
+        }
+        fn handle_connect(&mut self, _ctx: &mut Context<'_>) {
+            self.events.borrow_mut().push("connect".into());
+        }
+        fn handle_read(&mut self, _ctx: &mut Context<'_>, data: &[u8]) -> usize {
+            self.events.borrow_mut().push(format!("read {}", String::from_utf8_lossy(data)));
+            data.len()
+        }
+        fn handle_eof(&mut self, ctx: &mut Context<'_>) {
+            self.events.borrow_mut().push("eof".into());
+            ctx.close();
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let paused = Rc::new(RefCell::new(true));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let id = reactor.connect(addr, Pausable { paused: paused.clone(), events: events.clone() }).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    run_until(&mut reactor, "connected", |_| !events.borrow().is_empty());
+    // The peer sends and closes its side while we are paused.
+    server.write_all(b"before the FIN").unwrap();
+    server.shutdown(std::net::Shutdown::Write).unwrap();
+    // Paused and not registered: the loop is not woken by any of it.
+    for _ in 0..5 {
+        reactor.turn(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert_eq!(*events.borrow(), ["connect"], "a paused connection hears nothing");
+    assert!(reactor.is_open(id));
+    *paused.borrow_mut() = false;
+    reactor.refresh(id);
+    run_until(&mut reactor, "the EOF after resuming", |_| events.borrow().last().is_some_and(|e| e == "eof"));
+    assert_eq!(*events.borrow(), ["connect", "read before the FIN", "eof"]);
+    drop(server);
+    run_until(&mut reactor, "closed", |r| !r.is_open(id));
+}
