@@ -175,7 +175,20 @@ impl Reactor {
         Self::with_config(ReactorConfig::default())
     }
 
+    /// A reactor with the given tunables.
+    ///
+    /// # Panics
+    ///
+    /// If `events_capacity`, `scratch_size`, `read_budget` or
+    /// `accept_budget` is zero. The loop could not make progress: a read
+    /// into an empty buffer returns 0, which looks like the peer's EOF, and
+    /// a zero budget would put work on the ready list forever without doing
+    /// it. These are programming errors, like a zero periodic period.
     pub fn with_config(config: ReactorConfig) -> io::Result<Self> {
+        assert!(
+            config.events_capacity > 0 && config.scratch_size > 0 && config.read_budget > 0 && config.accept_budget > 0,
+            "ReactorConfig: events_capacity, scratch_size, read_budget and accept_budget must be non-zero, got {config:?}"
+        );
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let now = Instant::now();
@@ -632,6 +645,24 @@ mod tests {
         // mio turns the timeout into epoll's milliseconds without overflow.
         reactor.turn(Some(Duration::ZERO)).unwrap();
         assert_eq!(reactor.pending_timers(), 2);
+    }
+
+    #[test]
+    fn a_config_that_could_not_make_progress_is_rejected() {
+        let zeroed: [fn(&mut ReactorConfig); 4] = [
+            |c| c.events_capacity = 0,
+            // Every read would return 0 bytes: a peer that sent "hello"
+            // would look as if it had closed.
+            |c| c.scratch_size = 0,
+            |c| c.read_budget = 0,
+            |c| c.accept_budget = 0,
+        ];
+        for zero in zeroed {
+            let mut config = ReactorConfig::default();
+            zero(&mut config);
+            let result = std::panic::catch_unwind(|| Reactor::with_config(config.clone()).map(drop));
+            assert!(result.is_err(), "accepted {config:?}");
+        }
     }
 
     #[test]
