@@ -689,6 +689,30 @@ fn bytes_that_arrived_before_a_reset_are_read_before_the_error() {
     assert_eq!(log.events, ["connect", "error", "close"]);
 }
 
+#[test]
+fn a_reset_after_the_peers_fin_is_still_reported_after_the_bytes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let id = reactor.connect(addr, Client { message: b"hello".to_vec(), log: log.clone(), close_after: None }).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    run_until(&mut reactor, "the client sent its message", |r| {
+        log.borrow().connected == 1 && r.pending_output(id) == Some(0)
+    });
+    // FIN, then a reset (the server never read "hello"). After the bytes,
+    // a read says EOF, not the error: the FIN came first.
+    let mut hello = [0u8; 5];
+    assert!(server.peek(&mut hello).unwrap() > 0, "the unread input is there");
+    server.write_all(b"last answer").unwrap();
+    server.shutdown(std::net::Shutdown::Write).unwrap();
+    drop(server);
+    run_until(&mut reactor, "the client closed", |_| log.borrow().closed > 0);
+    let log = log.borrow();
+    assert_eq!(String::from_utf8_lossy(&log.received), "last answer");
+    assert_eq!(log.events, ["connect", "error", "close"], "the reset is reported, not taken for a clean EOF");
+}
+
 // ----- budgets ----------------------------------------------------------------
 
 #[test]

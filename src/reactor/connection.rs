@@ -112,6 +112,11 @@ pub(crate) struct Connection {
     peer_closed: bool,
     /// A read returned 0: the peer sends no more.
     eof: bool,
+    /// An error event came while we read, and we read on to get the bytes
+    /// before the error first. Usually the read after them returns the
+    /// error; but if the peer's FIN came before its reset, that read says
+    /// EOF instead, and the error must be fetched then (`take_error`).
+    error_pending: bool,
     /// Leftover bytes must be handed back when the dispatcher wants to
     /// read again (it paused in the middle of a buffer).
     redeliver: bool,
@@ -142,6 +147,7 @@ impl Connection {
             write_ready: false,
             peer_closed: false,
             eof: false,
+            error_pending: false,
             redeliver: false,
             budget_left: 0,
             budget_iteration: 0,
@@ -439,6 +445,7 @@ impl Reactor {
             // a FIN.
             if (ready.readable || ready.read_closed) && conn.reads() {
                 conn.peer_closed = true;
+                conn.error_pending = true;
             } else {
                 let error = match conn.stream.take_error() {
                     Ok(Some(e)) | Err(e) => e,
@@ -516,6 +523,13 @@ impl Reactor {
                 Ok(0) => {
                     conn.read_ready = false;
                     conn.eof = true;
+                    if conn.error_pending {
+                        // A FIN, then a reset: the reset is what happened.
+                        match conn.stream.take_error() {
+                            Ok(Some(e)) | Err(e) => return self.fail(id, e),
+                            Ok(None) => {}
+                        }
+                    }
                     if discard {
                         // What the closing connection waited for; settling
                         // finishes the close.
