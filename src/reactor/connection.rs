@@ -439,7 +439,8 @@ impl Reactor {
             // A reset often arrives right behind the peer's last bytes, and
             // the kernel keeps those readable. While we read, read them
             // first: the read that finds nothing left returns the error
-            // itself (ECONNRESET) and `read_some` fails the connection then.
+            // itself (ECONNRESET), or EOF if a FIN came first (hence
+            // `error_pending`), and `read_some` fails the connection then.
             // Asking `take_error` now would clear that error and lose the
             // bytes. No edge will follow, so read past short reads, as after
             // a FIN.
