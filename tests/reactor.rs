@@ -493,3 +493,359 @@ fn stop_before_run_makes_run_return_at_once() {
     assert!(!*fired.borrow(), "run returned before the 30 s timer");
     assert!(!reactor.is_stopped(), "the flag is cleared for the next run");
 }
+
+// ----- closing gracefully -------------------------------------------------
+
+/// A reply whose byte `i` is `i % 251`: a lost or shifted stretch shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Sends `reply` as soon as it is attached and closes gracefully at once.
+/// Whatever the reactor hands it afterwards lands in `log.received` (it
+/// should get nothing: a closing connection's input is thrown away).
+struct ReplyThenClose {
+    reply: Vec<u8>,
+    log: Rc<RefCell<Log>>,
+}
+
+impl Dispatcher for ReplyThenClose {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        ctx.send(&std::mem::take(&mut self.reply));
+        ctx.close();
+    }
+    fn handle_read(&mut self, _ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        self.log.borrow_mut().received.extend_from_slice(data);
+        data.len()
+    }
+    fn handle_error(&mut self, _ctx: &mut Context<'_>, _error: std::io::Error) {
+        self.log.borrow_mut().errors += 1;
+        self.log.borrow_mut().events.push("error");
+    }
+    fn handle_close(&mut self, _ctx: &mut Context<'_>) {
+        self.log.borrow_mut().closed += 1;
+        self.log.borrow_mut().events.push("close");
+    }
+}
+
+/// A server on an ephemeral loopback port whose connections each send
+/// `reply` and close; returns its address and the log they share.
+fn reply_then_close_server(reactor: &mut Reactor, reply: Vec<u8>) -> (SocketAddr, Rc<RefCell<Log>>) {
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let server_log = log.clone();
+    reactor
+        .listen(listener, move |r: &mut Reactor, stream, _peer| {
+            r.add_stream(stream, ReplyThenClose { reply: reply.clone(), log: server_log.clone() }).unwrap();
+        })
+        .unwrap();
+    (addr, log)
+}
+
+/// A peer that keeps talking while it reads a long reply slowly: 256-byte
+/// reads (slow enough that most of the reply waits in the server's kernel,
+/// not in ours) and a heartbeat after every 4 KiB. Reads until EOF.
+fn read_slowly_while_chatting(addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.set_write_timeout(Some(DEADLINE))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut since_heartbeat = 0;
+    loop {
+        match stream.read(&mut buf)? {
+            0 => return Ok(got),
+            n => {
+                got.extend_from_slice(&buf[..n]);
+                since_heartbeat += n;
+            }
+        }
+        if since_heartbeat >= 4096 {
+            since_heartbeat = 0;
+            stream.write_all(b"heartbeat\n")?;
+        }
+    }
+}
+
+#[test]
+fn graceful_close_keeps_reading_so_a_chatty_peer_gets_the_whole_reply() {
+    // Dropping a socket with unread input makes the kernel send a reset,
+    // and the reset makes the peer's kernel throw away the part of the
+    // reply it has not handed to its application yet.
+    let config = ReactorConfig { linger: DEADLINE, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(config).unwrap();
+    let reply = pattern(8 * 1024 * 1024);
+    let (addr, log) = reply_then_close_server(&mut reactor, reply.clone());
+    let outcome = Arc::new(std::sync::Mutex::new(None));
+    let handle = reactor.handle();
+    let client = {
+        let outcome = outcome.clone();
+        std::thread::spawn(move || {
+            let result = read_slowly_while_chatting(addr);
+            *outcome.lock().unwrap() = Some(result);
+            handle.add_callback(|_| {});
+        })
+    };
+    run_until(&mut reactor, "the client read to the end", |_| outcome.lock().unwrap().is_some());
+    client.join().unwrap();
+    match outcome.lock().unwrap().take().unwrap() {
+        Ok(got) => {
+            assert_eq!(got.len(), reply.len(), "the client got the whole reply, then a clean EOF");
+            assert!(got == reply, "the reply arrived intact and in order");
+        }
+        Err(e) => panic!("the client lost the tail of the reply: {e}"),
+    }
+    // The client's EOF ends the server's lingering.
+    run_until(&mut reactor, "the server side closed", |_| log.borrow().closed > 0);
+    for _ in 0..5 {
+        reactor.turn(Some(Duration::from_millis(1))).unwrap();
+    }
+    let log = log.borrow();
+    assert_eq!(log.events, ["close"], "closed exactly once, without an error");
+    assert!(log.received.is_empty(), "the heartbeats were thrown away, not handed to a closing dispatcher");
+}
+
+#[test]
+fn graceful_close_sends_fin_then_waits_for_the_peers() {
+    let config = ReactorConfig { linger: DEADLINE, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(config).unwrap();
+    let (addr, log) = reply_then_close_server(&mut reactor, b"bye".to_vec());
+    let got = Arc::new(std::sync::Mutex::new(None));
+    let (close_now, close_now_rx) = std::sync::mpsc::channel::<()>();
+    let handle = reactor.handle();
+    let client = {
+        let got = got.clone();
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.set_read_timeout(Some(DEADLINE)).unwrap();
+            let mut reply = Vec::new();
+            // Returns only at the server's FIN.
+            stream.read_to_end(&mut reply).unwrap();
+            *got.lock().unwrap() = Some(reply);
+            handle.add_callback(|_| {});
+            // Keep our side open until the test says so.
+            close_now_rx.recv_timeout(DEADLINE).unwrap();
+        })
+    };
+    run_until(&mut reactor, "the client got the reply and EOF", |_| got.lock().unwrap().is_some());
+    assert_eq!(got.lock().unwrap().as_deref(), Some(&b"bye"[..]));
+    assert_eq!(reactor.stats().opened, 1);
+    assert_eq!(reactor.stats().closed, 0, "the server still waits for the client's FIN after sending its own");
+    assert_eq!(log.borrow().closed, 0);
+    close_now.send(()).unwrap();
+    run_until(&mut reactor, "the server side closed", |_| log.borrow().closed > 0);
+    client.join().unwrap();
+    assert_eq!(log.borrow().events, ["close"]);
+}
+
+#[test]
+fn a_peer_that_never_closes_is_cut_off_after_the_linger_time() {
+    let linger = Duration::from_millis(100);
+    let mut reactor = Reactor::with_config(ReactorConfig { linger, ..ReactorConfig::default() }).unwrap();
+    let (addr, log) = reply_then_close_server(&mut reactor, b"bye".to_vec());
+    let (close_now, close_now_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).unwrap();
+        // Never closes, never sends: only the linger time ends the server's wait.
+        close_now_rx.recv_timeout(DEADLINE).unwrap();
+        reply
+    });
+    run_until(&mut reactor, "a connection opened", |r| r.stats().opened > 0);
+    let started = Instant::now();
+    run_until(&mut reactor, "the server gave up waiting", |_| log.borrow().closed > 0);
+    assert!(started.elapsed() >= linger, "closed after {:?}, before the linger time", started.elapsed());
+    close_now.send(()).unwrap();
+    assert_eq!(client.join().unwrap(), b"bye");
+    assert_eq!(log.borrow().events, ["close"]);
+}
+
+// ----- errors ---------------------------------------------------------------
+
+#[test]
+fn bytes_that_arrived_before_a_reset_are_read_before_the_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let id = reactor.connect(addr, Client { message: b"hello".to_vec(), log: log.clone(), close_after: None }).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    run_until(&mut reactor, "the client sent its message", |r| {
+        log.borrow().connected == 1 && r.pending_output(id) == Some(0)
+    });
+    // The server answers without reading "hello" and closes. Unread input
+    // makes its kernel send a reset right behind the answer. The reactor
+    // does not run meanwhile, so one event will say both.
+    let mut hello = [0u8; 5];
+    assert!(server.peek(&mut hello).unwrap() > 0, "the unread input is there");
+    server.write_all(b"last answer").unwrap();
+    drop(server);
+    run_until(&mut reactor, "the client closed", |_| log.borrow().closed > 0);
+    let log = log.borrow();
+    assert_eq!(String::from_utf8_lossy(&log.received), "last answer");
+    assert_eq!(log.events, ["connect", "error", "close"]);
+}
+
+#[test]
+fn a_reset_after_the_peers_fin_is_still_reported_after_the_bytes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    let id = reactor.connect(addr, Client { message: b"hello".to_vec(), log: log.clone(), close_after: None }).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    run_until(&mut reactor, "the client sent its message", |r| {
+        log.borrow().connected == 1 && r.pending_output(id) == Some(0)
+    });
+    // FIN, then a reset (the server never read "hello"). After the bytes,
+    // a read says EOF, not the error: the FIN came first.
+    let mut hello = [0u8; 5];
+    assert!(server.peek(&mut hello).unwrap() > 0, "the unread input is there");
+    server.write_all(b"last answer").unwrap();
+    server.shutdown(std::net::Shutdown::Write).unwrap();
+    drop(server);
+    run_until(&mut reactor, "the client closed", |_| log.borrow().closed > 0);
+    let log = log.borrow();
+    assert_eq!(String::from_utf8_lossy(&log.received), "last answer");
+    assert_eq!(log.events, ["connect", "error", "close"], "the reset is reported, not taken for a clean EOF");
+}
+
+// ----- budgets ----------------------------------------------------------------
+
+#[test]
+fn a_listener_accepts_at_most_its_budget_per_iteration() {
+    let budget = 2;
+    let mut reactor =
+        Reactor::with_config(ReactorConfig { accept_budget: budget, ..ReactorConfig::default() }).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accept and drop: only the counting matters here.
+    reactor.listen(listener, |_r: &mut Reactor, stream, _peer| drop(stream)).unwrap();
+    // A backlog the listener needs several iterations for; the kernel
+    // completes these handshakes without the loop.
+    let mut clients: Vec<_> = (0..10).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let mut accepted_before = 0;
+    for turn in 0..40 {
+        // A newcomer every iteration raises a new edge while the listener
+        // still has a backlog to work through.
+        if turn < 20 {
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+        }
+        reactor.turn(Some(Duration::from_millis(50))).unwrap();
+        let accepted = reactor.stats().accepted;
+        assert!(
+            accepted - accepted_before <= budget as u64,
+            "iteration {turn} accepted {} connections, budget {budget}",
+            accepted - accepted_before
+        );
+        accepted_before = accepted;
+        if accepted == clients.len() as u64 {
+            break;
+        }
+    }
+    let total = clients.len() as u64;
+    run_until(&mut reactor, "every connection accepted", |r| r.stats().accepted == total);
+}
+
+// ----- timers -----------------------------------------------------------------
+
+#[test]
+fn huge_delays_are_capped_instead_of_panicking() {
+    let mut reactor =
+        Reactor::with_config(ReactorConfig { linger: Duration::MAX, ..ReactorConfig::default() }).unwrap();
+    let never = Rc::new(RefCell::new(0));
+    let never2 = never.clone();
+    reactor.call_later(Duration::MAX, move |_| *never2.borrow_mut() += 1);
+    let never3 = never.clone();
+    reactor.add_periodic(Duration::MAX, move |_| *never3.borrow_mut() += 1);
+    let never4 = never.clone();
+    reactor.add_periodic_with_jitter(Duration::from_secs(u64::MAX), 1.0, move |_| *never4.borrow_mut() += 1);
+
+    /// Sets an endless timer of its own and closes gracefully at once (the
+    /// linger time is endless too).
+    struct Endless;
+    impl Dispatcher for Endless {
+        fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+            ctx.set_timer(Duration::MAX, 1);
+            ctx.send(b"x");
+            ctx.close();
+        }
+        fn handle_read(&mut self, _: &mut Context<'_>, d: &[u8]) -> usize {
+            d.len()
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    reactor.listen(listener, |r: &mut Reactor, s, _| drop(r.add_stream(s, Endless))).unwrap();
+    let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    run_until(&mut reactor, "the connection is attached", |r| r.stats().opened == 1);
+
+    // Timers far in the future do not stop a near one from firing, and the
+    // loop computes its poll timeout from them without overflowing.
+    let fired = Rc::new(RefCell::new(false));
+    let fired2 = fired.clone();
+    reactor.call_later(Duration::from_millis(10), move |_| *fired2.borrow_mut() = true);
+    run_until(&mut reactor, "the near timer", |_| *fired.borrow());
+    assert_eq!(*never.borrow(), 0);
+    assert_eq!(reactor.pending_timers(), 5, "call_later, two periodics, the connection's timer and its linger");
+    // Read the reply (and the server's FIN), then close: a clean EOF ends
+    // the server's endless linger.
+    let mut reply = Vec::new();
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    peer.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"x");
+    drop(peer);
+    run_until(&mut reactor, "the closing connection saw the peer's EOF", |r| r.stats().closed == 1);
+    assert_eq!(reactor.pending_timers(), 3, "the connection's timers died with it");
+}
+
+#[test]
+fn a_paused_reader_sees_the_peers_fin_after_the_bytes_before_it_once_it_resumes() {
+    /// Reads only while `paused` is false; records what it gets.
+    struct Pausable {
+        paused: Rc<RefCell<bool>>,
+        events: Rc<RefCell<Vec<String>>>,
+    }
+    impl Dispatcher for Pausable {
+        fn readable(&self) -> bool {
+            !*self.paused.borrow()
+        }
+        fn handle_connect(&mut self, _ctx: &mut Context<'_>) {
+            self.events.borrow_mut().push("connect".into());
+        }
+        fn handle_read(&mut self, _ctx: &mut Context<'_>, data: &[u8]) -> usize {
+            self.events.borrow_mut().push(format!("read {}", String::from_utf8_lossy(data)));
+            data.len()
+        }
+        fn handle_eof(&mut self, ctx: &mut Context<'_>) {
+            self.events.borrow_mut().push("eof".into());
+            ctx.close();
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut reactor = Reactor::new().unwrap();
+    let paused = Rc::new(RefCell::new(true));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let id = reactor.connect(addr, Pausable { paused: paused.clone(), events: events.clone() }).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    run_until(&mut reactor, "connected", |_| !events.borrow().is_empty());
+    // The peer sends and closes its side while we are paused.
+    server.write_all(b"before the FIN").unwrap();
+    server.shutdown(std::net::Shutdown::Write).unwrap();
+    // Paused and not registered: the loop is not woken by any of it.
+    for _ in 0..5 {
+        reactor.turn(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert_eq!(*events.borrow(), ["connect"], "a paused connection hears nothing");
+    assert!(reactor.is_open(id));
+    *paused.borrow_mut() = false;
+    reactor.refresh(id);
+    run_until(&mut reactor, "the EOF after resuming", |_| events.borrow().last().is_some_and(|e| e == "eof"));
+    assert_eq!(*events.borrow(), ["connect", "read before the FIN", "eof"]);
+    drop(server);
+    run_until(&mut reactor, "closed", |r| !r.is_open(id));
+}

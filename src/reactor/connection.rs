@@ -14,6 +14,42 @@
 //! done now or, if the connection used up its share of this iteration, the
 //! connection waits on the ready list. That is how a paused connection
 //! resumes, and how fairness never loses an edge.
+//!
+//! # A paused connection does not see the peer go
+//!
+//! While `readable()` is false, the socket is not watched for input, and
+//! with nothing queued to write it is not registered with poll at all:
+//! mio's `Interest` cannot be empty, and watching for input would wake the
+//! loop over and over for bytes nobody wants yet. The price: the peer's FIN
+//! (or a reset) is noticed only when reading resumes, and only after the
+//! bytes that came before it. The dispatcher gets all of those first, then
+//! `handle_eof` (or `handle_error`), so nothing is lost, but a paused
+//! connection whose peer has gone keeps its socket until the dispatcher
+//! resumes or closes it (a timer of its own can bound the pause). With
+//! output queued, the socket is still watched for writing, and a reset
+//! fails the connection at once: the output can no longer be delivered.
+//!
+//! # Closing gracefully: a lingering close
+//!
+//! Closing a socket whose receive buffer holds unread bytes makes the kernel
+//! send a reset (RST) instead of a FIN. A reset tells the peer's kernel to
+//! throw away what it received but its application has not read yet: the
+//! tail of our last reply. A peer that talks while we close (a heartbeat, a
+//! pipelined request) is all it takes. So [`Reactor::close`] does what
+//! nginx's `lingering_close` does:
+//!
+//! 1. **Flushing.** Write what is queued. Keep reading, but throw the bytes
+//!    away instead of handing them to the dispatcher, so that unread input
+//!    never piles up.
+//! 2. **FinSent.** Once everything is written, `shutdown(Write)` sends our
+//!    FIN behind the last byte. Keep reading and throwing away until the
+//!    peer's FIN (a read of 0): the peer has then read our reply to its end.
+//! 3. **Close.** Nothing is unread, so the close is quiet.
+//!
+//! [`ReactorConfig::linger`](super::ReactorConfig::linger) bounds the whole
+//! thing; a peer that stops reading or never closes is cut off then. If the
+//! peer's FIN was read before (the usual reply to a half-close), there is
+//! nothing to wait for and step 2 is skipped.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -25,7 +61,7 @@ use mio::net::TcpStream;
 use super::ConnId;
 use super::buffer::{ReadBuffer, WriteBuffer};
 use super::dispatcher::{Context, Dispatcher, Ready};
-use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, entry_in};
+use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, deadline_after, entry_in};
 use super::timer::TimerHandle;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +73,18 @@ pub(crate) enum Phase {
     Open,
 }
 
+/// How far a connection is in closing. A graceful close goes
+/// `NotClosing → Flushing → FinSent → closed` (see "Closing gracefully" in
+/// the module documentation); `abort` jumps to `Now` from anywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CloseRequest {
-    None,
-    /// Write what is queued, then close.
-    Graceful,
+pub(crate) enum CloseState {
+    NotClosing,
+    /// `close()` was called: write what is queued. Input is still read,
+    /// and thrown away.
+    Flushing,
+    /// Everything is written and our FIN is sent (`shutdown(Write)`).
+    /// Input is read and thrown away until the peer's FIN, then we close.
+    FinSent,
     /// Close now, dropping queued output.
     Now,
 }
@@ -56,25 +99,33 @@ pub(crate) struct Connection {
     /// Its timers, cancelled when it closes.
     timers: Vec<TimerHandle>,
     phase: Phase,
-    close: CloseRequest,
+    close: CloseState,
     peer: Option<SocketAddr>,
     /// The interest registered with poll; `None` = not registered, because
     /// mio's `Interest` cannot be empty.
     interest: Option<Interest>,
     read_ready: bool,
     write_ready: bool,
-    /// The event said the peer closed its side: read until EOF even after a
-    /// short read, since no further edge will announce the EOF.
+    /// The event said the peer closed its side (a FIN) or reset the
+    /// connection: read until EOF or the error even after a short read,
+    /// since no further edge will announce either.
     peer_closed: bool,
     /// A read returned 0: the peer sends no more.
     eof: bool,
+    /// An error event came while we read, and we read on to get the bytes
+    /// before the error first. Usually the read after them returns the
+    /// error; but if the peer's FIN came before its reset, that read says
+    /// EOF instead, and the error must be fetched then (`take_error`).
+    error_pending: bool,
     /// Leftover bytes must be handed back when the dispatcher wants to
     /// read again (it paused in the middle of a buffer).
     redeliver: bool,
     /// Bytes this connection may still read in iteration `budget_iteration`.
     budget_left: usize,
     budget_iteration: u64,
-    /// On the reactor's ready list / dirty list (no duplicates).
+    /// On the reactor's ready list / dirty list. Each flag is set when the
+    /// id is pushed and cleared only when it is taken off, so the id is on
+    /// each list at most once.
     queued: bool,
     dirty: bool,
 }
@@ -89,13 +140,14 @@ impl Connection {
             write_buf: WriteBuffer::new(),
             timers: Vec::new(),
             phase,
-            close: CloseRequest::None,
+            close: CloseState::NotClosing,
             peer,
             interest: None,
             read_ready: false,
             write_ready: false,
             peer_closed: false,
             eof: false,
+            error_pending: false,
             redeliver: false,
             budget_left: 0,
             budget_iteration: 0,
@@ -107,15 +159,27 @@ impl Connection {
     /// Should bytes be read and handed to the dispatcher now?
     fn wants_read(&self) -> bool {
         self.phase == Phase::Open
-            && self.close == CloseRequest::None
+            && self.close == CloseState::NotClosing
             && !self.eof
             && self.dispatcher.as_ref().is_some_and(|d| d.readable())
+    }
+
+    /// Should bytes be read and thrown away now? During a graceful close,
+    /// until the peer's FIN, whatever `readable()` says: unread input would
+    /// turn our close into a reset.
+    fn discards_input(&self) -> bool {
+        self.phase == Phase::Open && matches!(self.close, CloseState::Flushing | CloseState::FinSent) && !self.eof
+    }
+
+    /// Should the socket be read at all (to hand bytes over or to throw them away)?
+    fn reads(&self) -> bool {
+        self.wants_read() || self.discards_input()
     }
 
     /// Should `handle_write` be called when the socket can take bytes?
     fn wants_handle_write(&self) -> bool {
         self.phase == Phase::Open
-            && self.close == CloseRequest::None
+            && self.close == CloseState::NotClosing
             && self.write_buf.is_empty()
             && self.dispatcher.as_ref().is_some_and(|d| d.writable())
     }
@@ -127,7 +191,7 @@ impl Connection {
             // Completion is signalled as writable; failure as error/hup.
             return Some(Interest::WRITABLE);
         }
-        let read = self.wants_read();
+        let read = self.reads();
         let write = !self.write_buf.is_empty() || self.wants_handle_write();
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
@@ -141,6 +205,7 @@ impl Connection {
     fn has_postponed_work(&self) -> bool {
         self.phase == Phase::Accepted
             || ((self.read_ready || (self.redeliver && !self.read_buf.is_empty())) && self.wants_read())
+            || (self.read_ready && self.discards_input())
             || (self.write_ready && self.wants_handle_write())
     }
 }
@@ -206,7 +271,7 @@ impl Reactor {
     /// returns. Returns `false` if the connection is gone or closing.
     pub fn send(&mut self, id: ConnId, data: &[u8]) -> bool {
         let Some(conn) = self.conn_mut(id) else { return false };
-        if conn.close != CloseRequest::None {
+        if conn.close != CloseState::NotClosing {
             return false;
         }
         conn.write_buf.extend(data);
@@ -228,20 +293,30 @@ impl Reactor {
         self.conn(id).is_some()
     }
 
-    /// Closes gracefully: stop reading, write what is queued (for at most
-    /// the configured linger time), then close and call `handle_close`.
+    /// Closes gracefully, as nginx's `lingering_close` does: stop handing
+    /// input to the dispatcher (it is still read, and thrown away), write
+    /// what is queued, send our FIN, wait for the peer's FIN, then close and
+    /// call `handle_close`. All of it takes at most the configured linger
+    /// time; after that the connection is closed as it is. See "Closing
+    /// gracefully" in the module documentation for why.
+    ///
+    /// Closes at once if there is nothing to wait for: a connect still in
+    /// flight, or nothing queued and the peer's FIN already read.
     pub fn close(&mut self, id: ConnId) {
         let linger = self.config.linger;
         let Some(conn) = self.conn_mut(id) else { return };
-        if conn.close != CloseRequest::None {
+        if conn.close != CloseState::NotClosing {
             return;
         }
-        if conn.phase == Phase::Connecting || conn.write_buf.is_empty() {
+        if conn.phase == Phase::Connecting || (conn.eof && conn.write_buf.is_empty()) {
             self.abort(id);
             return;
         }
-        conn.close = CloseRequest::Graceful;
-        let timer = self.add_timer(Instant::now() + linger, TimerTask::Linger(id));
+        conn.close = CloseState::Flushing;
+        // Bytes the dispatcher left unconsumed will not be handed back.
+        conn.read_buf.consume(conn.read_buf.len());
+        conn.redeliver = false;
+        let timer = self.add_timer(deadline_after(Instant::now(), linger), TimerTask::Linger(id));
         if let Some(conn) = self.conn_mut(id) {
             conn.timers.push(timer);
         }
@@ -252,10 +327,10 @@ impl Reactor {
     /// as the current callback returns.
     pub fn abort(&mut self, id: ConnId) {
         let Some(conn) = self.conn_mut(id) else { return };
-        if conn.close == CloseRequest::Now {
+        if conn.close == CloseState::Now {
             return;
         }
-        conn.close = CloseRequest::Now;
+        conn.close = CloseState::Now;
         self.closing.push(id);
     }
 
@@ -361,20 +436,45 @@ impl Reactor {
             conn.write_ready = true;
         }
         if ready.error {
-            let error = match conn.stream.take_error() {
-                Ok(Some(e)) | Err(e) => e,
-                Ok(None) => io::Error::other("socket error event"),
-            };
-            return self.fail(id, error);
+            // A reset often arrives right behind the peer's last bytes, and
+            // the kernel keeps those readable. While we read, read them
+            // first: the read that finds nothing left returns the error
+            // itself (ECONNRESET), or EOF if a FIN came first (hence
+            // `error_pending`), and `read_some` fails the connection then.
+            // Asking `take_error` now would clear that error and lose the
+            // bytes. No edge will follow, so read past short reads, as after
+            // a FIN.
+            if (ready.readable || ready.read_closed) && conn.reads() {
+                conn.peer_closed = true;
+                conn.error_pending = true;
+            } else {
+                let error = match conn.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => e,
+                    Ok(None) => io::Error::other("socket error event"),
+                };
+                return self.fail(id, error);
+            }
+        }
+        self.service_conn(id);
+    }
+
+    /// Continues a connection just taken off the ready list.
+    ///
+    /// Only this clears `queued`. An event for a connection that waits on
+    /// the ready list is served at once too, but the connection stays on
+    /// the list; clearing the flag then would let settling put it there a
+    /// second time, and under a steady stream of events the copies would
+    /// pile up by one per iteration.
+    pub(crate) fn service_queued_conn(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.queued = false;
         }
         self.service_conn(id);
     }
 
     /// Does all the work a connection has now: finish attaching, hand back
     /// leftovers, read, ask for more output.
-    pub(crate) fn service_conn(&mut self, id: ConnId) {
-        let Some(conn) = self.conn_mut(id) else { return };
-        conn.queued = false;
+    fn service_conn(&mut self, id: ConnId) {
         // Whatever happens below, settle this connection afterwards: a
         // writable event alone must flush the queued output.
         self.mark_dirty(id);
@@ -398,15 +498,17 @@ impl Reactor {
         }
     }
 
-    /// Reads while there is data, the dispatcher wants it, and the
-    /// connection has budget left this iteration.
+    /// Reads while there is data, the dispatcher wants it (or a graceful
+    /// close throws it away), and the connection has budget left this
+    /// iteration.
     fn read_some(&mut self, id: ConnId) {
         let iteration = self.stats.iterations;
         loop {
             let Some(conn) = conn_in(&mut self.entries, id) else { return };
-            if !conn.read_ready || !conn.wants_read() {
+            if !conn.read_ready || !conn.reads() {
                 return;
             }
+            let discard = conn.discards_input();
             if conn.budget_iteration != iteration {
                 conn.budget_iteration = iteration;
                 conn.budget_left = self.config.read_budget;
@@ -422,8 +524,21 @@ impl Reactor {
                 Ok(0) => {
                     conn.read_ready = false;
                     conn.eof = true;
-                    log::debug!("{id}: peer closed its side");
-                    self.with_dispatcher(id, |d, ctx| d.handle_eof(ctx));
+                    if conn.error_pending {
+                        // A FIN, then a reset: the reset is what happened.
+                        match conn.stream.take_error() {
+                            Ok(Some(e)) | Err(e) => return self.fail(id, e),
+                            Ok(None) => {}
+                        }
+                    }
+                    if discard {
+                        // What the closing connection waited for; settling
+                        // finishes the close.
+                        log::debug!("{id}: peer closed its side while we close");
+                    } else {
+                        log::debug!("{id}: peer closed its side");
+                        self.with_dispatcher(id, |d, ctx| d.handle_eof(ctx));
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -436,7 +551,11 @@ impl Reactor {
                     if n < self.scratch.len() && !conn.peer_closed {
                         conn.read_ready = false;
                     }
-                    self.deliver(id, n);
+                    if discard {
+                        log::trace!("{id}: threw away {n} bytes (closing)");
+                    } else {
+                        self.deliver(id, n);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.read_ready = false;
@@ -460,7 +579,9 @@ impl Reactor {
             // The common case: parse straight from the scratch buffer.
             let data = &scratch[..fresh];
             let consumed = self.with_dispatcher(id, |d, ctx| d.handle_read(ctx, data)).unwrap_or(fresh).min(fresh);
-            if let Some(conn) = self.conn_mut(id) {
+            // Keep the rest, unless the callback closed the connection:
+            // nothing will be handed back then.
+            if let Some(conn) = self.conn_mut(id).filter(|c| c.close == CloseState::NotClosing) {
                 conn.read_buf.extend(&scratch[consumed..fresh]);
             }
         } else {
@@ -470,7 +591,7 @@ impl Reactor {
             let consumed = self.with_dispatcher(id, |d, ctx| d.handle_read(ctx, data)).unwrap_or(0).min(data.len());
             let mut buf = buf;
             buf.consume(consumed);
-            if let Some(conn) = self.conn_mut(id) {
+            if let Some(conn) = self.conn_mut(id).filter(|c| c.close == CloseState::NotClosing) {
                 conn.read_buf = buf;
             }
         }
@@ -493,12 +614,12 @@ impl Reactor {
     }
 
     /// Settles one connection after a callback touched it: write what is
-    /// queued, finish a graceful close, remember postponed work, and make
-    /// the registered interest match the dispatcher's answers.
+    /// queued, move a graceful close along, remember postponed work, and
+    /// make the registered interest match the dispatcher's answers.
     pub(crate) fn refresh_conn(&mut self, id: ConnId) {
         let Some(conn) = conn_in(&mut self.entries, id) else { return };
         conn.dirty = false;
-        if conn.close == CloseRequest::Now {
+        if conn.close == CloseState::Now {
             return;
         }
         if conn.phase == Phase::Open && conn.write_ready && !conn.write_buf.is_empty() {
@@ -510,7 +631,22 @@ impl Reactor {
                 Err(e) => return self.fail(id, e),
             }
         }
-        if conn.close == CloseRequest::Graceful && conn.write_buf.is_empty() {
+        if conn.phase == Phase::Open && conn.close == CloseState::Flushing && conn.write_buf.is_empty() {
+            if conn.eof {
+                // The peer's FIN was read: nothing unread is left and
+                // nothing more can come, so a plain close sends our FIN.
+                return self.abort(id);
+            }
+            // Our FIN goes out behind the last byte written. The peer
+            // reads to the end and closes its side; until its FIN arrives,
+            // input is still read and thrown away.
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                return self.fail(id, e);
+            }
+            log::debug!("{id}: output written, FIN sent; waiting for the peer's");
+            conn.close = CloseState::FinSent;
+        }
+        if conn.close == CloseState::FinSent && conn.eof {
             return self.abort(id);
         }
         if conn.has_postponed_work() && !conn.queued {
@@ -537,7 +673,7 @@ impl Reactor {
 
     /// An I/O error ends the connection: tell the dispatcher, then close.
     fn fail(&mut self, id: ConnId, error: io::Error) {
-        if self.conn(id).is_none_or(|c| c.close == CloseRequest::Now) {
+        if self.conn(id).is_none_or(|c| c.close == CloseState::Now) {
             return;
         }
         self.with_dispatcher(id, |d, ctx| d.handle_error(ctx, error));
@@ -619,5 +755,42 @@ mod tests {
         assert!(reactor.is_open(new));
         assert!(!reactor.send(old, b"x"), "the old id is dead for good");
         assert_eq!(*old_log.borrow(), vec!["close"], "handle_close ran exactly once");
+    }
+
+    #[test]
+    fn an_event_for_a_connection_on_the_ready_list_does_not_queue_it_twice() {
+        use crate::reactor::ReactorConfig;
+        use std::io::Write;
+        // A small budget: 64 KiB from the peer keep the connection on the
+        // ready list for many iterations.
+        let config = ReactorConfig { read_budget: 4096, scratch_size: 4096, ..ReactorConfig::default() };
+        let mut reactor = Reactor::with_config(config).unwrap();
+        let listener = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Rc::new(RefCell::new(None));
+        let server2 = server.clone();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        reactor
+            .listen(listener, move |r: &mut Reactor, stream, _| {
+                *server2.borrow_mut() = Some(r.add_stream(stream, Recorder(log.clone())).unwrap());
+            })
+            .unwrap();
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        peer.write_all(&[7u8; 64 * 1024]).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        // Wait until it read its budget and waits on the ready list for more.
+        while server.borrow().is_none_or(|id| !reactor.ready.contains(&id)) || reactor.stats.bytes_read == 0 {
+            assert!(Instant::now() < deadline, "the connection never went on the ready list");
+            reactor.turn(Some(std::time::Duration::from_millis(10))).unwrap();
+        }
+        let id = server.borrow().unwrap();
+        for round in 0..5 {
+            // New bytes arrive while it waits on the ready list: poll reports
+            // the socket again (as it does for every arrival).
+            reactor.dispatch(id.token(), Ready { readable: true, ..Ready::default() });
+            let copies = reactor.ready.iter().filter(|&&queued| queued == id).count();
+            assert_eq!(copies, 1, "round {round}: {id} is on the ready list {copies} times");
+            reactor.turn(Some(std::time::Duration::ZERO)).unwrap();
+        }
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::ConnId;
-use super::event_loop::Reactor;
+use super::event_loop::{Reactor, deadline_after};
 use super::timer::TimerHandle;
 
 /// One buffered TCP connection's behaviour (asyncore's dispatcher).
@@ -31,6 +31,17 @@ pub trait Dispatcher {
     /// while your output is backed up: the reactor stops reading this socket,
     /// the kernel's buffer fills, and TCP slows the peer down. Nothing is
     /// lost; call [`Reactor::refresh`] when you want bytes again.
+    ///
+    /// The trade-off: while you pause, the socket is not watched for input,
+    /// and with nothing queued to write it is not registered with poll at
+    /// all (mio's `Interest` cannot be empty). So the peer's FIN or a reset
+    /// is noticed only once you read again, after the bytes that came before
+    /// it: you get those first, then `handle_eof` or `handle_error`. A
+    /// paused connection whose peer has gone keeps its socket until you
+    /// resume or close it; a timer of yours can bound the pause. (With
+    /// output queued the socket is still watched for writing, and a reset
+    /// ends the connection at once.) The module documentation of
+    /// [`connection`](super::connection) says more.
     fn readable(&self) -> bool {
         true
     }
@@ -55,7 +66,9 @@ pub trait Dispatcher {
     fn handle_write(&mut self, _ctx: &mut Context<'_>) {}
 
     /// The peer closed its sending side (a read returned 0). You may still
-    /// send. The default closes gracefully: queued output is written first.
+    /// send. The default closes gracefully: queued output is written first,
+    /// then the connection closes (the peer's FIN is in, so there is nothing
+    /// left to wait for).
     fn handle_eof(&mut self, ctx: &mut Context<'_>) {
         ctx.close();
     }
@@ -65,7 +78,8 @@ pub trait Dispatcher {
 
     /// A socket error (connect refused, reset, ...). An error on a stream
     /// is final: the reactor closes the connection when this returns, and
-    /// `handle_close` follows. The default logs it.
+    /// `handle_close` follows. Bytes the peer sent before a reset still
+    /// reach `handle_read` first, while you are reading. The default logs it.
     fn handle_error(&mut self, ctx: &mut Context<'_>, error: io::Error) {
         log::warn!("connection {}: {}", ctx.id(), error);
     }
@@ -148,7 +162,10 @@ impl Context<'_> {
         self.reactor.pending_output(self.id).unwrap_or(0)
     }
 
-    /// Closes gracefully: stops reading, writes what is queued, then closes.
+    /// Closes gracefully: no more `handle_read` (input is read and thrown
+    /// away), what is queued is written, then our FIN goes out and the
+    /// reactor waits for the peer's before it closes, all within the linger
+    /// time. See [`Reactor::close`].
     pub fn close(&mut self) {
         self.reactor.close(self.id);
     }
@@ -159,9 +176,11 @@ impl Context<'_> {
     }
 
     /// Calls `handle_timer(tag)` after `delay`. The timer dies with the
-    /// connection.
+    /// connection. A delay beyond
+    /// [`MAX_TIMER_DELAY`](super::event_loop::MAX_TIMER_DELAY) (about 30
+    /// years) is capped to it.
     pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerHandle {
-        let deadline = Instant::now() + delay;
+        let deadline = deadline_after(Instant::now(), delay);
         self.reactor.set_conn_timer(self.id, deadline, tag)
     }
 

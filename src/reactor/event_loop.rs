@@ -23,6 +23,28 @@ use super::timer::{TimerHandle, TimerWheel};
 /// reached, and generations skip `u32::MAX`).
 const WAKER: Token = Token(usize::MAX);
 
+/// The furthest ahead a timer can be: 30 years (of 365 days).
+///
+/// `Instant + Duration` panics when the sum does not fit the platform's
+/// clock, and `Duration::MAX`, a natural way to say "never", does not fit.
+/// So every delay the reactor turns into a deadline ([`Reactor::call_later`],
+/// [`Context::set_timer`](super::Context::set_timer), periodic callbacks,
+/// [`ReactorConfig::linger`]) goes through one helper that caps it here,
+/// and deadlines given as instants ([`Reactor::call_at`]) are capped to now
+/// plus this. For a running program a timer 30 years away is one that never
+/// fires, and 30 years past any instant it sees fit in the clock of every
+/// platform std supports (seconds in an `i64`, or nanoseconds in a `u64`
+/// counted from boot), so the capped sum cannot overflow. The timer wheel
+/// counts ticks in a `u64` from its start: 30 years are about 10^12
+/// milliseconds, far from its limit.
+pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// `start + delay`, with the delay capped at [`MAX_TIMER_DELAY`]: the one
+/// place where the reactor turns a delay into a deadline.
+pub(crate) fn deadline_after(start: Instant, delay: Duration) -> Instant {
+    start + delay.min(MAX_TIMER_DELAY)
+}
+
 /// Tunables. The defaults suit thousands of mostly idle connections.
 #[derive(Clone, Debug)]
 pub struct ReactorConfig {
@@ -33,12 +55,16 @@ pub struct ReactorConfig {
     /// Bytes one connection may read per iteration before the others get
     /// their turn (fairness).
     pub read_budget: usize,
-    /// Connections accepted per listener per iteration.
+    /// Connections accepted per listener per iteration (the rest of a
+    /// backlog waits for the next one).
     pub accept_budget: usize,
     /// Unconsumed bytes one connection may hold. A dispatcher that never
     /// consumes would otherwise let a peer grow our memory without bound.
     pub max_read_buffer: usize,
-    /// How long a graceful close may wait for its output to drain.
+    /// How long a graceful close may take in all: writing what is queued,
+    /// then waiting for the peer's FIN while throwing its input away (see
+    /// [`Reactor::close`]). A peer that stops reading, or never closes its
+    /// side, is cut off then, and whatever is still queued is dropped.
     pub linger: Duration,
 }
 
@@ -85,7 +111,7 @@ pub(crate) enum TimerTask {
     Periodic(PeriodicId),
     /// A connection's own timer, delivered to `handle_timer(tag)`.
     Conn { id: ConnId, tag: u64 },
-    /// A graceful close waited too long for its output to drain.
+    /// A graceful close took longer than `ReactorConfig::linger`.
     Linger(ConnId),
     /// A listener paused after an accept error tries again.
     RetryAccept(ConnId),
@@ -149,7 +175,20 @@ impl Reactor {
         Self::with_config(ReactorConfig::default())
     }
 
+    /// A reactor with the given tunables.
+    ///
+    /// # Panics
+    ///
+    /// If `events_capacity`, `scratch_size`, `read_budget` or
+    /// `accept_budget` is zero. The loop could not make progress: a read
+    /// into an empty buffer returns 0, which looks like the peer's EOF, and
+    /// a zero budget would put work on the ready list forever without doing
+    /// it. These are programming errors, like a zero periodic period.
     pub fn with_config(config: ReactorConfig) -> io::Result<Self> {
+        assert!(
+            config.events_capacity > 0 && config.scratch_size > 0 && config.read_budget > 0 && config.accept_budget > 0,
+            "ReactorConfig: events_capacity, scratch_size, read_budget and accept_budget must be non-zero, got {config:?}"
+        );
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let now = Instant::now();
@@ -336,8 +375,8 @@ impl Reactor {
         for _ in 0..self.ready.len() {
             let Some(id) = self.ready.pop_front() else { break };
             match self.entry(id).map(|e| &e.kind) {
-                Some(EntryKind::Conn(_)) => self.service_conn(id),
-                Some(EntryKind::Listener(_)) => self.accept_all(id),
+                Some(EntryKind::Conn(_)) => self.service_queued_conn(id),
+                Some(EntryKind::Listener(_)) => self.accept_queued(id),
                 Some(EntryKind::Raw(_)) | None => {}
             }
             self.settle();
@@ -389,12 +428,15 @@ impl Reactor {
 
     // ----- timers (Tornado's names) -----------------------------------------
 
-    /// Runs `callback` once after `delay`.
+    /// Runs `callback` once after `delay`. A delay beyond
+    /// [`MAX_TIMER_DELAY`] (about 30 years; `Duration::MAX` says "never")
+    /// is capped to it.
     pub fn call_later(&mut self, delay: Duration, callback: impl FnOnce(&mut Reactor) + 'static) -> TimerHandle {
-        self.call_at(Instant::now() + delay, callback)
+        self.call_at(deadline_after(Instant::now(), delay), callback)
     }
 
-    /// Runs `callback` once at `deadline` (never before it).
+    /// Runs `callback` once at `deadline` (never before it). A deadline more
+    /// than [`MAX_TIMER_DELAY`] away is capped to that.
     pub fn call_at(&mut self, deadline: Instant, callback: impl FnOnce(&mut Reactor) + 'static) -> TimerHandle {
         self.add_timer(deadline, TimerTask::Once(Box::new(callback)))
     }
@@ -419,12 +461,23 @@ impl Reactor {
     }
 
     /// Runs `callback` every `period`, the first time one period from now.
+    /// A period beyond [`MAX_TIMER_DELAY`] is capped to it.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is zero: a callback due again the moment it ran would
+    /// never let the loop sleep. That is a programming error, not a runtime
+    /// condition, so it panics rather than returning an error.
     pub fn add_periodic(&mut self, period: Duration, callback: impl FnMut(&mut Reactor) + 'static) -> PeriodicId {
         self.add_periodic_with_jitter(period, 0.0, callback)
     }
 
     /// Like [`add_periodic`](Self::add_periodic), each interval scaled by a
     /// random factor in `1 ± jitter/2` (Tornado's `jitter`), e.g. 0.1.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is zero, as [`add_periodic`](Self::add_periodic).
     pub fn add_periodic_with_jitter(
         &mut self,
         period: Duration,
@@ -437,7 +490,7 @@ impl Reactor {
         let index = self.periodics.insert(Periodic {
             generation,
             callback: Some(Box::new(callback)),
-            period,
+            period: period.min(MAX_TIMER_DELAY),
             jitter: jitter.clamp(0.0, 1.0),
             next: Instant::now(),
             timer: None,
@@ -461,7 +514,10 @@ impl Reactor {
         }
     }
 
+    /// Every timer goes in here, its deadline capped at
+    /// [`MAX_TIMER_DELAY`] from now.
     pub(crate) fn add_timer(&mut self, deadline: Instant, task: TimerTask) -> TimerHandle {
+        let deadline = deadline.min(deadline_after(Instant::now(), MAX_TIMER_DELAY));
         self.timers.insert(deadline, Timer { deadline, task })
     }
 
@@ -476,12 +532,13 @@ impl Reactor {
             let factor = 1.0 + p.jitter * (next_random(&mut self.rng) - 0.5);
             period = period.mul_f64(factor);
         }
-        if p.next <= now {
+        let step = if p.next <= now {
             let missed = (now - p.next).as_nanos() / period.as_nanos().max(1);
-            p.next += period.saturating_mul(u32::try_from(missed + 1).unwrap_or(u32::MAX));
+            period.saturating_mul(u32::try_from(missed + 1).unwrap_or(u32::MAX))
         } else {
-            p.next += period;
-        }
+            period
+        };
+        p.next = deadline_after(p.next, step);
         let deadline = p.next;
         let timer = self.timers.insert(deadline, Timer { deadline, task: TimerTask::Periodic(id) });
         if let Some(p) = self.periodics.get_mut(id.index) {
@@ -505,11 +562,13 @@ impl Reactor {
                     self.with_dispatcher(id, |d, ctx| d.handle_timer(ctx, tag));
                 }
                 TimerTask::Linger(id) => {
-                    log::debug!("{id}: output did not drain within the linger time; closing");
+                    log::debug!(
+                        "{id}: graceful close not done within the linger time (output unwritten or no FIN from the peer); closing"
+                    );
                     self.forget_conn_timer(id, handle);
                     self.abort(id);
                 }
-                TimerTask::RetryAccept(id) => self.ready.push_back(id),
+                TimerTask::RetryAccept(id) => self.queue_listener(id),
             }
             self.settle();
         }
@@ -553,4 +612,62 @@ fn next_random(state: &mut u64) -> f64 {
 
 fn describe_token(token: Token) -> String {
     if token == WAKER { "waker".to_string() } else { ConnId::from_token(token).to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_too_long_for_the_clock_is_capped_at_thirty_years() {
+        let now = Instant::now();
+        assert_eq!(deadline_after(now, Duration::MAX), now + MAX_TIMER_DELAY);
+        assert_eq!(deadline_after(now, MAX_TIMER_DELAY + Duration::from_nanos(1)), now + MAX_TIMER_DELAY);
+        assert_eq!(deadline_after(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn far_deadlines_reach_the_wheel_and_the_poll_timeout_capped() {
+        let mut reactor = Reactor::new().unwrap();
+        let before = Instant::now();
+        reactor.call_later(Duration::MAX, |_| {});
+        // An instant past the cap, where the platform's clock can hold one.
+        if let Some(beyond) = before.checked_add(MAX_TIMER_DELAY * 4) {
+            reactor.call_at(beyond, |_| {});
+        }
+        let after = Instant::now();
+        // The wheel rounds a deadline up to its 1 ms tick.
+        let next = reactor.timers.next_deadline().unwrap();
+        assert!(next >= before + MAX_TIMER_DELAY, "{:?} early", (before + MAX_TIMER_DELAY) - next);
+        assert!(next <= after + MAX_TIMER_DELAY + Duration::from_millis(1));
+        let timeout = reactor.poll_timeout(None).unwrap();
+        assert!(timeout > MAX_TIMER_DELAY - Duration::from_secs(60), "poll would sleep only {timeout:?}");
+        // mio turns the timeout into epoll's milliseconds without overflow.
+        reactor.turn(Some(Duration::ZERO)).unwrap();
+        assert_eq!(reactor.pending_timers(), 2);
+    }
+
+    #[test]
+    fn a_config_that_could_not_make_progress_is_rejected() {
+        let zeroed: [fn(&mut ReactorConfig); 4] = [
+            |c| c.events_capacity = 0,
+            // Every read would return 0 bytes: a peer that sent "hello"
+            // would look as if it had closed.
+            |c| c.scratch_size = 0,
+            |c| c.read_budget = 0,
+            |c| c.accept_budget = 0,
+        ];
+        for zero in zeroed {
+            let mut config = ReactorConfig::default();
+            zero(&mut config);
+            let result = std::panic::catch_unwind(|| Reactor::with_config(config.clone()).map(drop));
+            assert!(result.is_err(), "accepted {config:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "non-zero period")]
+    fn a_zero_period_is_a_programming_error() {
+        Reactor::new().unwrap().add_periodic(Duration::ZERO, |_| {});
+    }
 }

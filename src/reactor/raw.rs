@@ -17,7 +17,7 @@ use mio::net::TcpListener;
 
 use super::ConnId;
 use super::dispatcher::{Acceptor, Ready};
-use super::event_loop::{EntryKind, Reactor, TimerTask, entry_in};
+use super::event_loop::{EntryKind, Reactor, TimerTask, deadline_after, entry_in};
 
 /// How long a listener pauses after an accept error (most often EMFILE:
 /// out of descriptors) before trying again, instead of spinning on it.
@@ -27,6 +27,14 @@ pub(crate) struct ListenerEntry {
     listener: TcpListener,
     /// Taken out while it runs.
     acceptor: Option<Box<dyn Acceptor>>,
+    /// Connections it may still accept in iteration `budget_iteration`
+    /// (`ReactorConfig::accept_budget` per iteration, however many times
+    /// it runs in that iteration: for an event and from the ready list).
+    budget_left: usize,
+    budget_iteration: u64,
+    /// On the reactor's ready list. Set when pushed, cleared only when
+    /// taken off, so it is there at most once.
+    queued: bool,
 }
 
 /// A source and its callback, behind one trait object so the slab can hold
@@ -78,7 +86,13 @@ impl Reactor {
     /// Like [`listen`](Self::listen), with any [`Acceptor`] (one that also
     /// wants to handle accept errors, say).
     pub fn listen_with(&mut self, listener: TcpListener, acceptor: impl Acceptor + 'static) -> io::Result<ConnId> {
-        let id = self.insert_entry(EntryKind::Listener(ListenerEntry { listener, acceptor: Some(Box::new(acceptor)) }));
+        let id = self.insert_entry(EntryKind::Listener(ListenerEntry {
+            listener,
+            acceptor: Some(Box::new(acceptor)),
+            budget_left: 0,
+            budget_iteration: 0,
+            queued: false,
+        }));
         let EntryKind::Listener(entry) = &mut self.entries[id.index()].kind else { unreachable!() };
         if let Err(e) = self.poll.registry().register(&mut entry.listener, id.token(), Interest::READABLE) {
             self.entries.remove(id.index());
@@ -89,12 +103,25 @@ impl Reactor {
 
     /// Accepts until `WouldBlock` or the per-iteration budget is used.
     pub(crate) fn accept_all(&mut self, id: ConnId) {
+        let iteration = self.stats.iterations;
         let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id) else { return };
+        if entry.budget_iteration != iteration {
+            entry.budget_iteration = iteration;
+            entry.budget_left = self.config.accept_budget;
+        }
         let Some(mut acceptor) = entry.acceptor.take() else { return };
-        for _ in 0..self.config.accept_budget {
+        loop {
             let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id) else { return };
+            if entry.budget_left == 0 {
+                // Budget used with connections possibly still waiting: the
+                // edge will not come again, so come back next iteration.
+                self.put_acceptor_back(id, acceptor);
+                self.queue_listener(id);
+                return;
+            }
             match entry.listener.accept() {
                 Ok((stream, peer)) => {
+                    entry.budget_left -= 1;
                     self.stats.accepted += 1;
                     acceptor.handle_accepted(self, stream, peer);
                     self.settle();
@@ -107,15 +134,29 @@ impl Reactor {
                 Err(e) => {
                     acceptor.handle_accept_error(self, &e);
                     self.put_acceptor_back(id, acceptor);
-                    self.add_timer(Instant::now() + ACCEPT_RETRY, TimerTask::RetryAccept(id));
+                    self.add_timer(deadline_after(Instant::now(), ACCEPT_RETRY), TimerTask::RetryAccept(id));
                     return;
                 }
             }
         }
-        // Budget used with connections possibly still waiting: the edge
-        // will not come again, so come back next iteration.
-        self.put_acceptor_back(id, acceptor);
-        self.ready.push_back(id);
+    }
+
+    /// Puts a listener on the ready list, unless it is there already.
+    pub(crate) fn queue_listener(&mut self, id: ConnId) {
+        if let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id)
+            && !entry.queued
+        {
+            entry.queued = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Continues a listener just taken off the ready list.
+    pub(crate) fn accept_queued(&mut self, id: ConnId) {
+        if let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id) {
+            entry.queued = false;
+        }
+        self.accept_all(id);
     }
 
     fn put_acceptor_back(&mut self, id: ConnId, acceptor: Box<dyn Acceptor>) {
