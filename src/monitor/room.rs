@@ -80,8 +80,15 @@ impl RoomConn {
             if matches!(reason, CloseReason::Protocol(_)) {
                 self.monitor.borrow_mut().stats.decode_errors += 1;
             }
+            // Leaving: the logout goes out and the server's FIN is awaited.
+            // Any other reason means the server is dead or misbehaving:
+            // drop the connection now, so the room reconnects at once.
+            if reason == CloseReason::Shutdown {
+                ctx.close();
+            } else {
+                ctx.abort();
+            }
             self.close_reason = Some(reason.to_string());
-            ctx.close(); // graceful: a logout still goes out
             return;
         }
         self.arm_timer(ctx);
