@@ -25,6 +25,7 @@
 //! iteration of the loop.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod douyu;
 pub mod monitor;

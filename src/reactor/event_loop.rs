@@ -554,6 +554,7 @@ impl Reactor {
             self.stats.timers_fired += 1;
             let lateness = Instant::now().saturating_duration_since(timer.deadline);
             self.stats.max_timer_lateness = self.stats.max_timer_lateness.max(lateness);
+            self.stats.timer_lateness.record(lateness);
             match timer.task {
                 TimerTask::Once(callback) => callback(self),
                 TimerTask::Periodic(id) => self.run_periodic(id),

@@ -51,7 +51,7 @@ pub use dispatcher::{Acceptor, Context, Dispatcher, Ready};
 pub use event_loop::{PeriodicId, Reactor, ReactorConfig};
 pub use handle::ReactorHandle;
 pub use mio::Interest;
-pub use stats::Stats;
+pub use stats::{LatencyHistogram, Stats};
 pub use timer::{TimerHandle, TimerWheel};
 
 #[cfg(not(target_pointer_width = "64"))]

@@ -1,0 +1,79 @@
+//! One benchmark row: what an engine did and what it cost.
+//!
+//! Rates and costs are measured over a *window* that starts once every room
+//! has joined, so connection set-up is reported apart (`join_secs`).
+//! Engine-specific counters that an engine cannot see are `None` (the tokio
+//! peer cannot count its runtime's syscalls from inside).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// "barrage" or "tokio".
+    pub engine: String,
+    pub rooms: u64,
+    pub rooms_joined: u64,
+    /// Messages per second per room the simulator was asked for.
+    pub rate: f64,
+    /// Seconds from the first connect until every room had joined.
+    pub join_secs: f64,
+    /// Length of the measured window, seconds.
+    pub window_secs: f64,
+    /// Numbered room messages written to the sink during the window.
+    pub messages: u64,
+    /// Numbers skipped / repeated within a connection (whole run).
+    pub lost: u64,
+    pub duplicated: u64,
+    /// User + system CPU of the watching process during the window.
+    pub cpu_secs: f64,
+    pub cpu_percent: f64,
+    pub cpu_us_per_message: Option<f64>,
+    /// Resident memory before connecting and with every room joined.
+    pub rss_before_bytes: u64,
+    pub rss_joined_bytes: u64,
+    pub rss_per_room_bytes: f64,
+    /// How late timers (heartbeats, idle checks) fired, during the window.
+    pub lateness_p50_ms: f64,
+    pub lateness_p99_ms: f64,
+    pub lateness_max_ms: f64,
+    /// Loop iterations (= poll calls) and readiness events in the window.
+    pub iterations: Option<u64>,
+    pub events: Option<u64>,
+    pub read_syscalls: Option<u64>,
+    pub write_syscalls: Option<u64>,
+    /// (poll + read + write syscalls on sockets) / messages.
+    pub syscalls_per_message: Option<f64>,
+    /// Loop wake-ups per second (the idle mode's number).
+    pub wakeups_per_sec: Option<f64>,
+    pub open_files_limit: u64,
+}
+
+impl BenchReport {
+    /// A fixed-width table row; `header()` names the columns.
+    pub fn row(&self) -> String {
+        let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        format!(
+            "{:<8} {:>6} {:>6} {:>9} {:>5} {:>4} {:>7.2} {:>7.1} {:>9} {:>7.0} {:>6.2} {:>6.2} {:>7.2} {:>7} {:>7} {:>6.1}",
+            self.engine,
+            self.rooms,
+            self.rooms_joined,
+            self.messages,
+            self.lost,
+            self.duplicated,
+            self.cpu_secs,
+            self.cpu_percent,
+            opt(self.cpu_us_per_message, 2),
+            self.rss_per_room_bytes,
+            self.lateness_p50_ms,
+            self.lateness_p99_ms,
+            self.lateness_max_ms,
+            opt(self.syscalls_per_message, 3),
+            opt(self.wakeups_per_sec, 1),
+            self.join_secs,
+        )
+    }
+
+    pub fn header() -> &'static str {
+        "engine    rooms joined  messages  lost  dup  cpu(s)   cpu%  µs/msg  B/room  p50ms  p99ms  max ms sys/msg wake/s join(s)"
+    }
+}
