@@ -7,6 +7,7 @@
 //! Errors are one line on stderr, `barrage: error: …`, and a non-zero exit:
 //! 2 for a bad command line, 1 for a failure while running.
 
+pub mod bench;
 pub mod daemon;
 pub mod demo;
 pub mod watch;
@@ -49,6 +50,10 @@ enum Command {
     /// (rooms added start, removed stop) and reopens --output. JSON lines are
     /// {"ts": ms, "room": id, "type": "...", "fields": {...}}.
     Watch(WatchArgs),
+    /// Measure the watch engine against the simulator (a child process):
+    /// rooms joined, messages, loss, CPU, memory per room, timer lateness,
+    /// syscalls per message; --rate 0 measures an idle daemon.
+    Bench(bench::BenchArgs),
     /// The simulated server and the monitor in one process, on loopback:
     /// watch 20 rooms stream by, then a summary proving nothing was lost.
     Demo(DemoArgs),
@@ -156,6 +161,10 @@ pub fn main() -> ExitCode {
             demo::run(args)
         }
         Command::Watch(args) => watch(args, cli.log_level),
+        Command::Bench(args) => {
+            init_logging(cli.log_level.unwrap_or(LogLevel::Warn));
+            bench::run(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,206 @@
+//! Running one benchmark: the simulator as a child process (its CPU must
+//! not count), the watch engine in this process writing to a real sink,
+//! and a measured window once every room has joined.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::monitor::format::Format;
+use crate::monitor::output::Destination;
+use crate::monitor::{Monitor, MonitorConfig, RoomState};
+use crate::reactor::Reactor;
+
+use super::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
+use super::report::BenchReport;
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub rooms: u64,
+    pub first_room: u64,
+    pub rate: f64,
+    pub window: Duration,
+    pub connect_rate: f64,
+    /// Where the engines write their JSON lines (a real file or /dev/null).
+    pub sink: PathBuf,
+    /// How long all rooms may take to join.
+    pub join_deadline: Duration,
+}
+
+/// Descriptors per room (its socket) plus room for the rest of the process.
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Raises the open-files limit and says clearly if `rooms` cannot fit.
+pub fn check_descriptors(rooms: u64) -> Result<u64, String> {
+    let limit = raise_open_files_limit().map_err(|e| format!("cannot read or raise the open-files limit: {e}"))?;
+    if limit < rooms + SPARE_DESCRIPTORS {
+        return Err(format!(
+            "{rooms} rooms need about {} open files, but the hard limit is {limit} \
+             (raise it: `ulimit -Hn`, LimitNOFILE= in systemd)",
+            rooms + SPARE_DESCRIPTORS
+        ));
+    }
+    Ok(limit)
+}
+
+/// `barrage serve` as a child process, killed when dropped.
+pub struct SimulatorProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl SimulatorProcess {
+    /// Starts `exe serve` on an ephemeral loopback port at `rate`.
+    pub fn start(exe: &std::path::Path, rate: f64) -> Result<SimulatorProcess, String> {
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--stats-interval", "0", "--log-level", "warn"])
+            .args(["--rate", &rate.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the simulator ({}): {e}", exe.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (lines, address_line) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut process = SimulatorProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let line = address_line
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "the simulator did not report its address".to_string())?;
+        process.addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse().ok())
+            .ok_or_else(|| format!("unexpected simulator output: {line}"))?;
+        Ok(process)
+    }
+}
+
+impl Drop for SimulatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Measures barrage's own engine (the `watch` monitor on one reactor) in
+/// this process against the simulator at `server`.
+pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limit: u64) -> Result<BenchReport, String> {
+    let rss_before = rss_bytes("self").unwrap_or(0);
+    let mut reactor = Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let rooms: Vec<u64> = (config.first_room..config.first_room + config.rooms).collect();
+    let started = Instant::now();
+    let monitor = Monitor::start(
+        &mut reactor,
+        MonitorConfig {
+            rooms,
+            servers: vec![server.to_string()],
+            format: Format::Json,
+            // The same writer code as `watch --output`, to a real sink.
+            output: Destination::File(config.sink.clone()),
+            status_interval: Duration::ZERO,
+            connects_per_second: config.connect_rate,
+            check_sequence: true,
+            ..MonitorConfig::default()
+        },
+    )
+    .map_err(|e| format!("cannot start the monitor: {e}"))?;
+
+    let joined = |monitor: &Monitor| monitor.state_counts().get(&RoomState::Joined).copied().unwrap_or(0) as u64;
+    // Counting walks every room: do it every 20 ms, not every iteration,
+    // and never let poll sleep longer than that meanwhile.
+    let mut last_check = Instant::now();
+    let mut all_joined = false;
+    while !all_joined && started.elapsed() < config.join_deadline {
+        reactor.turn(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
+        if last_check.elapsed() >= Duration::from_millis(20) {
+            last_check = Instant::now();
+            all_joined = joined(&monitor) == config.rooms;
+        }
+    }
+    let join_secs = started.elapsed().as_secs_f64();
+    let rooms_joined = joined(&monitor);
+    if !all_joined {
+        log::warn!("only {rooms_joined} of {} rooms joined within {:?}", config.rooms, config.join_deadline);
+    }
+    let rss_joined = rss_bytes("self").unwrap_or(0);
+
+    // The window.
+    reactor.reset_stats();
+    let received_before = received(&monitor);
+    let cpu_before = cpu_seconds("self").unwrap_or(0.0);
+    let window_start = Instant::now();
+    reactor.run_until(window_start + config.window, |_| false).map_err(|e| e.to_string())?;
+    let window_secs = window_start.elapsed().as_secs_f64();
+    let cpu_secs = cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    let messages = received(&monitor) - received_before;
+    let stats = reactor.stats().clone();
+
+    monitor.shutdown(&mut reactor);
+    let _ = reactor.run_until(Instant::now() + Duration::from_secs(3), |_| monitor.is_idle());
+    monitor.finish_output();
+    let (lost, duplicated) =
+        monitor.rooms().iter().fold((0, 0), |(l, d), room| (l + room.sequence.missing, d + room.sequence.duplicated));
+
+    let per_message = |value: f64| (messages > 0).then(|| value / messages as f64);
+    let syscalls = stats.iterations + stats.read_syscalls + stats.write_syscalls;
+    Ok(BenchReport {
+        engine: "barrage".into(),
+        rooms: config.rooms,
+        rooms_joined,
+        rate: config.rate,
+        join_secs,
+        window_secs,
+        messages,
+        lost,
+        duplicated,
+        cpu_secs,
+        cpu_percent: cpu_secs / window_secs * 100.0,
+        cpu_us_per_message: per_message(cpu_secs * 1e6),
+        rss_before_bytes: rss_before,
+        rss_joined_bytes: rss_joined,
+        rss_per_room_bytes: rss_joined.saturating_sub(rss_before) as f64 / rooms_joined.max(1) as f64,
+        lateness_p50_ms: stats.timer_lateness.quantile(0.5).as_secs_f64() * 1e3,
+        lateness_p99_ms: stats.timer_lateness.quantile(0.99).as_secs_f64() * 1e3,
+        lateness_max_ms: stats.max_timer_lateness.as_secs_f64() * 1e3,
+        iterations: Some(stats.iterations),
+        events: Some(stats.events),
+        read_syscalls: Some(stats.read_syscalls),
+        write_syscalls: Some(stats.write_syscalls),
+        syscalls_per_message: per_message(syscalls as f64),
+        wakeups_per_sec: Some(stats.iterations as f64 / window_secs),
+        open_files_limit,
+    })
+}
+
+/// Runs the tokio peer (`examples/tokio_peer.rs`, built separately) against
+/// the same simulator and reads its report line.
+pub fn measure_peer(peer: &std::path::Path, server: SocketAddr, config: &BenchConfig) -> Result<BenchReport, String> {
+    let output = Command::new(peer)
+        .args(["--server", &server.to_string()])
+        .args(["--rooms", &config.rooms.to_string()])
+        .args(["--first-room", &config.first_room.to_string()])
+        .args(["--duration", &config.window.as_secs_f64().to_string()])
+        .args(["--connect-rate", &config.connect_rate.to_string()])
+        .args(["--rate", &config.rate.to_string()])
+        .args(["--output", &config.sink.display().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run the peer {}: {e}", peer.display()))?;
+    if !output.status.success() {
+        return Err(format!("the peer {} failed ({})", peer.display(), output.status));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or("the peer printed no report")?;
+    serde_json::from_str(line).map_err(|e| format!("cannot read the peer's report: {e}"))
+}
+
+fn received(monitor: &Monitor) -> u64 {
+    monitor.rooms().iter().map(|room| room.sequence.received).sum()
+}

@@ -1,0 +1,93 @@
+//! `barrage bench`: rooms, memory, CPU and timer lateness, measured.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::bench::report::BenchReport;
+use crate::bench::run::{self, BenchConfig, SimulatorProcess};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Rooms to watch (one connection each).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub rooms: u64,
+
+    /// Messages per second per room from the simulator (0: idle mode —
+    /// wake-ups per second and CPU% with no traffic).
+    #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate)]
+    pub rate: f64,
+
+    /// Seconds measured, once every room has joined.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = super::parse_seconds)]
+    pub duration: Duration,
+
+    /// New connections per second while joining.
+    #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = super::parse_rate)]
+    pub connect_rate: f64,
+
+    /// Where the JSON lines go (through the same writer as `watch --output`).
+    #[arg(long, value_name = "FILE", default_value = "/dev/null")]
+    pub sink: PathBuf,
+
+    /// Also run this peer binary (e.g. target/release/examples/tokio_peer)
+    /// against the same simulator, and print both rows and their ratios.
+    #[arg(long, value_name = "PATH")]
+    pub peer: Option<PathBuf>,
+
+    /// Print the results as JSON (one object; with --peer, an array).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let open_files_limit = run::check_descriptors(args.rooms)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let simulator = SimulatorProcess::start(&exe, args.rate)?;
+    let config = BenchConfig {
+        rooms: args.rooms,
+        first_room: 1,
+        rate: args.rate,
+        window: args.duration,
+        connect_rate: args.connect_rate,
+        sink: args.sink.clone(),
+        join_deadline: Duration::from_secs(120),
+    };
+    log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
+    let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];
+    if let Some(peer) = &args.peer {
+        // Fresh room ids, so the peer's connections start clean streams.
+        let peer_config = BenchConfig { first_room: args.rooms + 1, ..config.clone() };
+        let mut report = run::measure_peer(peer, simulator.addr, &peer_config)?;
+        report.open_files_limit = open_files_limit;
+        rows.push(report);
+    }
+    if args.json {
+        let json = if rows.len() == 1 { serde_json::to_string(&rows[0]) } else { serde_json::to_string(&rows) };
+        println!("{}", json.map_err(|e| e.to_string())?);
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[BenchReport]) {
+    println!("{}", BenchReport::header());
+    for row in rows {
+        println!("{}", row.row());
+    }
+    if let [ours, peer] = rows {
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "barrage / {}: CPU per message {}, memory per room {}, lateness p99 {}",
+            peer.engine,
+            ratio(ours.cpu_us_per_message, peer.cpu_us_per_message),
+            ratio(Some(ours.rss_per_room_bytes), Some(peer.rss_per_room_bytes)),
+            ratio(Some(ours.lateness_p99_ms), Some(peer.lateness_p99_ms)),
+        );
+    }
+}

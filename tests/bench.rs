@@ -1,0 +1,34 @@
+//! `barrage bench` end to end: it joins every room, counts messages, proves
+//! nothing was lost, and says clearly when the machine cannot hold N rooms.
+//! (Its numbers are measurements, never asserted here.)
+
+use std::process::Command;
+
+fn barrage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_barrage"))
+}
+
+#[test]
+fn bench_reports_every_room_joined_and_nothing_lost() {
+    let output =
+        barrage().args(["bench", "--rooms", "20", "--rate", "20", "--duration", "1", "--json"]).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["engine"], "barrage");
+    assert_eq!(report["rooms_joined"], 20);
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["duplicated"], 0);
+    for key in ["cpu_secs", "rss_per_room_bytes", "lateness_p99_ms", "syscalls_per_message", "join_secs"] {
+        assert!(report[key].is_number(), "{key} missing in {report}");
+    }
+}
+
+#[test]
+fn bench_says_when_descriptors_are_too_few() {
+    let output = barrage().args(["bench", "--rooms", "100000000", "--duration", "1"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("barrage: error:") && stderr.contains("open files"), "{stderr}");
+}
