@@ -32,7 +32,10 @@ pub struct BenchReport {
     pub rss_before_bytes: u64,
     pub rss_joined_bytes: u64,
     pub rss_per_room_bytes: f64,
-    /// How late timers (heartbeats, idle checks) fired, during the window.
+    /// Timers (heartbeats, idle checks) that fired during the window, and
+    /// how late: with too few, the percentiles mean little.
+    #[serde(default)]
+    pub timers_fired: u64,
     pub lateness_p50_ms: f64,
     pub lateness_p99_ms: f64,
     pub lateness_max_ms: f64,
@@ -53,7 +56,7 @@ impl BenchReport {
     pub fn row(&self) -> String {
         let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         format!(
-            "{:<8} {:>6} {:>6} {:>9} {:>5} {:>4} {:>7.2} {:>7.1} {:>9} {:>7.0} {:>6.2} {:>6.2} {:>7.2} {:>7} {:>7} {:>6.1}",
+            "{:<8} {:>6} {:>6} {:>9} {:>5} {:>4} {:>7.2} {:>7.1} {:>9} {:>7.0} {:>7} {:>6.2} {:>6.2} {:>7.2} {:>7} {:>7} {:>6.1}",
             self.engine,
             self.rooms,
             self.rooms_joined,
@@ -64,6 +67,7 @@ impl BenchReport {
             self.cpu_percent,
             opt(self.cpu_us_per_message, 2),
             self.rss_per_room_bytes,
+            self.timers_fired,
             self.lateness_p50_ms,
             self.lateness_p99_ms,
             self.lateness_max_ms,
@@ -74,6 +78,6 @@ impl BenchReport {
     }
 
     pub fn header() -> &'static str {
-        "engine    rooms joined  messages  lost  dup  cpu(s)   cpu%  µs/msg  B/room  p50ms  p99ms  max ms sys/msg wake/s join(s)"
+        "engine    rooms joined  messages  lost  dup  cpu(s)   cpu%    µs/msg  B/room  timers  p50ms  p99ms  max ms sys/msg  wake/s join(s)"
     }
 }

@@ -29,6 +29,8 @@ pub struct BenchConfig {
     pub sink: PathBuf,
     /// How long all rooms may take to join.
     pub join_deadline: Duration,
+    /// Heartbeat interval of every room (45 s in real use).
+    pub heartbeat: Duration,
 }
 
 /// Descriptors per room (its socket) plus room for the rest of the process.
@@ -107,6 +109,7 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
             status_interval: Duration::ZERO,
             connects_per_second: config.connect_rate,
             check_sequence: true,
+            session: crate::douyu::SessionConfig { heartbeat: config.heartbeat, ..Default::default() },
             ..MonitorConfig::default()
         },
     )
@@ -166,6 +169,7 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
         rss_before_bytes: rss_before,
         rss_joined_bytes: rss_joined,
         rss_per_room_bytes: rss_joined.saturating_sub(rss_before) as f64 / rooms_joined.max(1) as f64,
+        timers_fired: stats.timers_fired,
         lateness_p50_ms: stats.timer_lateness.quantile(0.5).as_secs_f64() * 1e3,
         lateness_p99_ms: stats.timer_lateness.quantile(0.99).as_secs_f64() * 1e3,
         lateness_max_ms: stats.max_timer_lateness.as_secs_f64() * 1e3,
@@ -189,6 +193,7 @@ pub fn measure_peer(peer: &std::path::Path, server: SocketAddr, config: &BenchCo
         .args(["--duration", &config.window.as_secs_f64().to_string()])
         .args(["--connect-rate", &config.connect_rate.to_string()])
         .args(["--rate", &config.rate.to_string()])
+        .args(["--heartbeat", &config.heartbeat.as_secs_f64().to_string()])
         .args(["--output", &config.sink.display().to_string()])
         .stderr(Stdio::inherit())
         .output()

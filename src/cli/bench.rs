@@ -23,6 +23,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = super::parse_seconds)]
     pub duration: Duration,
 
+    /// Heartbeat interval per room, seconds. Heartbeats are the timers
+    /// whose lateness is reported: measure for longer than this.
+    #[arg(long, value_name = "SECS", default_value = "45", value_parser = super::parse_seconds)]
+    pub heartbeat: Duration,
+
     /// New connections per second while joining.
     #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = super::parse_rate)]
     pub connect_rate: f64,
@@ -53,6 +58,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         connect_rate: args.connect_rate,
         sink: args.sink.clone(),
         join_deadline: Duration::from_secs(120),
+        heartbeat: args.heartbeat,
     };
     log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
     let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];

@@ -45,6 +45,10 @@ pub(crate) fn deadline_after(start: Instant, delay: Duration) -> Instant {
     start + delay.min(MAX_TIMER_DELAY)
 }
 
+/// Due timers also run after every this many events of one batch, so that
+/// their lateness is bounded by a slice of the batch, not all of it.
+const TIMER_CHECK_EVERY: usize = 64;
+
 /// Tunables. The defaults suit thousands of mostly idle connections.
 #[derive(Clone, Debug)]
 pub struct ReactorConfig {
@@ -325,9 +329,14 @@ impl Reactor {
                 tokens.join(" ")
             );
         }
-        for event in events.iter() {
+        for (index, event) in events.iter().enumerate() {
             self.stats.events += 1;
             self.dispatch(event.token(), Ready::from_event(event));
+            // A full batch of busy sockets takes milliseconds; a heartbeat
+            // due meanwhile should not wait for all of it.
+            if index % TIMER_CHECK_EVERY == TIMER_CHECK_EVERY - 1 {
+                self.run_timers();
+            }
         }
         self.events = events;
 
