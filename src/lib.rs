@@ -4,9 +4,10 @@
 //! The layers, each depending only on those below it:
 //!
 //! ```text
-//!   cli (src/cli/)           barrage watch | serve | demo
+//!   cli (src/cli/)           barrage watch | serve | demo | bench
 //!     │
-//!   monitor, sim             the room daemon; the simulated Douyu server
+//!   monitor, sim, bench      the room daemon; the simulated Douyu server;
+//!     │                      measurements of the two together
 //!     │
 //!   douyu      reactor       the protocol, sans-IO (bytes and time in, messages
 //!                            and bytes out) │ the event loop (mio, slab, timers)
@@ -17,9 +18,16 @@
 //!   Tornado's style, a hashed timer wheel, and a waker for other threads.
 //! - [`douyu`] never touches a socket or reads a clock: frames, STT bodies,
 //!   typed messages, and the state machine of one room's session.
+//! - [`monitor`] is the daemon: one connection per room driven by a
+//!   session, paced connects, reconnects with backoff, output with
+//!   backpressure, and an HTTP metrics endpoint on the same loop.
 //! - [`sim`] is the other end of the wire: a simulated Douyu server on the
 //!   reactor (`barrage serve`), with realistic numbered room traffic and
 //!   fault injection, so everything can be tested offline.
+//!
+//! - [`bench`](mod@bench) measures the monitor against the simulator (CPU, memory,
+//!   timer lateness, syscalls), with code shared by the tokio peer.
+//! - [`cli`] is the command line; `src/main.rs` only calls it.
 //!
 //! Start reading at [`reactor`]'s module documentation: it walks through one
 //! iteration of the loop.

@@ -1,6 +1,6 @@
 //! The room daemon behind `barrage watch`: many rooms, one reactor.
 //!
-//! Each room is one TCP connection driven by a [`RoomConn`](room) around a
+//! Each room is one TCP connection driven by a `RoomConn` (in `room.rs`) around a
 //! sans-IO `ClientSession`. This module keeps the rooms' life cycle:
 //!
 //! ```text
