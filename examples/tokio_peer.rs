@@ -100,7 +100,7 @@ use tokio::sync::{Notify, watch};
 /// How long every room may take to join before the window starts anyway.
 const JOIN_DEADLINE: Duration = Duration::from_secs(120);
 /// Connects start in batches, one batch per tick (as barrage's pacer does).
-const PACER_TICK: Duration = Duration::from_millis(100);
+const PACER_TICK: Duration = Duration::from_millis(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A graceful close (logout, FIN, the server's FIN) takes at most this long
 /// (barrage's `ReactorConfig::linger`).
@@ -141,10 +141,17 @@ struct Args {
     /// The simulator's per-room rate; only copied into the report.
     #[arg(long, value_name = "PER_SEC", default_value_t = 0.0)]
     rate: f64,
+    /// Heartbeat interval per room, seconds (as `barrage bench --heartbeat`).
+    #[arg(long, value_name = "SECS", default_value_t = 45.0)]
+    heartbeat: f64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if !(args.heartbeat.is_finite() && args.heartbeat > 0.0 && args.heartbeat < 1e6) {
+        eprintln!("tokio_peer: --heartbeat must be a positive number of seconds");
+        return ExitCode::FAILURE;
+    }
     if !(args.duration.is_finite() && args.duration > 0.0 && args.duration < 1e6) {
         eprintln!("tokio_peer: --duration must be a positive number of seconds");
         return ExitCode::FAILURE;
@@ -200,11 +207,12 @@ async fn bench(args: Args, server: SocketAddr, writer: Writer, open_files_limit:
     let start = Instant::now();
     let per_tick = (args.connect_rate * PACER_TICK.as_secs_f64()).ceil().max(1.0) as u64;
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let session = SessionConfig { heartbeat: Duration::from_secs_f64(args.heartbeat), ..SessionConfig::default() };
     let tasks: Vec<_> = (0..args.rooms)
         .map(|index| {
             let room = args.first_room + index;
             let connect_at = start + PACER_TICK * u32::try_from(index / per_tick).unwrap_or(u32::MAX);
-            let task = RoomTask { room, server, shared: shared.clone(), stopped: stopped.clone() };
+            let task = RoomTask { room, server, session, shared: shared.clone(), stopped: stopped.clone() };
             tokio::task::spawn_local(task.run(connect_at, seed ^ room.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
         })
         .collect();
@@ -279,6 +287,7 @@ async fn bench(args: Args, server: SocketAddr, writer: Writer, open_files_limit:
         rss_before_bytes: rss_before,
         rss_joined_bytes: rss_joined,
         rss_per_room_bytes: (rss_joined as f64 - rss_before as f64) / rooms_joined.max(1) as f64,
+        timers_fired: lateness.count(),
         lateness_p50_ms: ms(lateness.quantile(0.5)),
         lateness_p99_ms: ms(lateness.quantile(0.99)),
         lateness_max_ms: ms(lateness.quantile(1.0)),
@@ -464,6 +473,7 @@ impl Ended {
 struct RoomTask {
     room: u64,
     server: SocketAddr,
+    session: SessionConfig,
     shared: Rc<RefCell<Shared>>,
     stopped: watch::Receiver<bool>,
 }
@@ -516,7 +526,7 @@ impl RoomTask {
     /// Drives one connection's session until it closes.
     async fn connection(&mut self, mut stream: TcpStream, joined_once: &mut bool) -> Ended {
         let room = self.room;
-        let mut session = ClientSession::new(room, SessionConfig::default());
+        let mut session = ClientSession::new(room, self.session);
         let mut sequence = Sequence::default();
         let mut received: Vec<u8> = Vec::new();
         let mut transmit: Vec<u8> = Vec::new();
