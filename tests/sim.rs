@@ -343,11 +343,13 @@ fn a_client_that_pauses_reading_loses_nothing() {
 
 #[test]
 fn a_client_that_stops_reading_is_dropped_as_a_slow_consumer_alone() {
-    // A rate a debug build keeps up with even on a loaded machine, so that
-    // only the client that stopped reading can fill its buffer.
+    // The limit must hold one catch-up burst for a client that keeps
+    // reading: when the loop stalls, a tick sends up to one second of
+    // messages at once (4,000 here, about 1.3 MB). Only a client that stopped
+    // reading grows past 2 MiB (after its kernel buffers fill).
     let mut h = Harness::new(|c| {
         c.rate = 4_000.0;
-        c.max_client_buffer = 128 * 1024;
+        c.max_client_buffer = 2 * 1024 * 1024;
     });
     let stuck = h.client_with(9, SessionConfig::default(), Some(Pause { after: 10, resume_after: None }));
     let reader = h.client(9);
