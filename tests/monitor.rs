@@ -126,7 +126,7 @@ fn every_message_of_every_room_is_written_exactly_once() {
     assert!(done, "received {} messages", monitor.stats().messages);
     monitor.shutdown(&mut reactor);
     assert!(reactor.run_until(Instant::now() + DEADLINE, |_| monitor.is_idle()).unwrap(), "rooms closed");
-    monitor.finish_output();
+    monitor.finish_output(Duration::from_secs(10));
 
     let lines = json_lines(&path);
     for room in &rooms {
@@ -156,7 +156,7 @@ fn type_filter_writes_only_the_chosen_types() {
     config.types = Some(["loginres".to_string()].into_iter().collect());
     let monitor = Monitor::start(&mut reactor, config).unwrap();
     assert!(reactor.run_until(Instant::now() + DEADLINE, |_| monitor.stats().messages >= 21).unwrap());
-    monitor.finish_output();
+    monitor.finish_output(Duration::from_secs(10));
     let lines = json_lines(&path);
     assert_eq!(lines.len(), 1, "only the loginres line");
     assert_eq!(lines[0]["type"], "loginres");

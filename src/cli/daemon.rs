@@ -30,6 +30,11 @@ use super::watch::{FileConfig, room_list};
 /// the rest is for flushing the output and exiting).
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_millis(1500);
 
+/// How long the last output may take to be written at exit. A reader that
+/// stopped reading (or a full disk) must not keep the daemon from exiting;
+/// the bytes left are reported, and the exit status is 1.
+pub const OUTPUT_FLUSH_LIMIT: Duration = Duration::from_millis(400);
+
 /// What a reload needs to recompute the room list.
 #[derive(Clone, Debug, Default)]
 pub struct Reload {
@@ -64,7 +69,10 @@ pub fn run(reactor: &mut Reactor, monitor: &Monitor, reload: Reload, duration: O
         reactor.call_later(duration, move |reactor| begin_shutdown(reactor, &monitor, &shutting_down, "duration"));
     }
     reactor.run().map_err(|e| format!("event loop failed: {e}"))?;
-    monitor.finish_output();
+    let unwritten = monitor.finish_output(OUTPUT_FLUSH_LIMIT);
+    if unwritten > 0 {
+        return Err(format!("{unwritten} bytes of output could not be written before exit (is the output stuck?)"));
+    }
     if monitor.output_failed() {
         return Err("the output was closed before everything was written".into());
     }

@@ -59,16 +59,16 @@ pub struct WatchArgs {
     pub output: Option<PathBuf>,
 
     /// Seconds between heartbeats (mrkl). [default: 45]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub heartbeat: Option<Duration>,
 
     /// Reconnect after this many seconds without a byte. [default: 120]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub idle_timeout: Option<Duration>,
 
     /// New connections per second at most, so thousands of rooms do not
     /// flood the server at start. [default: 200]
-    #[arg(long, value_name = "PER_SEC", value_parser = parse_connect_rate)]
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_connect_rate, allow_negative_numbers = true)]
     pub connect_rate: Option<f64>,
 
     /// Serve /metrics (Prometheus) and /rooms (JSON) over HTTP here, e.g.
@@ -82,7 +82,7 @@ pub struct WatchArgs {
     pub shard: Option<Shard>,
 
     /// Seconds between status lines in the log (0 = never). [default: 30]
-    #[arg(long, value_name = "SECS", value_parser = super::parse_interval)]
+    #[arg(long, value_name = "SECS", value_parser = super::parse_interval, allow_negative_numbers = true)]
     pub status_interval: Option<Duration>,
 }
 

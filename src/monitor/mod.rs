@@ -303,9 +303,10 @@ impl Monitor {
         self.state.borrow().rooms.values().all(|r| r.conn.is_none())
     }
 
-    /// Hands the last output to the writer and waits for it (blocking; at exit).
-    pub fn finish_output(&self) {
-        self.state.borrow_mut().output.finish();
+    /// Hands the last output to the writer and waits for it, at most
+    /// `limit` (blocking; at exit). Returns the bytes left unwritten.
+    pub fn finish_output(&self, limit: Duration) -> usize {
+        self.state.borrow_mut().output.finish(limit)
     }
 
     /// Reopens the output file (log rotation).

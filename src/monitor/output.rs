@@ -14,6 +14,7 @@
 //! below `low_water` it wakes the loop through the reactor's `Waker` with a
 //! callback that refreshes those rooms, and they read again.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -39,8 +40,9 @@ pub enum Destination {
 struct Shared {
     /// Bytes handed to the writer and not yet written.
     in_flight: AtomicUsize,
-    /// Rooms waiting for the output to drain.
-    paused: Mutex<Vec<ConnId>>,
+    /// Rooms waiting for the output to drain (a set: a room asks each time
+    /// the reactor consults its `readable()`).
+    paused: Mutex<BTreeSet<ConnId>>,
     /// Set when the writer hit an error it cannot retry (stdout closed).
     failed: AtomicBool,
     bytes_written: AtomicU64,
@@ -57,6 +59,8 @@ pub struct Output {
     shared: Arc<Shared>,
     commands: Option<Sender<Command>>,
     writer: Option<JoinHandle<()>>,
+    /// Disconnects when the writer thread exits: a join with a time limit.
+    writer_done: Receiver<()>,
     batch: Vec<u8>,
     high_water: usize,
 }
@@ -83,23 +87,26 @@ impl Output {
         let sink = Sink::open(&destination)?;
         let shared = Arc::new(Shared {
             in_flight: AtomicUsize::new(0),
-            paused: Mutex::new(Vec::new()),
+            paused: Mutex::new(BTreeSet::new()),
             failed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
         });
         let (commands, receiver) = mpsc::channel();
+        let (done, writer_done) = mpsc::channel::<()>();
         let writer = {
             let shared = shared.clone();
             let low_water = limits.low_water;
-            std::thread::Builder::new()
-                .name("barrage-output".into())
-                .spawn(move || write_loop(receiver, sink, destination, shared, low_water, handle))?
+            std::thread::Builder::new().name("barrage-output".into()).spawn(move || {
+                let _done = done; // dropped when the thread ends, whichever way
+                write_loop(receiver, sink, destination, shared, low_water, handle)
+            })?
         };
         Ok(Output {
             shared,
             commands: Some(commands),
             writer: Some(writer),
+            writer_done,
             batch: Vec::with_capacity(64 * 1024),
             high_water: limits.high_water,
         })
@@ -133,7 +140,7 @@ impl Output {
     /// Returns `false` if the output drained meanwhile (the caller should
     /// resume at once) — checked after registering, so no wake-up is lost.
     pub fn pause(&self, room: ConnId) -> bool {
-        self.shared.paused.lock().unwrap_or_else(|p| p.into_inner()).push(room);
+        self.shared.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(room);
         self.is_full()
     }
 
@@ -163,20 +170,27 @@ impl Output {
         }
     }
 
-    /// Flushes everything and waits for the writer to finish (blocking, for
-    /// shutdown only).
-    pub fn finish(&mut self) {
+    /// Flushes everything and waits, at most `limit`, for the writer to
+    /// write it (blocking; for shutdown only). Returns the bytes that could
+    /// not be written in time: a stuck reader or a full disk must not keep
+    /// the process from exiting, but what is lost must be said.
+    pub fn finish(&mut self, limit: Duration) -> usize {
         self.flush();
         self.commands = None; // closes the channel: the writer drains and exits
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        let Some(writer) = self.writer.take() else { return 0 };
+        match self.writer_done.recv_timeout(limit) {
+            Err(mpsc::RecvTimeoutError::Timeout) => self.pending(), // left running; the process exits without it
+            _ => {
+                let _ = writer.join();
+                0
+            }
         }
     }
 }
 
 impl Drop for Output {
     fn drop(&mut self) {
-        self.finish();
+        self.finish(Duration::from_secs(1));
     }
 }
 

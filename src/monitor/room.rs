@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::{ClientSession, CloseReason, SessionEvent};
-use crate::reactor::{Context, Dispatcher, TimerHandle};
+use crate::reactor::{ConnId, Context, Dispatcher, TimerHandle};
 
 use super::MonitorState;
 
@@ -22,6 +22,8 @@ pub(crate) const TIMER_LOGOUT: u64 = 1;
 
 pub(crate) struct RoomConn {
     room: u64,
+    /// This connection's id, known from `handle_connect` on.
+    id: Option<ConnId>,
     session: ClientSession,
     monitor: Rc<RefCell<MonitorState>>,
     /// The armed session timer and its deadline.
@@ -37,6 +39,7 @@ impl RoomConn {
     pub(crate) fn new(room: u64, session: ClientSession, monitor: Rc<RefCell<MonitorState>>) -> Self {
         RoomConn {
             room,
+            id: None,
             session,
             monitor,
             timer: None,
@@ -112,11 +115,19 @@ impl RoomConn {
 
 impl Dispatcher for RoomConn {
     /// Read only while the output keeps up: otherwise TCP holds the rest.
+    /// Saying no registers the room with the output, which wakes it (through
+    /// the reactor's waker) once drained; `pause` re-checks after
+    /// registering, so a drain that raced us is not missed.
     fn readable(&self) -> bool {
-        !self.monitor.borrow().output.is_full()
+        let monitor = self.monitor.borrow();
+        match self.id {
+            Some(id) if monitor.output.is_full() => !monitor.output.pause(id),
+            _ => true,
+        }
     }
 
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        self.id = Some(ctx.id());
         self.opened_at = Instant::now();
         self.monitor.borrow_mut().room_connected(self.room);
         self.session.on_connected(Instant::now());
@@ -124,14 +135,10 @@ impl Dispatcher for RoomConn {
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
-        {
-            let monitor = self.monitor.borrow();
-            // Full output: consume nothing; the reactor keeps the bytes and
-            // hands them back once we are refreshed. `pause` re-checks after
-            // registering, so a drain that raced us is not missed.
-            if monitor.output.is_full() && monitor.output.pause(ctx.id()) {
-                return 0;
-            }
+        // Full output (it filled during this iteration): consume nothing; the
+        // reactor keeps the bytes and hands them back once we are refreshed.
+        if !self.readable() {
+            return 0;
         }
         let consumed = self.session.on_bytes(data, Instant::now());
         self.pump(ctx);
