@@ -1115,3 +1115,42 @@ fn two_shards_split_the_rooms_between_them() {
     assert_eq!(all, (1..=20).collect::<BTreeSet<u64>>(), "together, every room");
     assert_eq!(seen, expected, "the split is FNV-1a of the decimal id, mod N");
 }
+
+// ----- --metrics ------------------------------------------------------------------------
+
+/// `--metrics 127.0.0.1:0` serves /metrics and /rooms from the daemon's own
+/// loop; the log says where.
+#[test]
+fn metrics_flag_serves_prometheus_text_and_room_json() {
+    let serve = Serve::start(&["--rate", "50"]);
+    let mut watch = Watch::start(&["--server", &serve.addr, "--metrics", "127.0.0.1:0", "7", "8"]);
+    watch.wait_for("messages in both rooms", DEADLINE, |seen| seen.messages(7) >= 5 && seen.messages(8) >= 5);
+    watch.wait_stderr("the metrics address", DEADLINE, |log| log.contains("metrics on http://"));
+    let log = watch.stderr();
+    let addr: SocketAddr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .expect("an address in the log line");
+
+    let http_get = |path: &str| -> String {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let metrics = http_get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("barrage_rooms{state=\"joined\"} 2"), "{metrics}");
+    assert!(metrics.contains("barrage_room_messages_total{room=\"7\"}"), "{metrics}");
+    let rooms = http_get("/rooms");
+    let body = rooms.split("\r\n\r\n").nth(1).expect("a body");
+    let rooms: serde_json::Value = serde_json::from_str(body).expect("JSON");
+    let ids: Vec<u64> = rooms.as_array().unwrap().iter().map(|r| r["room"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [7, 8]);
+    assert!(rooms[0]["state"] == "joined" && rooms[0]["messages"].as_u64().unwrap() >= 5);
+}
