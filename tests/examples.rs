@@ -8,10 +8,12 @@
 //! channel read with `recv_timeout`, sockets have read timeouts, and a
 //! child process is killed when its test ends, passing or failing.
 
+mod common;
+use common::example_path;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -20,26 +22,6 @@ use std::time::{Duration, Instant};
 
 /// How long any one test may wait for anything.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// The example binary `name`. This test binary lives in
-/// `target/<profile>/deps/examples-<hash>`; the examples one level up.
-///
-/// Only a plain `cargo test` builds the examples: with a target filter
-/// (`cargo test --test examples`) they are not rebuilt, so check that the
-/// binary is there and not older than its source.
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test binary>");
-    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let hint = "run a plain `cargo test`, or `cargo build --examples` first";
-    let built = std::fs::metadata(&path).and_then(|m| m.modified());
-    let built = built.unwrap_or_else(|_| panic!("{} is missing: {hint}", path.display()));
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(edited <= built, "{} is older than {}: {hint}", path.display(), source.display());
-    }
-    path
-}
 
 /// A running example. Dropping it kills the process, so a failed
 /// assertion never leaves a server running.

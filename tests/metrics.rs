@@ -2,86 +2,27 @@
 //! in-process Douyu server. HTTP clients are blocking std sockets on a
 //! helper thread; the test thread runs the reactor until the client is done.
 
+mod common;
+use common::{FakeDouyu, fake_douyu};
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use barrage::douyu::Message;
-use barrage::douyu::frame::{self, DecoderConfig, SERVER_TO_CLIENT};
-use barrage::douyu::stt;
 use barrage::monitor::metrics::{self, MetricsConfig, MetricsServer};
 use barrage::monitor::output::Destination;
 use barrage::monitor::{Monitor, MonitorConfig, RoomState};
-use barrage::reactor::{Context, Dispatcher, Reactor, ReactorHandle};
-use mio::net::TcpListener;
+use barrage::reactor::{Reactor, ReactorHandle};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Chat messages the fake server sends each room after it joins.
 const CHATS: u64 = 25;
 const ROOMS: [u64; 2] = [101, 202];
 
-// ----- a fake Douyu server (as in tests/monitor.rs) ---------------------------
-
-/// Answers loginreq; on joingroup sends `rss` (odd rooms live, even rooms
-/// offline) and then `CHATS` chat messages; echoes mrkl.
-struct FakeRoomServer {
-    room: u64,
-}
-
-impl FakeRoomServer {
-    fn send(ctx: &mut Context<'_>, fields: &[(&str, &str)]) {
-        let mut body = String::new();
-        for (key, value) in fields {
-            stt::push_field(&mut body, key, value);
-        }
-        let mut out = Vec::new();
-        frame::encode_packet(&mut out, SERVER_TO_CLIENT, &body);
-        ctx.send(&out);
-    }
-}
-
-impl Dispatcher for FakeRoomServer {
-    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
-        let mut consumed = 0;
-        while let Ok(Some((packet, used))) = frame::decode_packet(&data[consumed..], &DecoderConfig::server()) {
-            consumed += used;
-            let message = Message::decode(&packet.body);
-            match message.msg_type() {
-                "loginreq" => {
-                    self.room = message.get("roomid").unwrap().parse().unwrap();
-                    Self::send(ctx, &[("type", "loginres"), ("userid", "0"), ("live_stat", "0")]);
-                }
-                "joingroup" => {
-                    let room = self.room.to_string();
-                    let live = if self.room % 2 == 1 { "1" } else { "0" };
-                    Self::send(ctx, &[("type", "rss"), ("rid", &room), ("ss", live), ("ivl", "0")]);
-                    for cid in 1..=CHATS {
-                        let cid = cid.to_string();
-                        Self::send(
-                            ctx,
-                            &[("type", "chatmsg"), ("rid", &room), ("nn", "观众"), ("txt", "hi"), ("cid", &cid)],
-                        );
-                    }
-                }
-                "mrkl" => Self::send(ctx, &[("type", "mrkl")]),
-                _ => {}
-            }
-        }
-        consumed
-    }
-}
-
 fn fake_server(reactor: &mut Reactor) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    reactor
-        .listen(listener, move |r: &mut Reactor, stream, _| {
-            r.add_stream(stream, FakeRoomServer { room: 0 }).unwrap();
-        })
-        .unwrap();
-    addr
+    fake_douyu(reactor, FakeDouyu { chats: CHATS, text: |_| "hi".to_string(), rss: true }).0
 }
 
 /// A reactor with the fake server, a monitor of [`ROOMS`] that has joined

@@ -1,95 +1,23 @@
 //! The monitor against a minimal in-process Douyu server on loopback.
 
+mod common;
+use common::{FakeDouyu, ServerLog, fake_douyu};
+
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use barrage::douyu::Message;
-use barrage::douyu::frame::{self, DecoderConfig, SERVER_TO_CLIENT};
 use barrage::monitor::format::Format;
 use barrage::monitor::output::Destination;
 use barrage::monitor::{Monitor, MonitorConfig, RoomState};
-use barrage::reactor::{Context, Dispatcher, Reactor};
-use mio::net::TcpListener;
+use barrage::reactor::Reactor;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// What the fake server saw, per room.
-#[derive(Default)]
-struct ServerLog {
-    logins: HashMap<u64, u32>,
-    logouts: u32,
-    heartbeats: u32,
-}
-
-/// Answers loginreq, streams `count` chat messages with cid 1..=count on
-/// joingroup, echoes mrkl.
-struct FakeRoomServer {
-    room: u64,
-    count: u64,
-    log: Rc<RefCell<ServerLog>>,
-}
-
-impl FakeRoomServer {
-    fn send(ctx: &mut Context<'_>, body: &str) {
-        let mut out = Vec::new();
-        frame::encode_packet(&mut out, SERVER_TO_CLIENT, body);
-        ctx.send(&out);
-    }
-}
-
-impl Dispatcher for FakeRoomServer {
-    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
-        let mut consumed = 0;
-        while let Ok(Some((packet, used))) = frame::decode_packet(&data[consumed..], &DecoderConfig::server()) {
-            consumed += used;
-            let message = Message::decode(&packet.body);
-            match message.msg_type() {
-                "loginreq" => {
-                    self.room = message.get("roomid").unwrap().parse().unwrap();
-                    *self.log.borrow_mut().logins.entry(self.room).or_insert(0) += 1;
-                    Self::send(ctx, "type@=loginres/userid@=0/live_stat@=0/");
-                }
-                "joingroup" => {
-                    for cid in 1..=self.count {
-                        // Through the STT writer, so `/` and `@` in the text are escaped.
-                        let mut body = String::new();
-                        let text = format!("a/b@Sc \"{cid}\"");
-                        let room = self.room.to_string();
-                        let cid = cid.to_string();
-                        for (key, value) in
-                            [("type", "chatmsg"), ("rid", &room), ("nn", "观众"), ("txt", &text), ("cid", &cid)]
-                        {
-                            barrage::douyu::stt::push_field(&mut body, key, value);
-                        }
-                        Self::send(ctx, &body);
-                    }
-                }
-                "mrkl" => {
-                    self.log.borrow_mut().heartbeats += 1;
-                    Self::send(ctx, "type@=mrkl/");
-                }
-                "logout" => self.log.borrow_mut().logouts += 1,
-                _ => {}
-            }
-        }
-        consumed
-    }
-}
-
 fn fake_server(reactor: &mut Reactor, count: u64) -> (String, Rc<RefCell<ServerLog>>) {
-    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let log = Rc::new(RefCell::new(ServerLog::default()));
-    let server_log = log.clone();
-    reactor
-        .listen(listener, move |r: &mut Reactor, stream, _| {
-            r.add_stream(stream, FakeRoomServer { room: 0, count, log: server_log.clone() }).unwrap();
-        })
-        .unwrap();
-    (addr, log)
+    // The text holds `/`, `@S` and quotes, to check they survive.
+    fake_douyu(reactor, FakeDouyu { chats: count, text: |cid| format!("a/b@Sc \"{cid}\""), rss: false })
 }
 
 fn temp_path(name: &str) -> PathBuf {

@@ -5,6 +5,9 @@
 //! deadline (lines arrive through reader threads and `recv_timeout`), and a
 //! child is killed when its test ends, passing or failing.
 
+mod common;
+use common::example_path;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,24 +20,6 @@ use barrage::bench::BenchReport;
 
 /// How long any one wait may take.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// The example binary. This test binary lives in
-/// `target/<profile>/deps/tokio_peer-<hash>`; the examples one level up.
-/// Only a plain `cargo test` builds the examples, so check that it is there
-/// and not older than its source.
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test binary>");
-    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let hint = "run a plain `cargo test`, or `cargo build --examples` first";
-    let built = std::fs::metadata(&path).and_then(|m| m.modified());
-    let built = built.unwrap_or_else(|_| panic!("{} is missing: {hint}", path.display()));
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(edited <= built, "{} is older than {}: {hint}", path.display(), source.display());
-    }
-    path
-}
 
 /// A child process whose stdout lines arrive on a channel; killed on drop.
 struct Running {

@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests (each test binary uses part).
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use barrage::douyu::frame::{self, DecoderConfig, SERVER_TO_CLIENT};
+use barrage::douyu::{Message, stt};
+use barrage::reactor::{Context, Dispatcher, Reactor};
+use mio::net::TcpListener;
+
+/// The example binary `name`. A test binary lives in
+/// `target/<profile>/deps/<test>-<hash>`; the examples one level up.
+///
+/// Only a plain `cargo test` builds the examples: with a target filter
+/// (`cargo test --test examples`) they are not rebuilt, so check that the
+/// binary is there and not older than its source.
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test binary>");
+    let path = profile_dir.join("examples").join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let hint = "run a plain `cargo test`, or `cargo build --examples` first";
+    let built = std::fs::metadata(&path).and_then(|m| m.modified());
+    let built = built.unwrap_or_else(|_| panic!("{} is missing: {hint}", path.display()));
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(format!("{name}.rs"));
+    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
+        assert!(edited <= built, "{} is older than {}: {hint}", path.display(), source.display());
+    }
+    path
+}
+
+/// What the fake Douyu server sends each room after `joingroup`.
+#[derive(Clone, Copy)]
+pub struct FakeDouyu {
+    /// Chat messages, numbered 1..=chats in `cid`.
+    pub chats: u64,
+    /// The chat text for a given cid.
+    pub text: fn(u64) -> String,
+    /// Send an `rss` first (odd rooms live, even rooms offline).
+    pub rss: bool,
+}
+
+/// What the fake server saw.
+#[derive(Debug, Default)]
+pub struct ServerLog {
+    pub logins: HashMap<u64, u32>,
+    pub logouts: u32,
+    pub heartbeats: u32,
+}
+
+/// Starts the fake server on an ephemeral loopback port of `reactor`:
+/// answers loginreq, streams the room on joingroup, echoes mrkl, counts
+/// logouts. Returns its address and its log.
+pub fn fake_douyu(reactor: &mut Reactor, spec: FakeDouyu) -> (String, Rc<RefCell<ServerLog>>) {
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log = Rc::new(RefCell::new(ServerLog::default()));
+    let server_log = log.clone();
+    reactor
+        .listen(listener, move |r: &mut Reactor, stream, _| {
+            r.add_stream(stream, FakeRoomServer { room: 0, spec, log: server_log.clone() }).unwrap();
+        })
+        .unwrap();
+    (addr, log)
+}
+
+struct FakeRoomServer {
+    room: u64,
+    spec: FakeDouyu,
+    log: Rc<RefCell<ServerLog>>,
+}
+
+/// Sends one message built through the STT writer (so `/` and `@` in
+/// values are escaped).
+fn send(ctx: &mut Context<'_>, fields: &[(&str, &str)]) {
+    let mut body = String::new();
+    for (key, value) in fields {
+        stt::push_field(&mut body, key, value);
+    }
+    let mut out = Vec::new();
+    frame::encode_packet(&mut out, SERVER_TO_CLIENT, &body);
+    ctx.send(&out);
+}
+
+impl Dispatcher for FakeRoomServer {
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        let mut consumed = 0;
+        while let Ok(Some((packet, used))) = frame::decode_packet(&data[consumed..], &DecoderConfig::server()) {
+            consumed += used;
+            let message = Message::decode(&packet.body);
+            match message.msg_type() {
+                "loginreq" => {
+                    self.room = message.get("roomid").unwrap().parse().unwrap();
+                    *self.log.borrow_mut().logins.entry(self.room).or_insert(0) += 1;
+                    send(ctx, &[("type", "loginres"), ("userid", "0"), ("live_stat", "0")]);
+                }
+                "joingroup" => {
+                    let room = self.room.to_string();
+                    if self.spec.rss {
+                        let live = if self.room % 2 == 1 { "1" } else { "0" };
+                        send(ctx, &[("type", "rss"), ("rid", &room), ("ss", live), ("ivl", "0")]);
+                    }
+                    for cid in 1..=self.spec.chats {
+                        let text = (self.spec.text)(cid);
+                        let cid = cid.to_string();
+                        send(
+                            ctx,
+                            &[("type", "chatmsg"), ("rid", &room), ("nn", "观众"), ("txt", &text), ("cid", &cid)],
+                        );
+                    }
+                }
+                "mrkl" => {
+                    self.log.borrow_mut().heartbeats += 1;
+                    send(ctx, &[("type", "mrkl")]);
+                }
+                "logout" => self.log.borrow_mut().logouts += 1,
+                _ => {}
+            }
+        }
+        consumed
+    }
+}
