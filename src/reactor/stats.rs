@@ -45,6 +45,8 @@ pub struct LatencyHistogram {
     /// Counts per bucket; grown on first use.
     buckets: Vec<u64>,
     count: u64,
+    /// The exact largest value, so no quantile reports more than it.
+    max: Duration,
 }
 
 const SUB_BUCKETS: u64 = 16;
@@ -58,14 +60,16 @@ impl LatencyHistogram {
         }
         self.buckets[index] += 1;
         self.count += 1;
+        self.max = self.max.max(value);
     }
 
     pub fn count(&self) -> u64 {
         self.count
     }
 
-    /// The value below which `quantile` (0.0–1.0) of the samples fall
-    /// (the upper edge of that bucket); zero when empty.
+    /// The value below which `quantile` (0.0–1.0) of the samples fall (the
+    /// upper edge of that bucket, never above the largest sample); zero
+    /// when empty.
     pub fn quantile(&self, quantile: f64) -> Duration {
         if self.count == 0 {
             return Duration::ZERO;
@@ -75,10 +79,10 @@ impl LatencyHistogram {
         for (index, count) in self.buckets.iter().enumerate() {
             seen += count;
             if seen >= rank {
-                return Duration::from_micros(upper_edge(index));
+                return Duration::from_micros(upper_edge(index)).min(self.max);
             }
         }
-        Duration::from_micros(upper_edge(self.buckets.len().saturating_sub(1)))
+        self.max
     }
 }
 
@@ -133,6 +137,6 @@ mod tests {
         assert!((500.0..=535.0).contains(&p50), "p50 {p50}");
         assert!((990.0..=1060.0).contains(&p99), "p99 {p99}");
         assert_eq!(histogram.count(), 1000);
-        assert!(histogram.quantile(1.0) >= Duration::from_micros(1000));
+        assert_eq!(histogram.quantile(1.0), Duration::from_micros(1000), "never above the largest sample");
     }
 }
