@@ -15,9 +15,11 @@
 //!
 //! - `cancel`: cancel all N, in random order.
 //! - `insert`: add N timers to the now-empty structure.
-//! - `re-arm`: with N pending, cancel a random one and insert it again 60-61 s
+//! - `re-arm`: with N pending, cancel a random one and insert it again 60-120 s
 //!   after a virtual clock that moves 10 µs per message. This is what an idle
-//!   timeout does on every message received. It runs max(N, 100 000) times.
+//!   timeout does on every message received. It runs max(N, 100 000) times,
+//!   after as many untimed re-arms: a long-running loop has re-armed before,
+//!   so the heap has compacted and reuses the entries compaction freed.
 //! - `expire-step`: right after `re-arm`, let all N fire the way an epoll loop
 //!   does. Sleep until `next_deadline` rounded up to the millisecond, pop
 //!   everything due, repeat. The heap also pops the tombstones that re-arm left.
@@ -213,7 +215,8 @@ struct Workload {
     deadlines: Vec<Instant>,
     /// A random order of 0..N, for cancelling.
     cancel_order: Vec<usize>,
-    /// For each re-arm: which timer, and its new deadline.
+    /// For each re-arm: which timer, and its new deadline. The first half
+    /// is the untimed warm-up, the second half is timed.
     rearms: Vec<(usize, Instant)>,
 }
 
@@ -227,7 +230,7 @@ impl Workload {
         for i in (1..timers).rev() {
             cancel_order.swap(i, rng.below(i as u64 + 1) as usize);
         }
-        let rearms = (0..rearms)
+        let rearms = (0..2 * rearms)
             .map(|k| {
                 let now = start + Duration::from_micros(10 * k as u64);
                 let which = rng.below(timers as u64) as usize;
@@ -280,15 +283,24 @@ fn run_once<S: Timers>(make: impl Fn(Instant) -> S, work: &Workload) -> Sample {
     let mut handles = fill(&mut timers, work);
     let insert = per_op(clock.elapsed(), n);
 
-    // re-arm: cancel + insert later
+    // re-arm: cancel + insert later. First untimed, to reach the steady state
+    // of a loop that has been re-arming for a while. Without this the heap
+    // would be timed only from a fresh fill to its first compaction: every
+    // insert would append to its Slab, where a long-running heap reuses the
+    // (scattered) entries that its last compaction freed.
+    let (warm_up, timed) = work.rearms.split_at(work.rearms.len() / 2);
+    for &(which, deadline) in warm_up {
+        black_box(timers.cancel(handles[which]));
+        handles[which] = timers.insert(deadline, which);
+    }
     let mut peak = timers.entries_held();
     let clock = Instant::now();
-    for &(which, deadline) in &work.rearms {
+    for &(which, deadline) in timed {
         black_box(timers.cancel(handles[which]));
         handles[which] = timers.insert(deadline, which);
         peak = peak.max(timers.entries_held());
     }
-    let rearm = per_op(clock.elapsed(), work.rearms.len());
+    let rearm = per_op(clock.elapsed(), timed.len());
 
     // expire-step, on what re-arm left (for the heap: its tombstones too).
     // Sleep to the next deadline (epoll: whole milliseconds), pop what is due.
@@ -387,7 +399,10 @@ const OPS: [Op; 5] = [
 
 fn main() {
     let args = parse_args();
-    println!("timer_bench: median of {} reps, ns per op (lower is better), deadlines 1-61 s ahead", args.reps);
+    println!(
+        "timer_bench: median of {} reps, ns per op (lower is better), deadlines 1-61 s ahead (re-arm: 60-120 s)",
+        args.reps
+    );
     println!("wheel: 1 ms ticks, {} slots", args.slots);
     println!("heap(Tornado): binary heap, lazy cancel, compaction; heap(no cmp): without compaction");
     println!("heap/wheel: heap(Tornado) time / wheel time, above 1 means the wheel is faster\n");
