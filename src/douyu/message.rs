@@ -28,17 +28,21 @@ use super::stt::{self, Map};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     fields: Map,
+    /// Where the (last) `type` field is: looked up once, asked for often.
+    type_index: Option<usize>,
 }
 
 impl Message {
     /// Decodes one top-level body (one level of STT).
     pub fn decode(body: &str) -> Message {
-        Message { fields: stt::decode_map(body) }
+        let fields = stt::decode_map(body);
+        let type_index = fields.last_index_of("type");
+        Message { fields, type_index }
     }
 
     /// The `type` field, or `""` if there is none.
     pub fn msg_type(&self) -> &str {
-        self.get("type").unwrap_or("")
+        self.type_index.map_or("", |index| self.fields.value_at(index))
     }
 
     /// The value of the last field named `key` (case-sensitive).

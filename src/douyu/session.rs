@@ -214,7 +214,13 @@ impl ClientSession {
         // the message over, so that it is reported before what it causes.
         let mut joined = false;
         let mut close = None;
-        match message.view() {
+        // Only three types change the session; building a view of the others
+        // (a chat's, say) would scan all their fields for nothing.
+        let view = match message.msg_type() {
+            "loginres" | "rss" | "error" => message.view(),
+            other => MessageView::Other(other),
+        };
+        match view {
             MessageView::LoginRes(_) if self.state == SessionState::LoggingIn => joined = true,
             MessageView::RoomStatus(rss) => self.live = rss.status.or(self.live),
             MessageView::Error(error) => {

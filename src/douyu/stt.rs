@@ -184,12 +184,19 @@ pub struct Map {
 impl Map {
     /// The value of the **last** field named `key` (exact, case-sensitive match).
     pub fn get(&self, key: &str) -> Option<&str> {
+        self.last_index_of(key).map(|index| self.value_at(index))
+    }
+
+    /// The position of the last field named `key`, for callers that look
+    /// the same key up again and again (a message's `type`).
+    pub(crate) fn last_index_of(&self, key: &str) -> Option<usize> {
         let text = self.text.as_bytes();
-        self.fields
-            .iter()
-            .rev()
-            .find(|(k, _)| &text[k.start..k.end] == key.as_bytes())
-            .map(|(_, value)| value.of(&self.text))
+        self.fields.iter().rposition(|(k, _)| &text[k.start..k.end] == key.as_bytes())
+    }
+
+    /// The value of the field at `index` (from `last_index_of`).
+    pub(crate) fn value_at(&self, index: usize) -> &str {
+        self.fields[index].1.of(&self.text)
     }
 
     /// Decodes the value of `key` as a nested map (see the module docs).

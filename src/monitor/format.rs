@@ -13,6 +13,7 @@
 use std::io::Write;
 
 use crate::douyu::{LiveStatus, Message, MessageView};
+use crate::monitor::shard::fnv1a64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -33,11 +34,7 @@ fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
     json_string(out, message.msg_type());
     out.extend_from_slice(b",\"fields\":{");
     let mut first = true;
-    for (index, (key, value)) in message.fields().enumerate() {
-        // Last wins: skip a key that appears again later.
-        if message.fields().skip(index + 1).any(|(later, _)| later == key) {
-            continue;
-        }
+    let mut field = |out: &mut Vec<u8>, key: &str, value: &str| {
         if !first {
             out.push(b',');
         }
@@ -45,8 +42,39 @@ fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
         json_string(out, key);
         out.push(b':');
         json_string(out, value);
+    };
+    if has_repeated_keys(message) {
+        // Rare: last wins, so skip a key that appears again later.
+        let fields: Vec<(&str, &str)> = message.fields().collect();
+        for (index, (key, value)) in fields.iter().enumerate() {
+            if !fields[index + 1..].iter().any(|(later, _)| later == key) {
+                field(out, key, value);
+            }
+        }
+    } else {
+        for (key, value) in message.fields() {
+            field(out, key, value);
+        }
     }
     out.extend_from_slice(b"}}\n");
+}
+
+/// Whether any key appears twice. Runs for every message, so it avoids
+/// comparing every pair of keys: hash them into a stack array, sort, and
+/// look at neighbours. A hash collision only sends a message down the
+/// careful path, which is still right.
+fn has_repeated_keys(message: &Message) -> bool {
+    let mut hashes = [0u64; 64];
+    let count = message.fields().len();
+    if count > hashes.len() {
+        return true;
+    }
+    for (slot, (key, _)) in hashes.iter_mut().zip(message.fields()) {
+        *slot = fnv1a64(key.as_bytes());
+    }
+    let hashes = &mut hashes[..count];
+    hashes.sort_unstable();
+    hashes.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 /// A JSON string literal (serde_json does the escaping).

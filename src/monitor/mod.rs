@@ -410,7 +410,10 @@ impl MonitorState {
             {
                 entry.sequence.record(number);
             }
-            if let MessageView::RoomStatus(status) = message.view() {
+            // Check the type first: building a view scans every field.
+            if message.msg_type() == "rss"
+                && let MessageView::RoomStatus(status) = message.view()
+            {
                 entry.live = status.status.or(entry.live);
             }
         }
