@@ -30,7 +30,7 @@ use watch::{FileConfig, WatchArgs};
 #[derive(Debug, Parser)]
 #[command(name = "barrage", version)]
 struct Cli {
-    /// How much to log (to stderr). [default: info, or log_level in --config]
+    /// How much to log (to stderr). [default: info (bench: warn), or log_level in --config]
     #[arg(long, value_enum, global = true)]
     log_level: Option<LogLevel>,
 
