@@ -1,0 +1,33 @@
+//! `barrage demo`, the README's first command: it must run on its own,
+//! show messages, and end with a summary proving nothing was lost.
+
+use std::process::Command;
+
+#[test]
+fn demo_streams_rooms_and_ends_with_a_lossless_summary() {
+    let output = Command::new(env!("CARGO_BIN_EXE_barrage"))
+        .args(["demo", "--rooms", "4", "--rate", "20", "--duration", "1.5"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {}\n{stderr}", output.status);
+    // Text lines, one per message, tagged with the room.
+    let lines = stdout.lines().filter(|line| line.starts_with("[100001]")).count();
+    assert!(lines >= 10, "room 100001 showed {lines} lines:\n{stdout}");
+    // The summary: every room, each with messages and no loss.
+    for room in 100001..=100004 {
+        let row = stdout.lines().find(|l| l.starts_with(&format!("room {room}:"))).expect("a summary row per room");
+        assert!(row.contains(" 0 missing, 0 duplicated"), "{row}");
+    }
+    assert!(stdout.contains("4 rooms,") && stdout.contains("none lost, none duplicated"), "{stdout}");
+}
+
+#[test]
+fn demo_rejects_bad_flags_with_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_barrage")).args(["demo", "--rooms", "0"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("barrage: error:"), "{stderr}");
+}
