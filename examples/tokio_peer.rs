@@ -86,8 +86,8 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use barrage::bench::BenchReport;
 use barrage::bench::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
+use barrage::bench::report::{BenchReport, Measurements};
 use barrage::douyu::{ClientSession, CloseReason, Message, SessionConfig, SessionEvent};
 use barrage::monitor::backoff::{Backoff, Jitter};
 use barrage::monitor::format::{self, Format};
@@ -270,9 +270,8 @@ async fn bench(args: Args, server: SocketAddr, writer: Writer, open_files_limit:
         eprintln!("tokio_peer: {write_errors} output batches could not be written");
     }
 
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(BenchReport {
-        engine: "tokio".into(),
+    Ok(BenchReport::from_measurements(Measurements {
+        engine: "tokio",
         rooms: args.rooms,
         rooms_joined,
         rate: args.rate,
@@ -282,23 +281,13 @@ async fn bench(args: Args, server: SocketAddr, writer: Writer, open_files_limit:
         lost,
         duplicated,
         cpu_secs,
-        cpu_percent: cpu_secs / window_secs * 100.0,
-        cpu_us_per_message: (messages > 0).then(|| cpu_secs * 1e6 / messages as f64),
         rss_before_bytes: rss_before,
         rss_joined_bytes: rss_joined,
-        rss_per_room_bytes: (rss_joined as f64 - rss_before as f64) / rooms_joined.max(1) as f64,
-        timers_fired: lateness.count(),
-        lateness_p50_ms: ms(lateness.quantile(0.5)),
-        lateness_p99_ms: ms(lateness.quantile(0.99)),
-        lateness_max_ms: ms(lateness.quantile(1.0)),
-        iterations: None,
-        events: None,
-        read_syscalls: None,
-        write_syscalls: None,
-        syscalls_per_message: None,
-        wakeups_per_sec: None,
+        lateness: &lateness,
+        // The runtime's syscalls are not visible from inside.
+        loop_stats: None,
         open_files_limit,
-    })
+    }))
 }
 
 /// What every task shares. One thread, so a `RefCell` borrowed only

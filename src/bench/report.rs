@@ -7,6 +7,30 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::reactor::{LatencyHistogram, Stats};
+
+/// What an engine measured itself; [`BenchReport::from_measurements`]
+/// derives the rest, the same way for every engine.
+pub struct Measurements<'a> {
+    pub engine: &'a str,
+    pub rooms: u64,
+    pub rooms_joined: u64,
+    pub rate: f64,
+    pub join_secs: f64,
+    pub window_secs: f64,
+    pub messages: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub cpu_secs: f64,
+    pub rss_before_bytes: u64,
+    pub rss_joined_bytes: u64,
+    /// Timer lateness during the window.
+    pub lateness: &'a LatencyHistogram,
+    /// The loop's counters for the window, if the engine can see them.
+    pub loop_stats: Option<&'a Stats>,
+    pub open_files_limit: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchReport {
     /// "barrage" or "tokio".
@@ -52,6 +76,43 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
+    pub fn from_measurements(m: Measurements<'_>) -> BenchReport {
+        let per_message = |value: f64| (m.messages > 0).then(|| value / m.messages as f64);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let stats = m.loop_stats;
+        BenchReport {
+            engine: m.engine.to_string(),
+            rooms: m.rooms,
+            rooms_joined: m.rooms_joined,
+            rate: m.rate,
+            join_secs: m.join_secs,
+            window_secs: m.window_secs,
+            messages: m.messages,
+            lost: m.lost,
+            duplicated: m.duplicated,
+            cpu_secs: m.cpu_secs,
+            cpu_percent: m.cpu_secs / m.window_secs * 100.0,
+            cpu_us_per_message: per_message(m.cpu_secs * 1e6),
+            rss_before_bytes: m.rss_before_bytes,
+            rss_joined_bytes: m.rss_joined_bytes,
+            rss_per_room_bytes: m.rss_joined_bytes.saturating_sub(m.rss_before_bytes) as f64
+                / m.rooms_joined.max(1) as f64,
+            timers_fired: m.lateness.count(),
+            lateness_p50_ms: ms(m.lateness.quantile(0.5)),
+            lateness_p99_ms: ms(m.lateness.quantile(0.99)),
+            lateness_max_ms: ms(m.lateness.quantile(1.0)),
+            iterations: stats.map(|s| s.iterations),
+            events: stats.map(|s| s.events),
+            read_syscalls: stats.map(|s| s.read_syscalls),
+            write_syscalls: stats.map(|s| s.write_syscalls),
+            // poll + socket reads + socket writes
+            syscalls_per_message: stats
+                .and_then(|s| per_message((s.iterations + s.read_syscalls + s.write_syscalls) as f64)),
+            wakeups_per_sec: stats.map(|s| s.iterations as f64 / m.window_secs),
+            open_files_limit: m.open_files_limit,
+        }
+    }
+
     /// A fixed-width table row; `header()` names the columns.
     pub fn row(&self) -> String {
         let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));

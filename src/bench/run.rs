@@ -15,7 +15,7 @@ use crate::monitor::{Monitor, MonitorConfig, RoomState};
 use crate::reactor::Reactor;
 
 use super::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
-use super::report::BenchReport;
+use super::report::{BenchReport, Measurements};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -151,10 +151,8 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
     let (lost, duplicated) =
         monitor.rooms().iter().fold((0, 0), |(l, d), room| (l + room.sequence.missing, d + room.sequence.duplicated));
 
-    let per_message = |value: f64| (messages > 0).then(|| value / messages as f64);
-    let syscalls = stats.iterations + stats.read_syscalls + stats.write_syscalls;
-    Ok(BenchReport {
-        engine: "barrage".into(),
+    Ok(BenchReport::from_measurements(Measurements {
+        engine: "barrage",
         rooms: config.rooms,
         rooms_joined,
         rate: config.rate,
@@ -164,23 +162,12 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
         lost,
         duplicated,
         cpu_secs,
-        cpu_percent: cpu_secs / window_secs * 100.0,
-        cpu_us_per_message: per_message(cpu_secs * 1e6),
         rss_before_bytes: rss_before,
         rss_joined_bytes: rss_joined,
-        rss_per_room_bytes: rss_joined.saturating_sub(rss_before) as f64 / rooms_joined.max(1) as f64,
-        timers_fired: stats.timers_fired,
-        lateness_p50_ms: stats.timer_lateness.quantile(0.5).as_secs_f64() * 1e3,
-        lateness_p99_ms: stats.timer_lateness.quantile(0.99).as_secs_f64() * 1e3,
-        lateness_max_ms: stats.max_timer_lateness.as_secs_f64() * 1e3,
-        iterations: Some(stats.iterations),
-        events: Some(stats.events),
-        read_syscalls: Some(stats.read_syscalls),
-        write_syscalls: Some(stats.write_syscalls),
-        syscalls_per_message: per_message(syscalls as f64),
-        wakeups_per_sec: Some(stats.iterations as f64 / window_secs),
+        lateness: &stats.timer_lateness,
+        loop_stats: Some(&stats),
         open_files_limit,
-    })
+    }))
 }
 
 /// Runs the tokio peer (`examples/tokio_peer.rs`, built separately) against
