@@ -22,7 +22,7 @@ const CHATS: u64 = 25;
 const ROOMS: [u64; 2] = [101, 202];
 
 fn fake_server(reactor: &mut Reactor) -> String {
-    fake_douyu(reactor, FakeDouyu { chats: CHATS, text: |_| "hi".to_string(), rss: true }).0
+    fake_douyu(reactor, FakeDouyu { chats: CHATS, text: |_| "hi".to_string(), rss: true, close_after_join: false }).0
 }
 
 /// A reactor with the fake server, a monitor of [`ROOMS`] that has joined

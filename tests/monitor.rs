@@ -17,7 +17,10 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 fn fake_server(reactor: &mut Reactor, count: u64) -> (String, Rc<RefCell<ServerLog>>) {
     // The text holds `/`, `@S` and quotes, to check they survive.
-    fake_douyu(reactor, FakeDouyu { chats: count, text: |cid| format!("a/b@Sc \"{cid}\""), rss: false })
+    fake_douyu(
+        reactor,
+        FakeDouyu { chats: count, text: |cid| format!("a/b@Sc \"{cid}\""), rss: false, close_after_join: false },
+    )
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -108,5 +111,58 @@ fn a_refused_room_backs_off_and_connects_once_the_server_is_up() {
     assert!(started.elapsed() < Duration::from_secs(1), "failed over without waiting out a backoff");
     assert_eq!(log.borrow().logins[&42], 1);
     assert_eq!(monitor.rooms()[0].reconnects, 1, "one failed attempt on the dead address");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_server_that_drops_every_room_after_joining_gets_backoff_not_a_storm() {
+    // Two addresses of one server that accepts, lets the room join, then
+    // closes. Each attempt fails (it dies within seconds), so after trying
+    // both addresses the room must back off (1 s, doubling, jittered).
+    let mut reactor = Reactor::new().unwrap();
+    let (server, log) =
+        fake_douyu(&mut reactor, FakeDouyu { chats: 1, text: |_| "x".into(), rss: false, close_after_join: true });
+    let path = temp_path("drop-storm.jsonl");
+    let mut config = config(server.clone(), vec![77], path.clone());
+    config.servers.push(server);
+    let monitor = Monitor::start(&mut reactor, config).unwrap();
+    // Watch for three seconds (an observation window, not a wait).
+    reactor.run_until(Instant::now() + Duration::from_secs(3), |_| false).unwrap();
+    let logins = log.borrow().logins.get(&77).copied().unwrap_or(0);
+    // Backoff allows about 2 + 2 + 2 attempts in 3 s (0-1 s, then 0-2 s, …);
+    // reconnecting at once would make hundreds.
+    assert!(
+        (2..=8).contains(&logins),
+        "{logins} logins in 3 s; rooms {:?}; server {:?}",
+        monitor.rooms(),
+        log.borrow()
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_room_added_again_while_its_old_connection_closes_gets_exactly_one_connection() {
+    let mut reactor = Reactor::new().unwrap();
+    let (server, log) = fake_server(&mut reactor, 3);
+    let path = temp_path("readd.jsonl");
+    let monitor = Monitor::start(&mut reactor, config(server, vec![5], path.clone())).unwrap();
+    let joined = |m: &Monitor| m.rooms().iter().any(|r| r.id == 5 && r.state == RoomState::Joined);
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |_| joined(&monitor)).unwrap());
+
+    // A reload removes the room, and another adds it back at once, while
+    // the first connection is still logging out.
+    monitor.remove_room(&mut reactor, 5);
+    monitor.add_room(&mut reactor, 5);
+    let relogged = reactor.run_until(Instant::now() + DEADLINE, |_| log.borrow().logins[&5] == 2).unwrap();
+    assert!(relogged, "logged in again");
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |_| joined(&monitor) && log.borrow().open == 1).unwrap());
+    // Settle a while: no second connection appears.
+    reactor.run_until(Instant::now() + Duration::from_millis(500), |_| false).unwrap();
+    assert_eq!(log.borrow().open, 1, "one connection for the room");
+    let room = monitor.rooms().into_iter().find(|r| r.id == 5).unwrap();
+    assert_eq!(room.state, RoomState::Joined, "the monitor tracks the live connection: {room:?}");
+    assert!(room.conn.is_some());
+    assert_eq!(log.borrow().logins[&5], 2);
+    assert_eq!(log.borrow().logouts, 1);
     let _ = std::fs::remove_file(&path);
 }

@@ -264,6 +264,18 @@ impl ClientSession {
         }
     }
 
+    /// The owner has stopped reading on purpose (its output is backed up),
+    /// so bytes may be waiting unread: silence since then is not the
+    /// server's fault. Restarts the login and idle clocks from `now`.
+    pub fn on_reading_paused(&mut self, now: Instant) {
+        if self.login_deadline.is_some() {
+            self.login_deadline = Some(now + self.config.login_timeout);
+        }
+        if self.idle_deadline.is_some() {
+            self.idle_deadline = Some(now + self.config.idle_timeout);
+        }
+    }
+
     /// The earliest instant at which `on_timeout` has work to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         [self.login_deadline, self.heartbeat_deadline, self.idle_deadline].into_iter().flatten().min()
@@ -426,6 +438,19 @@ mod tests {
         session.on_timeout(start + secs(91));
         assert_eq!(sent(&mut session), heartbeat);
         assert_eq!(session.next_deadline(), Some(start + secs(135)));
+    }
+
+    #[test]
+    fn a_paused_reader_is_not_idle() {
+        let start = Instant::now();
+        let mut session = joined(start);
+        let idle = SessionConfig::default().idle_timeout;
+        // Paused just before the idle deadline: the clock starts again.
+        session.on_reading_paused(start + idle - Duration::from_secs(1));
+        session.on_timeout(start + idle + Duration::from_secs(1));
+        assert!(events(&mut session).iter().all(|e| !matches!(e, SessionEvent::Close(_))));
+        session.on_timeout(start + idle * 2);
+        assert_eq!(events(&mut session).last(), Some(&SessionEvent::Close(CloseReason::IdleTimeout)));
     }
 
     #[test]

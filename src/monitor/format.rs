@@ -44,10 +44,14 @@ fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
         json_string(out, value);
     };
     if has_repeated_keys(message) {
-        // Rare: last wins, so skip a key that appears again later.
-        let fields: Vec<(&str, &str)> = message.fields().collect();
-        for (index, (key, value)) in fields.iter().enumerate() {
-            if !fields[index + 1..].iter().any(|(later, _)| later == key) {
+        // Rare: last wins. A map of each key's last position keeps this
+        // linear even for a hostile body with 100,000 fields.
+        let mut last = std::collections::HashMap::with_capacity(message.fields().len());
+        for (index, (key, _)) in message.fields().enumerate() {
+            last.insert(key, index);
+        }
+        for (index, (key, value)) in message.fields().enumerate() {
+            if last.get(key) == Some(&index) {
                 field(out, key, value);
             }
         }
@@ -85,11 +89,17 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 
 fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
     let _ = match message.view() {
-        MessageView::Chat(chat) => writeln!(out, "[{room}] {}: {}", chat.nickname, one_line(chat.text)),
-        MessageView::Enter(enter) => writeln!(out, "[{room}] {} entered", enter.nickname),
-        MessageView::Gift(gift) => {
-            writeln!(out, "[{room}] {} sent {} ×{}", gift.nickname, gift.gift_name, gift.count.unwrap_or(1))
-        }
+        // Every server-chosen string goes through one_line: a newline in a
+        // nickname must not forge an output line.
+        MessageView::Chat(chat) => writeln!(out, "[{room}] {}: {}", one_line(chat.nickname), one_line(chat.text)),
+        MessageView::Enter(enter) => writeln!(out, "[{room}] {} entered", one_line(enter.nickname)),
+        MessageView::Gift(gift) => writeln!(
+            out,
+            "[{room}] {} sent {} ×{}",
+            one_line(gift.nickname),
+            one_line(gift.gift_name),
+            gift.count.unwrap_or(1)
+        ),
         MessageView::RoomStatus(status) => match status.status {
             Some(LiveStatus::Live) => writeln!(out, "[{room}] ● live now"),
             Some(LiveStatus::Offline) => writeln!(out, "[{room}] ○ went offline"),
@@ -101,7 +111,7 @@ fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
         // Heartbeat echoes and server ticks are noise for a person.
         MessageView::Heartbeat | MessageView::PingReq(_) => Ok(()),
         MessageView::Other(kind) => {
-            let _ = write!(out, "[{room}] {kind}");
+            let _ = write!(out, "[{room}] {}", one_line(kind));
             for (key, value) in message.fields().filter(|(k, _)| *k != "type").take(6) {
                 let _ = write!(out, " {key}={}", shorten(value, 40));
             }
@@ -171,5 +181,6 @@ mod tests {
         assert_eq!(line(Format::Text, "type@=mrkl/"), "");
         assert_eq!(line(Format::Text, "type@=chatmsg/nn@=x/txt@=two\nlines/"), "[102965] x: two lines\n");
         assert_eq!(line(Format::Text, "type@=newthing/a@=1/b@=2/"), "[102965] newthing a=1 b=2\n");
+        assert_eq!(line(Format::Text, "type@=uenter/nn@=a\n[1] b/"), "[102965] a [1] b entered\n", "no forged line");
     }
 }

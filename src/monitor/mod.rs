@@ -132,6 +132,33 @@ pub struct Room {
     next_address: usize,
     /// Addresses that failed in a row since the last success or backoff.
     failed_addresses: usize,
+    /// Bumped when the room is removed or added again: a retry timer from
+    /// an earlier life of the room finds a different epoch and does nothing.
+    epoch: u64,
+    /// Added again while its old connection was still closing: connect as
+    /// soon as that one has closed (never two connections for one room).
+    restart_after_close: bool,
+    /// Removed by a reload (not by shutdown): forget it once closed.
+    removed: bool,
+}
+
+impl Room {
+    /// Where and when to try next after a failed or ended attempt: the next
+    /// address at once while others are untried, else back off.
+    fn retry_delay(&mut self, failed: bool, should_reconnect: bool, address_count: usize, random: f64) -> Duration {
+        self.next_address += 1;
+        if failed && should_reconnect && self.failed_addresses + 1 < address_count {
+            self.failed_addresses += 1;
+            return Duration::ZERO;
+        }
+        self.failed_addresses = 0;
+        if should_reconnect {
+            self.backoff.next_delay(random)
+        } else {
+            // A bad room id will not fix itself: retry rarely.
+            self.backoff.ceiling().max(Duration::from_secs(60))
+        }
+    }
 }
 
 /// Numbered messages seen by one room, checked for gaps and repeats within
@@ -251,36 +278,62 @@ impl Monitor {
     /// Starts watching `room` (no-op if already watched).
     pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
         let mut state = self.state.borrow_mut();
-        if state.rooms.get(&room).is_some_and(|r| r.state != RoomState::Stopped) {
-            return;
+        if let Some(entry) = state.rooms.get_mut(&room) {
+            if entry.state != RoomState::Stopped {
+                return;
+            }
+            // Watched before and removed: start a new life.
+            entry.epoch += 1;
+            entry.removed = false;
+            entry.state = RoomState::Waiting;
+            if entry.conn.is_some() {
+                entry.restart_after_close = true;
+                return;
+            }
+        } else {
+            let backoff = Backoff::with_limits(state.config.backoff_base, state.config.backoff_cap);
+            state.rooms.insert(
+                room,
+                Room {
+                    id: room,
+                    state: RoomState::Waiting,
+                    conn: None,
+                    live: None,
+                    messages: 0,
+                    last_message: None,
+                    reconnects: 0,
+                    sequence: SequenceCheck::default(),
+                    backoff,
+                    next_address: 0,
+                    failed_addresses: 0,
+                    epoch: 0,
+                    restart_after_close: false,
+                    removed: false,
+                },
+            );
         }
-        let backoff = Backoff::with_limits(state.config.backoff_base, state.config.backoff_cap);
-        state.rooms.insert(
-            room,
-            Room {
-                id: room,
-                state: RoomState::Waiting,
-                conn: None,
-                live: None,
-                messages: 0,
-                last_message: None,
-                reconnects: 0,
-                sequence: SequenceCheck::default(),
-                backoff,
-                next_address: 0,
-                failed_addresses: 0,
-            },
-        );
-        state.enqueue_connect(reactor, room);
+        let epoch = state.rooms[&room].epoch;
+        state.enqueue_connect(reactor, room, epoch);
     }
 
     /// Stops watching `room`: logs out if connected.
     pub fn remove_room(&self, reactor: &mut Reactor, room: u64) {
         let mut state = self.state.borrow_mut();
+        let shutting_down = state.shutting_down;
         let Some(entry) = state.rooms.get_mut(&room) else { return };
         entry.state = RoomState::Stopped;
-        if let Some(conn) = entry.conn {
-            reactor.set_timer(conn, Instant::now(), TIMER_LOGOUT);
+        entry.epoch += 1;
+        entry.restart_after_close = false;
+        // At shutdown rooms stay listed, for the final summary and metrics.
+        entry.removed = !shutting_down;
+        match entry.conn {
+            Some(conn) => {
+                reactor.set_timer(conn, Instant::now(), TIMER_LOGOUT);
+            }
+            None if entry.removed => {
+                state.rooms.remove(&room);
+            }
+            None => {}
         }
     }
 
@@ -401,8 +454,10 @@ impl MonitorState {
     }
 
     /// Writes one received message (unless filtered) and counts it.
-    pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, ts_ms: u64, message: &Message) {
-        if let Some(entry) = self.rooms.get_mut(&room) {
+    pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, conn: ConnId, ts_ms: u64, message: &Message) {
+        // Written in any case (every message received is written once); the
+        // room's own counters only follow the connection it owns now.
+        if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.conn == Some(conn)) {
             entry.messages += 1;
             entry.last_message = Some(Instant::now());
             if self.config.check_sequence
@@ -444,16 +499,20 @@ impl MonitorState {
         }
     }
 
-    pub(crate) fn room_connected(&mut self, room: u64) {
-        if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) {
+    /// The room's current connection, if `conn` is it.
+    fn owned(&mut self, room: u64, conn: ConnId) -> Option<&mut Room> {
+        self.rooms.get_mut(&room).filter(|r| r.conn == Some(conn) && r.state != RoomState::Stopped)
+    }
+
+    pub(crate) fn room_connected(&mut self, room: u64, conn: ConnId) {
+        if let Some(entry) = self.owned(room, conn) {
             entry.state = RoomState::LoggingIn;
         }
     }
 
-    pub(crate) fn room_joined(&mut self, room: u64) {
-        if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) {
+    pub(crate) fn room_joined(&mut self, room: u64, conn: ConnId) {
+        if let Some(entry) = self.owned(room, conn) {
             entry.state = RoomState::Joined;
-            entry.failed_addresses = 0;
             log::debug!("room {room}: joined");
         }
     }
@@ -463,6 +522,7 @@ impl MonitorState {
         this: &Rc<RefCell<MonitorState>>,
         reactor: &mut Reactor,
         room: u64,
+        conn: ConnId,
         outcome: CloseOutcome,
     ) {
         let mut state = this.borrow_mut();
@@ -470,51 +530,64 @@ impl MonitorState {
         let healthy_after = state.config.healthy_after;
         let address_count = state.addresses.len().max(1);
         let random = state.jitter.next_f64();
-        let Some(entry) = state.rooms.get_mut(&room) else { return };
+        // Only the connection the room owns decides its future.
+        let Some(entry) = state.rooms.get_mut(&room).filter(|r| r.conn == Some(conn)) else { return };
         entry.conn = None;
         entry.sequence.connection_ended();
+        if entry.restart_after_close {
+            entry.restart_after_close = false;
+            let epoch = entry.epoch;
+            state.enqueue_connect(reactor, room, epoch);
+            return;
+        }
         if shutting_down || entry.state == RoomState::Stopped {
             entry.state = RoomState::Stopped;
             log::debug!("room {room}: closed ({})", outcome.reason);
+            if entry.removed {
+                state.rooms.remove(&room);
+            }
             return;
         }
         entry.reconnects += 1;
         if outcome.lived >= healthy_after {
             entry.backoff.reset();
         }
-        // A connection that never joined, or died within seconds, failed:
-        // try the next address first, and back off only when all failed.
+        // A connection that never joined, or died within seconds, failed
+        // (even a join does not count as success then: a server that drops
+        // every room right after joining must not be hammered).
         let failed = !outcome.joined || outcome.lived < FAILURE_WINDOW;
-        entry.next_address += 1;
-        let delay = if failed && outcome.should_reconnect && entry.failed_addresses + 1 < address_count {
-            entry.failed_addresses += 1;
-            Duration::ZERO
-        } else {
+        if !failed {
             entry.failed_addresses = 0;
-            if outcome.should_reconnect {
-                entry.backoff.next_delay(random)
-            } else {
-                // A bad room id will not fix itself: retry rarely.
-                entry.backoff.ceiling().max(Duration::from_secs(60))
-            }
-        };
-        entry.state = RoomState::BackingOff;
+        }
+        let delay = entry.retry_delay(failed, outcome.should_reconnect, address_count, random);
         log::info!("room {room}: closed ({}); reconnecting in {:.1} s", outcome.reason, delay.as_secs_f64());
         state.stats.reconnects += 1;
-        drop(state);
-        let weak = Rc::downgrade(this);
+        state.retry_later(reactor, room, delay);
+    }
+
+    /// Connects `room` again after `delay`, unless it was removed or added
+    /// again meanwhile (its epoch changed).
+    fn retry_later(&mut self, reactor: &mut Reactor, room: u64, delay: Duration) {
+        let Some(entry) = self.rooms.get_mut(&room) else { return };
+        entry.state = RoomState::BackingOff;
+        let epoch = entry.epoch;
+        let weak = self.this.clone();
         reactor.call_later(delay, move |reactor| {
             if let Some(state) = weak.upgrade() {
-                state.borrow_mut().enqueue_connect(reactor, room);
+                state.borrow_mut().enqueue_connect(reactor, room, epoch);
             }
         });
     }
 
-    fn enqueue_connect(&mut self, reactor: &mut Reactor, room: u64) {
+    fn enqueue_connect(&mut self, reactor: &mut Reactor, room: u64, epoch: u64) {
         if self.shutting_down {
             return;
         }
-        let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state != RoomState::Stopped) else { return };
+        let Some(entry) = self.rooms.get_mut(&room).filter(|r| {
+            r.epoch == epoch && r.conn.is_none() && matches!(r.state, RoomState::Waiting | RoomState::BackingOff)
+        }) else {
+            return;
+        };
         entry.state = RoomState::Waiting;
         self.connect_queue.push_back(room);
         self.ensure_pacer(reactor);
@@ -560,10 +633,14 @@ impl MonitorState {
 
     fn connect(&mut self, reactor: &mut Reactor, room: u64) {
         let Some(this) = self.this.upgrade() else { return };
-        let addresses = self.addresses.clone();
+        let address_count = self.addresses.len();
         let session_config = self.config.session;
-        let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state == RoomState::Waiting) else { return };
-        let address = addresses[entry.next_address % addresses.len()];
+        let random = self.jitter.next_f64();
+        let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state == RoomState::Waiting && r.conn.is_none())
+        else {
+            return;
+        };
+        let address = self.addresses[entry.next_address % address_count];
         let conn = RoomConn::new(room, ClientSession::new(room, session_config), this);
         match reactor.connect(address, conn) {
             Ok(id) => {
@@ -572,18 +649,13 @@ impl MonitorState {
                 entry.state = RoomState::Connecting;
             }
             Err(e) => {
-                // No socket at all (out of descriptors?): back off.
-                log::warn!("room {room}: cannot connect to {address}: {e}");
-                let random = self.jitter.next_f64();
-                let entry = self.rooms.get_mut(&room).expect("present");
-                let delay = entry.backoff.next_delay(random);
-                entry.state = RoomState::BackingOff;
-                let weak = self.this.clone();
-                reactor.call_later(delay, move |reactor| {
-                    if let Some(state) = weak.upgrade() {
-                        state.borrow_mut().enqueue_connect(reactor, room);
-                    }
-                });
+                // No socket at all (no route, out of descriptors): the same
+                // decision as a failed connection — next address, then back off.
+                entry.reconnects += 1;
+                let delay = entry.retry_delay(true, true, address_count, random);
+                log::warn!("room {room}: cannot connect to {address}: {e}; next try in {:.1} s", delay.as_secs_f64());
+                self.stats.reconnects += 1;
+                self.retry_later(reactor, room, delay);
             }
         }
     }

@@ -54,16 +54,17 @@ impl RoomConn {
     /// After every input to the session: write its messages out, send what
     /// it queued, act on a close, and keep the timer on its next deadline.
     fn pump(&mut self, ctx: &mut Context<'_>) {
+        let conn = ctx.id();
         let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut closing = None;
         {
             let mut monitor = self.monitor.borrow_mut();
             while let Some(event) = self.session.poll_event() {
                 match event {
-                    SessionEvent::Message(message) => monitor.deliver(ctx.reactor(), self.room, ts_ms, &message),
+                    SessionEvent::Message(message) => monitor.deliver(ctx.reactor(), self.room, conn, ts_ms, &message),
                     SessionEvent::Joined => {
                         self.joined = true;
-                        monitor.room_joined(self.room);
+                        monitor.room_joined(self.room, ctx.id());
                     }
                     SessionEvent::Close(reason) => closing = Some(reason),
                 }
@@ -129,17 +130,12 @@ impl Dispatcher for RoomConn {
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
         self.id = Some(ctx.id());
         self.opened_at = Instant::now();
-        self.monitor.borrow_mut().room_connected(self.room);
+        self.monitor.borrow_mut().room_connected(self.room, ctx.id());
         self.session.on_connected(Instant::now());
         self.pump(ctx);
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
-        // Full output (it filled during this iteration): consume nothing; the
-        // reactor keeps the bytes and hands them back once we are refreshed.
-        if !self.readable() {
-            return 0;
-        }
         let consumed = self.session.on_bytes(data, Instant::now());
         self.pump(ctx);
         consumed
@@ -150,7 +146,13 @@ impl Dispatcher for RoomConn {
             TIMER_LOGOUT => self.session.shutdown(),
             _ => {
                 self.timer = None;
-                self.session.on_timeout(Instant::now());
+                let now = Instant::now();
+                // Paused for backpressure: unread bytes may be waiting, so
+                // the silence must not end the session (and drop them).
+                if self.monitor.borrow().output.is_full() {
+                    self.session.on_reading_paused(now);
+                }
+                self.session.on_timeout(now);
             }
         }
         self.pump(ctx);
@@ -176,6 +178,7 @@ impl Dispatcher for RoomConn {
             reason: self.close_reason.take().unwrap_or_else(|| "closed".into()),
             should_reconnect: self.should_reconnect,
         };
-        MonitorState::room_closed(&self.monitor, ctx.reactor(), self.room, outcome);
+        let conn = ctx.id();
+        MonitorState::room_closed(&self.monitor, ctx.reactor(), self.room, conn, outcome);
     }
 }

@@ -40,12 +40,16 @@ pub struct FakeDouyu {
     pub text: fn(u64) -> String,
     /// Send an `rss` first (odd rooms live, even rooms offline).
     pub rss: bool,
+    /// Close the connection right after streaming (a server that kicks).
+    pub close_after_join: bool,
 }
 
 /// What the fake server saw.
 #[derive(Debug, Default)]
 pub struct ServerLog {
     pub logins: HashMap<u64, u32>,
+    /// Connections open right now.
+    pub open: i64,
     pub logouts: u32,
     pub heartbeats: u32,
 }
@@ -60,6 +64,7 @@ pub fn fake_douyu(reactor: &mut Reactor, spec: FakeDouyu) -> (String, Rc<RefCell
     let server_log = log.clone();
     reactor
         .listen(listener, move |r: &mut Reactor, stream, _| {
+            server_log.borrow_mut().open += 1;
             r.add_stream(stream, FakeRoomServer { room: 0, spec, log: server_log.clone() }).unwrap();
         })
         .unwrap();
@@ -110,6 +115,9 @@ impl Dispatcher for FakeRoomServer {
                             &[("type", "chatmsg"), ("rid", &room), ("nn", "观众"), ("txt", &text), ("cid", &cid)],
                         );
                     }
+                    if self.spec.close_after_join {
+                        ctx.close();
+                    }
                 }
                 "mrkl" => {
                     self.log.borrow_mut().heartbeats += 1;
@@ -120,5 +128,9 @@ impl Dispatcher for FakeRoomServer {
             }
         }
         consumed
+    }
+
+    fn handle_close(&mut self, _ctx: &mut Context<'_>) {
+        self.log.borrow_mut().open -= 1;
     }
 }
