@@ -47,6 +47,9 @@ struct Shared {
     failed: AtomicBool,
     bytes_written: AtomicU64,
     write_errors: AtomicU64,
+    /// SIGHUP asked for the file to be reopened; checked between writes and
+    /// while retrying a failed one (a full disk is often what rotation frees).
+    reopen_requested: AtomicBool,
 }
 
 enum Command {
@@ -91,6 +94,7 @@ impl Output {
             failed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            reopen_requested: AtomicBool::new(false),
         });
         let (commands, receiver) = mpsc::channel();
         let (done, writer_done) = mpsc::channel::<()>();
@@ -165,8 +169,9 @@ impl Output {
     /// Reopens a file destination (after log rotation moved it away).
     pub fn reopen(&mut self) {
         self.flush();
+        self.shared.reopen_requested.store(true, Ordering::Release);
         if let Some(commands) = &self.commands {
-            let _ = commands.send(Command::Reopen);
+            let _ = commands.send(Command::Reopen); // wakes an idle writer
         }
     }
 
@@ -209,15 +214,19 @@ impl Sink {
         })
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// One write; may take only part of `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::Stdout(out) => {
-                let mut out = out.lock();
-                out.write_all(bytes)?;
-                out.flush()
-            }
-            Sink::File(file) => file.write_all(bytes),
-            Sink::Null => Ok(()),
+            Sink::Stdout(out) => out.lock().write(bytes),
+            Sink::File(file) => file.write(bytes),
+            Sink::Null => Ok(bytes.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(out) => out.lock().flush(),
+            _ => Ok(()),
         }
     }
 }
@@ -232,40 +241,15 @@ fn write_loop(
     low_water: usize,
     handle: ReactorHandle,
 ) {
-    let mut retry_delay = Duration::from_millis(100);
     for command in commands {
-        let batch = match command {
-            Command::Write(batch) => batch,
-            Command::Reopen => {
-                match Sink::open(&destination) {
-                    Ok(reopened) => {
-                        sink = reopened;
-                        log::info!("output reopened");
-                    }
-                    Err(e) => log::error!("could not reopen the output: {e}; keeping the old one"),
-                }
-                continue;
-            }
-        };
-        loop {
-            match sink.write_all(&batch) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    log::error!("output closed by the reader (broken pipe); stopping");
-                    shared.failed.store(true, Ordering::Release);
-                    handle.stop();
-                    return;
-                }
-                Err(e) => {
-                    // Nothing is dropped: rooms stay paused while we retry.
-                    shared.write_errors.fetch_add(1, Ordering::Relaxed);
-                    log::error!("writing output failed: {e}; retrying in {retry_delay:?}");
-                    std::thread::sleep(retry_delay);
-                    retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        reopen_if_requested(&mut sink, &destination, &shared);
+        let Command::Write(batch) = command else { continue };
+        if !write_batch(&mut sink, &batch, &destination, &shared) {
+            log::error!("output closed by the reader (broken pipe); stopping");
+            shared.failed.store(true, Ordering::Release);
+            handle.stop();
+            return;
         }
-        retry_delay = Duration::from_millis(100);
         shared.bytes_written.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let left = shared.in_flight.fetch_sub(batch.len(), Ordering::AcqRel) - batch.len();
         if left <= low_water {
@@ -278,5 +262,48 @@ fn write_loop(
                 });
             }
         }
+    }
+}
+
+/// Writes all of `batch`, continuing after partial writes from where they
+/// stopped (a retry from the start would write lines twice). Errors are
+/// retried with a growing pause — nothing is dropped, rooms stay paused
+/// meanwhile — except a broken pipe: returns false then.
+fn write_batch(sink: &mut Sink, batch: &[u8], destination: &Destination, shared: &Shared) -> bool {
+    let mut written = 0;
+    let mut retry_delay = Duration::from_millis(100);
+    while written < batch.len() {
+        match sink.write(&batch[written..]) {
+            Ok(0) => retry_after(io::ErrorKind::WriteZero.into(), &mut retry_delay, shared),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return false,
+            Err(e) => retry_after(e, &mut retry_delay, shared),
+        }
+        reopen_if_requested(sink, destination, shared);
+    }
+    match sink.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => false,
+        _ => true,
+    }
+}
+
+fn retry_after(error: io::Error, delay: &mut Duration, shared: &Shared) {
+    shared.write_errors.fetch_add(1, Ordering::Relaxed);
+    log::error!("writing output failed: {error}; retrying in {delay:?}");
+    std::thread::sleep(*delay);
+    *delay = (*delay * 2).min(Duration::from_secs(5));
+}
+
+fn reopen_if_requested(sink: &mut Sink, destination: &Destination, shared: &Shared) {
+    if !shared.reopen_requested.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    match Sink::open(destination) {
+        Ok(reopened) => {
+            *sink = reopened;
+            log::info!("output reopened");
+        }
+        Err(e) => log::error!("could not reopen the output: {e}; keeping the old one"),
     }
 }
