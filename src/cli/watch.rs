@@ -180,6 +180,13 @@ impl WatchArgs {
                 .unwrap_or(defaults.idle_timeout),
             ..defaults
         };
+        if session.heartbeat >= session.idle_timeout {
+            return Err(format!(
+                "heartbeat ({} s) must be shorter than idle_timeout ({} s), or quiet rooms time out between beats",
+                session.heartbeat.as_secs_f64(),
+                session.idle_timeout.as_secs_f64()
+            ));
+        }
         let connect_rate = match self.connect_rate.or(file.connect_rate) {
             Some(rate) => parse_connect_rate(&rate.to_string()).map_err(|e| format!("connect_rate: {e}"))?,
             None => MonitorConfig::default().connects_per_second,

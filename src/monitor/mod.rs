@@ -36,12 +36,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::douyu::{ClientSession, LiveStatus, Message, MessageView, SessionConfig};
-use crate::reactor::{ConnId, Reactor};
+use crate::reactor::{ConnId, LoopSender, Reactor};
 
 use backoff::{Backoff, Jitter};
 use format::Format;
 use output::{Destination, Output, OutputLimits};
-use room::{RoomConn, TIMER_LOGOUT};
+use room::{RoomConn, TIMER_CONNECT, TIMER_LOGOUT};
 
 /// Everything `barrage watch` can be told.
 #[derive(Clone, Debug)]
@@ -391,32 +391,36 @@ impl Monitor {
         self.state.borrow().output.pending()
     }
 
+    /// Resolves the servers on a helper thread. While nothing resolves
+    /// (the network is not up yet, say), it tries again with a growing
+    /// pause, up to a minute, through the same channel.
     fn resolve_servers(&self, reactor: &mut Reactor, servers: Vec<String>) {
         let weak = Rc::downgrade(&self.state);
+        // The callback re-spawns the resolver, so it needs the sender, which
+        // exists only once the channel does: handed over right after.
+        let own_sender: Rc<RefCell<Option<LoopSender<Vec<SocketAddr>>>>> = Rc::new(RefCell::new(None));
+        let retry = Rc::new(std::cell::Cell::new(Duration::from_secs(1)));
+        let (callback_sender, retry_servers) = (own_sender.clone(), servers.clone());
         let sender = reactor.channel(move |reactor: &mut Reactor, addresses: Vec<SocketAddr>| {
             let Some(state) = weak.upgrade() else { return };
-            let mut state = state.borrow_mut();
             if addresses.is_empty() {
-                log::error!("no server address could be resolved; rooms will wait");
+                let delay = retry.get();
+                retry.set((delay * 2).min(Duration::from_secs(60)));
+                log::error!("no server address could be resolved; trying again in {delay:?}");
+                let sender = callback_sender.borrow().clone();
+                let servers = retry_servers.clone();
+                if let Some(sender) = sender {
+                    reactor.call_later(delay, move |_| spawn_resolver(sender, servers));
+                }
                 return;
             }
             log::info!("servers resolved to {} addresses", addresses.len());
+            let mut state = state.borrow_mut();
             state.addresses = addresses;
             state.ensure_pacer(reactor);
         });
-        std::thread::Builder::new()
-            .name("barrage-dns".into())
-            .spawn(move || {
-                let mut addresses = Vec::new();
-                for server in &servers {
-                    match server.to_socket_addrs() {
-                        Ok(found) => addresses.extend(found),
-                        Err(e) => log::warn!("cannot resolve {server}: {e}"),
-                    }
-                }
-                sender.send(addresses);
-            })
-            .expect("spawning the DNS thread");
+        *own_sender.borrow_mut() = Some(sender.clone());
+        spawn_resolver(sender, servers);
     }
 
     fn start_status_line(&self, reactor: &mut Reactor, interval: Duration) {
@@ -473,11 +477,17 @@ impl MonitorState {
             }
         }
         self.stats.messages += 1;
-        match self.stats.messages_by_type.get_mut(message.msg_type()) {
+        // Types come from the server: count at most MAX_TYPES distinct ones
+        // (each becomes a metrics series), the rest as "other".
+        let kind = message.msg_type();
+        let by_type = &mut self.stats.messages_by_type;
+        let full = by_type.len() >= MAX_TYPES;
+        match by_type.get_mut(kind) {
             Some(count) => *count += 1,
-            None => {
-                self.stats.messages_by_type.insert(message.msg_type().to_string(), 1);
+            None if !full => {
+                by_type.insert(kind.to_string(), 1);
             }
+            None => *by_type.entry("other".to_string()).or_insert(0) += 1,
         }
         if self.config.types.as_ref().is_some_and(|types| !types.contains(message.msg_type())) {
             self.stats.filtered += 1;
@@ -647,6 +657,7 @@ impl MonitorState {
                 log::debug!("room {room}: connecting to {address}");
                 entry.conn = Some(id);
                 entry.state = RoomState::Connecting;
+                reactor.set_timer(id, Instant::now() + CONNECT_TIMEOUT, TIMER_CONNECT);
             }
             Err(e) => {
                 // No socket at all (no route, out of descriptors): the same
@@ -661,10 +672,32 @@ impl MonitorState {
     }
 }
 
+/// Resolves every server on a helper thread (std's resolver blocks) and
+/// hands the addresses, in order, back to the loop.
+fn spawn_resolver(sender: LoopSender<Vec<SocketAddr>>, servers: Vec<String>) {
+    let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
+        let mut addresses = Vec::new();
+        for server in &servers {
+            match server.to_socket_addrs() {
+                Ok(found) => addresses.extend(found),
+                Err(e) => log::warn!("cannot resolve {server}: {e}"),
+            }
+        }
+        sender.send(addresses);
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the DNS thread: {e}");
+    }
+}
+
 /// A connection that closes sooner than this after opening counts as a
 /// failed attempt, even if it joined.
 const FAILURE_WINDOW: Duration = Duration::from_secs(5);
 const PACER_TICK: Duration = Duration::from_millis(10);
+/// Distinct message types counted by name (see `deliver`).
+const MAX_TYPES: usize = 256;
+/// How long a TCP connect may take before the next address is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,9 @@ use super::MonitorState;
 pub(crate) const TIMER_SESSION: u64 = 0;
 /// Asked from outside (daemon shutdown, room removed): log out and close.
 pub(crate) const TIMER_LOGOUT: u64 = 1;
+/// Armed by the monitor at connect: an address that silently drops packets
+/// would otherwise hold the room for the kernel's SYN timeout (~2 min).
+pub(crate) const TIMER_CONNECT: u64 = 2;
 
 pub(crate) struct RoomConn {
     room: u64,
@@ -144,6 +147,14 @@ impl Dispatcher for RoomConn {
     fn handle_timer(&mut self, ctx: &mut Context<'_>, tag: u64) {
         match tag {
             TIMER_LOGOUT => self.session.shutdown(),
+            TIMER_CONNECT => {
+                if self.id.is_none() {
+                    log::warn!("room {}: connect timed out", self.room);
+                    self.close_reason = Some("connect timed out".into());
+                    ctx.abort();
+                }
+                return;
+            }
             _ => {
                 self.timer = None;
                 let now = Instant::now();
