@@ -282,10 +282,7 @@ fn write_batch(sink: &mut Sink, batch: &[u8], destination: &Destination, shared:
         }
         reopen_if_requested(sink, destination, shared);
     }
-    match sink.flush() {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => false,
-        _ => true,
-    }
+    !matches!(sink.flush(), Err(e) if e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 fn retry_after(error: io::Error, delay: &mut Duration, shared: &Shared) {
