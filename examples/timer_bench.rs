@@ -43,6 +43,7 @@
 //! cargo run --release --example timer_bench -- --slots 65536   # a bigger wheel
 //! ```
 
+use barrage::rng::Rng;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hint::black_box;
@@ -191,23 +192,6 @@ impl Timers for LazyHeap {
     }
 }
 
-/// SplitMix64: a tiny, good-enough generator, so the example needs no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Everything random, drawn before timing starts.
 struct Workload {
     start: Instant,
@@ -222,7 +206,7 @@ struct Workload {
 
 impl Workload {
     fn new(timers: usize, rearms: usize, seed: u64) -> Self {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let start = Instant::now();
         let timeout = |rng: &mut Rng, base: Duration| base + Duration::from_nanos(rng.below(60_000_000_000));
         let deadlines = (0..timers).map(|_| start + timeout(&mut rng, Duration::from_secs(1))).collect();

@@ -89,9 +89,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use barrage::bench::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
 use barrage::bench::report::{BenchReport, Measurements};
 use barrage::douyu::{ClientSession, CloseReason, Message, SessionConfig, SessionEvent};
-use barrage::monitor::backoff::{Backoff, Jitter};
+use barrage::monitor::backoff::Backoff;
 use barrage::monitor::format::{self, Format};
 use barrage::reactor::LatencyHistogram;
+use barrage::rng::Rng;
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -473,7 +474,7 @@ impl RoomTask {
             return;
         }
         let mut backoff = Backoff::new();
-        let mut jitter = Jitter::new(seed);
+        let mut jitter = Rng::new(seed);
         let mut joined_once = false;
         loop {
             if *self.stopped.borrow() {

@@ -38,4 +38,5 @@ pub mod cli;
 pub mod douyu;
 pub mod monitor;
 pub mod reactor;
+pub mod rng;
 pub mod sim;

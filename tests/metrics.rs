@@ -3,6 +3,7 @@
 //! helper thread; the test thread runs the reactor until the client is done.
 
 mod common;
+use barrage::rng::Rng;
 use common::{FakeDouyu, fake_douyu};
 
 use std::collections::{HashMap, HashSet};
@@ -535,38 +536,21 @@ fn connections_beyond_the_limit_are_refused() {
     });
 }
 
-/// SplitMix64: reproducible garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Garbage of three kinds: any bytes, HTTP-ish text, and real requests
 /// with random bytes overwritten.
 fn garbage(rng: &mut Rng) -> Vec<u8> {
-    let len = 1 + rng.below(3000);
+    let len = 1 + rng.below(3000) as usize;
     match rng.below(3) {
-        0 => (0..len).map(|_| rng.next() as u8).collect(),
+        0 => (0..len).map(|_| rng.next_u64() as u8).collect(),
         1 => {
             let alphabet: &[u8] = b"GET /metrics HTTP/1.1\r\n: \tConnection: close\r\nContent-Length: 9\x00\xff";
-            (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect()
+            (0..len).map(|_| alphabet[rng.below(alphabet.len() as u64) as usize]).collect()
         }
         _ => {
             let mut bytes = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n".repeat(3);
             for _ in 0..1 + rng.below(4) {
-                let at = rng.below(bytes.len());
-                bytes[at] = rng.next() as u8;
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = rng.next_u64() as u8;
             }
             bytes
         }
@@ -578,7 +562,7 @@ fn garbage_does_not_crash_the_loop() {
     let mut setup = Setup::new(MetricsConfig::default());
     let addr = setup.addr();
     setup.with_client(move || {
-        let mut rng = Rng(0x5EED);
+        let mut rng = Rng::new(0x5EED);
         for _ in 0..150 {
             let mut conn = connect(addr);
             let _ = conn.get_mut().write_all(&garbage(&mut rng));

@@ -58,27 +58,6 @@ impl Default for Backoff {
     }
 }
 
-/// A small seeded generator (xorshift64*) for jitter: reproducible in tests,
-/// and no dependency for something that needs no cryptographic quality.
-#[derive(Clone, Debug)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    pub fn new(seed: u64) -> Self {
-        Jitter(seed | 1)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +85,7 @@ mod tests {
         }
         assert_eq!(backoff.clone().next_delay(0.0), Duration::ZERO);
         assert_eq!(backoff.clone().next_delay(0.5), Duration::from_secs(4));
-        let mut jitter = Jitter::new(42);
+        let mut jitter = crate::rng::Rng::new(42);
         let delays: Vec<f64> = (0..1000).map(|_| backoff.clone().next_delay(jitter.next_f64()).as_secs_f64()).collect();
         assert!(delays.iter().all(|d| (0.0..8.0).contains(d)));
         assert!(delays.iter().any(|d| *d < 1.0) && delays.iter().any(|d| *d > 7.0), "spread over the range");

@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use crate::douyu::{ClientSession, LiveStatus, Message, MessageView, SessionConfig};
 use crate::reactor::{ConnId, LoopSender, Reactor};
 
-use backoff::{Backoff, Jitter};
+use crate::rng::Rng;
+use backoff::Backoff;
 use format::Format;
 use output::{Destination, Output, OutputLimits};
 use room::{RoomConn, TIMER_CONNECT, TIMER_LOGOUT};
@@ -229,7 +230,7 @@ pub(crate) struct MonitorState {
     pacer_scheduled: bool,
     flush_scheduled: bool,
     shutting_down: bool,
-    jitter: Jitter,
+    jitter: Rng,
     pub(crate) stats: MonitorStats,
     /// Handle to ourselves, for callbacks scheduled on the reactor.
     this: std::rc::Weak<RefCell<MonitorState>>,
@@ -260,7 +261,7 @@ impl Monitor {
                 pacer_scheduled: false,
                 flush_scheduled: false,
                 shutting_down: false,
-                jitter: Jitter::new(seed),
+                jitter: Rng::new(seed),
                 stats: MonitorStats::default(),
                 this: this.clone(),
                 config: config.clone(),

@@ -18,6 +18,7 @@ use super::handle::{ReactorHandle, Shared};
 use super::raw::{ListenerEntry, RawEntry};
 use super::stats::Stats;
 use super::timer::{TimerHandle, TimerWheel};
+use crate::rng::Rng;
 
 /// The waker's token: no slab entry can have it (index `u32::MAX` is never
 /// reached, and generations skip `u32::MAX`).
@@ -171,7 +172,7 @@ pub struct Reactor {
     shared: Arc<Shared>,
     stopped: bool,
     pub(crate) stats: Stats,
-    rng: u64,
+    rng: Rng,
 }
 
 impl Reactor {
@@ -215,7 +216,10 @@ impl Reactor {
             stats: Stats::default(),
             // Seed for jitter only; it needs to differ between processes,
             // not to be unpredictable.
-            rng: now.elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15,
+            rng: Rng::new(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+                    ^ u64::from(std::process::id()),
+            ),
         })
     }
 
@@ -543,7 +547,7 @@ impl Reactor {
         };
         let mut period = p.period;
         if p.jitter > 0.0 {
-            let factor = 1.0 + p.jitter * (next_random(&mut self.rng) - 0.5);
+            let factor = 1.0 + p.jitter * (self.rng.next_f64() - 0.5);
             period = period.mul_f64(factor);
         }
         let step = if p.next <= now {
@@ -613,16 +617,6 @@ impl Reactor {
             self.settle();
         }
     }
-}
-
-/// A uniform float in [0, 1) from xorshift64*: enough to spread timers.
-fn next_random(state: &mut u64) -> f64 {
-    let mut x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn describe_token(token: Token) -> String {

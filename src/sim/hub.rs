@@ -28,11 +28,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::outbox::{CloseCause, Delivery, Outbox};
-use super::rng::derive_seed;
 use super::traffic::RoomTraffic;
 use super::{SimConfig, SimStats};
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{ConnId, Context, Reactor};
+use crate::rng::derive_seed;
 
 /// How often the traffic tick runs.
 pub const TICK: Duration = Duration::from_millis(50);

@@ -16,7 +16,6 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | [`rng`] | SplitMix64, the seeded generator behind everything random |
 //! | [`traffic`] | one room's message stream: realistic bodies, numbered |
 //! | [`vocabulary`] | the nicknames, chat lines and gifts the rooms use |
 //! | [`faults`] | the catalogue of faults and the invalid frames |
@@ -46,7 +45,6 @@ pub(crate) mod client_conn;
 pub mod faults;
 pub(crate) mod hub;
 pub(crate) mod outbox;
-pub mod rng;
 pub mod traffic;
 pub mod vocabulary;
 

@@ -31,9 +31,9 @@ use std::net::SocketAddr;
 
 use super::SimConfig;
 use super::faults::{COALESCE_FRAMES, Corruption, MAX_PIECE};
-use super::rng::Rng;
 use crate::reactor::buffer::WriteBuffer;
 use crate::reactor::{ConnId, Context, Reactor};
+use crate::rng::Rng;
 
 /// What handing one room message to a client led to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,9 +35,9 @@
 
 use std::fmt::Write;
 
-use super::rng::{Rng, derive_seed};
 use super::vocabulary::{BADGES, GIFTS, LONG_PHRASE, NICKNAMES, TEXTS};
 use crate::douyu::stt;
+use crate::rng::{Rng, derive_seed};
 
 /// The mix of message types: `(weight out of 1000, kind)`.
 const MIX: [(u64, Kind); 7] = [

@@ -1,4 +1,6 @@
-//! A tiny seeded random number generator: SplitMix64.
+//! A tiny seeded random number generator: SplitMix64, the one every part of
+//! the crate uses — the reactor's timer jitter, reconnect backoff, the
+//! simulator's traffic, the benchmarks.
 //!
 //! The simulator must be *reproducible*: the same `--seed` gives the same
 //! chat lines, gifts and fault patterns, so a failing test or benchmark can
@@ -28,6 +30,11 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1): the top 53 bits as a fraction.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A number in `0..n` (`n` > 0). Plain modulo: its bias is below
