@@ -665,17 +665,24 @@ fn a_peer_that_never_closes_is_cut_off_after_the_linger_time() {
 
 // ----- errors ---------------------------------------------------------------
 
-#[test]
-fn bytes_that_arrived_before_a_reset_are_read_before_the_error() {
+/// A reactor whose client has sent "hello" to a blocking server that has
+/// not read it: closing the server then makes its kernel send a reset.
+fn client_whose_message_the_server_has_not_read() -> (Reactor, Rc<RefCell<Log>>, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let mut reactor = Reactor::new().unwrap();
     let log = Rc::new(RefCell::new(Log::default()));
     let id = reactor.connect(addr, Client { message: b"hello".to_vec(), log: log.clone(), close_after: None }).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
+    let (server, _) = listener.accept().unwrap();
     run_until(&mut reactor, "the client sent its message", |r| {
         log.borrow().connected == 1 && r.pending_output(id) == Some(0)
     });
+    (reactor, log, server)
+}
+
+#[test]
+fn bytes_that_arrived_before_a_reset_are_read_before_the_error() {
+    let (mut reactor, log, mut server) = client_whose_message_the_server_has_not_read();
     // The server answers without reading "hello" and closes. Unread input
     // makes its kernel send a reset right behind the answer. The reactor
     // does not run meanwhile, so one event will say both.
@@ -691,15 +698,7 @@ fn bytes_that_arrived_before_a_reset_are_read_before_the_error() {
 
 #[test]
 fn a_reset_after_the_peers_fin_is_still_reported_after_the_bytes() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut reactor = Reactor::new().unwrap();
-    let log = Rc::new(RefCell::new(Log::default()));
-    let id = reactor.connect(addr, Client { message: b"hello".to_vec(), log: log.clone(), close_after: None }).unwrap();
-    let (mut server, _) = listener.accept().unwrap();
-    run_until(&mut reactor, "the client sent its message", |r| {
-        log.borrow().connected == 1 && r.pending_output(id) == Some(0)
-    });
+    let (mut reactor, log, mut server) = client_whose_message_the_server_has_not_read();
     // FIN, then a reset (the server never read "hello"). After the bytes,
     // a read says EOF, not the error: the FIN came first.
     let mut hello = [0u8; 5];
