@@ -400,6 +400,28 @@ fn loop_timers_run_in_order_and_cancel() {
 }
 
 #[test]
+fn a_rescheduled_timer_fires_at_its_new_deadline_only() {
+    let mut reactor = Reactor::new().unwrap();
+    let start = Instant::now();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let (idle_order, other_order) = (order.clone(), order.clone());
+    let idle =
+        reactor.call_later(Duration::from_millis(20), move |_| idle_order.borrow_mut().push(("idle", start.elapsed())));
+    reactor.call_later(Duration::from_millis(60), move |_| other_order.borrow_mut().push(("other", start.elapsed())));
+    // Pushed back, as a message pushes back an idle timeout; same handle.
+    assert!(reactor.reschedule_timeout(idle, start + Duration::from_millis(100)));
+    let before = reactor.stats().iterations;
+    run_until(&mut reactor, "both timers", |_| order.borrow().len() == 2);
+    let order = order.borrow();
+    assert_eq!(order.iter().map(|(name, _)| *name).collect::<Vec<_>>(), ["other", "idle"]);
+    assert!(order[1].1 >= Duration::from_millis(100), "fired early: {:?}", order[1].1);
+    // One sleep per timer, plus one each for millisecond rounding at most.
+    let iterations = reactor.stats().iterations - before;
+    assert!(iterations <= 4, "{iterations} iterations for two timers");
+    assert!(!reactor.reschedule_timeout(idle, start), "a fired timer cannot be moved");
+}
+
+#[test]
 fn periodic_skips_missed_runs_instead_of_bursting() {
     let mut reactor = Reactor::new().unwrap();
     let period = Duration::from_millis(20);

@@ -194,6 +194,13 @@ impl Context<'_> {
         self.reactor.remove_timeout(timer)
     }
 
+    /// Moves a timer of this connection to a new deadline, keeping its
+    /// handle (see [`Reactor::reschedule_timeout`]). Returns whether it was
+    /// still pending.
+    pub fn reschedule_timer(&mut self, timer: TimerHandle, deadline: Instant) -> bool {
+        self.reactor.reschedule_timeout(timer, deadline)
+    }
+
     /// The peer's address, if connected.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.reactor.peer_addr(self.id)

@@ -472,6 +472,23 @@ impl Reactor {
         }
     }
 
+    /// Moves a pending timer from `call_later`, `call_at` or
+    /// `Context::set_timer` to a new deadline (capped like `call_at`), keeping
+    /// its handle. Returns whether it was still pending.
+    ///
+    /// Cheaper than `remove_timeout` plus a new timer, above all when the
+    /// deadline moves later, as an idle timeout does on every message: the
+    /// wheel then only rewrites the timer's deadline (see
+    /// [`TimerWheel::reschedule`](super::timer::TimerWheel::reschedule)).
+    pub fn reschedule_timeout(&mut self, timer: TimerHandle, deadline: Instant) -> bool {
+        let deadline = deadline.min(deadline_after(Instant::now(), MAX_TIMER_DELAY));
+        match self.timers.get_mut(timer) {
+            Some(pending) => pending.deadline = deadline,
+            None => return false,
+        }
+        self.timers.reschedule(timer, deadline)
+    }
+
     /// Runs `callback` at the next iteration, before sleeping again
     /// (Tornado's `add_callback` from the loop thread).
     pub fn call_soon(&mut self, callback: impl FnOnce(&mut Reactor) + 'static) {

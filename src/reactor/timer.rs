@@ -5,8 +5,8 @@
 //! A reactor does two things: it waits for sockets to become ready, and it runs
 //! things *later*: a reconnect in 5 s, a heartbeat every 45 s, an idle timeout
 //! per connection. The idle timeout is the demanding one: every message that
-//! arrives pushes it back, so it is cancelled and inserted again over and over.
-//! Most timers are re-armed or cancelled long before they fire.
+//! arrives pushes it back, over and over. Most timers are re-armed or
+//! cancelled long before they fire.
 //!
 //! A binary heap (Tornado's IOLoop, for example) costs O(log n) per insert, and
 //! it cannot cancel cheaply: finding an entry in a heap is O(n), so
@@ -15,8 +15,8 @@
 //! heap holds far more entries than there are live timers, unless it is
 //! compacted now and then (Tornado does that when more than half of it is dead).
 //!
-//! This wheel does insert and cancel in O(1). A cancelled timer is unlinked and
-//! freed at once, with no tombstones. Its memory is one fixed slot array plus one
+//! This wheel does insert, cancel and re-arm in O(1). A cancelled timer is
+//! unlinked and freed at once, with no tombstones. Its memory is one fixed slot array plus one
 //! node for each timer that is pending. Freed nodes are reused, so the total is
 //! bounded by the largest number of timers ever pending at once.
 //!
@@ -97,9 +97,31 @@
 //! list, still cancellable, until the loop asks for them. That is what lets the
 //! callback of timer A cancel timer B due on the same tick.
 //!
+//! # Re-arming: move the deadline, not the timer
+//!
+//! [`reschedule`] moves a pending timer to a new deadline. When the deadline
+//! moves *later*, as an idle timeout's does on every message, the timer stays
+//! in its slot list: only its tick changes. The wheel reaches that slot
+//! before the new deadline (the slot was right for the old, earlier one), and
+//! files the timer in the slot of its own tick then. Such a timer is "filed
+//! early": `Link::filed` says which tick's slot holds it, and a bit per slot
+//! (`filed_early`) says which slots may hold one. Two places look at them:
+//!
+//! - moving time forward walks a slot when its smallest *filed* tick is due,
+//!   and files its early timers where they belong;
+//! - `next_deadline` files the early timers of each slot it passes before it
+//!   trusts that slot's smallest tick, so its answer is still exact: the loop
+//!   never wakes up for a deadline that was pushed back.
+//!
+//! A timer pushed back a thousand times in one turn of the wheel moves once.
+//! A deadline moved *earlier* than where the timer is filed moves the timer
+//! at once (unlink, then append to the new slot), as cancel plus insert would.
+//!
+//! [`reschedule`]: crate::reactor::timer::TimerWheel::reschedule
+//!
 //! # Costs, and the price of scheme 6
 //!
-//! - `insert` and `cancel`: O(1).
+//! - `insert`, `cancel` and `reschedule`: O(1).
 //! - `next_deadline`: O(1) while its cached answer holds. Working it out again
 //!   looks once at each occupied slot (64 empty ones per bitmap word) and walks
 //!   the list of any slot whose smallest timer was cancelled.
@@ -116,9 +138,9 @@
 //!
 //! With many timers, what an operation costs is mostly how many cache lines
 //! it touches that are not in the cache already: a miss to main memory costs
-//! as much as a few hundred instructions. A re-arm (cancel, then insert) picks
-//! a timer at random, so its cancel misses at least once, on that timer. The
-//! layout keeps everything else small and dense:
+//! as much as a few hundred instructions. A re-arm picks a timer at random,
+//! so it misses at least once, on that timer. The layout keeps everything
+//! else small and dense:
 //!
 //! - `nodes: Vec<Node<T>>`: per timer its tick, its generation (see
 //!   [`TimerHandle`]) and its value, `None` while the node is free. That is
@@ -126,9 +148,9 @@
 //!   32 bytes, so such a node is always within one cache line.
 //! - `links: Vec<Link>`: per timer its `prev` and `next` in whichever list
 //!   holds it (a slot list, the due list, or the free list), as `u32`
-//!   indices with `NIL` for "none". 8 bytes per timer: 100 000 timers take
-//!   800 KB, small enough to stay in the CPU's caches far more often than
-//!   the 3.2 MB of nodes.
+//!   indices with `NIL` for "none", and the tick it is filed at. 16 bytes
+//!   per timer. Only list operations read it, and a re-arm that moves a
+//!   deadline later does none.
 //! - `slots`: per slot the head and tail of its list and its smallest tick,
 //!   16 bytes; 64 KiB for 4096 slots.
 //!
@@ -144,12 +166,11 @@
 //! flag, and pushing a deadline later than the others stops after one
 //! comparison. It pays later, when it compacts, and in memory: it holds every
 //! tombstone until then. The wheel's memory is bounded by the live timers and
-//! it has no garbage to collect. A re-arm still touches about five cache
-//! lines (the node, its links, both neighbours' links, the new tail's link),
-//! where the heap touches two or three. So the wheel is ahead while its link
-//! array stays cached, and behind once nothing does: with a million timers,
-//! or with other programs crowding the cache. `examples/timer_bench.rs`
-//! measures both.
+//! it has no garbage to collect. A re-arm that moves the deadline later
+//! touches one cache line, the node; the heap's cancel plus push touches two
+//! or three. Cancel plus insert on the wheel touches about five (the node,
+//! its links, both neighbours' links, the new tail's link), which is why
+//! `reschedule` exists. `examples/timer_bench.rs` measures all three.
 
 use std::time::{Duration, Instant};
 
@@ -202,6 +223,9 @@ pub struct TimerWheel<T> {
     slots: Vec<Slot>,
     /// One bit per slot: set when the slot's list is not empty.
     occupied: Bitmap,
+    /// One bit per slot: set when the slot may hold a timer filed early
+    /// (see [`reschedule`](Self::reschedule)); cleared when the slot is walked.
+    filed_early: Bitmap,
     /// Timers whose tick is <= `current_tick`, in (tick, generation) order.
     due: List,
     /// The tick of the latest `now` given to `poll_expired` (0 before that).
@@ -233,11 +257,17 @@ struct Node<T> {
 }
 
 /// A node's neighbours in the list that holds it (a slot list, the due
-/// list, or the free list, which uses only `next`), or `NIL`.
+/// list, or the free list, which uses only `next`), or `NIL`; and, while
+/// it is in a slot, which tick it is filed at.
 #[derive(Clone, Copy)]
 struct Link {
     prev: u32,
     next: u32,
+    /// The tick whose slot holds the node: its own tick, or an earlier one
+    /// if [`TimerWheel::reschedule`] moved its deadline later without moving
+    /// the node ("filed early"). Kept here, not in the node, because only
+    /// the list operations need it, and they read the links anyway.
+    filed: u64,
 }
 
 /// One position of the wheel.
@@ -245,10 +275,12 @@ struct Link {
 struct Slot {
     /// The slot's timers, in insertion order.
     list: List,
-    /// The smallest tick in `list`, or 0 if that is not known. A timer in this
-    /// slot may be many turns away, so `next_deadline` needs this to answer
-    /// exactly. It becomes unknown when the timer holding the minimum is
-    /// cancelled, and is recomputed by walking the list only when needed.
+    /// The smallest `filed` tick in `list`, or 0 if that is not known. A timer
+    /// in this slot may be many turns away, so `next_deadline` needs this to
+    /// answer exactly. It becomes unknown when the timer holding the minimum is
+    /// cancelled, and is recomputed by walking the list only when needed. A
+    /// timer filed early counts with its `filed` tick: that is when the wheel
+    /// must walk this slot to move it on.
     /// No timer is ever at tick 0, so 0 is a lower bound that is always
     /// true: `min(0, tick)` stays unknown, and "0 <= to" reads "may be due".
     min_tick: u64,
@@ -303,6 +335,7 @@ impl<T> TimerWheel<T> {
             len: 0,
             slots: vec![Slot::EMPTY; slots],
             occupied: Bitmap::new(slots),
+            filed_early: Bitmap::new(slots),
             due: List::EMPTY,
             current_tick: 0,
             next_generation: 0,
@@ -327,20 +360,54 @@ impl<T> TimerWheel<T> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let index = self.allocate(Node { tick, generation, value: Some(value) });
-
-        let slot_index = self.slot_of(tick);
-        let slot = &mut self.slots[slot_index];
-        slot.min_tick = if slot.list.is_empty() { tick } else { slot.min_tick.min(tick) };
-        slot.list.push_back(&mut self.links, index);
-        self.occupied.set(slot_index);
-
-        // A new timer can only lower the earliest tick, so a known answer stays known.
-        if let Cached::Known(earliest) = self.slots_earliest {
-            let earliest = earliest.map_or(tick, |e| e.min(tick));
-            self.slots_earliest = Cached::Known(Some(earliest));
-        }
-
+        self.file_in_slot(index);
+        self.lower_earliest(tick);
         TimerHandle::new(index, generation)
+    }
+
+    /// Moves a pending timer to a new deadline, keeping its handle and its
+    /// value. O(1). Returns `false`, and does nothing, if the timer already
+    /// fired or was cancelled.
+    ///
+    /// This is the idle timeout's operation: every message pushes the
+    /// deadline later. A later deadline does not move the node at all. It
+    /// stays in the slot it is filed in, which the wheel reaches *before*
+    /// the new deadline, and it is moved to its own slot then, when the wheel
+    /// walks that slot anyway (or when `next_deadline` needs to look past
+    /// it). So a re-arm touches one node, one cache line, however often the
+    /// timer is pushed back in between: it moves at most once per turn. A
+    /// deadline earlier than where the node is filed moves it now.
+    ///
+    /// The timer keeps its place in the insertion order: among timers due on
+    /// the same tick, it comes out where it was first inserted.
+    pub fn reschedule(&mut self, handle: TimerHandle, deadline: Instant) -> bool {
+        if !self.contains(handle) {
+            return false;
+        }
+        let index = handle.index;
+        let tick = self.tick_at_or_after(deadline).max(self.current_tick + 1);
+        let old_tick = self.nodes[index as usize].tick;
+        if old_tick > self.current_tick && tick >= old_tick {
+            // Later, and in a slot the wheel reaches first: leave it there.
+            // Only the node is touched (the links hold where it is filed,
+            // and need not be read). If the node was filed at `old_tick`,
+            // that slot now holds an early timer. If it was filed early
+            // already, its slot's bit is still set: only walking the slot
+            // clears it, and that files the node at its own tick.
+            self.nodes[index as usize].tick = tick;
+            if tick != old_tick {
+                self.filed_early.set(self.slot_of(old_tick));
+                if self.slots_earliest == Cached::Known(Some(old_tick)) {
+                    self.slots_earliest = Cached::Unknown;
+                }
+            }
+        } else {
+            self.unlink_pending(index);
+            self.nodes[index as usize].tick = tick;
+            self.file_in_slot(index);
+            self.lower_earliest(tick);
+        }
+        true
     }
 
     /// Removes a pending timer. O(1).
@@ -352,27 +419,17 @@ impl<T> TimerWheel<T> {
         if !self.contains(handle) {
             return None;
         }
-        let index = handle.index;
-        let tick = self.nodes[index as usize].tick;
+        self.unlink_pending(handle.index);
+        Some(self.release(handle.index))
+    }
 
-        if tick <= self.current_tick {
-            self.due.unlink(&mut self.links, index);
-        } else {
-            let slot_index = self.slot_of(tick);
-            let slot = &mut self.slots[slot_index];
-            slot.list.unlink(&mut self.links, index);
-            if slot.list.is_empty() {
-                self.occupied.clear(slot_index);
-            } else if slot.min_tick == tick {
-                // Another timer may share this tick, or not: find out only when asked.
-                slot.min_tick = UNKNOWN;
-            }
-            if self.slots_earliest == Cached::Known(Some(tick)) {
-                self.slots_earliest = Cached::Unknown;
-            }
+    /// The value of a pending timer, to change it in place.
+    pub fn get_mut(&mut self, handle: TimerHandle) -> Option<&mut T> {
+        let node = self.nodes.get_mut(handle.index as usize)?;
+        if node.generation != handle.generation() {
+            return None;
         }
-
-        Some(self.release(index))
+        node.value.as_mut()
     }
 
     /// Is this timer still pending (neither fired nor cancelled)?
@@ -438,7 +495,7 @@ impl<T> TimerWheel<T> {
             let index = u32::try_from(self.nodes.len()).ok().filter(|&i| i != NIL);
             let index = index.expect("TimerWheel: too many pending timers");
             self.nodes.push(node);
-            self.links.push(Link { prev: NIL, next: NIL });
+            self.links.push(Link { prev: NIL, next: NIL, filed: 0 });
             index
         } else {
             let index = self.free;
@@ -454,6 +511,47 @@ impl<T> TimerWheel<T> {
         self.links[index as usize].next = self.free;
         self.free = index;
         self.nodes[index as usize].value.take().expect("TimerWheel: released a free node")
+    }
+
+    /// Appends a node to the list of the slot of its own tick.
+    fn file_in_slot(&mut self, index: u32) {
+        let tick = self.nodes[index as usize].tick;
+        let slot_index = self.slot_of(tick);
+        let slot = &mut self.slots[slot_index];
+        slot.min_tick = if slot.list.is_empty() { tick } else { slot.min_tick.min(tick) };
+        slot.list.push_back(&mut self.links, index);
+        self.links[index as usize].filed = tick;
+        self.occupied.set(slot_index);
+    }
+
+    /// Takes a pending timer off the list that holds it: the due list, or its slot's.
+    fn unlink_pending(&mut self, index: u32) {
+        let tick = self.nodes[index as usize].tick;
+        if tick <= self.current_tick {
+            self.due.unlink(&mut self.links, index);
+            return;
+        }
+        let filed = self.links[index as usize].filed;
+        let slot_index = self.slot_of(filed);
+        let slot = &mut self.slots[slot_index];
+        slot.list.unlink(&mut self.links, index);
+        if slot.list.is_empty() {
+            self.occupied.clear(slot_index);
+        } else if slot.min_tick == filed {
+            // Another timer may share this tick, or not: find out only when asked.
+            slot.min_tick = UNKNOWN;
+        }
+        if self.slots_earliest == Cached::Known(Some(tick)) {
+            self.slots_earliest = Cached::Unknown;
+        }
+    }
+
+    /// A timer now at `tick` can only lower the earliest tick, so a known answer stays known.
+    fn lower_earliest(&mut self, tick: u64) {
+        if let Cached::Known(earliest) = self.slots_earliest {
+            let earliest = earliest.map_or(tick, |e| e.min(tick));
+            self.slots_earliest = Cached::Known(Some(earliest));
+        }
     }
 
     /// Moves the wheel's clock forward to tick `to`, moving every timer due by
@@ -473,8 +571,9 @@ impl<T> TimerWheel<T> {
             while let Some(skip) = self.occupied.next_set(first_slot + distance, span - distance) {
                 distance += skip;
                 let slot_index = (first_slot + distance) & (self.slots.len() - 1);
-                // Walk the slot only if it may hold a due timer: its smallest
-                // tick is due, or not known (UNKNOWN is 0, which is <= to).
+                // Walk the slot only if it may hold a due timer, or one filed
+                // early that must move on: its smallest filed tick is due, or
+                // not known (UNKNOWN is 0, which is <= to).
                 if self.slots[slot_index].min_tick <= to {
                     self.take_due_from_slot(slot_index, to, &mut newly_due);
                 }
@@ -496,26 +595,41 @@ impl<T> TimerWheel<T> {
         self.current_tick = to;
     }
 
-    /// Unlinks the timers of one slot whose tick is <= `to`, keeping their
-    /// (insertion) order, and re-learns the smallest tick left in the slot.
-    fn take_due_from_slot(&mut self, slot_index: usize, to: u64, out: &mut Vec<u32>) {
-        let slot = &mut self.slots[slot_index];
+    /// Walks one slot: unlinks the timers whose tick is <= `to` into `out`,
+    /// keeping their (insertion) order, files every timer that was filed
+    /// early in the slot of its own tick, and re-learns the smallest tick
+    /// left in the slot. Returns the smallest tick it moved to another slot
+    /// (`u64::MAX` if none).
+    ///
+    /// With `to == current_tick` nothing is due, and this only files the
+    /// slot's early timers where they belong ("settling" the slot).
+    fn take_due_from_slot(&mut self, slot_index: usize, to: u64, out: &mut Vec<u32>) -> u64 {
         let mut min_left = u64::MAX;
-        let mut cursor = slot.list.head;
+        let mut min_moved = u64::MAX;
+        let mut cursor = self.slots[slot_index].list.head;
         while cursor != NIL {
-            let (tick, next) = (self.nodes[cursor as usize].tick, self.links[cursor as usize].next);
+            let next = self.links[cursor as usize].next;
+            let tick = self.nodes[cursor as usize].tick;
             if tick <= to {
-                slot.list.unlink(&mut self.links, cursor);
+                self.slots[slot_index].list.unlink(&mut self.links, cursor);
                 out.push(cursor);
-            } else {
+            } else if self.slot_of(tick) == slot_index {
+                // Filed at its own tick, or early but in the right slot already.
+                self.links[cursor as usize].filed = tick;
                 min_left = min_left.min(tick);
+            } else {
+                self.slots[slot_index].list.unlink(&mut self.links, cursor);
+                self.file_in_slot(cursor);
+                min_moved = min_moved.min(tick);
             }
             cursor = next;
         }
-        slot.min_tick = min_left;
-        if slot.list.is_empty() {
+        self.slots[slot_index].min_tick = min_left;
+        self.filed_early.clear(slot_index);
+        if self.slots[slot_index].list.is_empty() {
             self.occupied.clear(slot_index);
         }
+        min_moved
     }
 
     /// The earliest tick among the timers in the slots, from the cache if possible.
@@ -536,6 +650,12 @@ impl<T> TimerWheel<T> {
     /// are later, and so is anything an earlier slot holds for a later turn. If
     /// no slot has a timer this turn, every timer is at least one turn away, and
     /// the answer is the smallest of the slots' minimums.
+    ///
+    /// A timer filed early would break that reasoning (its slot is not the
+    /// slot of its tick), so each slot that may hold one is settled first:
+    /// its early timers go to their own slots. Those land further ahead, where
+    /// the walk will meet them, or a turn or more away, past any answer found
+    /// this turn; `moved` keeps their smallest tick for the case of no answer.
     fn find_earliest_in_slots(&mut self) -> Option<u64> {
         let first = self.current_tick + 1;
         let first_slot = self.slot_of(first);
@@ -545,6 +665,16 @@ impl<T> TimerWheel<T> {
         while let Some(skip) = self.occupied.next_set(first_slot + distance, turn - distance) {
             distance += skip;
             let slot_index = (first_slot + distance) & (turn - 1);
+            if self.filed_early.get(slot_index) {
+                let moved = self.take_due_from_slot(slot_index, self.current_tick, &mut Vec::new());
+                if moved != u64::MAX {
+                    earliest = Some(earliest.map_or(moved, |e| e.min(moved)));
+                }
+                if !self.occupied.get(slot_index) {
+                    distance += 1;
+                    continue;
+                }
+            }
             let min = self.slot_min_tick(slot_index);
             if min == first + distance as u64 {
                 return Some(min);
@@ -555,7 +685,7 @@ impl<T> TimerWheel<T> {
         earliest
     }
 
-    /// The smallest tick in an occupied slot, walking its list if it is not known.
+    /// The smallest `filed` tick in an occupied slot, walking its list if it is not known.
     fn slot_min_tick(&mut self, slot_index: usize) -> u64 {
         let slot = &mut self.slots[slot_index];
         if slot.min_tick != UNKNOWN {
@@ -564,7 +694,7 @@ impl<T> TimerWheel<T> {
         let mut min = u64::MAX;
         let mut cursor = slot.list.head;
         while cursor != NIL {
-            min = min.min(self.nodes[cursor as usize].tick);
+            min = min.min(self.links[cursor as usize].filed);
             cursor = self.links[cursor as usize].next;
         }
         slot.min_tick = min;
@@ -612,7 +742,7 @@ impl List {
     }
 
     fn push_back(&mut self, links: &mut [Link], index: u32) {
-        links[index as usize] = Link { prev: self.tail, next: NIL };
+        (links[index as usize].prev, links[index as usize].next) = (self.tail, NIL);
         match self.tail {
             NIL => self.head = index,
             tail => links[tail as usize].next = index,
@@ -623,7 +753,7 @@ impl List {
     /// Takes a node out of the list. It only *writes* to the neighbours, never
     /// reads them, so the CPU need not wait for their cache lines.
     fn unlink(&mut self, links: &mut [Link], index: u32) {
-        let Link { prev, next } = links[index as usize];
+        let Link { prev, next, .. } = links[index as usize];
         match prev {
             NIL => self.head = next,
             prev => links[prev as usize].next = next,
@@ -653,6 +783,10 @@ impl Bitmap {
 
     fn clear(&mut self, bit: usize) {
         self.words[bit / 64] &= !(1 << (bit % 64));
+    }
+
+    fn get(&self, bit: usize) -> bool {
+        self.words[bit / 64] & (1 << (bit % 64)) != 0
     }
 
     /// How many steps forward from bit `from` (which may be past the end, and
@@ -1053,6 +1187,66 @@ mod tests {
     }
 
     #[test]
+    fn a_rescheduled_timer_fires_at_its_new_deadline_only() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        let idle = wheel.insert(start + ms(5), "idle");
+        wheel.insert(start + ms(7), "other");
+        // Later, past several turns of the 16-slot wheel, without moving the node.
+        assert!(wheel.reschedule(idle, start + ms(50)));
+        assert_eq!(wheel.next_deadline(), Some(start + ms(7)), "the old deadline is forgotten at once");
+        assert_eq!(drain(&mut wheel, start + ms(49)), ["other"]);
+        assert_eq!(wheel.next_deadline(), Some(start + ms(50)));
+        assert_eq!(drain(&mut wheel, start + ms(50)), ["idle"]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn rescheduling_earlier_and_from_the_due_list_works_too() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        let a = wheel.insert(start + ms(40), "a");
+        let b = wheel.insert(start + ms(3), "b");
+        assert!(wheel.reschedule(a, start + ms(2)));
+        assert_eq!(wheel.next_deadline(), Some(start + ms(2)));
+        // Due at 3 ms but not popped yet: still pending, so it can move.
+        assert_eq!(wheel.poll_expired(start + ms(3)).map(|(_, v)| v), Some("a"));
+        assert!(wheel.reschedule(b, start + ms(10)));
+        assert_eq!(wheel.poll_expired(start + ms(3)), None);
+        assert_eq!(drain(&mut wheel, start + ms(10)), ["b"]);
+    }
+
+    #[test]
+    fn reschedule_keeps_the_handle_and_refuses_a_dead_one() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        let handle = wheel.insert(start + ms(5), 7);
+        assert!(wheel.reschedule(handle, start + ms(100)));
+        assert!(wheel.contains(handle));
+        assert_eq!(wheel.cancel(handle), Some(7));
+        assert!(!wheel.reschedule(handle, start + ms(200)), "cancelled");
+        let fired = wheel.insert(start + ms(1), 8);
+        assert_eq!(drain(&mut wheel, start + ms(1)), [8]);
+        assert!(!wheel.reschedule(fired, start + ms(200)), "fired");
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn pushing_a_timer_later_again_and_again_moves_it_at_most_once_per_pass() {
+        let start = Instant::now();
+        let mut wheel = small_wheel(start);
+        let idle = wheel.insert(start + ms(20), "idle");
+        // An idle timeout pushed back on every "message", one per 100 µs, for 1 s.
+        for step in 1..=10_000u64 {
+            let now = start + us(100 * step);
+            assert!(wheel.reschedule(idle, now + ms(20)));
+            assert_eq!(drain(&mut wheel, now), Vec::<&str>::new());
+        }
+        assert_eq!(wheel.next_deadline(), Some(start + ms(1020)));
+        assert_eq!(drain(&mut wheel, start + ms(1020)), ["idle"]);
+    }
+
+    #[test]
     fn a_handle_is_twelve_bytes() {
         assert_eq!(std::mem::size_of::<TimerHandle>(), 12);
     }
@@ -1087,6 +1281,8 @@ mod tests {
             Insert { offset_us: i64 },
             /// Cancel one of the handles ever returned, live or not.
             Cancel { pick: usize },
+            /// Move one of the handles ever returned to `offset_us` after the current fake time.
+            Reschedule { pick: usize, offset_us: i64 },
             /// Move the fake clock forward, then pop everything due.
             AdvanceAndDrain { by_us: u64 },
             /// Pop at most one timer: leaves due timers waiting, like a busy loop.
@@ -1098,6 +1294,8 @@ mod tests {
                 4 => (-5_000i64..5_000).prop_map(|offset_us| Op::Insert { offset_us }),
                 3 => (0i64..700_000).prop_map(|offset_us| Op::Insert { offset_us }),
                 3 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+                2 => (any::<usize>(), -5_000i64..5_000).prop_map(|(pick, offset_us)| Op::Reschedule { pick, offset_us }),
+                2 => (any::<usize>(), 0i64..700_000).prop_map(|(pick, offset_us)| Op::Reschedule { pick, offset_us }),
                 3 => (0u64..3_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
                 1 => (0u64..400_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
                 2 => Just(Op::PollOne),
@@ -1122,6 +1320,19 @@ mod tests {
             fn cancel(&mut self, id: u32) -> Option<u32> {
                 let at = self.pending.iter().position(|&(_, _, i)| i == id)?;
                 Some(self.pending.remove(at).2)
+            }
+
+            /// A moved timer keeps its insertion number: ties on one tick
+            /// still come out in the order the timers were first inserted.
+            fn reschedule(&mut self, id: u32, nanos_since_start: u64) -> bool {
+                let tick = nanos_since_start.div_ceil(self.tick_nanos).max(self.current_tick + 1);
+                match self.pending.iter_mut().find(|(_, _, i)| *i == id) {
+                    Some(entry) => {
+                        entry.0 = tick;
+                        true
+                    }
+                    None => false,
+                }
             }
 
             fn poll(&mut self, now_nanos: u64) -> Option<u32> {
@@ -1175,6 +1386,15 @@ mod tests {
                             }
                             let (handle, id) = handles[pick % handles.len()];
                             prop_assert_eq!(wheel.cancel(handle), model.cancel(id));
+                        }
+                        Op::Reschedule { pick, offset_us } => {
+                            if handles.is_empty() {
+                                continue;
+                            }
+                            let (handle, id) = handles[pick % handles.len()];
+                            let deadline = now_nanos.saturating_add_signed(offset_us * 1_000);
+                            let moved = wheel.reschedule(handle, start + Duration::from_nanos(deadline));
+                            prop_assert_eq!(moved, model.reschedule(id, deadline));
                         }
                         Op::AdvanceAndDrain { by_us } => {
                             now_nanos += by_us * 1_000;
