@@ -15,9 +15,12 @@
 //!
 //! - `cancel`: cancel all N, in random order.
 //! - `insert`: add N timers to the now-empty structure.
-//! - `re-arm`: with N pending, cancel a random one and insert it again 60-120 s
-//!   after a virtual clock that moves 10 µs per message. This is what an idle
-//!   timeout does on every message received. It runs max(N, 100 000) times,
+//! - `re-arm`: with N pending, move a random one to 60-120 s after a virtual
+//!   clock that moves 10 µs per message. This is what an idle timeout does on
+//!   every message received. The wheel moves the timer in place
+//!   (`TimerWheel::reschedule`); the heap cannot move an entry, so it cancels
+//!   and inserts (Tornado's `remove_timeout` + `call_at`). The row
+//!   `re-arm c+i` shows the wheel doing the same cancel + insert. It runs max(N, 100 000) times,
 //!   after as many untimed re-arms: a long-running loop has re-armed before,
 //!   so the heap has compacted and reuses the entries compaction freed.
 //! - `expire-step`: right after `re-arm`, let all N fire the way an epoll loop
@@ -57,6 +60,12 @@ trait Timers {
     type Handle: Copy;
     fn insert(&mut self, deadline: Instant, value: usize) -> Self::Handle;
     fn cancel(&mut self, handle: Self::Handle) -> Option<usize>;
+    /// Moves a pending timer to a new deadline. A structure that cannot
+    /// move an entry (the heap) cancels it and inserts it again.
+    fn rearm(&mut self, handle: Self::Handle, deadline: Instant, value: usize) -> Self::Handle {
+        self.cancel(handle);
+        self.insert(deadline, value)
+    }
     fn next_deadline(&mut self) -> Option<Instant>;
     fn pop_expired(&mut self, now: Instant) -> Option<usize>;
     /// Entries taking memory right now: live timers plus any tombstones.
@@ -73,6 +82,10 @@ impl Timers for TimerWheel<usize> {
     fn cancel(&mut self, handle: TimerHandle) -> Option<usize> {
         TimerWheel::cancel(self, handle)
     }
+    fn rearm(&mut self, handle: TimerHandle, deadline: Instant, _value: usize) -> TimerHandle {
+        self.reschedule(handle, deadline);
+        handle
+    }
     fn next_deadline(&mut self) -> Option<Instant> {
         TimerWheel::next_deadline(self)
     }
@@ -81,6 +94,29 @@ impl Timers for TimerWheel<usize> {
     }
     fn entries_held(&self) -> usize {
         self.len()
+    }
+}
+
+/// The same wheel re-armed the way the heap must be: cancel, then insert.
+/// It shows what `reschedule` saves.
+struct WheelCancelInsert(TimerWheel<usize>);
+
+impl Timers for WheelCancelInsert {
+    type Handle = TimerHandle;
+    fn insert(&mut self, deadline: Instant, value: usize) -> TimerHandle {
+        self.0.insert(deadline, value)
+    }
+    fn cancel(&mut self, handle: TimerHandle) -> Option<usize> {
+        self.0.cancel(handle)
+    }
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.0.next_deadline()
+    }
+    fn pop_expired(&mut self, now: Instant) -> Option<usize> {
+        self.0.poll_expired(now).map(|(_, value)| value)
+    }
+    fn entries_held(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -267,21 +303,19 @@ fn run_once<S: Timers>(make: impl Fn(Instant) -> S, work: &Workload) -> Sample {
     let mut handles = fill(&mut timers, work);
     let insert = per_op(clock.elapsed(), n);
 
-    // re-arm: cancel + insert later. First untimed, to reach the steady state
+    // re-arm: move a timer later (the heap: cancel + insert). First untimed, to reach the steady state
     // of a loop that has been re-arming for a while. Without this the heap
     // would be timed only from a fresh fill to its first compaction: every
     // insert would append to its Slab, where a long-running heap reuses the
     // (scattered) entries that its last compaction freed.
     let (warm_up, timed) = work.rearms.split_at(work.rearms.len() / 2);
     for &(which, deadline) in warm_up {
-        black_box(timers.cancel(handles[which]));
-        handles[which] = timers.insert(deadline, which);
+        handles[which] = timers.rearm(handles[which], deadline, which);
     }
     let mut peak = timers.entries_held();
     let clock = Instant::now();
     for &(which, deadline) in timed {
-        black_box(timers.cancel(handles[which]));
-        handles[which] = timers.insert(deadline, which);
+        handles[which] = black_box(timers.rearm(handles[which], deadline, which));
         peak = peak.max(timers.entries_held());
     }
     let rearm = per_op(clock.elapsed(), timed.len());
@@ -400,27 +434,33 @@ fn main() {
         let rearms = n.max(100_000);
         let work = Workload::new(n, rearms, 0x5EED + n as u64);
         let mut wheel = Vec::new();
+        let mut wheel_cancel_insert = Vec::new();
         let mut tornado = Vec::new();
         let mut uncompacted = Vec::new();
         for _ in 0..args.reps {
             let slots = args.slots;
             let new_wheel = |start| TimerWheel::with_config(start, Duration::from_millis(1), slots);
             wheel.push(run_once(new_wheel, &work));
+            wheel_cancel_insert.push(run_once(|start| WheelCancelInsert(new_wheel(start)), &work));
             tornado.push(run_once(|_| LazyHeap::new(true), &work));
             uncompacted.push(run_once(|_| LazyHeap::new(false), &work));
         }
         let (w, t, u) = (median(&wheel), median(&tornado), median(&uncompacted));
-        for (name, get) in OPS {
+        let row = |name: &str, wheel: f64, get: fn(&Sample) -> f64| {
             println!(
                 "{:>9}  {:<12} {:>9.1} {:>13.1} {:>13.1} {:>9.2}x",
                 n,
                 name,
-                get(&w),
+                wheel,
                 get(&t),
                 get(&u),
-                get(&t) / get(&w)
+                get(&t) / wheel
             );
+        };
+        for (name, get) in OPS {
+            row(name, get(&w), get);
         }
+        row("re-arm c+i", median(&wheel_cancel_insert).rearm, |s| s.rearm);
         peaks.push((n, rearms, w.rearm_peak_entries, t.rearm_peak_entries, u.rearm_peak_entries));
     }
 
