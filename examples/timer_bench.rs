@@ -15,9 +15,11 @@
 //!
 //! - `cancel`: cancel all N, in random order.
 //! - `insert`: add N timers to the now-empty structure.
-//! - `re-arm`: with N pending, move a random one to 60-120 s after a virtual
-//!   clock that moves 10 µs per message. This is what an idle timeout does on
-//!   every message received. The wheel moves the timer in place
+//! - `re-arm`: with N pending, a message arrives for a random one, and its
+//!   idle timeout moves to "now + its timeout". Each timer has its own timeout,
+//!   drawn once in 60-120 s; "now" is a virtual clock that moves 10 µs per
+//!   message. So, as with a real idle timeout, a deadline only ever moves
+//!   later. The wheel moves the timer in place
 //!   (`TimerWheel::reschedule`); the heap cannot move an entry, so it cancels
 //!   and inserts (Tornado's `remove_timeout` + `call_at`). The row
 //!   `re-arm c+i` shows the wheel doing the same cancel + insert. It runs max(N, 100 000) times,
@@ -250,11 +252,13 @@ impl Workload {
         for i in (1..timers).rev() {
             cancel_order.swap(i, rng.below(i as u64 + 1) as usize);
         }
+        // Each timer is one connection's idle timeout, with its own length.
+        let idle_timeouts: Vec<Duration> = (0..timers).map(|_| timeout(&mut rng, Duration::from_secs(60))).collect();
         let rearms = (0..2 * rearms)
             .map(|k| {
                 let now = start + Duration::from_micros(10 * k as u64);
                 let which = rng.below(timers as u64) as usize;
-                (which, now + timeout(&mut rng, Duration::from_secs(60)))
+                (which, now + idle_timeouts[which])
             })
             .collect();
         Workload { start, deadlines, cancel_order, rearms }
