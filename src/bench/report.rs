@@ -146,11 +146,6 @@ impl BenchReport {
         }
     }
 
-    /// Socket reads per message, the number read coalescing lowers.
-    pub fn reads_per_message(&self) -> Option<f64> {
-        self.read_syscalls.filter(|_| self.messages > 0).map(|reads| reads as f64 / self.messages as f64)
-    }
-
     /// A fixed-width table row; `header()` names the columns.
     pub fn row(&self) -> String {
         let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));

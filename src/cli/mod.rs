@@ -298,8 +298,8 @@ pub(crate) fn parse_poll_interval(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected milliseconds, from 0 (off) to {}", MAX_POLL_INTERVAL.as_millis()))
 }
 
-/// A poll interval as long as the heartbeat would hold every reply (and
-/// every message) back for longer than a beat.
+/// The poll interval must be shorter than the heartbeat: otherwise every
+/// reply, and every message, could wait longer than a beat.
 pub(crate) fn check_poll_interval(poll_interval: Duration, heartbeat: Duration) -> Result<(), String> {
     if poll_interval >= heartbeat {
         return Err(format!(
