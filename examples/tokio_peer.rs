@@ -287,6 +287,8 @@ async fn bench(args: Args, server: SocketAddr, writer: Writer, open_files_limit:
         lateness: &lateness,
         // The runtime's syscalls are not visible from inside.
         loop_stats: None,
+        output_write_syscalls: None,
+        poll_interval: Duration::ZERO,
         open_files_limit,
     }))
 }

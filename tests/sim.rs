@@ -658,6 +658,8 @@ fn bad_flags_exit_non_zero_with_one_line() {
         (&["serve", "--no-such-flag"], "--no-such-flag"),
         (&["serve", "--log-level", "loud"], "--log-level"),
         (&["frobnicate"], "frobnicate"),
+        (&["watch", "--poll-interval", "-5", "1"], "--poll-interval"),
+        (&["bench", "--poll-interval", "1001"], "--poll-interval"),
     ] {
         let (status, stderr) = run_to_exit(args);
         assert_eq!(status.code(), Some(2), "barrage {args:?}: {stderr}");

@@ -574,10 +574,17 @@ fn file_seen(path: &Path) -> Seen {
 /// At 200 messages/s per room, through a server fault that reshapes the
 /// byte stream, every room's messages arrive once each, in order.
 fn exactly_once_through(fault: &str) {
+    exactly_once_with(fault, &[]);
+}
+
+/// [`exactly_once_through`], with more `watch_flags`.
+fn exactly_once_with(fault: &str, watch_flags: &[&str]) {
     const ROOMS: [u64; 3] = [11, 12, 13];
     const AT_LEAST: usize = 300;
     let serve = Serve::start(&["--rate", "200", fault]);
-    let mut watch = Watch::start(&["--server", &serve.addr, "11", "12", "13"]);
+    let mut args = vec!["--server", &serve.addr, "11", "12", "13"];
+    args.extend_from_slice(watch_flags);
+    let mut watch = Watch::start(&args);
     watch.wait_for(&format!("{AT_LEAST} messages in every room ({fault})"), DEADLINE, |seen| {
         ROOMS.iter().all(|&room| seen.messages(room) >= AT_LEAST)
     });
@@ -598,6 +605,12 @@ fn exactly_once_with_fragmented_frames() {
 #[test]
 fn exactly_once_with_coalesced_frames() {
     exactly_once_through("--coalesce");
+}
+
+/// Read coalescing: many frames, cut anywhere, in each read.
+#[test]
+fn exactly_once_with_fragmented_frames_read_every_50_ms() {
+    exactly_once_with("--fragment", &["--poll-interval", "50"]);
 }
 
 // ----- 2. reconnect after drops ---------------------------------------------------------

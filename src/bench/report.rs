@@ -28,6 +28,11 @@ pub struct Measurements<'a> {
     pub lateness: &'a LatencyHistogram,
     /// The loop's counters for the window, if the engine can see them.
     pub loop_stats: Option<&'a Stats>,
+    /// `write` syscalls of the output's writer thread during the window,
+    /// if the engine can see them.
+    pub output_write_syscalls: Option<u64>,
+    /// The engine's minimum time between two polls (zero: none).
+    pub poll_interval: std::time::Duration,
     pub open_files_limit: u64,
 }
 
@@ -63,16 +68,40 @@ pub struct BenchReport {
     pub lateness_p50_ms: f64,
     pub lateness_p99_ms: f64,
     pub lateness_max_ms: f64,
-    /// Loop iterations (= poll calls) and readiness events in the window.
+    /// The minimum time between two polls the engine was run with
+    /// (`--poll-interval`; 0: it polls whenever it is idle).
+    #[serde(default)]
+    pub poll_interval_ms: f64,
+    /// Loop iterations and readiness events in the window.
     pub iterations: Option<u64>,
     pub events: Option<u64>,
+    /// `poll` calls, and sleeps between polls inside the poll interval
+    /// (iterations are one or the other, or neither when work is queued).
+    #[serde(default)]
+    pub polls: Option<u64>,
+    #[serde(default)]
+    pub interval_sleeps: Option<u64>,
+    /// Reads and writes on sockets.
     pub read_syscalls: Option<u64>,
     pub write_syscalls: Option<u64>,
-    /// (poll + read + write syscalls on sockets) / messages.
+    /// Writes of the output's writer thread (to `--sink`).
+    #[serde(default)]
+    pub output_write_syscalls: Option<u64>,
+    /// (polls + interval sleeps + socket reads + socket writes + output
+    /// writes) / messages. Not counted: the futex calls that hand each
+    /// batch of output to the writer thread (a wake and a wait when the
+    /// writer was idle; one batch per iteration that formatted lines).
     pub syscalls_per_message: Option<f64>,
     /// Loop wake-ups per second (the idle mode's number).
     pub wakeups_per_sec: Option<f64>,
     pub open_files_limit: u64,
+}
+
+/// Every syscall the watching process makes for its work, as far as it can
+/// count them: the loop's waits (polls, and sleeps between polls), its
+/// socket reads and writes, and the output thread's writes.
+fn syscalls(stats: &Stats, output_writes: u64) -> u64 {
+    stats.polls + stats.interval_sleeps + stats.read_syscalls + stats.write_syscalls + output_writes
 }
 
 impl BenchReport {
@@ -101,13 +130,17 @@ impl BenchReport {
             lateness_p50_ms: ms(m.lateness.quantile(0.5)),
             lateness_p99_ms: ms(m.lateness.quantile(0.99)),
             lateness_max_ms: ms(m.lateness.quantile(1.0)),
+            poll_interval_ms: ms(m.poll_interval),
             iterations: stats.map(|s| s.iterations),
             events: stats.map(|s| s.events),
+            polls: stats.map(|s| s.polls),
+            interval_sleeps: stats.map(|s| s.interval_sleeps),
             read_syscalls: stats.map(|s| s.read_syscalls),
             write_syscalls: stats.map(|s| s.write_syscalls),
-            // poll + socket reads + socket writes
+            output_write_syscalls: m.output_write_syscalls,
             syscalls_per_message: stats
-                .and_then(|s| per_message((s.iterations + s.read_syscalls + s.write_syscalls) as f64)),
+                .zip(m.output_write_syscalls)
+                .and_then(|(s, output)| per_message(syscalls(s, output) as f64)),
             wakeups_per_sec: stats.map(|s| s.iterations as f64 / m.window_secs),
             open_files_limit: m.open_files_limit,
         }

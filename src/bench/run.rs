@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::monitor::format::Format;
 use crate::monitor::output::Destination;
 use crate::monitor::{Monitor, MonitorConfig, RoomState};
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, ReactorConfig};
 
 use super::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
 use super::report::{BenchReport, Measurements};
@@ -31,6 +31,9 @@ pub struct BenchConfig {
     pub join_deadline: Duration,
     /// Heartbeat interval of every room (45 s in real use).
     pub heartbeat: Duration,
+    /// The watch engine's `ReactorConfig::min_poll_interval` (the tokio
+    /// peer has no such setting).
+    pub poll_interval: Duration,
 }
 
 /// Descriptors per room (its socket) plus room for the rest of the process.
@@ -95,7 +98,8 @@ impl Drop for SimulatorProcess {
 /// this process against the simulator at `server`.
 pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limit: u64) -> Result<BenchReport, String> {
     let rss_before = rss_bytes("self").unwrap_or(0);
-    let mut reactor = Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let reactor_config = ReactorConfig { min_poll_interval: config.poll_interval, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(reactor_config).map_err(|e| format!("cannot create the event loop: {e}"))?;
     let rooms: Vec<u64> = (config.first_room..config.first_room + config.rooms).collect();
     let started = Instant::now();
     let monitor = Monitor::start(
@@ -137,6 +141,7 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
     // The window.
     reactor.reset_stats();
     let received_before = received(&monitor);
+    let output_writes_before = monitor.output_write_syscalls();
     let cpu_before = cpu_seconds("self").unwrap_or(0.0);
     let window_start = Instant::now();
     reactor.run_until(window_start + config.window, |_| false).map_err(|e| e.to_string())?;
@@ -144,6 +149,9 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
     let cpu_secs = cpu_seconds("self").unwrap_or(0.0) - cpu_before;
     let messages = received(&monitor) - received_before;
     let stats = reactor.stats().clone();
+    // The writer thread runs behind the loop by a batch or so: a window of
+    // seconds hides that.
+    let output_write_syscalls = monitor.output_write_syscalls() - output_writes_before;
 
     monitor.shutdown(&mut reactor);
     let _ = reactor.run_until(Instant::now() + Duration::from_secs(3), |_| monitor.is_idle());
@@ -169,6 +177,8 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
         rss_joined_bytes: rss_joined,
         lateness: &stats.timer_lateness,
         loop_stats: Some(&stats),
+        output_write_syscalls: Some(output_write_syscalls),
+        poll_interval: config.poll_interval,
         open_files_limit,
     }))
 }

@@ -28,6 +28,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value = "45", value_parser = super::parse_seconds)]
     pub heartbeat: Duration,
 
+    /// The watch engine polls its sockets at most once per this many
+    /// milliseconds (`watch --poll-interval`, read coalescing); 0 polls
+    /// whenever idle. The peer is unchanged.
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
+    pub poll_interval: Duration,
+
     /// New connections per second while joining.
     #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = super::parse_rate)]
     pub connect_rate: f64,
@@ -47,6 +53,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    super::check_poll_interval(args.poll_interval, args.heartbeat)?;
     let open_files_limit = run::check_descriptors(args.rooms)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let simulator = SimulatorProcess::start(&exe, args.rate)?;
@@ -59,6 +66,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         sink: args.sink.clone(),
         join_deadline: Duration::from_secs(120),
         heartbeat: args.heartbeat,
+        poll_interval: args.poll_interval,
     };
     log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
     let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];
@@ -79,6 +87,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 }
 
 fn print_table(rows: &[BenchReport]) {
+    if let Some(ours) = rows.first().filter(|row| row.poll_interval_ms > 0.0) {
+        println!("{} polls its sockets at most every {} ms (--poll-interval)", ours.engine, ours.poll_interval_ms);
+    }
     println!("{}", BenchReport::header());
     for row in rows {
         println!("{}", row.row());

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, ReactorConfig};
 use crate::sim::{self, Faults, SimConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
@@ -191,7 +191,8 @@ fn watch(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), String> {
             format!("shard {} has none of the configured rooms", settings.shard)
         });
     }
-    let mut reactor = Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let reactor_config = ReactorConfig { min_poll_interval: settings.poll_interval, ..ReactorConfig::default() };
+    let mut reactor = Reactor::with_config(reactor_config).map_err(|e| format!("cannot create the event loop: {e}"))?;
     let monitor =
         Monitor::start(&mut reactor, settings.monitor.clone()).map_err(|e| match &settings.monitor.output {
             crate::monitor::output::Destination::File(path) => format!("cannot open {}: {e}", path.display()),
@@ -282,6 +283,34 @@ pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected seconds, from 0 (never) to {}", sim::MAX_INTERVAL.as_secs()))
 }
 
+/// The longest `--poll-interval` allowed. Everything that arrives through
+/// poll may wait this long, including the shutdown signal; a second is
+/// already far more delay than read coalescing needs.
+pub(crate) const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Milliseconds between polls for I/O, from 0 (poll whenever idle) to
+/// [`MAX_POLL_INTERVAL`]; fractions allowed (`0.5`).
+pub(crate) fn parse_poll_interval(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
+        .filter(|interval| *interval <= MAX_POLL_INTERVAL)
+        .ok_or_else(|| format!("expected milliseconds, from 0 (off) to {}", MAX_POLL_INTERVAL.as_millis()))
+}
+
+/// The poll interval must be shorter than the heartbeat: otherwise every
+/// reply, and every message, could wait longer than a beat.
+pub(crate) fn check_poll_interval(poll_interval: Duration, heartbeat: Duration) -> Result<(), String> {
+    if poll_interval >= heartbeat {
+        return Err(format!(
+            "the poll interval ({} ms) must be shorter than the heartbeat ({} s)",
+            poll_interval.as_secs_f64() * 1e3,
+            heartbeat.as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
 /// `4096`, `512KiB`, `16MiB`, `1GiB`.
 fn parse_bytes(text: &str) -> Result<usize, String> {
     let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
@@ -321,6 +350,16 @@ mod tests {
         assert_eq!(parse_bytes("16MiB"), Ok(16 << 20));
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert!(parse_bytes("0").is_err() && parse_bytes("12XB").is_err() && parse_bytes("MiB").is_err());
+        assert_eq!(parse_poll_interval("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_poll_interval("50"), Ok(Duration::from_millis(50)));
+        assert_eq!(parse_poll_interval("0.5"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_poll_interval("1000"), Ok(MAX_POLL_INTERVAL));
+        for nonsense in ["-1", "1001", "NaN", "inf", "fast", ""] {
+            assert!(parse_poll_interval(nonsense).is_err(), "accepted {nonsense:?}");
+        }
+        let heartbeat = Duration::from_secs(1);
+        assert!(check_poll_interval(Duration::from_millis(999), heartbeat).is_ok());
+        assert!(check_poll_interval(heartbeat, heartbeat).is_err());
     }
 
     #[test]

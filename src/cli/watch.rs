@@ -40,7 +40,8 @@ pub struct WatchArgs {
     pub servers: Vec<String>,
 
     /// TOML file with any of: rooms, servers, output, format, types,
-    /// heartbeat, idle_timeout, connect_rate, metrics, shard, log_level.
+    /// heartbeat, idle_timeout, connect_rate, metrics, shard, log_level,
+    /// status_interval, poll_interval_ms.
     /// Re-read on SIGHUP (rooms added start, rooms removed stop).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -84,6 +85,16 @@ pub struct WatchArgs {
     /// Seconds between status lines in the log (0 = never). [default: 30]
     #[arg(long, value_name = "SECS", value_parser = super::parse_interval, allow_negative_numbers = true)]
     pub status_interval: Option<Duration>,
+
+    /// Poll the sockets at most once per this many milliseconds (read
+    /// coalescing): bytes pile up in the kernel meanwhile and one read takes
+    /// many messages, for fewer syscalls and less CPU per message. Costs up
+    /// to this much delay on every message and reply, and on signals
+    /// (shutdown takes that much longer). Timers, heartbeats included,
+    /// still fire on time. Must be shorter than the heartbeat; at most
+    /// 1000. [default: 0, poll whenever idle]
+    #[arg(long, value_name = "MS", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
+    pub poll_interval: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -112,6 +123,9 @@ pub struct FileConfig {
     pub shard: Option<String>,
     pub log_level: Option<LogLevel>,
     pub status_interval: Option<f64>,
+    /// Milliseconds, like `--poll-interval` (the unit is in the name: every
+    /// other duration in the file is in seconds).
+    pub poll_interval_ms: Option<f64>,
 }
 
 impl FileConfig {
@@ -136,6 +150,8 @@ impl FileConfig {
 #[derive(Clone, Debug)]
 pub struct WatchSettings {
     pub monitor: MonitorConfig,
+    /// The reactor's `min_poll_interval`.
+    pub poll_interval: Duration,
     pub metrics: Option<SocketAddr>,
     pub shard: Shard,
     pub log_level: LogLevel,
@@ -187,6 +203,14 @@ impl WatchArgs {
                 session.idle_timeout.as_secs_f64()
             ));
         }
+        let poll_interval = match (self.poll_interval, file.poll_interval_ms) {
+            (Some(interval), _) => interval,
+            (None, Some(ms)) => {
+                super::parse_poll_interval(&ms.to_string()).map_err(|e| format!("config poll_interval_ms: {e}"))?
+            }
+            (None, None) => Duration::ZERO,
+        };
+        super::check_poll_interval(poll_interval, session.heartbeat)?;
         let connect_rate = match self.connect_rate.or(file.connect_rate) {
             Some(rate) => parse_connect_rate(&rate.to_string()).map_err(|e| format!("connect_rate: {e}"))?,
             None => MonitorConfig::default().connects_per_second,
@@ -211,6 +235,7 @@ impl WatchArgs {
                 status_interval,
                 ..MonitorConfig::default()
             },
+            poll_interval,
             metrics: self.metrics.or(file.metrics),
             shard,
             log_level: log_level.or(file.log_level).unwrap_or(LogLevel::Info),
@@ -269,11 +294,42 @@ mod tests {
             shard = "1/2"
             log_level = "debug"
             status_interval = 10
+            poll_interval_ms = 20
         "#;
         let config: FileConfig = toml::from_str(text).unwrap();
         assert_eq!(config.rooms, [288016, 9999]);
         assert_eq!(config.log_level, Some(LogLevel::Debug));
+        assert_eq!(config.poll_interval_ms, Some(20.0));
         assert!(toml::from_str::<FileConfig>("romos = [1]").is_err(), "a typo is an error");
+    }
+
+    /// `watch` with `flags` (after the subcommand) and the config `file`.
+    fn settings_of(flags: &[&str], file: &str) -> Result<WatchSettings, String> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Watch {
+            #[command(flatten)]
+            args: WatchArgs,
+        }
+        let args = Watch::try_parse_from(std::iter::once("watch").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?
+            .args;
+        let file: FileConfig = toml::from_str(file).map_err(|e| e.to_string())?;
+        args.settings(&file, None)
+    }
+
+    #[test]
+    fn the_poll_interval_comes_from_the_flag_or_the_file_and_stays_below_the_heartbeat() {
+        let interval = |flags: &[&str], file: &str| settings_of(flags, file).map(|s| s.poll_interval);
+        assert_eq!(interval(&["1"], ""), Ok(Duration::ZERO), "off by default");
+        assert_eq!(interval(&["1"], "poll_interval_ms = 20"), Ok(Duration::from_millis(20)));
+        assert_eq!(interval(&["--poll-interval", "5", "1"], "poll_interval_ms = 20"), Ok(Duration::from_millis(5)));
+        assert!(interval(&["--poll-interval", "-5", "1"], "").is_err());
+        let error = interval(&["1"], "poll_interval_ms = -5").unwrap_err();
+        assert_eq!(error, "config poll_interval_ms: expected milliseconds, from 0 (off) to 1000");
+        let error = interval(&["--poll-interval", "500", "--heartbeat", "0.5", "1"], "").unwrap_err();
+        assert_eq!(error, "the poll interval (500 ms) must be shorter than the heartbeat (0.5 s)");
+        assert!(interval(&["--heartbeat", "0.5", "1"], "poll_interval_ms = 499").is_ok());
     }
 
     #[test]

@@ -496,7 +496,13 @@ fn render_metrics(stats: &MonitorStats, rooms: &[Room], output_pending: usize, r
 
     let loop_stats = reactor.stats();
     let counters = [
-        ("iterations", "Event loop iterations (one poll each).", loop_stats.iterations),
+        (
+            "iterations",
+            "Event loop iterations (each waits once: in poll, or sleeping between polls).",
+            loop_stats.iterations,
+        ),
+        ("polls", "Polls for I/O (fewer than iterations with --poll-interval).", loop_stats.polls),
+        ("interval_sleeps", "Sleeps between two polls, inside --poll-interval.", loop_stats.interval_sleeps),
         ("events", "Readiness events returned by poll.", loop_stats.events),
         ("poll_timeouts", "Polls that returned because a timeout expired.", loop_stats.poll_timeouts),
         ("read_syscalls", "Read calls on connections.", loop_stats.read_syscalls),

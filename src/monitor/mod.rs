@@ -392,6 +392,11 @@ impl Monitor {
         self.state.borrow().output.pending()
     }
 
+    /// `write` syscalls the output's writer thread has made.
+    pub fn output_write_syscalls(&self) -> u64 {
+        self.state.borrow().output.write_syscalls()
+    }
+
     /// Resolves the servers on a helper thread. While nothing resolves
     /// (the network is not up yet, say), it tries again with a growing
     /// pause, up to a minute, through the same channel.

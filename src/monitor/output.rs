@@ -47,6 +47,11 @@ struct Shared {
     failed: AtomicBool,
     bytes_written: AtomicU64,
     write_errors: AtomicU64,
+    /// `write` calls made on the destination, so that a benchmark can
+    /// count this thread's syscalls with the loop's: one each for a file,
+    /// and for stdout too (every batch ends with a newline, so its line
+    /// buffer passes the batch straight on).
+    write_syscalls: AtomicU64,
     /// SIGHUP asked for the file to be reopened; checked between writes and
     /// while retrying a failed one (a full disk is often what rotation frees).
     reopen_requested: AtomicBool,
@@ -94,6 +99,7 @@ impl Output {
             failed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            write_syscalls: AtomicU64::new(0),
             reopen_requested: AtomicBool::new(false),
         });
         let (commands, receiver) = mpsc::channel();
@@ -161,6 +167,11 @@ impl Output {
         self.shared.write_errors.load(Ordering::Relaxed)
     }
 
+    /// `write` syscalls the writer thread made (none for `Destination::Null`).
+    pub fn write_syscalls(&self) -> u64 {
+        self.shared.write_syscalls.load(Ordering::Relaxed)
+    }
+
     /// The writer gave up (its destination is closed for good).
     pub fn has_failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
@@ -212,6 +223,11 @@ impl Sink {
             Destination::File(path) => Sink::File(OpenOptions::new().create(true).append(true).open(path)?),
             Destination::Null => Sink::Null,
         })
+    }
+
+    /// Whether [`write`](Self::write) is a syscall (not for `Null`).
+    fn is_real(&self) -> bool {
+        !matches!(self, Sink::Null)
     }
 
     /// One write; may take only part of `bytes`.
@@ -273,6 +289,9 @@ fn write_batch(sink: &mut Sink, batch: &[u8], destination: &Destination, shared:
     let mut written = 0;
     let mut retry_delay = Duration::from_millis(100);
     while written < batch.len() {
+        if sink.is_real() {
+            shared.write_syscalls.fetch_add(1, Ordering::Relaxed);
+        }
         match sink.write(&batch[written..]) {
             Ok(0) => retry_after(io::ErrorKind::WriteZero.into(), &mut retry_delay, shared),
             Ok(n) => written += n,
@@ -302,5 +321,33 @@ fn reopen_if_requested(sink: &mut Sink, destination: &Destination, shared: &Shar
             log::info!("output reopened");
         }
         Err(e) => log::error!("could not reopen the output: {e}; keeping the old one"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reactor::Reactor;
+
+    fn write_two_batches(destination: Destination) -> Output {
+        let reactor = Reactor::new().unwrap();
+        let mut output = Output::open(destination, OutputLimits::default(), reactor.handle()).unwrap();
+        for line in [&b"first\n"[..], b"second\n"] {
+            output.batch().extend_from_slice(line);
+            output.flush();
+        }
+        assert_eq!(output.finish(Duration::from_secs(10)), 0, "everything written");
+        output
+    }
+
+    #[test]
+    fn the_writer_counts_its_write_syscalls() {
+        let path = std::env::temp_dir().join(format!("barrage-output-syscalls-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        // A small write to a regular file is written whole: one call each.
+        assert_eq!(write_two_batches(Destination::File(path.clone())).write_syscalls(), 2);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first\nsecond\n");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(write_two_batches(Destination::Null).write_syscalls(), 0, "nothing reaches the kernel");
     }
 }

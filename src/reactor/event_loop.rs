@@ -71,6 +71,26 @@ pub struct ReactorConfig {
     /// [`Reactor::close`]). A peer that stops reading, or never closes its
     /// side, is cut off then, and whatever is still queued is dropped.
     pub linger: Duration,
+    /// The least time from one poll for I/O to the next ("read
+    /// coalescing", as network cards coalesce interrupts). Zero, the
+    /// default, polls whenever the loop has nothing else to do.
+    ///
+    /// Above zero, the loop polls at most once per interval. Meanwhile
+    /// bytes pile up in the kernel's socket buffers, so one read takes many
+    /// messages and one poll reports many sockets: fewer syscalls and
+    /// wake-ups, and less CPU per message. Timers still fire on time:
+    /// between polls the loop sleeps until the interval ends or the next
+    /// timer is due, whichever is first. Work the loop already holds does
+    /// not wait either: the ready list, `call_soon` callbacks, a `stop()`.
+    ///
+    /// The price is up to this much added delay on everything that arrives
+    /// through poll: bytes from a peer, a finished connect, a socket that
+    /// can take output again, and wake-ups from other threads (a
+    /// [`ReactorHandle`] callback or `stop()`, a
+    /// [`LoopSender`](super::LoopSender) value). A sleep cannot be woken
+    /// the way `poll` can, which is the point: an `epoll_wait` would return
+    /// at once for every new byte.
+    pub min_poll_interval: Duration,
 }
 
 impl Default for ReactorConfig {
@@ -82,6 +102,7 @@ impl Default for ReactorConfig {
             accept_budget: 256,
             max_read_buffer: 8 * 1024 * 1024,
             linger: Duration::from_secs(5),
+            min_poll_interval: Duration::ZERO,
         }
     }
 }
@@ -171,6 +192,9 @@ pub struct Reactor {
     channels: Vec<Option<Box<dyn ChannelReceiver>>>,
     shared: Arc<Shared>,
     stopped: bool,
+    /// With a `min_poll_interval`: the earliest time the next poll for I/O
+    /// may happen. `None`: poll whenever the loop would sleep.
+    next_poll: Option<Instant>,
     pub(crate) stats: Stats,
     rng: Rng,
 }
@@ -213,6 +237,7 @@ impl Reactor {
             channels: Vec::new(),
             shared: Arc::new(Shared { waker, queue: Mutex::new(Vec::new()), wake_pending: AtomicBool::new(false) }),
             stopped: false,
+            next_poll: None,
             stats: Stats::default(),
             // Seed for jitter only; it needs to differ between processes,
             // not to be unpredictable.
@@ -302,15 +327,37 @@ impl Reactor {
 
     /// One iteration: poll (for at most `timeout`, sooner if a timer is due),
     /// dispatch events, continue postponed work, fire timers, run callbacks.
+    ///
+    /// With a [`min_poll_interval`](ReactorConfig::min_poll_interval), an
+    /// iteration that starts less than the interval after the last poll
+    /// returned does not poll: it sleeps instead, until the interval ends,
+    /// the next timer is due, or `timeout` has passed, whichever is first
+    /// (not at all if work is queued), then carries on as usual from the
+    /// postponed work. Either way an iteration waits at most once, and
+    /// timers due before the next poll fire before the events it returns.
     pub fn turn(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.stats.iterations += 1;
         // Work queued outside any callback (before run, say) is flushed now.
         self.settle();
 
+        match self.next_poll.filter(|&next_poll| Instant::now() < next_poll) {
+            Some(next_poll) => self.wait_inside_poll_interval(next_poll, timeout),
+            None => self.poll_and_dispatch(timeout)?,
+        }
+        self.run_ready_list();
+        self.run_timers();
+        self.run_soon();
+        Ok(())
+    }
+
+    /// Waits in `poll` (for at most `timeout`, sooner if a timer is due or
+    /// work is queued) and dispatches the events it returns.
+    fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let timeout = self.poll_timeout(timeout);
         // `events` is moved out so that dispatching (which needs `&mut self`)
         // can iterate it; it goes back, with its capacity, afterwards.
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        self.stats.polls += 1;
         match self.poll.poll(&mut events, timeout) {
             Ok(()) => {}
             // A signal arrived; that is a wake-up with no events.
@@ -320,7 +367,9 @@ impl Reactor {
                 return Err(e);
             }
         }
-        if events.is_empty() && timeout != Some(Duration::ZERO) {
+        let returned = events.iter().count();
+        self.next_poll = next_poll_at(Instant::now(), self.config.min_poll_interval, returned, events.capacity());
+        if returned == 0 && timeout != Some(Duration::ZERO) {
             self.stats.poll_timeouts += 1;
         }
         if log::log_enabled!(log::Level::Trace) {
@@ -343,11 +392,28 @@ impl Reactor {
             }
         }
         self.events = events;
-
-        self.run_ready_list();
-        self.run_timers();
-        self.run_soon();
         Ok(())
+    }
+
+    /// An iteration inside the minimum poll interval: no poll, only a
+    /// sleep until `next_poll`, the next timer or the caller's limit,
+    /// whichever is first — and no sleep at all if work is queued (the
+    /// ready list is served without polling, so a busy connection keeps
+    /// reading what the kernel already holds). A plain sleep, because
+    /// `poll` would return at once for every socket that became readable.
+    fn wait_inside_poll_interval(&mut self, next_poll: Instant, limit: Option<Duration>) {
+        let until_poll = next_poll.saturating_duration_since(Instant::now());
+        // Zero when work is queued, else until the next timer or the limit.
+        let sleep = self.poll_timeout(limit).map_or(until_poll, |timeout| timeout.min(until_poll));
+        if !sleep.is_zero() {
+            self.stats.interval_sleeps += 1;
+            std::thread::sleep(sleep);
+        }
+        log::trace!(
+            "iteration {}: inside the poll interval ({until_poll:?} left), no poll: slept {sleep:?} \
+             for timers and queued work",
+            self.stats.iterations
+        );
     }
 
     /// How long poll may sleep: not at all if work is waiting, else until
@@ -636,6 +702,14 @@ impl Reactor {
     }
 }
 
+/// When the poll that returned `returned` events at `now` lets the next
+/// one happen: `None` (whenever the loop would sleep) without an interval,
+/// or after a full batch — the kernel may hold more events than fitted,
+/// and they should not wait an interval; else one interval after `now`.
+fn next_poll_at(now: Instant, interval: Duration, returned: usize, capacity: usize) -> Option<Instant> {
+    (!interval.is_zero() && returned < capacity).then(|| deadline_after(now, interval))
+}
+
 fn describe_token(token: Token) -> String {
     if token == WAKER { "waker".to_string() } else { ConnId::from_token(token).to_string() }
 }
@@ -689,6 +763,17 @@ mod tests {
             let result = std::panic::catch_unwind(|| Reactor::with_config(config.clone()).map(drop));
             assert!(result.is_err(), "accepted {config:?}");
         }
+    }
+
+    #[test]
+    fn a_poll_interval_starts_after_a_poll_unless_the_batch_was_full() {
+        let now = Instant::now();
+        let interval = Duration::from_millis(50);
+        assert_eq!(next_poll_at(now, Duration::ZERO, 3, 1024), None, "no interval: poll whenever idle");
+        assert_eq!(next_poll_at(now, interval, 0, 1024), Some(now + interval), "a timeout starts one too");
+        assert_eq!(next_poll_at(now, interval, 1023, 1024), Some(now + interval));
+        assert_eq!(next_poll_at(now, interval, 1024, 1024), None, "a full batch: more may be waiting");
+        assert_eq!(next_poll_at(now, Duration::MAX, 1, 1024), Some(now + MAX_TIMER_DELAY), "capped, no overflow");
     }
 
     #[test]

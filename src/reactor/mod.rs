@@ -7,7 +7,9 @@
 //!    `mio::Poll::poll` until then, until a socket is ready, or until another
 //!    thread wakes us through the [`ReactorHandle`] (a mio `Waker`). With no
 //!    deadline and nothing to do, poll blocks forever: an idle loop costs no
-//!    CPU.
+//!    CPU. With a [`ReactorConfig::min_poll_interval`], the loop polls at
+//!    most once per interval and sleeps in between, waking only for timers:
+//!    bytes pile up in the socket buffers, and one read takes many messages.
 //! 2. **Dispatch events.** Each mio token names an entry of a `Slab`: a
 //!    buffered connection, a listener, a raw handler, or the waker. The
 //!    reactor does the syscalls for connections (read until the socket is

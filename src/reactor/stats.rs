@@ -8,8 +8,16 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Loop iterations (one `poll` each).
+    /// Loop iterations. Each waits at most once: in `poll`, or, inside a
+    /// [`min_poll_interval`](super::ReactorConfig::min_poll_interval), in
+    /// a sleep.
     pub iterations: u64,
+    /// `poll` calls: one per iteration, except those inside the minimum
+    /// poll interval.
+    pub polls: u64,
+    /// Sleeps inside the minimum poll interval, in place of a poll (each
+    /// one a syscall too, `nanosleep`).
+    pub interval_sleeps: u64,
     /// Readiness events returned by `poll`.
     pub events: u64,
     /// `poll` calls that returned because a timeout expired with no event.
