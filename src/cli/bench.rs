@@ -30,9 +30,9 @@ pub struct BenchArgs {
 
     /// The watch engine polls its sockets at most once per this many
     /// milliseconds (`watch --poll-interval`, read coalescing); 0 polls
-    /// whenever idle. The peer is unchanged.
-    #[arg(long, value_name = "MS", default_value = "0", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
-    pub poll_interval: Duration,
+    /// whenever idle. The peer is unchanged. [default: 100, as watch]
+    #[arg(long, value_name = "MS", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
+    pub poll_interval: Option<Duration>,
 
     /// New connections per second while joining.
     #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = super::parse_rate)]
@@ -53,7 +53,8 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    super::check_poll_interval(args.poll_interval, args.heartbeat)?;
+    let poll_interval = args.poll_interval.unwrap_or_else(|| super::default_poll_interval(args.heartbeat));
+    super::check_poll_interval(poll_interval, args.heartbeat)?;
     let open_files_limit = run::check_descriptors(args.rooms)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let simulator = SimulatorProcess::start(&exe, args.rate)?;
@@ -66,7 +67,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         sink: args.sink.clone(),
         join_deadline: Duration::from_secs(120),
         heartbeat: args.heartbeat,
-        poll_interval: args.poll_interval,
+        poll_interval,
     };
     log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
     let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];

@@ -283,6 +283,17 @@ pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected seconds, from 0 (never) to {}", sim::MAX_INTERVAL.as_secs()))
 }
 
+/// `--poll-interval` when none is given (capped at half the heartbeat).
+/// A monitor writes chat to a file or a pipeline, where 100 ms of delay
+/// goes unseen, while polling less often saves CPU on every busy room
+/// (see "Read coalescing" in the README for the measurements).
+pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The poll interval when none is given: the default, or less with a heartbeat shorter than 200 ms.
+pub(crate) fn default_poll_interval(heartbeat: Duration) -> Duration {
+    DEFAULT_POLL_INTERVAL.min(heartbeat / 2)
+}
+
 /// The longest `--poll-interval` allowed. Everything that arrives through
 /// poll may wait this long, including the shutdown signal; a second is
 /// already far more delay than read coalescing needs.

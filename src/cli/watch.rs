@@ -91,8 +91,8 @@ pub struct WatchArgs {
     /// many messages, for fewer syscalls and less CPU per message. Costs up
     /// to this much delay on every message and reply, and on signals
     /// (shutdown takes that much longer). Timers, heartbeats included,
-    /// still fire on time. Must be shorter than the heartbeat; at most
-    /// 1000. [default: 0, poll whenever idle]
+    /// still fire on time. 0 polls whenever idle (lowest delay). Must be
+    /// shorter than the heartbeat; at most 1000. [default: 100]
     #[arg(long, value_name = "MS", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
     pub poll_interval: Option<Duration>,
 }
@@ -208,7 +208,7 @@ impl WatchArgs {
             (None, Some(ms)) => {
                 super::parse_poll_interval(&ms.to_string()).map_err(|e| format!("config poll_interval_ms: {e}"))?
             }
-            (None, None) => Duration::ZERO,
+            (None, None) => super::default_poll_interval(session.heartbeat),
         };
         super::check_poll_interval(poll_interval, session.heartbeat)?;
         let connect_rate = match self.connect_rate.or(file.connect_rate) {
@@ -321,7 +321,9 @@ mod tests {
     #[test]
     fn the_poll_interval_comes_from_the_flag_or_the_file_and_stays_below_the_heartbeat() {
         let interval = |flags: &[&str], file: &str| settings_of(flags, file).map(|s| s.poll_interval);
-        assert_eq!(interval(&["1"], ""), Ok(Duration::ZERO), "off by default");
+        assert_eq!(interval(&["1"], ""), Ok(Duration::from_millis(100)), "100 ms by default");
+        assert_eq!(interval(&["--heartbeat", "0.1", "1"], ""), Ok(Duration::from_millis(50)), "below a short beat");
+        assert_eq!(interval(&["--poll-interval", "0", "1"], ""), Ok(Duration::ZERO), "0 turns it off");
         assert_eq!(interval(&["1"], "poll_interval_ms = 20"), Ok(Duration::from_millis(20)));
         assert_eq!(interval(&["--poll-interval", "5", "1"], "poll_interval_ms = 20"), Ok(Duration::from_millis(5)));
         assert!(interval(&["--poll-interval", "-5", "1"], "").is_err());
