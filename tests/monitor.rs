@@ -79,6 +79,25 @@ fn every_message_of_every_room_is_written_exactly_once() {
 }
 
 #[test]
+fn a_joined_room_holds_one_timer_not_its_spent_connect_timeout() {
+    let mut reactor = Reactor::new().unwrap();
+    let (server, _log) = fake_server(&mut reactor, 0);
+    let path = temp_path("one-timer.jsonl");
+    let rooms: Vec<u64> = (1..=3).map(|i| 7000 + i).collect();
+    let monitor = Monitor::start(&mut reactor, config(server, rooms, path.clone())).unwrap();
+    let joined = |_: &mut Reactor| monitor.rooms().iter().all(|room| room.state == RoomState::Joined);
+    assert!(reactor.run_until(Instant::now() + DEADLINE, joined).unwrap(), "every room joined");
+    // One session timer per room (its next heartbeat or timeout). The connect
+    // timeout was cancelled when the connection came up; left armed, it would
+    // fire for nothing 10 s later, once per room.
+    assert_eq!(reactor.pending_timers(), 3, "pending timers with three rooms joined");
+    monitor.shutdown(&mut reactor);
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |_| monitor.is_idle()).unwrap(), "rooms closed");
+    monitor.finish_output(Duration::from_secs(10));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn type_filter_writes_only_the_chosen_types() {
     let mut reactor = Reactor::new().unwrap();
     let (server, _log) = fake_server(&mut reactor, 20);

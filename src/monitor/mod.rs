@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::douyu::{ClientSession, LiveStatus, Message, MessageView, SessionConfig};
-use crate::reactor::{ConnId, LoopSender, Reactor};
+use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
 
 use crate::rng::Rng;
 use backoff::Backoff;
@@ -141,6 +141,9 @@ pub struct Room {
     restart_after_close: bool,
     /// Removed by a reload (not by shutdown): forget it once closed.
     removed: bool,
+    /// The connect timeout of the connection under way, cancelled once it
+    /// connects (it would otherwise fire, for nothing, 10 s later).
+    connect_timer: Option<TimerHandle>,
 }
 
 impl Room {
@@ -310,6 +313,7 @@ impl Monitor {
                     epoch: 0,
                     restart_after_close: false,
                     removed: false,
+                    connect_timer: None,
                 },
             );
         }
@@ -520,10 +524,11 @@ impl MonitorState {
         self.rooms.get_mut(&room).filter(|r| r.conn == Some(conn) && r.state != RoomState::Stopped)
     }
 
-    pub(crate) fn room_connected(&mut self, room: u64, conn: ConnId) {
-        if let Some(entry) = self.owned(room, conn) {
-            entry.state = RoomState::LoggingIn;
-        }
+    /// The connection is up: returns its connect timeout, to cancel.
+    pub(crate) fn room_connected(&mut self, room: u64, conn: ConnId) -> Option<TimerHandle> {
+        let entry = self.owned(room, conn)?;
+        entry.state = RoomState::LoggingIn;
+        entry.connect_timer.take()
     }
 
     pub(crate) fn room_joined(&mut self, room: u64, conn: ConnId) {
@@ -663,7 +668,7 @@ impl MonitorState {
                 log::debug!("room {room}: connecting to {address}");
                 entry.conn = Some(id);
                 entry.state = RoomState::Connecting;
-                reactor.set_timer(id, Instant::now() + CONNECT_TIMEOUT, TIMER_CONNECT);
+                entry.connect_timer = reactor.set_timer(id, Instant::now() + CONNECT_TIMEOUT, TIMER_CONNECT);
             }
             Err(e) => {
                 // No socket at all (no route, out of descriptors): the same

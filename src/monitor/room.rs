@@ -133,7 +133,10 @@ impl Dispatcher for RoomConn {
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
         self.id = Some(ctx.id());
         self.opened_at = Instant::now();
-        self.monitor.borrow_mut().room_connected(self.room, ctx.id());
+        let connect_timer = self.monitor.borrow_mut().room_connected(self.room, ctx.id());
+        if let Some(timer) = connect_timer {
+            ctx.cancel_timer(timer);
+        }
         self.session.on_connected(Instant::now());
         self.pump(ctx);
     }
