@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::bench::report::BenchReport;
 use crate::bench::run::{self, BenchConfig, SimulatorProcess};
+use crate::douyu::SessionConfig;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -53,8 +54,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    let poll_interval = args.poll_interval.unwrap_or_else(|| super::default_poll_interval(args.heartbeat));
-    super::check_poll_interval(poll_interval, args.heartbeat)?;
+    let session = SessionConfig { heartbeat: args.heartbeat, ..SessionConfig::default() };
+    let poll_interval = args.poll_interval.unwrap_or_else(|| super::default_poll_interval(&session));
+    super::check_poll_interval(poll_interval, &session)?;
     let open_files_limit = run::check_descriptors(args.rooms)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let simulator = SimulatorProcess::start(&exe, args.rate)?;

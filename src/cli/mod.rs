@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::douyu::SessionConfig;
 use crate::reactor::{Reactor, ReactorConfig};
 use crate::sim::{self, Faults, SimConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -283,15 +284,18 @@ pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected seconds, from 0 (never) to {}", sim::MAX_INTERVAL.as_secs()))
 }
 
-/// `--poll-interval` when none is given (capped at half the heartbeat).
+/// `--poll-interval` when none is given (less with short beats: see [`default_poll_interval`]).
 /// A monitor writes chat to a file or a pipeline, where 100 ms of delay
 /// goes unseen, while polling less often saves CPU on every busy room
 /// (see "Read coalescing" in the README for the measurements).
 pub(crate) const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The poll interval when none is given: the default, or less with a heartbeat shorter than 200 ms.
-pub(crate) fn default_poll_interval(heartbeat: Duration) -> Duration {
-    DEFAULT_POLL_INTERVAL.min(heartbeat / 2)
+/// The poll interval when none is given: [`DEFAULT_POLL_INTERVAL`], or
+/// less when the heartbeat, or the time from a heartbeat to the idle
+/// timeout, is short, so that [`check_poll_interval`] holds with room to spare.
+pub(crate) fn default_poll_interval(session: &SessionConfig) -> Duration {
+    let slack = session.idle_timeout.saturating_sub(session.heartbeat);
+    DEFAULT_POLL_INTERVAL.min(session.heartbeat / 2).min(slack / 2)
 }
 
 /// The longest `--poll-interval` allowed. Everything that arrives through
@@ -310,13 +314,24 @@ pub(crate) fn parse_poll_interval(text: &str) -> Result<Duration, String> {
 }
 
 /// The poll interval must be shorter than the heartbeat: otherwise every
-/// reply, and every message, could wait longer than a beat.
-pub(crate) fn check_poll_interval(poll_interval: Duration, heartbeat: Duration) -> Result<(), String> {
-    if poll_interval >= heartbeat {
+/// reply, and every message, could wait longer than a beat. And a beat plus
+/// an interval must be shorter than the idle timeout: the reply to a beat
+/// may wait one interval in the kernel, and the idle timer, due before the
+/// next poll, fires before that poll reads it.
+pub(crate) fn check_poll_interval(poll_interval: Duration, session: &SessionConfig) -> Result<(), String> {
+    let ms = poll_interval.as_secs_f64() * 1e3;
+    if poll_interval >= session.heartbeat {
         return Err(format!(
-            "the poll interval ({} ms) must be shorter than the heartbeat ({} s)",
-            poll_interval.as_secs_f64() * 1e3,
-            heartbeat.as_secs_f64()
+            "the poll interval ({ms} ms) must be shorter than the heartbeat ({} s)",
+            session.heartbeat.as_secs_f64()
+        ));
+    }
+    if session.heartbeat + poll_interval >= session.idle_timeout {
+        return Err(format!(
+            "the heartbeat ({} s) plus the poll interval ({ms} ms) must be shorter than idle_timeout ({} s), \
+             or a quiet room's reply can be read only after the room was judged idle",
+            session.heartbeat.as_secs_f64(),
+            session.idle_timeout.as_secs_f64()
         ));
     }
     Ok(())
@@ -368,9 +383,29 @@ mod tests {
         for nonsense in ["-1", "1001", "NaN", "inf", "fast", ""] {
             assert!(parse_poll_interval(nonsense).is_err(), "accepted {nonsense:?}");
         }
-        let heartbeat = Duration::from_secs(1);
-        assert!(check_poll_interval(Duration::from_millis(999), heartbeat).is_ok());
-        assert!(check_poll_interval(heartbeat, heartbeat).is_err());
+        let session = SessionConfig {
+            heartbeat: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        assert!(check_poll_interval(Duration::from_millis(999), &session).is_ok());
+        assert!(check_poll_interval(session.heartbeat, &session).is_err());
+        let tight = SessionConfig {
+            heartbeat: Duration::from_secs(45),
+            idle_timeout: Duration::from_millis(45_500),
+            ..Default::default()
+        };
+        assert!(check_poll_interval(Duration::from_millis(400), &tight).is_ok());
+        let error = check_poll_interval(Duration::from_millis(900), &tight).unwrap_err();
+        assert!(error.contains("must be shorter than idle_timeout (45.5 s)"), "{error}");
+        assert_eq!(default_poll_interval(&tight), Duration::from_millis(100));
+        let tighter = SessionConfig {
+            heartbeat: Duration::from_millis(150),
+            idle_timeout: Duration::from_millis(200),
+            ..Default::default()
+        };
+        assert_eq!(default_poll_interval(&tighter), Duration::from_millis(25), "half of the 50 ms slack");
+        assert!(check_poll_interval(default_poll_interval(&tighter), &tighter).is_ok());
     }
 
     #[test]

@@ -208,9 +208,9 @@ impl WatchArgs {
             (None, Some(ms)) => {
                 super::parse_poll_interval(&ms.to_string()).map_err(|e| format!("config poll_interval_ms: {e}"))?
             }
-            (None, None) => super::default_poll_interval(session.heartbeat),
+            (None, None) => super::default_poll_interval(&session),
         };
-        super::check_poll_interval(poll_interval, session.heartbeat)?;
+        super::check_poll_interval(poll_interval, &session)?;
         let connect_rate = match self.connect_rate.or(file.connect_rate) {
             Some(rate) => parse_connect_rate(&rate.to_string()).map_err(|e| format!("connect_rate: {e}"))?,
             None => MonitorConfig::default().connects_per_second,
