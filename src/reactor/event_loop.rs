@@ -258,6 +258,21 @@ impl Reactor {
         &self.stats
     }
 
+    /// The [`min_poll_interval`](ReactorConfig::min_poll_interval) in force.
+    pub fn min_poll_interval(&self) -> Duration {
+        self.config.min_poll_interval
+    }
+
+    /// Changes the minimum poll interval. Zero also ends the interval under
+    /// way, so the next iteration polls: a daemon that is shutting down, say,
+    /// wants its last replies without delay.
+    pub fn set_min_poll_interval(&mut self, interval: Duration) {
+        self.config.min_poll_interval = interval;
+        if interval.is_zero() {
+            self.next_poll = None;
+        }
+    }
+
     /// Zeroes the counters (a benchmark measures a window this way).
     pub fn reset_stats(&mut self) {
         self.stats = Stats::default();
