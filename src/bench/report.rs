@@ -99,9 +99,10 @@ pub struct BenchReport {
 
 /// Every syscall the watching process makes for its work, as far as it can
 /// count them: the loop's waits (polls, and sleeps between polls), its
-/// socket reads and writes, and the output thread's writes.
+/// socket reads and writes, its interest changes (`epoll_ctl`), and the
+/// output thread's writes.
 fn syscalls(stats: &Stats, output_writes: u64) -> u64 {
-    stats.polls + stats.interval_sleeps + stats.read_syscalls + stats.write_syscalls + output_writes
+    stats.polls + stats.interval_sleeps + stats.read_syscalls + stats.write_syscalls + stats.reregisters + output_writes
 }
 
 impl BenchReport {
@@ -141,7 +142,8 @@ impl BenchReport {
             syscalls_per_message: stats
                 .zip(m.output_write_syscalls)
                 .and_then(|(s, output)| per_message(syscalls(s, output) as f64)),
-            wakeups_per_sec: stats.map(|s| s.iterations as f64 / m.window_secs),
+            // Each poll and each sleep between polls is one wait, and one wake-up.
+            wakeups_per_sec: stats.map(|s| (s.polls + s.interval_sleeps) as f64 / m.window_secs),
             open_files_limit: m.open_files_limit,
         }
     }

@@ -498,7 +498,7 @@ fn render_metrics(stats: &MonitorStats, rooms: &[Room], output_pending: usize, r
     let counters = [
         (
             "iterations",
-            "Event loop iterations (each waits once: in poll, or sleeping between polls).",
+            "Event loop iterations (each waits at most once: in poll, or sleeping between polls).",
             loop_stats.iterations,
         ),
         ("polls", "Polls for I/O (fewer than iterations with --poll-interval).", loop_stats.polls),
