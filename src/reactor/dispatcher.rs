@@ -196,7 +196,8 @@ impl Context<'_> {
 
     /// Moves a timer of this connection to a new deadline, keeping its
     /// handle (see [`Reactor::reschedule_timeout`]). Returns whether it was
-    /// still pending.
+    /// still pending. Like `cancel_timer`, it acts on whatever timer the
+    /// handle names: pass only handles this connection's `set_timer` gave.
     pub fn reschedule_timer(&mut self, timer: TimerHandle, deadline: Instant) -> bool {
         self.reactor.reschedule_timeout(timer, deadline)
     }

@@ -114,8 +114,10 @@
 //!   never wakes up for a deadline that was pushed back.
 //!
 //! A timer pushed back a thousand times in one turn of the wheel moves once.
-//! A deadline moved *earlier* than where the timer is filed moves the timer
-//! at once (unlink, then append to the new slot), as cancel plus insert would.
+//! The exception is the earliest timer of all: pushing it back makes the next
+//! `next_deadline` (which a loop asks every iteration) look past it, and so
+//! move it. A deadline moved *earlier* moves the timer at once (unlink, then
+//! append to the new slot), as cancel plus insert would.
 //!
 //! [`reschedule`]: crate::reactor::timer::TimerWheel::reschedule
 //!
@@ -374,9 +376,10 @@ impl<T> TimerWheel<T> {
     /// stays in the slot it is filed in, which the wheel reaches *before*
     /// the new deadline, and it is moved to its own slot then, when the wheel
     /// walks that slot anyway (or when `next_deadline` needs to look past
-    /// it). So a re-arm touches one node, one cache line, however often the
-    /// timer is pushed back in between: it moves at most once per turn. A
-    /// deadline earlier than where the node is filed moves it now.
+    /// it). So a re-arm touches one node (and a bit of the `filed_early`
+    /// bitmap), however often the timer is pushed back in between: it moves
+    /// at most once per turn, or when it is the earliest timer and the next
+    /// deadline is asked for. An earlier deadline moves it now.
     ///
     /// The timer keeps its place in the insertion order: among timers due on
     /// the same tick, it comes out where it was first inserted.
@@ -666,7 +669,9 @@ impl<T> TimerWheel<T> {
             distance += skip;
             let slot_index = (first_slot + distance) & (turn - 1);
             if self.filed_early.get(slot_index) {
-                let moved = self.take_due_from_slot(slot_index, self.current_tick, &mut Vec::new());
+                let mut due = Vec::new();
+                let moved = self.take_due_from_slot(slot_index, self.current_tick, &mut due);
+                debug_assert!(due.is_empty(), "a timer in a slot was already due");
                 if moved != u64::MAX {
                     earliest = Some(earliest.map_or(moved, |e| e.min(moved)));
                 }
@@ -806,6 +811,50 @@ impl Bitmap {
             distance += bits_per_word - bit % 64;
         }
         None
+    }
+}
+
+/// The invariants the module documentation describes, checked by the tests.
+#[cfg(test)]
+impl<T> TimerWheel<T> {
+    fn check_invariants(&self) {
+        let mut pending = 0;
+        let mut slot_ticks = Vec::new();
+        for (slot_index, slot) in self.slots.iter().enumerate() {
+            assert_eq!(self.occupied.get(slot_index), !slot.list.is_empty(), "occupied bit of slot {slot_index}");
+            let (mut cursor, mut previous, mut min_filed) = (slot.list.head, NIL, u64::MAX);
+            while cursor != NIL {
+                let (link, node) = (self.links[cursor as usize], &self.nodes[cursor as usize]);
+                assert!(node.value.is_some() && link.prev == previous);
+                assert!(self.current_tick < link.filed && link.filed <= node.tick, "filed at a passed or later tick");
+                assert_eq!(self.slot_of(link.filed), slot_index, "in the slot of its filed tick");
+                if link.filed != node.tick {
+                    assert!(self.filed_early.get(slot_index), "an early timer in an unmarked slot");
+                }
+                min_filed = min_filed.min(link.filed);
+                slot_ticks.push((node.tick, link.filed));
+                (previous, cursor) = (cursor, link.next);
+            }
+            assert_eq!(slot.list.tail, previous);
+            if !slot.list.is_empty() {
+                assert!(slot.min_tick == UNKNOWN || slot.min_tick == min_filed, "min_tick of slot {slot_index}");
+            }
+        }
+        pending += slot_ticks.len();
+        let (mut cursor, mut last) = (self.due.head, None);
+        while cursor != NIL {
+            let node = &self.nodes[cursor as usize];
+            assert!(node.value.is_some() && node.tick <= self.current_tick);
+            let key = (node.tick, node.generation);
+            assert!(last < Some(key), "the due list is in (tick, generation) order");
+            (last, cursor, pending) = (Some(key), self.links[cursor as usize].next, pending + 1);
+        }
+        assert_eq!(pending, self.len);
+        if let Cached::Known(earliest) = self.slots_earliest {
+            assert_eq!(earliest, slot_ticks.iter().map(|&(tick, _)| tick).min(), "cached earliest tick");
+            let lowest_filed = slot_ticks.iter().map(|&(_, filed)| filed).min();
+            assert!(lowest_filed >= earliest, "a timer filed before the cached earliest tick");
+        }
     }
 }
 
@@ -1287,6 +1336,8 @@ mod tests {
             AdvanceAndDrain { by_us: u64 },
             /// Pop at most one timer: leaves due timers waiting, like a busy loop.
             PollOne,
+            /// Ask for the next deadline (which also settles slots on its way).
+            NextDeadline,
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -1296,9 +1347,13 @@ mod tests {
                 3 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
                 2 => (any::<usize>(), -5_000i64..5_000).prop_map(|(pick, offset_us)| Op::Reschedule { pick, offset_us }),
                 2 => (any::<usize>(), 0i64..700_000).prop_map(|(pick, offset_us)| Op::Reschedule { pick, offset_us }),
+                1 => (any::<usize>(), 0i64..20_000_000).prop_map(|(pick, offset_us)| Op::Reschedule { pick, offset_us }),
                 3 => (0u64..3_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
                 1 => (0u64..400_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
+                // Past a whole turn of even the 4096-slot wheel.
+                1 => (0u64..10_000_000).prop_map(|by_us| Op::AdvanceAndDrain { by_us }),
                 2 => Just(Op::PollOne),
+                2 => Just(Op::NextDeadline),
             ]
         }
 
@@ -1415,11 +1470,14 @@ mod tests {
                             let got = wheel.poll_expired(now).map(|(_, id)| id);
                             prop_assert_eq!(got, model.poll(now_nanos));
                         }
+                        Op::NextDeadline => {
+                            let expected = model.earliest_tick().map(|t| start + Duration::from_millis(t));
+                            prop_assert_eq!(wheel.next_deadline(), expected);
+                        }
                     }
 
+                    wheel.check_invariants();
                     prop_assert_eq!(wheel.len(), model.pending.len());
-                    let expected = model.earliest_tick().map(|t| start + Duration::from_millis(t));
-                    prop_assert_eq!(wheel.next_deadline(), expected);
                     for &(handle, id) in &handles {
                         let pending = model.pending.iter().any(|&(_, _, i)| i == id);
                         prop_assert_eq!(wheel.contains(handle), pending);
