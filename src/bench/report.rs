@@ -87,8 +87,8 @@ pub struct BenchReport {
     /// Writes of the output's writer thread (to `--sink`).
     #[serde(default)]
     pub output_write_syscalls: Option<u64>,
-    /// (polls + interval sleeps + socket reads + socket writes + output
-    /// writes) / messages. Not counted: the futex calls that hand each
+    /// (polls + interval sleeps + socket reads + socket writes + interest
+    /// changes + output writes) / messages. Not counted: the futex calls that hand each
     /// batch of output to the writer thread (a wake and a wait when the
     /// writer was idle; one batch per iteration that formatted lines).
     pub syscalls_per_message: Option<f64>,

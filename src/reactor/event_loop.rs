@@ -383,7 +383,10 @@ impl Reactor {
             }
         }
         let returned = events.iter().count();
-        self.next_poll = next_poll_at(Instant::now(), self.config.min_poll_interval, returned, events.capacity());
+        let interval = self.config.min_poll_interval;
+        // No clock read per iteration when read coalescing is off.
+        self.next_poll =
+            if interval.is_zero() { None } else { next_poll_at(Instant::now(), interval, returned, events.capacity()) };
         if returned == 0 && timeout != Some(Duration::ZERO) {
             self.stats.poll_timeouts += 1;
         }
