@@ -422,7 +422,7 @@ const OPS: [Op; 5] = [
 fn main() {
     let args = parse_args();
     println!(
-        "timer_bench: median of {} reps, ns per op (lower is better), deadlines 1-61 s ahead (re-arm: 60-120 s)",
+        "timer_bench: median of {} reps, ns per op (lower is better), deadlines 1-61 s ahead (re-arm: now + the timer's own 60-120 s)",
         args.reps
     );
     println!("wheel: 1 ms ticks, {} slots", args.slots);
