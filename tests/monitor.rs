@@ -97,6 +97,46 @@ fn a_joined_room_holds_one_timer_not_its_spent_connect_timeout() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// A loopback address whose connects hang, as a black-holed one's do: a
+/// listener that never accepts, its accept queue filled up. Linux drops
+/// further SYNs then, so a connect neither completes nor fails.
+fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4096 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, queued, addr),
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    panic!("the accept queue never filled");
+}
+
+#[test]
+fn a_connect_that_hangs_times_out_and_the_room_moves_to_the_next_address() {
+    let (_listener, _queued, hole) = black_hole();
+    let mut reactor = Reactor::new().unwrap();
+    let (server, _log) = fake_server(&mut reactor, 0);
+    let path = temp_path("connect-timeout.jsonl");
+    let mut config = config(hole.to_string(), vec![7101], path.clone());
+    config.servers.push(server);
+    config.connect_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let monitor = Monitor::start(&mut reactor, config).unwrap();
+    let joined = |_: &mut Reactor| monitor.rooms()[0].state == RoomState::Joined;
+    // Without the timeout the room would wait out the kernel's SYN retries
+    // (about two minutes) on the first address.
+    assert!(reactor.run_until(Instant::now() + DEADLINE, joined).unwrap(), "joined through the second address");
+    assert!(started.elapsed() >= Duration::from_millis(300), "the first address had its full 300 ms");
+    assert_eq!(monitor.rooms()[0].reconnects, 1, "one attempt timed out");
+    monitor.shutdown(&mut reactor);
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |_| monitor.is_idle()).unwrap(), "room closed");
+    monitor.finish_output(Duration::from_secs(10));
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn type_filter_writes_only_the_chosen_types() {
     let mut reactor = Reactor::new().unwrap();

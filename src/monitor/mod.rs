@@ -67,6 +67,10 @@ pub struct MonitorConfig {
     /// Check that numeric `cid`s arrive as 1, 2, 3, … on each connection
     /// (true for `barrage serve`'s streams, not for real Douyu ids).
     pub check_sequence: bool,
+    /// How long a TCP connect may take before the next address is tried:
+    /// an address that silently drops packets would otherwise hold the room
+    /// for the kernel's SYN retries (about 2 minutes).
+    pub connect_timeout: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -85,6 +89,7 @@ impl Default for MonitorConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
             check_sequence: false,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -668,7 +673,8 @@ impl MonitorState {
                 log::debug!("room {room}: connecting to {address}");
                 entry.conn = Some(id);
                 entry.state = RoomState::Connecting;
-                entry.connect_timer = reactor.set_timer(id, Instant::now() + CONNECT_TIMEOUT, TIMER_CONNECT);
+                let deadline = Instant::now() + self.config.connect_timeout;
+                entry.connect_timer = reactor.set_timer(id, deadline, TIMER_CONNECT);
             }
             Err(e) => {
                 // No socket at all (no route, out of descriptors): the same
@@ -707,8 +713,6 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(5);
 const PACER_TICK: Duration = Duration::from_millis(10);
 /// Distinct message types counted by name (see `deliver`).
 const MAX_TYPES: usize = 256;
-/// How long a TCP connect may take before the next address is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
