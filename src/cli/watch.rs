@@ -89,10 +89,11 @@ pub struct WatchArgs {
     /// Poll the sockets at most once per this many milliseconds (read
     /// coalescing): bytes pile up in the kernel meanwhile and one read takes
     /// many messages, for fewer syscalls and less CPU per message. Costs up
-    /// to this much delay on every message and reply, and on signals
-    /// (shutdown takes that much longer). Timers, heartbeats included,
-    /// still fire on time. 0 polls whenever idle (lowest delay). Must be
-    /// shorter than the heartbeat; at most 1000. [default: 100]
+    /// to this much delay on every message and reply, and on signals (they
+    /// arrive through poll). Timers, heartbeats included, still fire on
+    /// time. 0 polls whenever idle (lowest delay). Must be shorter than the
+    /// heartbeat, and heartbeat + interval shorter than the idle timeout; at
+    /// most 1000. [default: 100, less if the heartbeat is very short]
     #[arg(long, value_name = "MS", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
     pub poll_interval: Option<Duration>,
 }
