@@ -172,20 +172,27 @@ fn an_idle_loop_with_an_interval_blocks_in_poll_and_sleeps_only_between_polls() 
     let mut reactor = with_interval(interval);
     let limit = Duration::from_millis(200);
 
-    // The first iteration polls (nothing came before it), and with nothing
-    // to wait for it blocks until the caller's limit.
-    let started = Instant::now();
-    reactor.turn(Some(limit)).unwrap();
-    assert!(started.elapsed() >= limit, "returned after {:?}", started.elapsed());
-    let stats = reactor.stats().clone();
-    assert_eq!((stats.iterations, stats.polls, stats.poll_timeouts, stats.interval_sleeps), (1, 1, 1, 0));
+    // With nothing to wait for, an iteration polls and blocks until the
+    // caller's limit. Nothing came and no timer is due: no interval starts,
+    // so the next iteration polls (and blocks) again.
+    for turn in 1..=2 {
+        let started = Instant::now();
+        reactor.turn(Some(limit)).unwrap();
+        assert!(started.elapsed() >= limit, "returned after {:?}", started.elapsed());
+        let stats = reactor.stats().clone();
+        assert_eq!((stats.polls, stats.poll_timeouts, stats.interval_sleeps), (turn, turn, 0));
+    }
 
-    // Inside the interval: one sleep until the limit, no poll.
+    // An event (a callback from another thread, through the waker) starts
+    // an interval: the next iteration sleeps until the limit, with no poll.
+    reactor.handle().add_callback(|_| {});
+    reactor.turn(Some(limit)).unwrap();
+    assert_eq!(reactor.stats().wakeups, 1);
     let started = Instant::now();
     reactor.turn(Some(limit)).unwrap();
     assert!(started.elapsed() >= limit, "returned after {:?}", started.elapsed());
     let stats = reactor.stats().clone();
-    assert_eq!((stats.iterations, stats.polls, stats.interval_sleeps), (2, 1, 1));
+    assert_eq!((stats.iterations, stats.polls, stats.interval_sleeps), (4, 3, 1));
 
     // A timer due inside the interval wakes the loop, without a poll. (Had
     // it slept until the end of the interval, this turn would take 60 s.)
@@ -197,12 +204,12 @@ fn an_idle_loop_with_an_interval_blocks_in_poll_and_sleeps_only_between_polls() 
     assert!(*fired.borrow(), "the timer fired in the iteration that slept for it");
     assert!(started.elapsed() < interval / 2, "slept {:?} for a 50 ms timer", started.elapsed());
     let stats = reactor.stats().clone();
-    assert_eq!((stats.iterations, stats.polls, stats.interval_sleeps), (3, 1, 2));
+    assert_eq!((stats.iterations, stats.polls, stats.interval_sleeps), (5, 3, 2));
 
     // A zero limit inside the interval neither sleeps nor polls.
     reactor.turn(Some(Duration::ZERO)).unwrap();
     let stats = reactor.stats().clone();
-    assert_eq!((stats.iterations, stats.polls, stats.interval_sleeps), (4, 1, 2));
+    assert_eq!((stats.iterations, stats.polls, stats.interval_sleeps), (6, 3, 2));
 }
 
 #[test]
@@ -263,8 +270,10 @@ fn a_busy_connection_is_served_from_the_ready_list_between_polls() {
 
 #[test]
 fn a_stop_from_another_thread_still_arrives_between_polls() {
-    let mut reactor = with_interval(Duration::from_secs(1));
-    // A first poll starts an interval: the next iteration sleeps, not polls.
+    let mut reactor = with_interval(Duration::from_secs(2));
+    // A first poll that returns an event starts an interval: the next
+    // iteration sleeps, not polls.
+    reactor.handle().add_callback(|_| {});
     reactor.turn(Some(Duration::ZERO)).unwrap();
     let handle = reactor.handle();
     // Whether the stop comes before run() or while it sleeps, it waits in
@@ -280,4 +289,21 @@ fn a_stop_from_another_thread_still_arrives_between_polls() {
         stats.wakeups >= 1 && stats.interval_sleeps >= 1,
         "the stop came through the waker after a sleep: {stats:?}"
     );
+}
+
+#[test]
+fn an_idle_loop_with_sparse_timers_wakes_once_per_timer() {
+    // Timers 200 ms apart, an interval of 50 ms: after each timer nothing is
+    // due within the interval, so the loop waits in poll for the next timer
+    // instead of also waking at the interval's end.
+    let mut reactor = with_interval(Duration::from_millis(50));
+    let runs = Rc::new(RefCell::new(0u32));
+    let counter = runs.clone();
+    reactor.add_periodic(Duration::from_millis(200), move |_| *counter.borrow_mut() += 1);
+    run_until(&mut reactor, "five runs", |_| *runs.borrow() >= 5);
+    let stats = reactor.stats();
+    let wakeups = stats.polls + stats.interval_sleeps;
+    // One wake-up per run; a millisecond of rounding may cost one more now and
+    // then. Waking at each interval's end too would make it ten.
+    assert!(wakeups <= 5 + 3, "{wakeups} wake-ups ({stats:?}) for five timer runs");
 }

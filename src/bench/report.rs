@@ -84,6 +84,9 @@ pub struct BenchReport {
     /// Reads and writes on sockets.
     pub read_syscalls: Option<u64>,
     pub write_syscalls: Option<u64>,
+    /// Interest changes (`epoll_ctl`).
+    #[serde(default)]
+    pub reregisters: Option<u64>,
     /// Writes of the output's writer thread (to `--sink`).
     #[serde(default)]
     pub output_write_syscalls: Option<u64>,
@@ -138,6 +141,7 @@ impl BenchReport {
             interval_sleeps: stats.map(|s| s.interval_sleeps),
             read_syscalls: stats.map(|s| s.read_syscalls),
             write_syscalls: stats.map(|s| s.write_syscalls),
+            reregisters: stats.map(|s| s.reregisters),
             output_write_syscalls: m.output_write_syscalls,
             syscalls_per_message: stats
                 .zip(m.output_write_syscalls)

@@ -55,6 +55,7 @@ pub struct BenchArgs {
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let session = SessionConfig { heartbeat: args.heartbeat, ..SessionConfig::default() };
+    super::check_heartbeat(&session)?;
     let poll_interval = args.poll_interval.unwrap_or_else(|| super::default_poll_interval(&session));
     super::check_poll_interval(poll_interval, &session)?;
     let open_files_limit = run::check_descriptors(args.rooms)?;

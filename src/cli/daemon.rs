@@ -59,7 +59,11 @@ pub fn run(reactor: &mut Reactor, monitor: &Monitor, reload: Reload, duration: O
                 for signal in pending {
                     match signal {
                         SIGHUP => reload_rooms(reactor, &monitor, &reload),
-                        _ => begin_shutdown(reactor, &monitor, &shutting_down, "signal"),
+                        _ => {
+                            // The signal came through poll: it may have waited one interval.
+                            let waited = reactor.min_poll_interval();
+                            begin_shutdown(reactor, &monitor, &shutting_down, "signal", waited)
+                        }
                     }
                 }
             })
@@ -68,7 +72,9 @@ pub fn run(reactor: &mut Reactor, monitor: &Monitor, reload: Reload, duration: O
     if let Some(duration) = duration {
         let monitor = monitor.clone();
         let shutting_down = shutting_down.clone();
-        reactor.call_later(duration, move |reactor| begin_shutdown(reactor, &monitor, &shutting_down, "duration"));
+        reactor.call_later(duration, move |reactor| {
+            begin_shutdown(reactor, &monitor, &shutting_down, "duration", Duration::ZERO)
+        });
     }
     reactor.run().map_err(|e| format!("event loop failed: {e}"))?;
     let unwritten = monitor.finish_output(OUTPUT_FLUSH_LIMIT);
@@ -82,16 +88,22 @@ pub fn run(reactor: &mut Reactor, monitor: &Monitor, reload: Reload, duration: O
 }
 
 /// Logs out of every room and stops the loop once they are closed, or when
-/// the budget is spent. A second call stops at once.
-pub fn begin_shutdown(reactor: &mut Reactor, monitor: &Monitor, shutting_down: &Rc<RefCell<bool>>, why: &str) {
+/// the budget (less `waited`, the time the request may already have waited)
+/// is spent. A second call stops at once.
+pub fn begin_shutdown(
+    reactor: &mut Reactor,
+    monitor: &Monitor,
+    shutting_down: &Rc<RefCell<bool>>,
+    why: &str,
+    waited: Duration,
+) {
     if shutting_down.replace(true) {
         log::warn!("second stop request: exiting now");
         reactor.stop();
         return;
     }
     log::info!("shutting down ({why}): logging out of every room");
-    // The request may have waited for a poll; the logouts and closes should not.
-    let waited = reactor.min_poll_interval();
+    // The logouts and closes should not wait for polls.
     reactor.set_min_poll_interval(Duration::ZERO);
     monitor.shutdown(reactor);
     // Check for "all closed" every few milliseconds: the shutdown lasts

@@ -313,13 +313,26 @@ pub(crate) fn parse_poll_interval(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected milliseconds, from 0 (off) to {}", MAX_POLL_INTERVAL.as_millis()))
 }
 
+/// The heartbeat must be shorter than the idle timeout, or quiet rooms time
+/// out between beats.
+pub(crate) fn check_heartbeat(session: &SessionConfig) -> Result<(), String> {
+    if session.heartbeat >= session.idle_timeout {
+        return Err(format!(
+            "heartbeat ({} s) must be shorter than idle_timeout ({} s), or quiet rooms time out between beats",
+            session.heartbeat.as_secs_f64(),
+            session.idle_timeout.as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
 /// The poll interval must be shorter than the heartbeat: otherwise every
 /// reply, and every message, could wait longer than a beat. And a beat plus
 /// an interval must be shorter than the idle timeout: the reply to a beat
 /// may wait one interval in the kernel, and the idle timer, due before the
 /// next poll, fires before that poll reads it.
 pub(crate) fn check_poll_interval(poll_interval: Duration, session: &SessionConfig) -> Result<(), String> {
-    let ms = poll_interval.as_secs_f64() * 1e3;
+    let ms = poll_interval.as_micros() as f64 / 1e3;
     if poll_interval >= session.heartbeat {
         return Err(format!(
             "the poll interval ({ms} ms) must be shorter than the heartbeat ({} s)",

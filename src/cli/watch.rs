@@ -93,7 +93,8 @@ pub struct WatchArgs {
     /// arrive through poll). Timers, heartbeats included, still fire on
     /// time. 0 polls whenever idle (lowest delay). Must be shorter than the
     /// heartbeat, and heartbeat + interval shorter than the idle timeout; at
-    /// most 1000. [default: 100, less if the heartbeat is very short]
+    /// most 1000. [default: 100, less if the heartbeat, or the time from it
+    /// to the idle timeout, is short]
     #[arg(long, value_name = "MS", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
     pub poll_interval: Option<Duration>,
 }
@@ -197,13 +198,7 @@ impl WatchArgs {
                 .unwrap_or(defaults.idle_timeout),
             ..defaults
         };
-        if session.heartbeat >= session.idle_timeout {
-            return Err(format!(
-                "heartbeat ({} s) must be shorter than idle_timeout ({} s), or quiet rooms time out between beats",
-                session.heartbeat.as_secs_f64(),
-                session.idle_timeout.as_secs_f64()
-            ));
-        }
+        super::check_heartbeat(&session)?;
         let poll_interval = match (self.poll_interval, file.poll_interval_ms) {
             (Some(interval), _) => interval,
             (None, Some(ms)) => {

@@ -82,6 +82,8 @@ pub struct ReactorConfig {
     /// between polls the loop sleeps until the interval ends or the next
     /// timer is due, whichever is first. Work the loop already holds does
     /// not wait either: the ready list, `call_soon` callbacks, a `stop()`.
+    /// A poll that brought nothing starts no interval unless a timer is due
+    /// within it, so an idle loop still wakes only for its timers.
     ///
     /// The price is up to this much added delay on everything that arrives
     /// through poll: bytes from a peer, a finished connect, a socket that
@@ -265,7 +267,8 @@ impl Reactor {
 
     /// Changes the minimum poll interval. Zero also ends the interval under
     /// way, so the next iteration polls: a daemon that is shutting down, say,
-    /// wants its last replies without delay.
+    /// wants its last replies without delay. Another value applies from the
+    /// next poll on; the interval under way keeps its end.
     pub fn set_min_poll_interval(&mut self, interval: Duration) {
         self.config.min_poll_interval = interval;
         if interval.is_zero() {
@@ -355,19 +358,41 @@ impl Reactor {
         // Work queued outside any callback (before run, say) is flushed now.
         self.settle();
 
-        match self.next_poll.filter(|&next_poll| Instant::now() < next_poll) {
-            Some(next_poll) => self.wait_inside_poll_interval(next_poll, timeout),
-            None => self.poll_and_dispatch(timeout)?,
-        }
+        let polled = match self.next_poll.filter(|&next_poll| Instant::now() < next_poll) {
+            Some(next_poll) => {
+                self.wait_inside_poll_interval(next_poll, timeout);
+                None
+            }
+            None => Some(self.poll_and_dispatch(timeout)?),
+        };
         self.run_ready_list();
         self.run_timers();
         self.run_soon();
+        if let Some(returned) = polled {
+            self.start_poll_interval(returned);
+        }
         Ok(())
     }
 
+    /// After an iteration that polled and got `returned` events: when may
+    /// the next poll happen? Decided once this iteration's timers have run,
+    /// so that "is a timer due soon" looks at the next one, not at one that
+    /// just fired.
+    fn start_poll_interval(&mut self, returned: usize) {
+        let interval = self.config.min_poll_interval;
+        // No clock read per iteration when read coalescing is off.
+        self.next_poll = if interval.is_zero() {
+            None
+        } else {
+            let now = Instant::now();
+            let timer_within_interval = self.timers.next_deadline().is_some_and(|due| due < now + interval);
+            next_poll_at(now, interval, returned, self.events.capacity(), timer_within_interval)
+        };
+    }
+
     /// Waits in `poll` (for at most `timeout`, sooner if a timer is due or
-    /// work is queued) and dispatches the events it returns.
-    fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// work is queued) and dispatches the events it returns. Returns how many.
+    fn poll_and_dispatch(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         let timeout = self.poll_timeout(timeout);
         // `events` is moved out so that dispatching (which needs `&mut self`)
         // can iterate it; it goes back, with its capacity, afterwards.
@@ -383,10 +408,6 @@ impl Reactor {
             }
         }
         let returned = events.iter().count();
-        let interval = self.config.min_poll_interval;
-        // No clock read per iteration when read coalescing is off.
-        self.next_poll =
-            if interval.is_zero() { None } else { next_poll_at(Instant::now(), interval, returned, events.capacity()) };
         if returned == 0 && timeout != Some(Duration::ZERO) {
             self.stats.poll_timeouts += 1;
         }
@@ -410,7 +431,7 @@ impl Reactor {
             }
         }
         self.events = events;
-        Ok(())
+        Ok(returned)
     }
 
     /// An iteration inside the minimum poll interval: no poll, only a
@@ -721,11 +742,23 @@ impl Reactor {
 }
 
 /// When the poll that returned `returned` events at `now` lets the next
-/// one happen: `None` (whenever the loop would sleep) without an interval,
-/// or after a full batch — the kernel may hold more events than fitted,
-/// and they should not wait an interval; else one interval after `now`.
-fn next_poll_at(now: Instant, interval: Duration, returned: usize, capacity: usize) -> Option<Instant> {
-    (!interval.is_zero() && returned < capacity).then(|| deadline_after(now, interval))
+/// one happen: one interval after `now`, or `None` (whenever the loop
+/// would sleep) in three cases. Without an interval. After a full batch:
+/// the kernel may hold more events than fitted, and they should not wait.
+/// And after a poll that returned nothing when no timer is due within the
+/// interval: the loop would only wake at the interval's end to poll again,
+/// a wake-up no timer asked for; it may as well wait in poll for the timer.
+/// (With timers due inside the interval, it sleeps from one to the next
+/// and polls once at the end: that keeps busy heartbeats coalesced.)
+fn next_poll_at(
+    now: Instant,
+    interval: Duration,
+    returned: usize,
+    capacity: usize,
+    timer_within_interval: bool,
+) -> Option<Instant> {
+    let coalesce = !interval.is_zero() && returned < capacity && (returned > 0 || timer_within_interval);
+    coalesce.then(|| deadline_after(now, interval))
 }
 
 fn describe_token(token: Token) -> String {
@@ -784,14 +817,16 @@ mod tests {
     }
 
     #[test]
-    fn a_poll_interval_starts_after_a_poll_unless_the_batch_was_full() {
+    fn a_poll_interval_starts_after_events_or_before_a_near_timer_unless_the_batch_was_full() {
         let now = Instant::now();
         let interval = Duration::from_millis(50);
-        assert_eq!(next_poll_at(now, Duration::ZERO, 3, 1024), None, "no interval: poll whenever idle");
-        assert_eq!(next_poll_at(now, interval, 0, 1024), Some(now + interval), "a timeout starts one too");
-        assert_eq!(next_poll_at(now, interval, 1023, 1024), Some(now + interval));
-        assert_eq!(next_poll_at(now, interval, 1024, 1024), None, "a full batch: more may be waiting");
-        assert_eq!(next_poll_at(now, Duration::MAX, 1, 1024), Some(now + MAX_TIMER_DELAY), "capped, no overflow");
+        assert_eq!(next_poll_at(now, Duration::ZERO, 3, 1024, true), None, "no interval: poll whenever idle");
+        assert_eq!(next_poll_at(now, interval, 0, 1024, true), Some(now + interval), "dense timers: coalesce");
+        assert_eq!(next_poll_at(now, interval, 0, 1024, false), None, "nothing due soon: wait in poll");
+        assert_eq!(next_poll_at(now, interval, 1023, 1024, false), Some(now + interval));
+        assert_eq!(next_poll_at(now, interval, 1024, 1024, true), None, "a full batch: more may be waiting");
+        let capped = next_poll_at(now, Duration::MAX, 1, 1024, false);
+        assert_eq!(capped, Some(now + MAX_TIMER_DELAY), "capped, no overflow");
     }
 
     #[test]

@@ -126,7 +126,8 @@
 //! - `insert`, `cancel` and `reschedule`: O(1).
 //! - `next_deadline`: O(1) while its cached answer holds. Working it out again
 //!   looks once at each occupied slot (64 empty ones per bitmap word) and walks
-//!   the list of any slot whose smallest timer was cancelled.
+//!   the list of any slot whose smallest timer was cancelled, or that may hold
+//!   timers filed early (it moves them on, once each).
 //! - `poll_expired`: moving time forward walks the whole list of each slot that
 //!   holds a due timer, far timers included. A timer k turns away is looked
 //!   at up to k times before it fires. With the defaults, a 60 s timeout is 15
@@ -169,7 +170,7 @@
 //! comparison. It pays later, when it compacts, and in memory: it holds every
 //! tombstone until then. The wheel's memory is bounded by the live timers and
 //! it has no garbage to collect. A re-arm that moves the deadline later
-//! touches one cache line, the node; the heap's cancel plus push touches two
+//! touches the node (and a bitmap word); the heap's cancel plus push touches two
 //! or three. Cancel plus insert on the wheel touches about five (the node,
 //! its links, both neighbours' links, the new tail's link), which is why
 //! `reschedule` exists. `examples/timer_bench.rs` measures all three.
@@ -275,7 +276,7 @@ struct Link {
 /// One position of the wheel.
 #[derive(Clone, Copy)]
 struct Slot {
-    /// The slot's timers, in insertion order.
+    /// The slot's timers, in the order they were filed (inserted, or moved here).
     list: List,
     /// The smallest `filed` tick in `list`, or 0 if that is not known. A timer
     /// in this slot may be many turns away, so `next_deadline` needs this to
@@ -584,9 +585,10 @@ impl<T> TimerWheel<T> {
             }
 
             // For a jump of less than a turn the slots were visited in tick
-            // order and this sort only confirms that (linear on sorted input).
-            // After a longer jump one slot may have given up several rounds,
-            // and here they are put in deadline order.
+            // order, and this sort mostly confirms it (a slot's list is in
+            // filing order, which a moved timer can upset). After a longer
+            // jump one slot may have given up several rounds. Either way,
+            // here they are put in (deadline, insertion) order.
             let nodes = &self.nodes;
             newly_due.sort_by_key(|&index| (nodes[index as usize].tick, nodes[index as usize].generation));
             for index in newly_due.drain(..) {
@@ -833,6 +835,7 @@ impl<T> TimerWheel<T> {
                 }
                 min_filed = min_filed.min(link.filed);
                 slot_ticks.push((node.tick, link.filed));
+                assert!(slot_ticks.len() <= self.nodes.len(), "a cycle in the slot lists");
                 (previous, cursor) = (cursor, link.next);
             }
             assert_eq!(slot.list.tail, previous);
@@ -848,8 +851,17 @@ impl<T> TimerWheel<T> {
             let key = (node.tick, node.generation);
             assert!(last < Some(key), "the due list is in (tick, generation) order");
             (last, cursor, pending) = (Some(key), self.links[cursor as usize].next, pending + 1);
+            assert!(pending <= self.nodes.len(), "a cycle in the due list");
         }
         assert_eq!(pending, self.len);
+        // Every other node is free, on the free list.
+        let (mut cursor, mut free) = (self.free, 0);
+        while cursor != NIL {
+            assert!(self.nodes[cursor as usize].value.is_none(), "a pending node on the free list");
+            (cursor, free) = (self.links[cursor as usize].next, free + 1);
+            assert!(free <= self.nodes.len(), "a cycle in the free list");
+        }
+        assert_eq!(free + self.len, self.nodes.len(), "nodes neither pending nor free");
         if let Cached::Known(earliest) = self.slots_earliest {
             assert_eq!(earliest, slot_ticks.iter().map(|&(tick, _)| tick).min(), "cached earliest tick");
             let lowest_filed = slot_ticks.iter().map(|&(_, filed)| filed).min();
