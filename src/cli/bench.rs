@@ -69,7 +69,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         connect_rate: args.connect_rate,
         sink: args.sink.clone(),
         join_deadline: Duration::from_secs(120),
-        heartbeat: args.heartbeat,
+        session,
         poll_interval,
     };
     log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
