@@ -8,12 +8,15 @@
 //! "last wins" rule as `Message::get`.
 //!
 //! Text (for people at a terminal) is one readable line per message, in the
-//! spirit of the original tutorial's prints.
+//! spirit of the original tutorial's prints. Every string in it that the
+//! server chose goes through [`visible`]: no control character, escape
+//! sequence or bidi override from a stranger reaches the terminal.
 
 use std::io::Write;
 
 use crate::douyu::{LiveStatus, Message, MessageView};
 use crate::monitor::shard::fnv1a64;
+use crate::monitor::visible::visible;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -89,15 +92,13 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 
 fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
     let _ = match message.view() {
-        // Every server-chosen string goes through one_line: a newline in a
-        // nickname must not forge an output line.
-        MessageView::Chat(chat) => writeln!(out, "[{room}] {}: {}", one_line(chat.nickname), one_line(chat.text)),
-        MessageView::Enter(enter) => writeln!(out, "[{room}] {} entered", one_line(enter.nickname)),
+        MessageView::Chat(chat) => writeln!(out, "[{room}] {}: {}", visible(chat.nickname), visible(chat.text)),
+        MessageView::Enter(enter) => writeln!(out, "[{room}] {} entered", visible(enter.nickname)),
         MessageView::Gift(gift) => writeln!(
             out,
             "[{room}] {} sent {} ×{}",
-            one_line(gift.nickname),
-            one_line(gift.gift_name),
+            visible(gift.nickname),
+            visible(gift.gift_name),
             gift.count.unwrap_or(1)
         ),
         MessageView::RoomStatus(status) => match status.status {
@@ -111,22 +112,18 @@ fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
         // Heartbeat echoes and server ticks are noise for a person.
         MessageView::Heartbeat | MessageView::PingReq(_) => Ok(()),
         MessageView::Other(kind) => {
-            let _ = write!(out, "[{room}] {}", one_line(kind));
+            let _ = write!(out, "[{room}] {}", visible(kind));
             for (key, value) in message.fields().filter(|(k, _)| *k != "type").take(6) {
-                let _ = write!(out, " {key}={}", shorten(value, 40));
+                let _ = write!(out, " {}={}", visible(key), shorten(value, 40));
             }
             writeln!(out)
         }
     };
 }
 
-/// Chat text on one line: a newline inside a message must not forge a line.
-fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.contains(['\n', '\r']) { text.replace(['\n', '\r'], " ").into() } else { text.into() }
-}
-
+/// At most `max_chars` characters of `text`, made visible, with `…` if cut.
 fn shorten(text: &str, max_chars: usize) -> String {
-    let mut short: String = one_line(text).chars().take(max_chars).collect();
+    let mut short: String = visible(text).chars().take(max_chars).collect();
     if text.chars().nth(max_chars).is_some() {
         short.push('…');
     }
@@ -182,5 +179,36 @@ mod tests {
         assert_eq!(line(Format::Text, "type@=chatmsg/nn@=x/txt@=two\nlines/"), "[102965] x: two lines\n");
         assert_eq!(line(Format::Text, "type@=newthing/a@=1/b@=2/"), "[102965] newthing a=1 b=2\n");
         assert_eq!(line(Format::Text, "type@=uenter/nn@=a\n[1] b/"), "[102965] a [1] b entered\n", "no forged line");
+    }
+
+    #[test]
+    fn no_server_string_in_text_output_can_steer_the_terminal() {
+        // Each place a server-chosen string lands in a text line.
+        let cases = [
+            ("type@=chatmsg/nn@=\x1b]0;owned\x07/txt@=\x1b[2K\x1b[1Aerased/", "[102965] ␛]0;owned␇: ␛[2K␛[1Aerased\n"),
+            ("type@=uenter/nn@=a\x08\x08\u{9b}b/", "[102965] a␈␈\\u{9b}b entered\n"),
+            ("type@=dgb/nn@=x/gfn@=\u{202e}tfig/gfcnt@=2/", "[102965] x sent \\u{202e}tfig ×2\n"),
+            ("type@=new\x1bthing/k\x07ey@=v\x7fal/", "[102965] new␛thing k␇ey=v␡al\n"),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(line(Format::Text, body), expected, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_newline_in_an_unknown_types_key_cannot_forge_a_line() {
+        let text = line(Format::Text, "type@=spam/x\n[9500] admin: forged by key@=v/cid@=6/");
+        assert_eq!(text, "[102965] spam x [9500] admin: forged by key=v cid=6\n");
+        assert_eq!(text.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn json_keeps_control_characters_losslessly_escaped() {
+        let text = line(Format::Json, "type@=chatmsg/nn@=\x1b]0;t\x07/txt@=a\u{202e}b\nc/");
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "control bytes are escaped: {text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["fields"]["nn"], "\x1b]0;t\x07");
+        assert_eq!(value["fields"]["txt"], "a\u{202e}b\nc");
     }
 }

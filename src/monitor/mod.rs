@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod output;
 mod room;
 pub mod shard;
+pub mod visible;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
