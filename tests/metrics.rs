@@ -493,47 +493,129 @@ fn idle_and_slow_clients_are_closed() {
     });
 }
 
+/// A request head dribbled a byte at a time (slowloris) gets `408` once its
+/// head timeout is over, however steadily the bytes come: the idle timeout
+/// (10 s here) does not restart with each byte.
 #[test]
-fn connections_beyond_the_limit_are_refused() {
-    let mut setup = Setup::new(MetricsConfig { max_connections: 2, ..MetricsConfig::default() });
+fn a_request_head_dribbled_byte_by_byte_gets_408_at_the_head_timeout() {
+    let head_timeout = Duration::from_millis(300);
+    let mut setup = Setup::new(MetricsConfig { head_timeout, ..MetricsConfig::default() });
     let addr = setup.addr();
     setup.with_client(move || {
-        let mut first = connect(addr);
-        let mut second = connect(addr);
-        for conn in [&mut first, &mut second] {
-            send(conn, b"GET /rooms HTTP/1.1\r\n\r\n");
+        let mut conn = connect(addr);
+        let started = Instant::now();
+        // Slow on purpose: a byte every 50 ms, for longer than the timeout.
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x" {
+            if conn.get_mut().write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let response = read_response(&mut conn);
+        assert_eq!(response.status, 408);
+        let took = started.elapsed();
+        assert!(took >= head_timeout && took < Duration::from_secs(5), "408 after {took:?}");
+    });
+}
+
+/// The table is full of connections that are idle or still dribbling their
+/// request head (slowloris): a scrape still gets its answer, in place of
+/// the oldest of them.
+#[test]
+fn a_scrape_is_served_when_the_table_is_full_of_idle_or_slow_connections() {
+    let mut setup = Setup::new(MetricsConfig { max_connections: 4, ..MetricsConfig::default() });
+    let addr = setup.addr();
+    setup.with_client(move || {
+        let mut oldest_idle = connect(addr);
+        let _idle = connect(addr);
+        let mut slow: Vec<_> = (0..2).map(|_| connect(addr)).collect();
+        for conn in &mut slow {
+            send(conn, b"GET /metr");
+        }
+        let scrape = get(addr, "/metrics");
+        assert_eq!(scrape.status, 200);
+        assert!(scrape.body.starts_with("# HELP"));
+        // Its place was taken: closed without an answer.
+        assert_closed(&mut oldest_idle);
+        // The slow ones are still waiting for the rest of their heads.
+        for conn in &mut slow {
+            send(conn, b"ics HTTP/1.1\r\nConnection: close\r\n\r\n");
             assert_eq!(read_response(conn).status, 200);
         }
-        let mut third = connect(addr);
-        let mut rest = Vec::new();
-        // Closed at once (a reset is fine too): never answered.
-        let _ = third.get_mut().write_all(b"GET /rooms HTTP/1.1\r\n\r\n");
-        let _ = third.read_to_end(&mut rest);
-        assert!(rest.is_empty());
-
-        // Once one closes, a newcomer is served again. The server frees the
-        // slot when the close completes (after our FIN, since a graceful
-        // close lingers for it), which the client cannot observe: retry the
-        // newcomer until it is served, within the deadline.
-        send(&mut first, b"GET /rooms HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert_eq!(read_response(&mut first).status, 200);
-        assert_closed(&mut first);
-        drop(first);
-        let deadline = Instant::now() + DEADLINE;
-        let served = loop {
-            let mut conn = connect(addr);
-            let _ = conn.get_mut().write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
-            let mut line = String::new();
-            if conn.read_line(&mut line).is_ok() && line.starts_with("HTTP/1.1 200") {
-                break true;
-            }
-            if Instant::now() > deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        assert!(served, "a newcomer was served after a connection closed");
     });
+}
+
+/// A thousand connections that send nothing, opened as fast as possible,
+/// while the rooms keep receiving: scrapes during the flood succeed, the
+/// endpoint never holds more than its limit, and messages keep flowing.
+#[test]
+fn a_flood_of_connections_keeps_memory_bounded_and_delivery_going() {
+    const LIMIT: usize = 64;
+    let mut reactor = Reactor::new().unwrap();
+    let (douyu, log) =
+        fake_douyu(&mut reactor, FakeDouyu { chats: 0, text: |_| String::new(), rss: false, close_after_join: false });
+    let monitor = Monitor::start(
+        &mut reactor,
+        MonitorConfig {
+            rooms: ROOMS.to_vec(),
+            servers: vec![douyu],
+            output: Destination::Null,
+            status_interval: Duration::ZERO,
+            ..MonitorConfig::default()
+        },
+    )
+    .unwrap();
+    let config = MetricsConfig { max_connections: LIMIT, ..MetricsConfig::default() };
+    let server =
+        metrics::start_with_config(&mut reactor, "127.0.0.1:0".parse().unwrap(), monitor.clone(), config).unwrap();
+    let joined = |_: &mut Reactor| log.borrow().joined.len() == ROOMS.len();
+    assert!(reactor.run_until(Instant::now() + DEADLINE, joined).unwrap());
+    // The rooms' traffic: a chat to every room every 5 ms.
+    let traffic_log = log.clone();
+    reactor.add_periodic(Duration::from_millis(5), move |reactor| {
+        for (room, &conn) in traffic_log.borrow().joined.iter() {
+            let chat = common::packet(&[("type", "chatmsg"), ("rid", &room.to_string()), ("txt", "hi")]);
+            reactor.send(conn, &chat);
+        }
+    });
+    let entries_before = reactor.entry_count();
+    let messages_before = monitor.stats().messages;
+
+    let addr = server.local_addr();
+    let (sender, receiver) = mpsc::channel();
+    let wake = WakeOnDrop(reactor.handle());
+    let client = std::thread::spawn(move || {
+        let _wake = wake;
+        let mut flood = Vec::new();
+        let mut scrapes = 0;
+        for i in 0..1_000 {
+            if let Ok(conn) = TcpStream::connect(addr) {
+                flood.push(conn);
+            }
+            if i % 100 == 50 {
+                assert_eq!(get(addr, "/metrics").status, 200, "a scrape during the flood");
+                scrapes += 1;
+            }
+        }
+        let _ = sender.send(scrapes);
+    });
+    let mut most_entries = 0;
+    let done = reactor
+        .run_until(Instant::now() + DEADLINE, |reactor| {
+            most_entries = most_entries.max(reactor.entry_count());
+            !matches!(receiver.try_recv(), Err(mpsc::TryRecvError::Empty))
+        })
+        .unwrap();
+    assert!(done, "the flood finished before the deadline");
+    client.join().expect("every scrape during the flood was answered");
+    assert!(
+        most_entries <= entries_before + LIMIT,
+        "the endpoint held {} connections at once (limit {LIMIT})",
+        most_entries - entries_before
+    );
+    let delivered = monitor.stats().messages - messages_before;
+    assert!(delivered > 0, "no message was delivered during the flood");
+    assert_eq!(monitor.state_counts().get(&RoomState::Joined), Some(&ROOMS.len()), "the rooms stayed joined");
 }
 
 /// Garbage of three kinds: any bytes, HTTP-ish text, and real requests
