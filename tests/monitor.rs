@@ -1,7 +1,7 @@
 //! The monitor against a minimal in-process Douyu server on loopback.
 
 mod common;
-use common::{FakeDouyu, ServerLog, fake_douyu};
+use common::{FakeDouyu, ServerLog, fake_douyu, packet};
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use barrage::monitor::format::Format;
 use barrage::monitor::output::Destination;
-use barrage::monitor::{Monitor, MonitorConfig, RoomState};
+use barrage::monitor::{Monitor, MonitorConfig, RoomState, StopCause};
 use barrage::reactor::Reactor;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -76,6 +76,90 @@ fn every_message_of_every_room_is_written_exactly_once() {
     assert!(logged_out, "every room logged out on shutdown ({} of 5)", log.borrow().logouts);
     assert!(monitor.rooms().iter().all(|r| r.state == RoomState::Stopped));
     let _ = std::fs::remove_file(&path);
+}
+
+/// Messages already in the sockets when a stop is handled are written
+/// before the rooms log out — also when the stop is one event among many
+/// in one poll's batch (the loop runs due timers every 64 events of a
+/// batch, so logouts armed by the stop could fire before the rest of the
+/// batch is read). Here a hundred rooms' messages wait in their sockets
+/// behind the stop request when the loop polls.
+#[test]
+fn a_stop_writes_what_the_sockets_hold_before_logging_out() {
+    const ROOMS: u64 = 100;
+    // The server runs on a loop of its own, turned by this test, so that
+    // it can write while the monitor's loop is not polling.
+    let mut server_loop = Reactor::new().unwrap();
+    let (server, log) = fake_server(&mut server_loop, 1);
+    let mut reactor = Reactor::new().unwrap();
+    let path = temp_path("stop-reads-first.jsonl");
+    let rooms: Vec<u64> = (1..=ROOMS).map(|i| 8000 + i).collect();
+    let monitor = Monitor::start(&mut reactor, config(server, rooms.clone(), path.clone())).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while log.borrow().joined.len() < ROOMS as usize || monitor.stats().messages < 2 * ROOMS {
+        assert!(Instant::now() < deadline, "every room joined");
+        server_loop.turn(Some(Duration::from_millis(1))).unwrap();
+        reactor.turn(Some(Duration::from_millis(1))).unwrap();
+    }
+
+    // The stop request first: a datagram on a socket the loop watches.
+    let (trigger, watched) = mio::net::UnixDatagram::pair().unwrap();
+    let stopper = monitor.clone();
+    let on_trigger = move |reactor: &mut Reactor, _, socket: &mut mio::net::UnixDatagram, _| {
+        while socket.recv(&mut [0; 8]).is_ok() {}
+        stopper.stop(reactor, StopCause::Signal("SIGTERM"), Duration::ZERO);
+    };
+    reactor.add_handler(watched, barrage::reactor::Interest::READABLE, on_trigger).unwrap();
+    trigger.send(b"stop").unwrap();
+    // Then every room's last message, written and in the client's socket
+    // (the kernel may hand loopback data over a moment after the write).
+    let conns: Vec<_> = log.borrow().joined.values().copied().collect();
+    for (room, &conn) in log.borrow().joined.iter() {
+        let last =
+            packet(&[("type", "chatmsg"), ("rid", &room.to_string()), ("nn", "n"), ("txt", "last"), ("cid", "2")]);
+        assert!(server_loop.send(conn, &last));
+    }
+    let client_ports: Vec<u16> = conns.iter().map(|&conn| server_loop.peer_addr(conn).unwrap().port()).collect();
+    let deadline = Instant::now() + DEADLINE;
+    while conns.iter().any(|&conn| server_loop.pending_output(conn) != Some(0)) || {
+        let unread = unread_bytes_by_port();
+        client_ports.iter().any(|port| !unread.contains_key(port))
+    } {
+        assert!(Instant::now() < deadline, "the last messages never reached the monitor's sockets");
+        server_loop.turn(Some(Duration::from_millis(1))).unwrap();
+    }
+
+    let deadline = Instant::now() + DEADLINE;
+    while !monitor.is_idle() {
+        assert!(Instant::now() < deadline, "rooms closed");
+        reactor.turn(Some(Duration::from_millis(1))).unwrap();
+        server_loop.turn(Some(Duration::from_millis(1))).unwrap();
+    }
+    monitor.finish_output(Duration::from_secs(10));
+    let lines = json_lines(&path);
+    let missing: Vec<u64> = rooms
+        .iter()
+        .copied()
+        .filter(|&room| !lines.iter().any(|l| l["room"] == room && l["fields"]["txt"] == "last"))
+        .collect();
+    assert!(missing.is_empty(), "{} rooms logged out before reading their last message: {missing:?}", missing.len());
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The loopback TCP sockets that have bytes waiting unread, by local port,
+/// from /proc/net/tcp.
+fn unread_bytes_by_port() -> std::collections::HashMap<u16, u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let rx_queue = u64::from_str_radix(fields.get(4)?.rsplit(':').next()?, 16).ok()?;
+            (rx_queue > 0).then_some((local_port, rx_queue))
+        })
+        .collect()
 }
 
 #[test]

@@ -157,8 +157,13 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
     monitor.shutdown(&mut reactor);
     let _ = reactor.run_until(Instant::now() + Duration::from_secs(3), |_| monitor.is_idle());
     let unwritten = monitor.finish_output(Duration::from_secs(10));
-    if unwritten > 0 {
-        return Err(format!("{unwritten} bytes of output were not written to {}", config.sink.display()));
+    if unwritten.lines > 0 {
+        return Err(format!(
+            "{} messages ({} bytes) of output were not written to {}",
+            unwritten.lines,
+            unwritten.bytes,
+            config.sink.display()
+        ));
     }
     let (lost, duplicated) =
         monitor.rooms().iter().fold((0, 0), |(l, d), room| (l + room.sequence.missing, d + room.sequence.duplicated));

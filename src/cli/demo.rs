@@ -69,7 +69,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot start the monitor: {e}"))?;
     let started = Instant::now();
-    daemon::run(&mut reactor, &monitor, Reload::default(), args.duration)?;
+    daemon::run(&mut reactor, &monitor, Reload::default(), args.duration, crate::monitor::DEFAULT_FLUSH_TIMEOUT)?;
     print_summary(&monitor, started.elapsed(), reactor.stats().iterations);
     Ok(())
 }

@@ -215,7 +215,7 @@ fn watch(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), String> {
         cli_rooms: settings.cli_rooms.clone(),
         shard: Some(settings.shard),
     };
-    daemon::run(&mut reactor, &monitor, reload, None)
+    daemon::run(&mut reactor, &monitor, reload, None, settings.monitor.flush_timeout)
 }
 
 /// `barrage serve`: a new reactor, the simulator on it, run forever.

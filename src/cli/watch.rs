@@ -40,7 +40,8 @@ pub struct WatchArgs {
     pub servers: Vec<String>,
 
     /// TOML file with any of: rooms, servers, output, format, types,
-    /// heartbeat, idle_timeout, connect_rate, metrics, shard, log_level,
+    /// heartbeat, idle_timeout, connect_timeout, login_timeout,
+    /// flush_timeout, connect_rate, metrics, shard, log_level,
     /// status_interval, poll_interval_ms.
     /// Re-read on SIGHUP (rooms added start, rooms removed stop).
     #[arg(long, value_name = "FILE")]
@@ -66,6 +67,23 @@ pub struct WatchArgs {
     /// Reconnect after this many seconds without a byte. [default: 120]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub idle_timeout: Option<Duration>,
+
+    /// Give up on a server address that has not accepted the connection
+    /// within this many seconds, and try the next one. [default: 10]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Reconnect if the server has not answered the login within this many
+    /// seconds of connecting. [default: 15]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub login_timeout: Option<Duration>,
+
+    /// On stop, write what is left of the output for at most this many
+    /// seconds; messages still unwritten then are reported (whole lines
+    /// only) and the exit status is 1. With the 1.5 s the rooms have to log
+    /// out, the default stops within 2 s. [default: 0.4]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub flush_timeout: Option<Duration>,
 
     /// New connections per second at most, so thousands of rooms do not
     /// flood the server at start. [default: 200]
@@ -120,6 +138,9 @@ pub struct FileConfig {
     pub types: Option<Vec<String>>,
     pub heartbeat: Option<f64>,
     pub idle_timeout: Option<f64>,
+    pub connect_timeout: Option<f64>,
+    pub login_timeout: Option<f64>,
+    pub flush_timeout: Option<f64>,
     pub connect_rate: Option<f64>,
     pub metrics: Option<SocketAddr>,
     pub shard: Option<String>,
@@ -196,8 +217,21 @@ impl WatchArgs {
                 .idle_timeout
                 .or(seconds(file.idle_timeout, "idle_timeout")?)
                 .unwrap_or(defaults.idle_timeout),
+            login_timeout: self
+                .login_timeout
+                .or(seconds(file.login_timeout, "login_timeout")?)
+                .unwrap_or(defaults.login_timeout),
             ..defaults
         };
+        let monitor_defaults = MonitorConfig::default();
+        let connect_timeout = self
+            .connect_timeout
+            .or(seconds(file.connect_timeout, "connect_timeout")?)
+            .unwrap_or(monitor_defaults.connect_timeout);
+        let flush_timeout = self
+            .flush_timeout
+            .or(seconds(file.flush_timeout, "flush_timeout")?)
+            .unwrap_or(monitor_defaults.flush_timeout);
         super::check_heartbeat(&session)?;
         let poll_interval = match (self.poll_interval, file.poll_interval_ms) {
             (Some(interval), _) => interval,
@@ -229,7 +263,9 @@ impl WatchArgs {
                 connects_per_second: connect_rate,
                 output: output_path.map_or(Destination::Stdout, Destination::File),
                 status_interval,
-                ..MonitorConfig::default()
+                connect_timeout,
+                flush_timeout,
+                ..monitor_defaults
             },
             poll_interval,
             metrics: self.metrics.or(file.metrics),
@@ -285,6 +321,9 @@ mod tests {
             types = ["chatmsg", "dgb"]
             heartbeat = 30
             idle_timeout = 90.5
+            connect_timeout = 3
+            login_timeout = 20
+            flush_timeout = 5
             connect_rate = 50
             metrics = "127.0.0.1:9100"
             shard = "1/2"

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod output;
 mod room;
 pub mod shard;
+mod sink;
 pub mod visible;
 
 use std::cell::RefCell;
@@ -42,7 +43,7 @@ use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
 use crate::rng::Rng;
 use backoff::Backoff;
 use format::Format;
-use output::{Destination, Output, OutputLimits};
+use output::{Destination, Output, OutputClosed, OutputEvent, OutputLimits, Unwritten};
 use room::{RoomConn, TIMER_CONNECT, TIMER_LOGOUT};
 
 /// Everything `barrage watch` can be told.
@@ -72,6 +73,11 @@ pub struct MonitorConfig {
     /// an address that silently drops packets would otherwise hold the room
     /// for the kernel's SYN retries (about 2 minutes).
     pub connect_timeout: Duration,
+    /// How long [`Monitor::stop`] waits for the rooms to log out and close.
+    pub logout_timeout: Duration,
+    /// How long the output may take to be written at exit
+    /// ([`Monitor::finish_output`]).
+    pub flush_timeout: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -91,6 +97,8 @@ impl Default for MonitorConfig {
             backoff_cap: Duration::from_secs(60),
             check_sequence: false,
             connect_timeout: Duration::from_secs(10),
+            logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
         }
     }
 }
@@ -208,6 +216,28 @@ impl SequenceCheck {
     }
 }
 
+/// Why a monitor stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// SIGINT or SIGTERM (its name).
+    Signal(&'static str),
+    /// The time it was given ran out.
+    Duration,
+    /// The output closed for good: its reader left, or it could not be opened.
+    Output(OutputClosed),
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopCause::Signal(name) => write!(f, "{name}"),
+            StopCause::Duration => write!(f, "the duration is over"),
+            StopCause::Output(OutputClosed::ReaderLeft) => write!(f, "the output's reader left"),
+            StopCause::Output(OutputClosed::Failed(why)) => write!(f, "output failed: {why}"),
+        }
+    }
+}
+
 /// Counters for the status line and metrics.
 #[derive(Clone, Debug, Default)]
 pub struct MonitorStats {
@@ -239,6 +269,8 @@ pub(crate) struct MonitorState {
     pacer_scheduled: bool,
     flush_scheduled: bool,
     shutting_down: bool,
+    /// Set by the first [`Monitor::stop`].
+    stop_cause: Option<StopCause>,
     jitter: Rng,
     pub(crate) stats: MonitorStats,
     /// Handle to ourselves, for callbacks scheduled on the reactor.
@@ -258,7 +290,15 @@ impl Monitor {
         if config.servers.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no server to connect to"));
         }
-        let output = Output::open(config.output.clone(), config.output_limits, reactor.handle())?;
+        // The writer thread's news is handled on the loop; the callback
+        // finds the monitor through a slot filled in once it exists.
+        let this_slot: Rc<RefCell<std::rc::Weak<RefCell<MonitorState>>>> = Rc::default();
+        let slot = this_slot.clone();
+        let events = reactor.channel(move |reactor: &mut Reactor, event: OutputEvent| {
+            let Some(state) = slot.borrow().upgrade() else { return };
+            Monitor { state }.on_output_event(reactor, event);
+        });
+        let output = Output::open(config.output.clone(), config.output_limits, events)?;
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let state = Rc::new_cyclic(|this| {
@@ -270,12 +310,14 @@ impl Monitor {
                 pacer_scheduled: false,
                 flush_scheduled: false,
                 shutting_down: false,
+                stop_cause: None,
                 jitter: Rng::new(seed),
                 stats: MonitorStats::default(),
                 this: this.clone(),
                 config: config.clone(),
             })
         });
+        *this_slot.borrow_mut() = Rc::downgrade(&state);
         let monitor = Monitor { state };
         for room in config.rooms.iter().copied() {
             monitor.add_room(reactor, room);
@@ -362,14 +404,77 @@ impl Monitor {
         }
     }
 
+    /// Stops for good, in order: take what the sockets already hold, log
+    /// out of every room, and stop the reactor once every room has closed,
+    /// or after `logout_timeout` less `waited` (the time the request may
+    /// already have waited: a signal arrives through poll). Then the caller
+    /// writes the rest of the output with [`finish_output`](Self::finish_output).
+    /// Only the first call counts.
+    pub fn stop(&self, reactor: &mut Reactor, cause: StopCause, waited: Duration) {
+        let logout_timeout = {
+            let mut state = self.state.borrow_mut();
+            if let Some(first) = &state.stop_cause {
+                log::debug!("already stopping ({first}); {cause} changes nothing");
+                return;
+            }
+            match &cause {
+                StopCause::Output(OutputClosed::Failed(why)) => log::error!("{why}; shutting down"),
+                cause => log::info!("shutting down ({cause}): logging out of every room"),
+            }
+            state.stop_cause = Some(cause);
+            // No new connections from now on.
+            state.shutting_down = true;
+            state.connect_queue.clear();
+            state.config.logout_timeout.saturating_sub(waited)
+        };
+        // Read coalescing ends, and the logouts wait for what the sockets
+        // hold to be read (a logout closes its room, and a closing
+        // connection throws its input away).
+        reactor.set_min_poll_interval(Duration::ZERO);
+        let monitor = self.clone();
+        reactor.call_soon(move |reactor| monitor.shutdown_after_reading(reactor, true, MAX_READ_PASSES_AT_STOP));
+        // Check for "all closed" every few milliseconds: the stop lasts at
+        // most the timeout, so this is not an idle wake-up.
+        let watcher = self.clone();
+        reactor.add_periodic(Duration::from_millis(5), move |reactor| {
+            if watcher.is_idle() {
+                reactor.stop();
+            }
+        });
+        reactor.call_later(logout_timeout, |reactor| {
+            log::warn!("some rooms did not close in time; stopping anyway");
+            reactor.stop();
+        });
+    }
+
+    /// Calls [`shutdown`](Self::shutdown) once the loop has polled again
+    /// and read what that poll reported (a callback that `call_soon` queues
+    /// from inside a `call_soon` callback runs in the next iteration, after
+    /// its poll and the reads it brought), and then until no room has reads
+    /// left over, for at most `passes` more iterations.
+    fn shutdown_after_reading(&self, reactor: &mut Reactor, first: bool, passes: u32) {
+        if first || (reactor.has_postponed_work() && passes > 0) {
+            let monitor = self.clone();
+            reactor.call_soon(move |reactor| monitor.shutdown_after_reading(reactor, false, passes.saturating_sub(1)));
+        } else {
+            self.shutdown(reactor);
+        }
+    }
+
+    /// Why [`stop`](Self::stop) was called, if it was.
+    pub fn stop_cause(&self) -> Option<StopCause> {
+        self.state.borrow().stop_cause.clone()
+    }
+
     /// After `shutdown`: every room's connection has closed.
     pub fn is_idle(&self) -> bool {
         self.state.borrow().rooms.values().all(|r| r.conn.is_none())
     }
 
     /// Hands the last output to the writer and waits for it, at most
-    /// `limit` (blocking; at exit). Returns the bytes left unwritten.
-    pub fn finish_output(&self, limit: Duration) -> usize {
+    /// `limit` (blocking; at exit). Returns what was left unwritten, in
+    /// whole lines.
+    pub fn finish_output(&self, limit: Duration) -> Unwritten {
         self.state.borrow_mut().output.finish(limit)
     }
 
@@ -378,9 +483,20 @@ impl Monitor {
         self.state.borrow_mut().output.reopen();
     }
 
-    /// The output's writer gave up (e.g. stdout's reader went away).
-    pub fn output_failed(&self) -> bool {
-        self.state.borrow().output.has_failed()
+    /// The output closed for good (its reader left).
+    pub fn output_closed(&self) -> bool {
+        self.state.borrow().output.is_closed()
+    }
+
+    fn on_output_event(&self, reactor: &mut Reactor, event: OutputEvent) {
+        match event {
+            OutputEvent::Drained(rooms) => {
+                for room in rooms {
+                    reactor.refresh(room);
+                }
+            }
+            OutputEvent::Closed(why) => self.stop(reactor, StopCause::Output(why), Duration::ZERO),
+        }
     }
 
     pub fn stats(&self) -> MonitorStats {
@@ -509,7 +625,8 @@ impl MonitorState {
             self.stats.filtered += 1;
             return;
         }
-        format::write_line(self.output.batch(), self.config.format, ts_ms, room, message);
+        let format = self.config.format;
+        self.output.append(|batch| format::write_line(batch, format, ts_ms, room, message));
         // One batch per loop iteration: flush when this iteration's
         // callbacks are done.
         if !self.flush_scheduled {
@@ -712,6 +829,14 @@ fn spawn_resolver(sender: LoopSender<Vec<SocketAddr>>, servers: Vec<String>) {
 /// failed attempt, even if it joined.
 const FAILURE_WINDOW: Duration = Duration::from_secs(5);
 const PACER_TICK: Duration = Duration::from_millis(10);
+/// Iterations a stop may spend reading what the sockets already hold
+/// (each reads up to the reactor's read budget per room) before it logs out.
+const MAX_READ_PASSES_AT_STOP: u32 = 8;
+/// [`MonitorConfig::logout_timeout`] by default: with the flush timeout, a
+/// stop takes at most 2 s.
+pub const DEFAULT_LOGOUT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// [`MonitorConfig::flush_timeout`] by default.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(400);
 /// Distinct message types counted by name (see `deliver`).
 const MAX_TYPES: usize = 256;
 

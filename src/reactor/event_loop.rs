@@ -297,6 +297,13 @@ impl Reactor {
         self.timers.len()
     }
 
+    /// Whether work was postponed to the next iteration (a connection with
+    /// more to read than its fair share of this one, say): that iteration
+    /// does it without waiting for poll.
+    pub fn has_postponed_work(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     // ----- running ---------------------------------------------------------
 
     /// Runs until [`stop`](Self::stop) is called (by a callback or through a

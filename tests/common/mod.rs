@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (each test binary uses part).
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,6 +54,8 @@ pub struct ServerLog {
     pub open: i64,
     pub logouts: u32,
     pub heartbeats: u32,
+    /// Each joined room's connection on the server side, to send it more.
+    pub joined: HashMap<u64, barrage::reactor::ConnId>,
 }
 
 /// Starts the fake server on an ephemeral loopback port of `reactor`:
@@ -80,13 +84,18 @@ struct FakeRoomServer {
 /// Sends one message built through the STT writer (so `/` and `@` in
 /// values are escaped).
 fn send(ctx: &mut Context<'_>, fields: &[(&str, &str)]) {
+    ctx.send(&packet(fields));
+}
+
+/// One server-to-client packet with these fields.
+pub fn packet(fields: &[(&str, &str)]) -> Vec<u8> {
     let mut body = String::new();
     for (key, value) in fields {
         stt::push_field(&mut body, key, value);
     }
     let mut out = Vec::new();
     frame::encode_packet(&mut out, SERVER_TO_CLIENT, &body);
-    ctx.send(&out);
+    out
 }
 
 impl Dispatcher for FakeRoomServer {
@@ -102,6 +111,7 @@ impl Dispatcher for FakeRoomServer {
                     send(ctx, &[("type", "loginres"), ("userid", "0"), ("live_stat", "0")]);
                 }
                 "joingroup" => {
+                    self.log.borrow_mut().joined.insert(self.room, ctx.id());
                     let room = self.room.to_string();
                     if self.spec.rss {
                         let live = if self.room % 2 == 1 { "1" } else { "0" };
