@@ -308,7 +308,10 @@ mod tests {
             let wire = frame(true, Opcode::Binary, Some([1, 2, 3, 4]), &vec![7; len]);
             let (header, used) = FrameHeader::decode(&wire).unwrap().unwrap();
             assert_eq!(used, header_len + 4);
-            assert_eq!(header, FrameHeader { fin: true, opcode: Opcode::Binary, mask: Some([1, 2, 3, 4]), payload_len: len as u64 });
+            assert_eq!(
+                header,
+                FrameHeader { fin: true, opcode: Opcode::Binary, mask: Some([1, 2, 3, 4]), payload_len: len as u64 }
+            );
             for cut in 0..used {
                 assert_eq!(FrameHeader::decode(&wire[..cut]), Ok(None), "length {len}, cut at {cut}");
             }

@@ -272,7 +272,9 @@ fn parse_head<'b>(
     let window = &buf[..buf.len().min(max_head)];
     match parse(window) {
         Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
-        Ok(httparse::Status::Partial) if window.len() == max_head => Err(HandshakeError::HeadTooLarge { max: max_head }),
+        Ok(httparse::Status::Partial) if window.len() == max_head => {
+            Err(HandshakeError::HeadTooLarge { max: max_head })
+        }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(error) => Err(HandshakeError::Malformed(error)),
     }
@@ -405,7 +407,13 @@ mod tests {
                 HandshakeError::BadAccept,
             ),
             (
-                &["HTTP/1.1 101 x", "Upgrade: websocket", "Connection: Upgrade", &accept, "Sec-WebSocket-Protocol: chat"],
+                &[
+                    "HTTP/1.1 101 x",
+                    "Upgrade: websocket",
+                    "Connection: Upgrade",
+                    &accept,
+                    "Sec-WebSocket-Protocol: chat",
+                ],
                 HandshakeError::Unrequested("Sec-WebSocket-Protocol"),
             ),
         ];
@@ -414,7 +422,10 @@ mod tests {
             assert!(!error.to_string().is_empty());
         }
         // The accept key of another key is wrong too.
-        assert_eq!(check_response(&good_response(), &accept_key(b"AAAAAAAAAAAAAAAAAAAAAA=="), MAX), Err(HandshakeError::BadAccept));
+        assert_eq!(
+            check_response(&good_response(), &accept_key(b"AAAAAAAAAAAAAAAAAAAAAA=="), MAX),
+            Err(HandshakeError::BadAccept)
+        );
         assert!(matches!(check_response(b"SSH-2.0-OpenSSH\r\n\r\n", ACCEPT, MAX), Err(HandshakeError::Malformed(_))));
     }
 
@@ -461,6 +472,9 @@ mod tests {
             encode_reject(&error, &mut answer);
             assert!(answer.starts_with(format!("HTTP/1.1 {status} ").as_bytes()));
         }
-        assert_eq!(check_request(good.as_bytes(), good.len() - 1), Err(HandshakeError::HeadTooLarge { max: good.len() - 1 }));
+        assert_eq!(
+            check_request(good.as_bytes(), good.len() - 1),
+            Err(HandshakeError::HeadTooLarge { max: good.len() - 1 })
+        );
     }
 }
