@@ -22,8 +22,16 @@
 //! | `CloseSent` | close frame | `Closed(LocallyClosed)` | `Closed` |
 //! | `Open`, `CloseSent` | a protocol error | `Open`: queue close 1002 (1009: too big); `Closed(Protocol)` | `Closed` |
 //! | `Open` | close() | queue a close frame | `CloseSent` |
-//! | handshaking | close() | `Closed(LocallyClosed)` | `Closed` |
+//! | handshaking | send_*() | the frame waits until the handshake is done | same |
+//! | handshaking | close() | waiting frames dropped; `Closed(LocallyClosed)` | `Closed` |
 //! | `Closed` | anything | ignored | `Closed` |
+//!
+//! Frames may be sent from the start: they wait behind the handshake (a
+//! client must not send any before the 101). So the owner can treat the
+//! WebSocket as a transport and start the Douyu session as soon as TCP is
+//! up: `loginreq` goes out right after the 101, no payload can reach the
+//! session before it is logging in, and its login timeout also bounds a
+//! handshake that hangs.
 //!
 //! After `Closed`, send what `poll_transmit` holds and close the socket.
 //! Waiting for the peer's answer to our close is the owner's business (a
@@ -137,8 +145,6 @@ impl From<ProtocolError> for CloseReason {
 /// Why a message could not be queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendError {
-    /// The handshake has not finished: no frame may be sent yet.
-    Handshaking,
     /// We sent a close frame, or the connection is over.
     Closed,
     /// A ping payload over 125 bytes.
@@ -148,7 +154,6 @@ pub enum SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::Handshaking => write!(f, "the WebSocket handshake has not finished"),
             SendError::Closed => write!(f, "the WebSocket is closing or closed"),
             SendError::ControlTooLong => write!(f, "a control frame carries at most {MAX_CONTROL_PAYLOAD} bytes"),
         }
@@ -213,6 +218,8 @@ pub struct WebSocket {
     incoming: Option<Incoming>,
     stream: PayloadStream,
     transmit: Vec<u8>,
+    /// Frames sent during the handshake, released behind it.
+    held: Vec<u8>,
     events: VecDeque<Event>,
     stats: Stats,
 }
@@ -248,6 +255,7 @@ impl WebSocket {
             incoming: None,
             stream: PayloadStream::new(limits.max_unread),
             transmit: Vec::new(),
+            held: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -298,6 +306,7 @@ impl WebSocket {
         };
         if let Some(len) = head_len {
             self.phase = Phase::Open;
+            self.transmit.append(&mut self.held);
             self.events.push_back(Event::Opened);
             return Ok(len);
         }
@@ -433,6 +442,7 @@ impl WebSocket {
     fn finish(&mut self, reason: CloseReason) {
         self.phase = Phase::Closed;
         self.incoming = None;
+        self.held = Vec::new();
         self.stream.clear();
         self.events.push_back(Event::Closed(reason));
     }
@@ -508,9 +518,8 @@ impl WebSocket {
 
     fn check_open(&self) -> Result<(), SendError> {
         match self.phase {
-            Phase::Open => Ok(()),
-            Phase::AwaitingResponse { .. } | Phase::AwaitingRequest => Err(SendError::Handshaking),
             Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+            _ => Ok(()),
         }
     }
 
@@ -519,7 +528,11 @@ impl WebSocket {
             Role::Client => Some(self.masks.next_u64().to_le_bytes()[..4].try_into().expect("4 of 8 bytes")),
             Role::Server => None,
         };
-        frame::encode_frame(&mut self.transmit, fin, opcode, mask, payload);
+        let out = match self.phase {
+            Phase::AwaitingResponse { .. } | Phase::AwaitingRequest => &mut self.held,
+            _ => &mut self.transmit,
+        };
+        frame::encode_frame(out, fin, opcode, mask, payload);
     }
 
     /// Appends all bytes waiting to be sent to `out`; false if there were none.
@@ -719,16 +732,45 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_sent_before_the_handshake_is_done() {
+    fn frames_sent_while_handshaking_wait_behind_the_handshake() {
         let mut client = client_with(Limits::default());
-        transmit(&mut client);
-        assert_eq!(client.send_binary(b"early"), Err(SendError::Handshaking));
-        assert_eq!(client.send_ping(b""), Err(SendError::Handshaking));
-        assert!(transmit(&mut client).is_empty());
-        // Closing now has no one to tell.
-        client.close(close_code::NORMAL, "");
-        assert_eq!(events(&mut client), closed(CloseReason::LocallyClosed));
-        assert!(transmit(&mut client).is_empty());
+        client.send_binary(b"loginreq").unwrap();
+        let request = transmit(&mut client);
+        assert!(request.ends_with(b"\r\n\r\n"), "only the GET goes out before the 101");
+        let mut server = WebSocket::server(Limits::default());
+        server.send_binary(b"welcome").unwrap();
+        assert!(transmit(&mut server).is_empty());
+
+        assert_eq!(server.on_bytes(&request, ignore), request.len());
+        let answer = transmit(&mut server);
+        let head_len = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(answer.starts_with(b"HTTP/1.1 101 "));
+        assert_eq!(frames(&answer[head_len..]), [(true, Opcode::Binary, b"welcome".to_vec())]);
+        let mut stream = Vec::new();
+        assert_eq!(client.on_bytes(&answer, into(&mut stream)), answer.len());
+        assert_eq!(stream, b"welcome");
+        let sent = transmit(&mut client);
+        assert_eq!(frames(&sent), [(true, Opcode::Binary, b"loginreq".to_vec())]);
+    }
+
+    #[test]
+    fn frames_waiting_for_a_failed_or_abandoned_handshake_are_dropped() {
+        let mut refused = client_with(Limits::default());
+        refused.send_binary(b"loginreq").unwrap();
+        transmit(&mut refused);
+        let wire = b"HTTP/1.1 404 Not Found\r\n\r\n";
+        assert_eq!(refused.on_bytes(wire, ignore), wire.len());
+        assert_eq!(events(&mut refused), closed(HandshakeError::Status(404)));
+        assert!(transmit(&mut refused).is_empty());
+
+        // Closing during the handshake has no one to tell.
+        let mut abandoned = client_with(Limits::default());
+        abandoned.send_binary(b"loginreq").unwrap();
+        transmit(&mut abandoned);
+        abandoned.close(close_code::NORMAL, "");
+        assert_eq!(events(&mut abandoned), closed(CloseReason::LocallyClosed));
+        assert!(transmit(&mut abandoned).is_empty());
+        assert_eq!(abandoned.send_binary(b"x"), Err(SendError::Closed));
     }
 
     #[test]

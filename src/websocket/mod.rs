@@ -28,27 +28,50 @@
 //! | `stream` | binary payloads as one byte stream for a reader | (internal) |
 //! | [`connection`] | the state machine of one connection, either side | [`WebSocket`], [`Event`], [`CloseReason`] |
 //!
-//! A client driven by a reactor connection:
+//! A client driven by a reactor connection, with the Douyu session reading
+//! the payload stream (hidden lines play Douyu's side):
 //!
 //! ```
+//! use std::time::Instant;
+//! use barrage::douyu::{ClientSession, SessionConfig, SessionState};
 //! use barrage::websocket::{ClientRequest, Event, Limits, WebSocket};
-//! # let (random_key, seed) = ([7u8; 16], 1);
-//! let mut ws = WebSocket::client(&ClientRequest::new("danmuproxy.douyu.com:8502"), Limits::default(), random_key, seed)?;
+//! # use barrage::douyu::frame::{encode_packet, SERVER_TO_CLIENT};
+//! # let (random_key, seed) = ([7u8; 16], 1); // from crate::rng::Rng, say
+//! # let mut douyu = WebSocket::server(Limits::default());
+//! let now = Instant::now();
+//! let request = ClientRequest::new("danmuproxy.douyu.com:8502");
+//! let mut ws = WebSocket::client(&request, Limits::default(), random_key, seed)?;
+//! let mut session = ClientSession::new(9999, SessionConfig::default());
+//!
+//! // TCP (and TLS) is up: the session starts now; its loginreq waits behind the GET.
+//! session.on_connected(now);
+//! let mut packets = Vec::new();
+//! session.poll_transmit(&mut packets);
+//! ws.send_binary(&packets)?; // one packet, one binary message
 //! let mut wire = Vec::new();
-//! ws.poll_transmit(&mut wire); // the GET: write it once TCP (and TLS) is up
-//! # let data: &[u8] = b"";
-//! // In handle_read(data) -> consumed: binary payloads go straight to the session.
-//! # let mut stream = Vec::new();
-//! let consumed = ws.on_bytes(data, |payload| { stream.extend_from_slice(payload); payload.len() });
+//! ws.poll_transmit(&mut wire); // to the reactor's Context::send
+//! # douyu.on_bytes(&wire, |p| p.len());
+//! # let mut loginres = Vec::new();
+//! # encode_packet(&mut loginres, SERVER_TO_CLIENT, "type@=loginres/");
+//! # douyu.send_binary(&loginres)?;
+//! # let mut data = Vec::new();
+//! # douyu.poll_transmit(&mut data);
+//!
+//! // handle_read(data) -> consumed: payloads go straight into the session.
+//! let consumed = ws.on_bytes(&data, |payload| session.on_bytes(payload, now));
 //! while let Some(event) = ws.poll_event() {
-//!     match event {
-//!         Event::Opened => {}    // session.on_connected(now); its packets go out with ws.send_binary
-//!         Event::Closed(_) => {} // flush poll_transmit, then close the socket
-//!     }
+//!     if let Event::Closed(_reason) = event { /* flush `wire`, then close the socket */ }
 //! }
-//! # assert_eq!(consumed, 0);
-//! # Ok::<(), barrage::websocket::handshake::InvalidHeader>(())
+//! # assert_eq!(consumed, data.len());
+//! # assert_eq!(session.state(), SessionState::Joined);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! `ws.on_bytes` consumes everything but a partial frame header or control
+//! frame; the reactor keeps that remainder, as it keeps half a Douyu packet
+//! today. The session's `poll_transmit` may hold several packets at once
+//! (a `joingroup` and a heartbeat, say): cut them at their length fields to
+//! send one per message, as the web client does.
 //!
 //! # Crates
 //!
