@@ -3,9 +3,9 @@
 //! timeout), so a peer that stops talking fails the test instead of hanging.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use barrage::websocket::{ClientRequest, CloseReason, Event, Limits, State, Stats, WebSocket, close_code};
@@ -15,10 +15,22 @@ use tungstenite::{Bytes, Message};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn connect(addr: std::net::SocketAddr) -> TcpStream {
+fn connect(addr: SocketAddr) -> TcpStream {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(DEADLINE)).unwrap();
     tcp
+}
+
+/// Runs `serve` on a thread for the first connection to a loopback port.
+fn serve_one<T: Send + 'static>(serve: impl FnOnce(TcpStream) -> T + Send + 'static) -> (SocketAddr, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+        serve(tcp)
+    });
+    (addr, server)
 }
 
 /// Our side: a `WebSocket` driven over a blocking stream, the way a reactor
@@ -66,11 +78,7 @@ impl Ours {
 
 #[test]
 fn our_client_talks_to_a_tungstenite_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (addr, server) = serve_one(|tcp| {
         let mut ws = tungstenite::accept(tcp).unwrap();
         ws.send(Message::Ping(Bytes::from_static(b"hi"))).unwrap();
         ws.send(Message::text("not for Douyu clients")).unwrap();
@@ -111,11 +119,7 @@ fn our_client_talks_to_a_tungstenite_server() {
 
 #[test]
 fn a_tungstenite_client_talks_to_our_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = thread::spawn(move || {
-        let (tcp, _) = listener.accept().unwrap();
-        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (addr, server) = serve_one(|tcp| {
         let mut ours = Ours::new(WebSocket::server(Limits::default()), tcp);
         ours.run_until("the handshake", |o| o.ws.state() == State::Open);
         ours.ws.send_binary_fragmented(b"a fragmented message", NonZeroUsize::new(4).unwrap()).unwrap();

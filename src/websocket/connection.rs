@@ -689,6 +689,39 @@ mod tests {
         assert_eq!(client.stats().binary_messages, 2);
     }
 
+    /// The common case costs no copy: a frame that arrived whole, holding
+    /// whole packets, is read from the caller's buffer itself. Only a
+    /// packet cut across frames is copied, once.
+    #[test]
+    fn whole_packets_reach_the_reader_from_the_input_itself() {
+        let (mut client, _) = open_pair();
+        let wire = [raw(true, Opcode::Binary, b"packet"), raw(true, Opcode::Binary, b"pac")].concat();
+        let input = wire.as_ptr_range();
+        let mut offered = Vec::new();
+        let reader = |payload: &[u8]| {
+            offered.push((payload.to_vec(), input.contains(&payload.as_ptr())));
+            payload.len() / 6 * 6 // whole 6-byte packets only
+        };
+        assert_eq!(client.on_bytes(&wire, reader), wire.len());
+        assert_eq!(client.unread(), 3);
+        let tail = raw(true, Opcode::Binary, b"ketpacket");
+        let input = tail.as_ptr_range();
+        let reader = |payload: &[u8]| {
+            offered.push((payload.to_vec(), input.contains(&payload.as_ptr())));
+            payload.len() / 6 * 6
+        };
+        assert_eq!(client.on_bytes(&tail, reader), tail.len());
+        assert_eq!(client.unread(), 0);
+        assert_eq!(
+            offered,
+            [
+                (b"packet".to_vec(), true),        // straight from `wire`
+                (b"pac".to_vec(), true),           // offered, then its leftover kept
+                (b"packetpacket".to_vec(), false), // "pac" + "ketpacket", copied behind it
+            ]
+        );
+    }
+
     #[test]
     fn a_partial_head_is_left_with_the_caller() {
         let mut client = client_with(Limits::default());
