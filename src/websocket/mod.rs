@@ -5,17 +5,17 @@
 //! messages back into the byte stream `douyu::ClientSession` already reads.
 //!
 //! ```text
-//!            reactor connection (TCP, or TLS under it)
-//!   read bytes │                                ▲ poll_transmit
-//!              ▼                                │
+//!          reactor connection (TCP, or TLS under it)
+//!   read bytes │                          ▲ poll_transmit
+//!              ▼                          │
 //!   ┌──────────────────── WebSocket ─────────────────────┐
-//!   │ handshake: GET/101 + accept key (handshake.rs)    │
-//!   │ frames: header, masking, control, fragments       │  ping → pong
-//!   │ (frame.rs, connection.rs)                          │  close → close
-//!   │ binary payloads as one stream (stream.rs)          │  text → counted
-//!   └───────────────┬────────────────────▲───────────────┘
-//!      reader(bytes) │ -> consumed         │ send_binary(packet)
-//!                    ▼                     │
+//!   │ handshake: GET / 101, accept key  (handshake.rs)   │
+//!   │ frames: header, masking, control  (frame.rs)       │  ping → pong
+//!   │ fragments, closing, limits        (connection.rs)  │  close → close
+//!   │ binary payloads as one stream     (stream.rs)      │  text → counted
+//!   └────────────────────────────────────────────────────┘
+//!      reader(bytes) │ -> consumed          ▲ send_binary(packet)
+//!                    ▼                      │
 //!            douyu::ClientSession: on_bytes / poll_transmit
 //! ```
 //!
