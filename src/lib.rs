@@ -40,3 +40,4 @@ pub mod monitor;
 pub mod reactor;
 pub mod rng;
 pub mod sim;
+pub mod websocket;
