@@ -36,6 +36,7 @@
 pub mod bench;
 pub mod cli;
 pub mod douyu;
+pub mod http;
 pub mod monitor;
 pub mod reactor;
 pub mod rng;
