@@ -61,7 +61,7 @@ pub enum Error {
     /// A redirect's `Location` is not a URL we can fetch.
     BadRedirect(UrlError),
     /// The server answered with a status the caller does not accept (see
-    /// `Response::error_for_status`).
+    /// [`Response::error_for_status`](super::Response::error_for_status)).
     Status(u16),
 }
 

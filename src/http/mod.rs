@@ -33,11 +33,14 @@
 //! - [`server`] — parse a request head, write a response;
 //! - [`error`] — [`Error`], every way a fetch can fail.
 
+pub mod chunked;
 pub mod error;
 pub mod head;
 pub mod request;
+pub mod response;
 pub mod url;
 
 pub use error::Error;
 pub use request::{Method, Request};
+pub use response::{Response, ResponseDecoder, ResponseLimits};
 pub use url::{Host, Scheme, Url, UrlError};
