@@ -34,12 +34,14 @@
 //! - [`error`] — [`Error`], every way a fetch can fail.
 
 pub mod chunked;
+pub mod client;
 pub mod error;
 pub mod head;
 pub mod request;
 pub mod response;
 pub mod url;
 
+pub use client::Exchange;
 pub use error::Error;
 pub use request::{Method, Request};
 pub use response::{Response, ResponseDecoder, ResponseLimits};
