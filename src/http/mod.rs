@@ -37,12 +37,14 @@ pub mod chunked;
 pub mod client;
 pub mod error;
 pub mod head;
+pub mod redirect;
 pub mod request;
 pub mod response;
 pub mod url;
 
 pub use client::Exchange;
 pub use error::Error;
+pub use redirect::{DEFAULT_REDIRECT_LIMIT, Next, Redirects};
 pub use request::{Method, Request};
 pub use response::{Response, ResponseDecoder, ResponseLimits};
 pub use url::{Host, Scheme, Url, UrlError};
