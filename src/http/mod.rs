@@ -40,6 +40,7 @@ pub mod head;
 pub mod redirect;
 pub mod request;
 pub mod response;
+pub mod server;
 pub mod url;
 
 pub use client::Exchange;
