@@ -2,7 +2,7 @@
 //! to a refused redirect.
 //!
 //! Text that came from the server (a header value, a bad line) is kept
-//! short and escaped ([`excerpt`]) before it goes into an error, so that
+//! short and escaped (`excerpt`) before it goes into an error, so that
 //! printing an error never sends server-chosen bytes to a terminal raw.
 
 use std::fmt;

@@ -2,7 +2,7 @@
 //!
 //! Small on purpose: what the metrics endpoint, the simulator's web pages
 //! and test servers need, with the same limits and the same framing rules
-//! as the client ([`head::framing`](super::head::framing)). Like the
+//! as the client ([`head::framing`]). Like the
 //! client's decoder it is sans-IO: [`parse_request_head`] takes the bytes
 //! received so far and says "not yet", "this request", or "answer with this
 //! status and close".
