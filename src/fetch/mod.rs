@@ -370,9 +370,10 @@ impl Fetcher {
                 Stage::Exchanging { conn: current, addr, connected, spare, .. } if *current == conn => {
                     log::debug!("fetch {id}: connection to {addr} failed: {error}");
                     if *connected || spare.is_empty() {
-                        let error = match connected {
-                            true => Error::Io(error.to_string()),
-                            false => Error::Connect(format!("{addr}: {error}")),
+                        let error = if *connected {
+                            Error::Io(error.to_string())
+                        } else {
+                            Error::Connect(format!("{addr}: {error}"))
                         };
                         drop(shared);
                         self.with_exchange(reactor, id, conn, |exchange, _| exchange.handle_error(error));
