@@ -6,8 +6,10 @@
 //! Every wait is `run_until` with a deadline; nothing sleeps.
 
 use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use barrage::fetch::{FetchConfig, Fetcher};
@@ -157,6 +159,26 @@ fn closed_port() -> Url {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     Url::parse(&format!("http://{addr}/")).unwrap()
+}
+
+/// Set to let `stuck.test` lookups finish.
+static RELEASE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+/// A resolver for tests, so lookups need no DNS: `web.test` has two
+/// addresses, the first one with nobody listening (127.0.0.2: loopback, but
+/// not where the test servers bind); `stuck.test` answers only once
+/// [`RELEASE`] is set (or after 20 s); other names do not exist.
+fn fake_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    match host {
+        "web.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 1], port))]),
+        "stuck.test" => {
+            let (released, wake) = &RELEASE;
+            let guard = released.lock().unwrap();
+            drop(wake.wait_timeout_while(guard, Duration::from_secs(20), |released| !*released).unwrap());
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        }
+        _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such host")),
+    }
 }
 
 // ----- the client side ----------------------------------------------------------
@@ -367,6 +389,52 @@ fn a_host_name_is_looked_up_off_the_loop() {
     let (result, _) = get(&mut reactor, &fetcher, by_name, Duration::from_secs(10));
     assert_eq!(result.unwrap().text(), "by name");
     assert_eq!(log.borrow().requests, ["GET /name"]);
+}
+
+#[test]
+fn names_go_to_the_resolver_and_each_address_is_tried_in_turn() {
+    let mut reactor = Reactor::new().unwrap();
+    let config = FetchConfig { min_start_gap: Duration::ZERO, resolve: fake_resolve, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let (base, log) = serve(&mut reactor, |_, _, _| ok("second address"));
+    let url = Url::parse(&format!("http://web.test:{}/x", base.port())).unwrap();
+    let (result, _) = get(&mut reactor, &fetcher, url, Duration::from_secs(10));
+    assert_eq!(result.unwrap().text(), "second address");
+    assert_eq!(log.borrow().requests, ["GET /x"]);
+
+    let unknown = Url::parse("http://unknown.test/").unwrap();
+    let (result, _) = get(&mut reactor, &fetcher, unknown, Duration::from_secs(10));
+    assert_eq!(result.unwrap_err(), Error::Resolve("unknown.test: no such host".into()));
+}
+
+#[test]
+fn a_lookup_that_outlives_its_deadline_answers_at_the_deadline_and_holds_its_slot_until_done() {
+    let mut reactor = Reactor::new().unwrap();
+    let config = FetchConfig { max_in_flight: 1, resolve: fake_resolve, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let (base, log) = serve(&mut reactor, |_, _, _| ok("after the lookup"));
+    let stuck = Url::parse(&format!("http://stuck.test:{}/stuck", base.port())).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(stuck), deadline);
+    assert_eq!(result.unwrap_err(), Error::Timeout);
+    assert!(at >= deadline);
+
+    // The lookup thread still runs: its slot stays taken, so at most
+    // max_in_flight threads exist however long lookups hang.
+    let next = submit(
+        &mut reactor,
+        &fetcher,
+        Request::get(base.append_path("/next").unwrap()),
+        Instant::now() + Duration::from_secs(10),
+    );
+    reactor.turn(Some(Duration::ZERO)).unwrap();
+    assert_eq!((fetcher.running(), fetcher.waiting()), (1, 1));
+
+    *RELEASE.0.lock().unwrap() = true;
+    RELEASE.1.notify_all();
+    assert!(reactor.run_until(Instant::now() + Duration::from_secs(10), |_| next.borrow().is_some()).unwrap());
+    assert_eq!(next.take().unwrap().0.unwrap().text(), "after the lookup");
+    assert_eq!(log.borrow().requests, ["GET /next"], "the abandoned fetch never connected");
 }
 
 #[test]

@@ -40,6 +40,7 @@ mod transport;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -47,8 +48,16 @@ use std::time::{Duration, Instant};
 use crate::http::{DEFAULT_REDIRECT_LIMIT, Error, Exchange, Next, Redirects, Request, Response, ResponseLimits, Url};
 use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
 
+/// Looks up a host's addresses. Runs on a helper thread and may block.
+pub type Resolve = fn(host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
+
+/// The system's resolver (`getaddrinfo`: `/etc/hosts`, then DNS).
+pub fn system_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    (host, port).to_socket_addrs().map(Iterator::collect)
+}
+
 /// How a [`Fetcher`] behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct FetchConfig {
     /// Fetches running at once (4); the rest wait their turn.
     pub max_in_flight: usize,
@@ -58,6 +67,9 @@ pub struct FetchConfig {
     pub max_redirects: usize,
     /// Caps on the response's head and body.
     pub limits: ResponseLimits,
+    /// How host names are looked up ([`system_resolve`]); tests put a fake
+    /// one here.
+    pub resolve: Resolve,
 }
 
 impl Default for FetchConfig {
@@ -67,6 +79,7 @@ impl Default for FetchConfig {
             min_start_gap: Duration::from_millis(50),
             max_redirects: DEFAULT_REDIRECT_LIMIT,
             limits: ResponseLimits::default(),
+            resolve: system_resolve,
         }
     }
 }
@@ -244,11 +257,10 @@ impl Fetcher {
         let host = url.host().to_string();
         let port = url.port();
         job.stage = Stage::Resolving;
-        let sender = shared.lookups.clone();
+        let (sender, resolve) = (shared.lookups.clone(), shared.config.resolve);
         drop(shared);
         let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
-            let addresses =
-                (host.as_str(), port).to_socket_addrs().map(Iterator::collect).map_err(|e| format!("{host}: {e}"));
+            let addresses = resolve(&host, port).map_err(|e| format!("{host}: {e}"));
             sender.send(Lookup { job: id, addresses });
         });
         if let Err(e) = spawned {
@@ -361,7 +373,7 @@ impl Fetcher {
 
     /// The connection of job `id` failed with `error`: before it was up,
     /// try the next address; after, the exchange ends.
-    fn on_transport_error(&self, reactor: &mut Reactor, id: u64, conn: ConnId, error: std::io::Error) {
+    fn on_transport_error(&self, reactor: &mut Reactor, id: u64, conn: ConnId, error: io::Error) {
         let (spare, url) = {
             let mut shared = self.shared.borrow_mut();
             let Some(job) = shared.jobs.get_mut(&id) else { return };
