@@ -20,8 +20,8 @@
 //!   covers everything: waiting for a slot, the lookup, connecting, every
 //!   redirect. When it fires the callback gets [`Error::Timeout`] and the
 //!   connection is dropped.
-//! - **Lookups** block in the system's resolver, so they run on a helper
-//!   thread each and come back through a reactor channel. A thread cannot be
+//! - **Lookups** block in the system's resolver ([`FetchConfig::resolve`]),
+//!   so they run on a helper thread each and come back through a reactor channel. A thread cannot be
 //!   stopped: a fetch whose deadline passes mid-lookup answers its callback
 //!   at once but keeps its slot until the thread is done, so there are never
 //!   more than `max_in_flight` lookup threads, even against a resolver that
@@ -33,8 +33,9 @@
 //! Callbacks always run from the loop, never inside [`Fetcher::fetch`], so
 //! a caller may hold its own `RefCell` borrow while it submits.
 //!
-//! HTTPS: `transport::open` is the one place a TLS transport plugs in; until the
-//! reactor has one, `https://` fetches fail with [`Error::TlsUnavailable`].
+//! HTTPS: `transport::open` (in `src/fetch/transport.rs`) is the one place
+//! a TLS transport plugs in; until the reactor has one, `https://` fetches
+//! fail with [`Error::TlsUnavailable`].
 
 mod transport;
 
