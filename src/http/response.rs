@@ -239,11 +239,6 @@ fn parse_head(data: &[u8], searched: usize, limits: &ResponseLimits) -> Result<P
         _ => {}
     }
     let fields = || response.headers.iter().map(|h| (h.name, h.value));
-    for (_, value) in fields().filter(|(name, _)| name.eq_ignore_ascii_case("content-encoding")) {
-        if let Some(coding) = list_items(value).find(|c| !c.eq_ignore_ascii_case(b"identity")) {
-            return Err(Error::UnsupportedEncoding(excerpt(coding)));
-        }
-    }
     let framing = head::framing(fields()).map_err(|e| match e {
         FramingError::BadContentLength => Error::Malformed("bad Content-Length".into()),
         FramingError::LengthAndTransferEncoding => Error::Malformed("both Content-Length and Transfer-Encoding".into()),
@@ -257,6 +252,15 @@ fn parse_head(data: &[u8], searched: usize, limits: &ResponseLimits) -> Result<P
         (_, Some(n)) => Some(Body::Length { remaining: n }),
         (_, None) => Some(Body::UntilClose),
     };
+    // A coding matters only to a body there is (a 304 may name the one its
+    // cached body had).
+    if body.is_some() {
+        for (_, value) in fields().filter(|(name, _)| name.eq_ignore_ascii_case("content-encoding")) {
+            if let Some(coding) = list_items(value).find(|c| !c.eq_ignore_ascii_case(b"identity")) {
+                return Err(Error::UnsupportedEncoding(excerpt(coding)));
+            }
+        }
+    }
     let head = Head {
         status,
         reason: response.reason.unwrap_or_default().to_string(),
@@ -420,7 +424,8 @@ mod tests {
             let wire = format!("HTTP/1.1 200 OK\r\n{header}\r\n\r\n");
             assert_eq!(whole(wire.as_bytes(), true), Err(Error::UnsupportedEncoding(coding.into())), "{header}");
         }
-        assert!(whole(b"HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: 0\r\n\r\n", false).is_ok());
+        assert!(whole(b"HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc", false).is_ok());
+        assert!(whole(b"HTTP/1.1 304 Not Modified\r\nContent-Encoding: gzip\r\n\r\n", false).is_ok(), "no body");
     }
 
     #[test]

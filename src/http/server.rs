@@ -116,7 +116,8 @@ pub fn parse_request_head(data: &[u8], max_head: usize) -> Result<Option<Request
 }
 
 /// Appends a whole response to `out`: status line, `headers`, a
-/// `Content-Length`, `Connection: keep-alive` or `close`, and `body`.
+/// `Content-Length` (not on a 204, which has no body), `Connection:
+/// keep-alive` or `close`, and `body`.
 ///
 /// The headers are ours, not a client's: a value with a line break in it is
 /// a bug, and is left out rather than sent.
@@ -128,8 +129,12 @@ pub fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], 
             head.push_str(&format!("{name}: {value}\r\n"));
         }
     }
+    // RFC 9110 §8.6: no Content-Length on a 1xx or 204 (they have no body).
+    if !matches!(status, 100..=199 | 204) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    head.push_str(&format!("Content-Length: {}\r\nConnection: {connection}\r\n\r\n", body.len()));
+    head.push_str(&format!("Connection: {connection}\r\n\r\n"));
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(body);
 }
@@ -225,6 +230,13 @@ mod tests {
             "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Type: text/plain\r\n\
              Content-Length: 3\r\nConnection: close\r\n\r\nno\n"
         );
+    }
+
+    #[test]
+    fn no_content_has_no_length() {
+        let mut out = Vec::new();
+        write_response(&mut out, 204, &[], b"", true);
+        assert_eq!(out, b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n");
     }
 
     /// What the server writes, the client reads back the same.

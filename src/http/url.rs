@@ -301,6 +301,9 @@ fn parse_authority(authority: &str, scheme: Scheme) -> Result<(Host, u16), UrlEr
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
         };
+        if host.is_empty() {
+            return Err(UrlError::MissingHost);
+        }
         (parse_host(host).ok_or_else(|| bad_host(host))?, port)
     };
     let port = match port {
@@ -433,7 +436,7 @@ mod tests {
             ("wss://danmuproxy.douyu.com:8502/", UrlError::UnsupportedScheme("\"wss\"".into())),
             ("http://", UrlError::MissingHost),
             ("http:/x", UrlError::MissingHost),
-            ("https://:443/", UrlError::BadHost("\"\"".into())),
+            ("https://:443/", UrlError::MissingHost),
             ("http://user:pw@example.com/", UrlError::UserInfo),
             ("http://exa mple.com/", UrlError::BadHost("\"exa mple.com\"".into())),
             ("http://例子.com/", UrlError::BadHost("\"\\xe4\\xbe\\x8b\\xe5\\xad\\x90.com\"".into())),
