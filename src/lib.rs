@@ -9,7 +9,9 @@
 //!   monitor, sim, bench      the room daemon; the simulated Douyu server;
 //!     │                      measurements of the two together
 //!     │
-//!   douyu      reactor       the protocol, sans-IO (bytes and time in, messages
+//!   fetch                    HTTP requests driven on the loop
+//!     │
+//!   douyu, http  reactor     the protocols, sans-IO (bytes and time in, messages
 //!                            and bytes out) │ the event loop (mio, slab, timers)
 //! ```
 //!
@@ -18,6 +20,10 @@
 //!   Tornado's style, a hashed timer wheel, and a waker for other threads.
 //! - [`douyu`] never touches a socket or reads a clock: frames, STT bodies,
 //!   typed messages, and the state machine of one room's session.
+//! - [`http`] is HTTP/1.1 the same way: URLs, requests, a response decoder
+//!   with limits, one exchange as a state machine, the redirect policy, and
+//!   the server's half. [`fetch`] drives it on the reactor: lookups on a
+//!   helper thread, a few requests at a time, a deadline each.
 //! - [`monitor`] is the daemon: one connection per room driven by a
 //!   session, paced connects, reconnects with backoff, output with
 //!   backpressure, and an HTTP metrics endpoint on the same loop.
@@ -36,6 +42,8 @@
 pub mod bench;
 pub mod cli;
 pub mod douyu;
+pub mod fetch;
+pub mod http;
 pub mod monitor;
 pub mod reactor;
 pub mod rng;

@@ -1,0 +1,477 @@
+//! Fetching URLs on the reactor: the sans-IO [`http`](crate::http) client,
+//! driven by the event loop.
+//!
+//! A [`Fetcher`] takes requests, each with a deadline and a callback, and
+//! calls the callback exactly once with the response or the reason there is
+//! none. One fetch goes through these stages:
+//!
+//! ```text
+//!  Waiting ──slot free, gap passed──▶ Resolving ──addresses──▶ Exchanging ──response──▶ callback
+//!     │      (at most max_in_flight   (helper thread;          (Exchange on │  3xx: Redirects says
+//!     │       run; starts paced)       skipped for an IP)       a connection)│  Follow ─▶ Resolving
+//!     └──────────── deadline ──────────────┴──────────────────────┴──────────▶ callback(Timeout)
+//! ```
+//!
+//! - **Slots.** At most [`FetchConfig::max_in_flight`] fetches run at once,
+//!   the rest wait in order, and one starts at most every
+//!   [`FetchConfig::min_start_gap`]: a daemon resolving a thousand rooms
+//!   asks Douyu's web servers politely. A redirect keeps its fetch's slot.
+//! - **Deadline.** One reactor timer per fetch, armed when it is submitted,
+//!   covers everything: waiting for a slot, the lookup, connecting, every
+//!   redirect. When it fires the callback gets [`Error::Timeout`] and the
+//!   connection is dropped.
+//! - **Lookups** block in the system's resolver ([`FetchConfig::resolve`]),
+//!   so they run on a helper thread each and come back through a reactor channel. A thread cannot be
+//!   stopped: a fetch whose deadline passes mid-lookup answers its callback
+//!   at once but keeps its slot until the thread is done, so there are never
+//!   more than `max_in_flight` lookup threads, even against a resolver that
+//!   hangs.
+//! - **Addresses** are tried in the resolver's order until one connects.
+//! - **One connection per request** (`Connection: close`, see
+//!   [`http::request`](crate::http::request)): no pool, nothing to expire.
+//!
+//! Callbacks always run from the loop, never inside [`Fetcher::fetch`], so
+//! a caller may hold its own `RefCell` borrow while it submits.
+//!
+//! HTTPS: `transport::open` (in `src/fetch/transport.rs`) is the one place
+//! a TLS transport plugs in; until the reactor has one, `https://` fetches
+//! fail with [`Error::TlsUnavailable`].
+
+mod transport;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::http::{DEFAULT_REDIRECT_LIMIT, Error, Exchange, Next, Redirects, Request, Response, ResponseLimits, Url};
+use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
+
+/// Looks up a host's addresses. Runs on a helper thread and may block.
+pub type Resolve = fn(host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
+
+/// The system's resolver (`getaddrinfo`: `/etc/hosts`, then DNS).
+pub fn system_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    (host, port).to_socket_addrs().map(Iterator::collect)
+}
+
+/// How a [`Fetcher`] behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct FetchConfig {
+    /// Fetches running at once (4); the rest wait their turn.
+    pub max_in_flight: usize,
+    /// Least time between two fetches starting (50 ms).
+    pub min_start_gap: Duration,
+    /// Redirects followed per fetch (5).
+    pub max_redirects: usize,
+    /// Caps on the response's head and body.
+    pub limits: ResponseLimits,
+    /// How host names are looked up ([`system_resolve`]); tests put a fake
+    /// one here.
+    pub resolve: Resolve,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_in_flight: 4,
+            min_start_gap: Duration::from_millis(50),
+            max_redirects: DEFAULT_REDIRECT_LIMIT,
+            limits: ResponseLimits::default(),
+            resolve: system_resolve,
+        }
+    }
+}
+
+/// What a fetch's callback gets.
+pub type Callback = Box<dyn FnOnce(&mut Reactor, Result<Response, Error>)>;
+
+/// Fetches URLs on one reactor (see the module docs). Cheap to clone: the
+/// clones share the queue and the limits.
+#[derive(Clone)]
+pub struct Fetcher {
+    shared: Rc<RefCell<Shared>>,
+}
+
+struct Shared {
+    config: FetchConfig,
+    /// Where lookup threads send their answers.
+    lookups: LoopSender<Lookup>,
+    jobs: HashMap<u64, Job>,
+    /// Fetches not started yet, oldest first.
+    waiting: VecDeque<u64>,
+    /// Fetches holding a slot.
+    running: usize,
+    next_id: u64,
+    last_start: Option<Instant>,
+    /// Set while a timer waits for the start gap to pass.
+    pacer: Option<TimerHandle>,
+}
+
+/// A lookup thread's answer.
+struct Lookup {
+    job: u64,
+    addresses: Result<Vec<SocketAddr>, String>,
+}
+
+/// One fetch.
+struct Job {
+    /// The request being sent: the caller's, or the latest redirect's.
+    request: Request,
+    redirects: Redirects,
+    deadline: Instant,
+    deadline_timer: TimerHandle,
+    /// Taken when the callback is called.
+    callback: Option<Callback>,
+    stage: Stage,
+}
+
+/// Where a fetch is, with what that stage needs.
+enum Stage {
+    /// Queued for a slot.
+    Waiting,
+    /// A helper thread is looking up the host.
+    Resolving,
+    /// Answered already (its deadline passed mid-lookup), but its lookup
+    /// thread still runs: the slot is held until that thread is done.
+    Abandoned,
+    /// Connecting to `addr` or exchanging on `conn`; the `spare` addresses
+    /// are tried if this one cannot be connected to.
+    Exchanging { conn: ConnId, addr: SocketAddr, connected: bool, spare: VecDeque<SocketAddr>, exchange: Box<Exchange> },
+}
+
+impl Fetcher {
+    /// A fetcher for `reactor`.
+    ///
+    /// # Panics
+    ///
+    /// If `config.max_in_flight` is 0: nothing could ever start.
+    pub fn new(reactor: &mut Reactor, config: FetchConfig) -> Fetcher {
+        assert!(config.max_in_flight > 0, "FetchConfig::max_in_flight must be at least 1");
+        let shared = Rc::new_cyclic(|weak: &std::rc::Weak<RefCell<Shared>>| {
+            // The reactor keeps channel callbacks for its whole life: a weak
+            // reference, so it does not keep a dropped fetcher alive.
+            let weak = weak.clone();
+            let lookups = reactor.channel(move |reactor: &mut Reactor, lookup: Lookup| {
+                if let Some(shared) = weak.upgrade() {
+                    Fetcher { shared }.on_lookup(reactor, lookup);
+                }
+            });
+            RefCell::new(Shared {
+                config,
+                lookups,
+                jobs: HashMap::new(),
+                waiting: VecDeque::new(),
+                running: 0,
+                next_id: 0,
+                last_start: None,
+                pacer: None,
+            })
+        });
+        Fetcher { shared }
+    }
+
+    /// Fetches `request`, following redirects, and calls `callback` once
+    /// with the final response (any status: see
+    /// [`Response::error_for_status`]) or the error, at the latest at
+    /// `deadline`.
+    pub fn fetch(
+        &self,
+        reactor: &mut Reactor,
+        request: Request,
+        deadline: Instant,
+        callback: impl FnOnce(&mut Reactor, Result<Response, Error>) + 'static,
+    ) {
+        if let Err(error) = request.validate() {
+            reactor.call_soon(move |reactor| callback(reactor, Err(error)));
+            return;
+        }
+        let mut shared = self.shared.borrow_mut();
+        let id = shared.next_id;
+        shared.next_id += 1;
+        let fetcher = self.clone();
+        let deadline_timer = reactor.call_at(deadline, move |reactor| fetcher.on_deadline(reactor, id));
+        let redirects = Redirects::new(request.url(), shared.config.max_redirects);
+        let callback: Callback = Box::new(callback);
+        let job = Job { request, redirects, deadline, deadline_timer, callback: Some(callback), stage: Stage::Waiting };
+        shared.jobs.insert(id, job);
+        shared.waiting.push_back(id);
+        // Started from the loop, so that no callback runs inside `fetch`.
+        let fetcher = self.clone();
+        reactor.call_soon(move |reactor| fetcher.pump(reactor));
+    }
+
+    /// Fetches holding a slot (looking up, connecting, exchanging).
+    pub fn running(&self) -> usize {
+        self.shared.borrow().running
+    }
+
+    /// Fetches waiting for a slot.
+    pub fn waiting(&self) -> usize {
+        self.shared.borrow().waiting.len()
+    }
+
+    /// Starts waiting fetches while slots are free and the gap allows.
+    fn pump(&self, reactor: &mut Reactor) {
+        loop {
+            let id = {
+                let mut shared = self.shared.borrow_mut();
+                if shared.running >= shared.config.max_in_flight || shared.waiting.is_empty() {
+                    return;
+                }
+                let now = Instant::now();
+                if let Some(next) = shared.last_start.map(|last| last + shared.config.min_start_gap)
+                    && now < next
+                {
+                    if shared.pacer.is_none() {
+                        let fetcher = self.clone();
+                        shared.pacer = Some(reactor.call_at(next, move |reactor| {
+                            fetcher.shared.borrow_mut().pacer = None;
+                            fetcher.pump(reactor);
+                        }));
+                    }
+                    return;
+                }
+                shared.running += 1;
+                shared.last_start = Some(now);
+                shared.waiting.pop_front().expect("checked non-empty")
+            };
+            self.start(reactor, id);
+        }
+    }
+
+    /// Sends the job's current request: looks up its host, or connects at
+    /// once to an address.
+    fn start(&self, reactor: &mut Reactor, id: u64) {
+        let mut shared = self.shared.borrow_mut();
+        let Some(job) = shared.jobs.get_mut(&id) else { return };
+        let url = job.request.url();
+        log::debug!("fetch {id}: {} {url}", job.request.method().as_str());
+        if let Some(ip) = url.host().ip() {
+            let addr = SocketAddr::new(ip, url.port());
+            drop(shared);
+            self.connect(reactor, id, VecDeque::from([addr]));
+            return;
+        }
+        let host = url.host().to_string();
+        let port = url.port();
+        job.stage = Stage::Resolving;
+        let (sender, resolve) = (shared.lookups.clone(), shared.config.resolve);
+        drop(shared);
+        let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
+            let addresses = resolve(&host, port).map_err(|e| format!("{host}: {e}"));
+            sender.send(Lookup { job: id, addresses });
+        });
+        if let Err(e) = spawned {
+            self.complete(reactor, id, Err(Error::Resolve(format!("cannot start a lookup thread: {e}"))));
+        }
+    }
+
+    fn on_lookup(&self, reactor: &mut Reactor, lookup: Lookup) {
+        let mut shared = self.shared.borrow_mut();
+        let Some(job) = shared.jobs.get(&lookup.job) else { return };
+        match job.stage {
+            Stage::Resolving => {}
+            Stage::Abandoned => {
+                // Its callback was answered at the deadline; now the thread
+                // is done too, and the slot is free.
+                shared.jobs.remove(&lookup.job);
+                shared.running -= 1;
+                drop(shared);
+                self.pump(reactor);
+                return;
+            }
+            Stage::Waiting | Stage::Exchanging { .. } => return,
+        }
+        drop(shared);
+        match lookup.addresses {
+            Ok(addresses) if !addresses.is_empty() => self.connect(reactor, lookup.job, addresses.into()),
+            Ok(_) => self.complete(reactor, lookup.job, Err(Error::Resolve("no addresses".into()))),
+            Err(e) => self.complete(reactor, lookup.job, Err(Error::Resolve(e))),
+        }
+    }
+
+    /// Opens a connection to the first of `addresses` that takes one, with
+    /// a new exchange for the job's request.
+    fn connect(&self, reactor: &mut Reactor, id: u64, addresses: VecDeque<SocketAddr>) {
+        let (exchange, url) = {
+            let shared = self.shared.borrow();
+            let Some(job) = shared.jobs.get(&id) else { return };
+            (Exchange::new(&job.request, shared.config.limits, job.deadline), job.request.url().clone())
+        };
+        let opened = exchange.and_then(|exchange| Ok((exchange, self.open(reactor, id, &url, addresses)?)));
+        match opened {
+            Ok((exchange, (conn, addr, spare))) => {
+                if let Some(job) = self.shared.borrow_mut().jobs.get_mut(&id) {
+                    job.stage = Stage::Exchanging { conn, addr, connected: false, spare, exchange: Box::new(exchange) };
+                }
+            }
+            Err(error) => self.complete(reactor, id, Err(error)),
+        }
+    }
+
+    /// Starts a connection to the first of `addresses` that can be tried;
+    /// returns it, its address and the addresses left.
+    fn open(
+        &self,
+        reactor: &mut Reactor,
+        id: u64,
+        url: &Url,
+        mut addresses: VecDeque<SocketAddr>,
+    ) -> Result<(ConnId, SocketAddr, VecDeque<SocketAddr>), Error> {
+        let mut last_error = Error::Connect("no address to connect to".into());
+        while let Some(addr) = addresses.pop_front() {
+            match transport::open(reactor, url, addr, self.clone(), id) {
+                Ok(conn) => return Ok((conn, addr, addresses)),
+                // This address failed at once (unreachable, say): the next.
+                Err(Error::Connect(e)) => last_error = Error::Connect(e),
+                Err(other) => return Err(other),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Runs `f` on the exchange of job `id` if it is still the one on
+    /// `conn`, sends what it queued, and finishes the fetch if it is over.
+    /// Returns `f`'s result, `None` for a connection the job has left.
+    fn with_exchange<T>(
+        &self,
+        reactor: &mut Reactor,
+        id: u64,
+        conn: ConnId,
+        f: impl FnOnce(&mut Exchange, &mut bool) -> T,
+    ) -> Option<T> {
+        let mut shared = self.shared.borrow_mut();
+        let Some(Job { stage: Stage::Exchanging { conn: current, connected, exchange, .. }, .. }) =
+            shared.jobs.get_mut(&id)
+        else {
+            return None;
+        };
+        if *current != conn {
+            return None;
+        }
+        let result = f(exchange, connected);
+        let mut out = Vec::new();
+        if exchange.poll_transmit(&mut out) {
+            reactor.send(conn, &out);
+        }
+        let outcome = exchange.poll_outcome();
+        drop(shared);
+        if let Some(outcome) = outcome {
+            // Done with this connection, whatever the outcome: a graceful
+            // close after a response, a quick one after an error.
+            if outcome.is_ok() {
+                reactor.close(conn);
+            } else {
+                reactor.abort(conn);
+            }
+            self.complete(reactor, id, outcome);
+        }
+        Some(result)
+    }
+
+    /// The connection of job `id` failed with `error`: before it was up,
+    /// try the next address; after, the exchange ends.
+    fn on_transport_error(&self, reactor: &mut Reactor, id: u64, conn: ConnId, error: io::Error) {
+        let (spare, url) = {
+            let mut shared = self.shared.borrow_mut();
+            let Some(job) = shared.jobs.get_mut(&id) else { return };
+            let url = job.request.url().clone();
+            match &mut job.stage {
+                Stage::Exchanging { conn: current, addr, connected, spare, .. } if *current == conn => {
+                    log::debug!("fetch {id}: connection to {addr} failed: {error}");
+                    if *connected || spare.is_empty() {
+                        let error = if *connected {
+                            Error::Io(error.to_string())
+                        } else {
+                            Error::Connect(format!("{addr}: {error}"))
+                        };
+                        drop(shared);
+                        self.with_exchange(reactor, id, conn, |exchange, _| exchange.handle_error(error));
+                        return;
+                    }
+                    (std::mem::take(spare), url)
+                }
+                _ => return,
+            }
+        };
+        match self.open(reactor, id, &url, spare) {
+            Ok((next_conn, next_addr, rest)) => {
+                if let Some(Job { stage: Stage::Exchanging { conn, addr, spare, .. }, .. }) =
+                    self.shared.borrow_mut().jobs.get_mut(&id)
+                {
+                    (*conn, *addr, *spare) = (next_conn, next_addr, rest);
+                }
+            }
+            Err(error) => self.complete(reactor, id, Err(error)),
+        }
+    }
+
+    /// The deadline of job `id` passed.
+    fn on_deadline(&self, reactor: &mut Reactor, id: u64) {
+        let now = Instant::now();
+        let mut shared = self.shared.borrow_mut();
+        let Some(job) = shared.jobs.get_mut(&id) else { return };
+        match &mut job.stage {
+            Stage::Waiting => {
+                let job = shared.jobs.remove(&id).expect("just seen");
+                shared.waiting.retain(|&waiting| waiting != id);
+                drop(shared);
+                if let Some(callback) = job.callback {
+                    callback(reactor, Err(Error::Timeout));
+                }
+            }
+            Stage::Resolving => {
+                job.stage = Stage::Abandoned;
+                let callback = job.callback.take();
+                drop(shared);
+                if let Some(callback) = callback {
+                    callback(reactor, Err(Error::Timeout));
+                }
+            }
+            Stage::Abandoned => {}
+            Stage::Exchanging { conn, .. } => {
+                let conn = *conn;
+                drop(shared);
+                self.with_exchange(reactor, id, conn, |exchange, _| exchange.handle_timeout(now));
+            }
+        }
+    }
+
+    /// An exchange of job `id` ended: follow a redirect, or finish.
+    fn complete(&self, reactor: &mut Reactor, id: u64, outcome: Result<Response, Error>) {
+        let next = {
+            let mut shared = self.shared.borrow_mut();
+            let Some(job) = shared.jobs.get_mut(&id) else { return };
+            outcome.and_then(|response| job.redirects.next(&job.request, response))
+        };
+        match next {
+            Ok(Next::Follow(request)) => {
+                log::debug!("fetch {id}: redirected to {}", request.url());
+                if let Some(job) = self.shared.borrow_mut().jobs.get_mut(&id) {
+                    job.request = request;
+                }
+                self.start(reactor, id);
+            }
+            Ok(Next::Done(response)) => self.finish(reactor, id, Ok(response)),
+            Err(error) => self.finish(reactor, id, Err(error)),
+        }
+    }
+
+    /// Job `id` is over: free its slot, start the next, call back.
+    fn finish(&self, reactor: &mut Reactor, id: u64, result: Result<Response, Error>) {
+        let Some(job) = self.shared.borrow_mut().jobs.remove(&id) else { return };
+        self.shared.borrow_mut().running -= 1;
+        reactor.remove_timeout(job.deadline_timer);
+        match &result {
+            Ok(response) => log::debug!("fetch {id}: {} from {}", response.status, response.url),
+            Err(error) => log::debug!("fetch {id}: {error}"),
+        }
+        self.pump(reactor);
+        if let Some(callback) = job.callback {
+            callback(reactor, result);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The connection under one exchange: a reactor [`Dispatcher`] that hands
+//! every event to the fetch's [`Exchange`](crate::http::Exchange), and the
+//! one place where the transport is chosen by scheme.
+
+use std::io;
+use std::net::SocketAddr;
+
+use super::Fetcher;
+use crate::http::{Error, Scheme, Url};
+use crate::reactor::{ConnId, Context, Dispatcher, Reactor};
+
+/// Starts a connection to `addr` for `url`, whose events go to job `job`
+/// of `fetcher`.
+///
+/// **TLS plugs in here.** The `https` arm is the only line that changes
+/// once the reactor has a TLS transport: call
+/// `reactor.connect_tls(addr, &tls_config, server_name, transport)` with
+/// the URL's host as the server name. The exchange above works the same on
+/// either transport: it sees bytes in and bytes out.
+pub(super) fn open(
+    reactor: &mut Reactor,
+    url: &Url,
+    addr: SocketAddr,
+    fetcher: Fetcher,
+    job: u64,
+) -> Result<ConnId, Error> {
+    let transport = Transport { fetcher, job };
+    match url.scheme() {
+        Scheme::Http => reactor.connect(addr, transport).map_err(|e| Error::Connect(format!("{addr}: {e}"))),
+        Scheme::Https => Err(Error::TlsUnavailable),
+    }
+}
+
+/// A connection's events, passed to its fetch.
+struct Transport {
+    fetcher: Fetcher,
+    job: u64,
+}
+
+impl Dispatcher for Transport {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        let conn = ctx.id();
+        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange, connected| {
+            *connected = true;
+            exchange.handle_connected();
+        });
+    }
+
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        let conn = ctx.id();
+        // A connection its fetch has left (timed out, say) wants nothing.
+        self.fetcher
+            .with_exchange(ctx.reactor(), self.job, conn, |exchange, _| exchange.handle_bytes(data))
+            .unwrap_or(data.len())
+    }
+
+    fn handle_eof(&mut self, ctx: &mut Context<'_>) {
+        let conn = ctx.id();
+        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange, _| exchange.handle_eof());
+        ctx.close();
+    }
+
+    fn handle_error(&mut self, ctx: &mut Context<'_>, error: io::Error) {
+        let conn = ctx.id();
+        self.fetcher.on_transport_error(ctx.reactor(), self.job, conn, error);
+    }
+
+    /// Closed without an outcome (the reactor gave up on it): the exchange
+    /// must not wait for its deadline.
+    fn handle_close(&mut self, ctx: &mut Context<'_>) {
+        let conn = ctx.id();
+        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange, _| {
+            exchange.handle_error(Error::Io("the connection closed".into()));
+        });
+    }
+}
