@@ -11,9 +11,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::pages::{Response, reason, route};
-use super::request::{Parsed, parse_request};
+use super::pages::{Response, route};
 use super::{MetricsConfig, Table};
+use crate::http::server::{parse_request_head, write_response};
 use crate::monitor::Monitor;
 use crate::reactor::{Context, Dispatcher, TimerHandle};
 
@@ -63,19 +63,13 @@ impl HttpConn {
 
     /// Queues one response; closes gracefully after it if `!keep_alive`.
     fn respond(&mut self, ctx: &mut Context<'_>, response: &Response, keep_alive: bool) {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-            response.status,
-            reason(response.status),
-            response.content_type,
-            response.body.len()
-        );
+        let mut headers = vec![("Content-Type", response.content_type)];
         if response.status == 405 {
-            head.push_str("Allow: GET\r\n");
+            headers.push(("Allow", "GET"));
         }
-        head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
-        ctx.send(head.as_bytes());
-        ctx.send(&response.body);
+        let mut bytes = Vec::with_capacity(256 + response.body.len());
+        write_response(&mut bytes, response.status, &headers, &response.body, keep_alive);
+        ctx.send(&bytes);
         if !keep_alive {
             self.closing = true;
             ctx.close();
@@ -116,21 +110,22 @@ impl Dispatcher for HttpConn {
                 self.answering.set(true);
                 break;
             }
-            match parse_request(&data[consumed..], self.config.max_header_bytes) {
-                Parsed::Partial => break,
-                Parsed::Invalid(status) => {
+            match parse_request_head(&data[consumed..], self.config.max_header_bytes) {
+                Ok(None) => break,
+                Err(error) => {
+                    let status = error.status();
                     log::debug!("metrics: {}: bad request ({status})", ctx.id());
-                    self.respond(ctx, &Response::text(status, reason(status)), false);
+                    self.respond(ctx, &Response::status(status), false);
                     consumed = data.len();
                 }
-                Parsed::Request(request) => {
-                    consumed += request.head_len;
+                Ok(Some(request)) => {
+                    consumed += request.len;
                     self.head_started = None;
                     self.deadline = Instant::now() + self.config.idle_timeout;
                     let response = route(&request, &self.monitor, ctx.reactor());
                     // A body we did not read would be taken for the next
                     // request: answer, then close.
-                    self.respond(ctx, &response, request.keep_alive && !request.has_body);
+                    self.respond(ctx, &response, request.keep_alive && !request.has_body());
                 }
             }
         }
@@ -163,7 +158,7 @@ impl Dispatcher for HttpConn {
             ctx.abort();
         } else if self.unanswered > 0 && !self.closing {
             log::debug!("metrics: {}: request too slow", ctx.id());
-            self.respond(ctx, &Response::text(408, reason(408)), false);
+            self.respond(ctx, &Response::status(408), false);
         } else {
             ctx.close();
         }

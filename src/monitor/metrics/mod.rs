@@ -53,11 +53,12 @@
 //! |---|---|
 //! | `conn` | one client connection: requests in, answers out, its deadlines |
 //! | `pages` | which request gets which answer, and the two pages |
-//! | [`request`] | request heads, sans-IO: parsed and bounded |
+//!
+//! Request heads are parsed, and answers written, by [`crate::http::server`],
+//! which the simulator's web pages share.
 
 mod conn;
 mod pages;
-pub mod request;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use super::request::Request;
 use crate::douyu::LiveStatus;
+use crate::http::server::{RequestHead, reason_phrase};
 use crate::monitor::{Monitor, MonitorStats, Room, RoomState};
 use crate::reactor::Reactor;
 
@@ -20,17 +20,10 @@ impl Response {
     pub(super) fn text(status: u16, text: &str) -> Self {
         Response { status, content_type: "text/plain; charset=utf-8", body: format!("{text}\n").into_bytes() }
     }
-}
 
-pub(super) fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        _ => "Unknown",
+    /// The status's reason phrase as the body.
+    pub(super) fn status(status: u16) -> Self {
+        Response::text(status, reason_phrase(status))
     }
 }
 
@@ -38,8 +31,8 @@ pub(super) fn reason(status: u16) -> &'static str {
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Picks the answer to a request. The query string is ignored.
-pub(super) fn route(request: &Request<'_>, monitor: &Monitor, reactor: &Reactor) -> Response {
-    let path = request.path.split('?').next().unwrap_or_default();
+pub(super) fn route(request: &RequestHead<'_>, monitor: &Monitor, reactor: &Reactor) -> Response {
+    let path = request.path();
     if path != "/metrics" && path != "/rooms" {
         return Response::text(404, "not found; try /metrics or /rooms");
     }
