@@ -47,5 +47,6 @@ pub mod http;
 pub mod monitor;
 pub mod reactor;
 pub mod rng;
+pub mod settings;
 pub mod sim;
 pub mod websocket;

@@ -8,56 +8,65 @@ use clap::Args;
 use crate::bench::report::BenchReport;
 use crate::bench::run::{self, BenchConfig, SimulatorProcess};
 use crate::douyu::SessionConfig;
+use crate::monitor::MonitorConfig;
+
+use super::{Failure, LogLevel, init_logging};
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Rooms to watch (one connection each).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub rooms: u64,
+    rooms: u64,
 
     /// Messages per second per room from the simulator (0: idle mode —
     /// wake-ups per second and CPU% with no traffic).
     #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate)]
-    pub rate: f64,
+    rate: f64,
 
     /// Seconds measured, once every room has joined.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = super::parse_seconds)]
-    pub duration: Duration,
+    duration: Duration,
 
     /// Heartbeat interval per room, seconds. Heartbeats are the timers
     /// whose lateness is reported: measure for longer than this.
     #[arg(long, value_name = "SECS", default_value = "45", value_parser = super::parse_seconds)]
-    pub heartbeat: Duration,
+    heartbeat: Duration,
 
     /// The watch engine polls its sockets at most once per this many
     /// milliseconds (`watch --poll-interval`, read coalescing); 0 polls
     /// whenever idle. The peer is unchanged. [default: 100, as watch]
-    #[arg(long, value_name = "MS", value_parser = super::parse_poll_interval, allow_negative_numbers = true)]
-    pub poll_interval: Option<Duration>,
+    #[arg(long, value_name = "MS", value_parser = super::parse_milliseconds, allow_negative_numbers = true)]
+    poll_interval: Option<Duration>,
 
     /// New connections per second while joining.
     #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = super::parse_rate)]
-    pub connect_rate: f64,
+    connect_rate: f64,
 
     /// Where the JSON lines go (through the same writer as `watch --output`).
     #[arg(long, value_name = "FILE", default_value = "/dev/null")]
-    pub sink: PathBuf,
+    sink: PathBuf,
 
     /// Also run this peer binary (e.g. target/release/examples/tokio_peer)
     /// against the same simulator, and print both rows and their ratios.
     #[arg(long, value_name = "PATH")]
-    pub peer: Option<PathBuf>,
+    peer: Option<PathBuf>,
 
     /// Print the results as JSON (one object; with --peer, an array).
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
-pub fn run(args: &BenchArgs) -> Result<(), String> {
+pub(crate) fn run(args: &BenchArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
     let session = SessionConfig { heartbeat: args.heartbeat, ..SessionConfig::default() };
-    super::check_heartbeat(&session)?;
-    let poll_interval = args.poll_interval.unwrap_or_else(|| super::default_poll_interval(&session));
-    super::check_poll_interval(poll_interval, &session)?;
+    // The settings the engine runs with, checked as watch checks them.
+    let monitor = MonitorConfig { session, connects_per_second: args.connect_rate, ..MonitorConfig::default() };
+    let poll_interval = args.poll_interval.unwrap_or_else(|| monitor.default_poll_interval());
+    monitor.validate(poll_interval)?;
+    init_logging(log_level.unwrap_or(LogLevel::Warn));
+    run_checked(args, session, poll_interval).map_err(Failure::Runtime)
+}
+
+fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration) -> Result<(), String> {
     let open_files_limit = run::check_descriptors(args.rooms)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let simulator = SimulatorProcess::start(&exe, args.rate)?;

@@ -13,32 +13,37 @@ use crate::monitor::{Monitor, MonitorConfig};
 use crate::reactor::Reactor;
 use crate::sim::{self, SimConfig};
 
-use super::daemon::{self, Reload};
+use super::watch::run_daemon;
+use super::{Failure, LogLevel, init_logging};
 
 /// The first demo room; rooms are numbered from here.
 const FIRST_ROOM: u64 = 100_001;
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// How many rooms to watch.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-    pub rooms: u64,
+    rooms: u64,
 
     /// Messages per second in each room.
     #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate)]
-    pub rate: f64,
+    rate: f64,
 
     /// Stop after this many seconds. [default: run until Ctrl-C]
     #[arg(long, value_name = "SECS", value_parser = super::parse_seconds)]
-    pub duration: Option<Duration>,
+    duration: Option<Duration>,
 
     /// Print JSON lines instead of text.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
-pub fn run(args: &DemoArgs) -> Result<(), String> {
-    let mut reactor = Reactor::new().map_err(|e| format!("cannot create the event loop: {e}"))?;
+pub(crate) fn run(args: &DemoArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
+    if args.duration.is_some_and(|duration| duration.is_zero()) {
+        return Err(Failure::Usage("--duration must be above 0".into()));
+    }
+    init_logging(log_level.unwrap_or(LogLevel::Info));
+    let mut reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
     let server = sim::start(
         &mut reactor,
         SimConfig {
@@ -48,7 +53,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
             ..SimConfig::default()
         },
     )
-    .map_err(|e| format!("cannot start the simulated server: {e}"))?;
+    .map_err(|e| Failure::Runtime(format!("cannot start the simulated server: {e}")))?;
     let rooms: Vec<u64> = (FIRST_ROOM..FIRST_ROOM + args.rooms).collect();
     log::info!(
         "demo: a simulated Douyu server on {}, and {} rooms watched from this one thread; Ctrl-C to stop",
@@ -67,9 +72,9 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
             ..MonitorConfig::default()
         },
     )
-    .map_err(|e| format!("cannot start the monitor: {e}"))?;
+    .map_err(|e| Failure::Runtime(format!("cannot start the monitor: {e}")))?;
     let started = Instant::now();
-    daemon::run(&mut reactor, &monitor, Reload::default(), args.duration, crate::monitor::DEFAULT_FLUSH_TIMEOUT)?;
+    run_daemon(&mut reactor, &monitor, None, args.duration, crate::monitor::DEFAULT_FLUSH_TIMEOUT)?;
     print_summary(&monitor, started.elapsed(), reactor.stats().iterations);
     Ok(())
 }

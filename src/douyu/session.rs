@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::{self, DecoderConfig, FrameError};
 use super::message::{ErrorKind, LiveStatus, MASSIVE_GROUP, Message, MessageView, Request};
+use crate::settings::{SettingError, duration_within};
 
 /// Timing and limits of a [`ClientSession`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,52 @@ pub struct SessionConfig {
     pub max_frame: usize,
     /// The group to join (-9999: all messages).
     pub group: i64,
+}
+
+/// The shortest heartbeat interval accepted. Douyu's own clients beat every
+/// 45 s; a beat every fraction of a second per room would only load the
+/// server (and, with thousands of rooms, the machine).
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// The shortest login timeout accepted: a server needs a moment to answer.
+pub const MIN_LOGIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest any of a session's durations may be: one day. (Longer is a
+/// typo; and deadlines stay far from the end of the clock.)
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl SessionConfig {
+    /// Checks the settings against each other and against the limits above;
+    /// the error names the setting. A `heartbeat` must be shorter than the
+    /// `idle_timeout`, or a quiet room times out between two beats.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        duration_within("heartbeat", self.heartbeat, MIN_HEARTBEAT, MAX_DURATION)?;
+        duration_within("login_timeout", self.login_timeout, MIN_LOGIN_TIMEOUT, MAX_DURATION)?;
+        duration_within("idle_timeout", self.idle_timeout, MIN_HEARTBEAT, MAX_DURATION)?;
+        if self.heartbeat >= self.idle_timeout {
+            return Err(SettingError::new(
+                "heartbeat",
+                format!(
+                    "heartbeat ({} s) must be shorter than idle_timeout ({} s), or quiet rooms time out between beats",
+                    self.heartbeat.as_secs_f64(),
+                    self.idle_timeout.as_secs_f64()
+                ),
+            ));
+        }
+        if self.max_frame < frame::HEADER_LEN {
+            return Err(SettingError::new(
+                "max_frame",
+                format!("max_frame must be at least {} bytes", frame::HEADER_LEN),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `now + delay`, or a deadline so far away it never comes if that does not
+/// fit the clock (a session built with unchecked settings must not panic).
+fn after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay).or_else(|| now.checked_add(MAX_DURATION * 365)).unwrap_or(now)
 }
 
 impl Default for SessionConfig {
@@ -170,8 +217,8 @@ impl ClientSession {
         }
         Request::Login { room: self.room }.encode_into(&mut self.transmit);
         self.state = SessionState::LoggingIn;
-        self.login_deadline = Some(now + self.config.login_timeout);
-        self.idle_deadline = Some(now + self.config.idle_timeout);
+        self.login_deadline = Some(after(now, self.config.login_timeout));
+        self.idle_deadline = Some(after(now, self.config.idle_timeout));
     }
 
     /// New bytes arrived; `data` is everything received and not yet consumed
@@ -189,7 +236,7 @@ impl ClientSession {
             return data.len();
         }
         if !data.is_empty() {
-            self.idle_deadline = Some(now + self.config.idle_timeout);
+            self.idle_deadline = Some(after(now, self.config.idle_timeout));
         }
         let mut consumed = 0;
         while self.state != SessionState::Closed {
@@ -237,7 +284,7 @@ impl ClientSession {
             Request::JoinGroup { room: self.room, group: self.config.group }.encode_into(&mut self.transmit);
             self.state = SessionState::Joined;
             self.login_deadline = None;
-            self.heartbeat_deadline = Some(now + self.config.heartbeat);
+            self.heartbeat_deadline = Some(after(now, self.config.heartbeat));
             self.events.push_back(SessionEvent::Joined);
         }
         if let Some(reason) = close {
@@ -256,9 +303,9 @@ impl ClientSession {
             Request::Heartbeat.encode_into(&mut self.transmit);
             // Keep the beat regular (+45, +90, …) even if woken a bit late;
             // after a long stall, restart from now instead of catching up.
-            let mut next = deadline + self.config.heartbeat;
+            let mut next = after(deadline, self.config.heartbeat);
             if next <= now {
-                next = now + self.config.heartbeat;
+                next = after(now, self.config.heartbeat);
             }
             self.heartbeat_deadline = Some(next);
         }
@@ -269,10 +316,10 @@ impl ClientSession {
     /// server's fault. Restarts the login and idle clocks from `now`.
     pub fn on_reading_paused(&mut self, now: Instant) {
         if self.login_deadline.is_some() {
-            self.login_deadline = Some(now + self.config.login_timeout);
+            self.login_deadline = Some(after(now, self.config.login_timeout));
         }
         if self.idle_deadline.is_some() {
-            self.idle_deadline = Some(now + self.config.idle_timeout);
+            self.idle_deadline = Some(after(now, self.config.idle_timeout));
         }
     }
 
@@ -389,6 +436,43 @@ mod tests {
         sent(&mut session);
         events(&mut session);
         session
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_do_not_panic() {
+        let config = SessionConfig {
+            heartbeat: Duration::MAX,
+            login_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            ..SessionConfig::default()
+        };
+        let start = Instant::now();
+        let mut session = ClientSession::new(ROOM, config);
+        session.on_connected(start);
+        let data = server(&["type@=loginres/"]);
+        session.on_bytes(&data, start);
+        session.on_timeout(start + secs(1));
+        assert!(session.next_deadline().is_some_and(|deadline| deadline > start + secs(3600)));
+        assert!(config.validate().is_err(), "but they are not valid settings");
+    }
+
+    #[test]
+    fn settings_are_checked_against_each_other_and_their_limits() {
+        let valid = SessionConfig::default();
+        assert_eq!(valid.validate(), Ok(()));
+        let with = |change: fn(&mut SessionConfig)| {
+            let mut config = valid;
+            change(&mut config);
+            config.validate()
+        };
+        let error = with(|c| c.heartbeat = Duration::from_micros(100)).unwrap_err();
+        assert_eq!(error.to_string(), "heartbeat must be from 0.25 s to 86400 s (got 0.0001 s)");
+        assert!(
+            with(|c| c.heartbeat = c.idle_timeout).unwrap_err().message.contains("must be shorter than idle_timeout")
+        );
+        assert_eq!(with(|c| c.login_timeout = Duration::from_millis(10)).unwrap_err().setting, "login_timeout");
+        assert_eq!(with(|c| c.idle_timeout = Duration::from_secs(86_401)).unwrap_err().setting, "idle_timeout");
+        assert!(with(|c| c.max_frame = 3).is_err());
     }
 
     #[test]

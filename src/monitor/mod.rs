@@ -22,6 +22,7 @@
 //! non-blocking with std) and handed back through a reactor channel.
 
 pub mod backoff;
+mod config;
 pub mod format;
 pub mod metrics;
 pub mod output;
@@ -31,77 +32,21 @@ mod sink;
 pub mod visible;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::douyu::{ClientSession, LiveStatus, Message, MessageView, SessionConfig};
+use crate::douyu::{ClientSession, LiveStatus, Message, MessageView};
 use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
 
 use crate::rng::Rng;
 use backoff::Backoff;
-use format::Format;
-use output::{Destination, Output, OutputClosed, OutputEvent, OutputLimits, Unwritten};
+use output::{Output, OutputClosed, OutputEvent, Unwritten};
 use room::{RoomConn, TIMER_CONNECT, TIMER_LOGOUT};
 
-/// Everything `barrage watch` can be told.
-#[derive(Clone, Debug)]
-pub struct MonitorConfig {
-    pub rooms: Vec<u64>,
-    /// `host:port` of each server, tried in order.
-    pub servers: Vec<String>,
-    pub format: Format,
-    /// Only these message types are written (all if `None`).
-    pub types: Option<HashSet<String>>,
-    pub session: SessionConfig,
-    /// New connections started per second, at most.
-    pub connects_per_second: f64,
-    pub output: Destination,
-    pub output_limits: OutputLimits,
-    /// How often the status line is logged (at info level).
-    pub status_interval: Duration,
-    /// A connection that lived this long resets the backoff.
-    pub healthy_after: Duration,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    /// Check that numeric `cid`s arrive as 1, 2, 3, … on each connection
-    /// (true for `barrage serve`'s streams, not for real Douyu ids).
-    pub check_sequence: bool,
-    /// How long a TCP connect may take before the next address is tried:
-    /// an address that silently drops packets would otherwise hold the room
-    /// for the kernel's SYN retries (about 2 minutes).
-    pub connect_timeout: Duration,
-    /// How long [`Monitor::stop`] waits for the rooms to log out and close.
-    pub logout_timeout: Duration,
-    /// How long the output may take to be written at exit
-    /// ([`Monitor::finish_output`]).
-    pub flush_timeout: Duration,
-}
-
-impl Default for MonitorConfig {
-    fn default() -> Self {
-        MonitorConfig {
-            rooms: Vec::new(),
-            servers: vec!["danmuproxy.douyu.com:8601".into(), "danmuproxy.douyu.com:8602".into()],
-            format: Format::Json,
-            types: None,
-            session: SessionConfig::default(),
-            connects_per_second: 200.0,
-            output: Destination::Stdout,
-            output_limits: OutputLimits::default(),
-            status_interval: Duration::from_secs(30),
-            healthy_after: Duration::from_secs(30),
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(60),
-            check_sequence: false,
-            connect_timeout: Duration::from_secs(10),
-            logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
-            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
-        }
-    }
-}
+pub use config::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, MonitorConfig};
 
 /// Where a room is in its life cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -286,10 +231,14 @@ pub struct Monitor {
 impl Monitor {
     /// Opens the output, resolves the servers (on a helper thread) and
     /// starts connecting every room, paced.
+    ///
+    /// The settings are checked first ([`MonitorConfig::validate`], against
+    /// the reactor's poll interval): an error of kind `InvalidInput` names
+    /// the setting.
     pub fn start(reactor: &mut Reactor, config: MonitorConfig) -> io::Result<Monitor> {
-        if config.servers.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no server to connect to"));
-        }
+        config
+            .validate(reactor.min_poll_interval())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
         // The writer thread's news is handled on the loop; the callback
         // finds the monitor through a slot filled in once it exists.
         let this_slot: Rc<RefCell<std::rc::Weak<RefCell<MonitorState>>>> = Rc::default();
@@ -832,11 +781,7 @@ const PACER_TICK: Duration = Duration::from_millis(10);
 /// Iterations a stop may spend reading what the sockets already hold
 /// (each reads up to the reactor's read budget per room) before it logs out.
 const MAX_READ_PASSES_AT_STOP: u32 = 8;
-/// [`MonitorConfig::logout_timeout`] by default: with the flush timeout, a
-/// stop takes at most 2 s.
-pub const DEFAULT_LOGOUT_TIMEOUT: Duration = Duration::from_millis(1500);
-/// [`MonitorConfig::flush_timeout`] by default.
-pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(400);
+
 /// Distinct message types counted by name (see `deliver`).
 const MAX_TYPES: usize = 256;
 

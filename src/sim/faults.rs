@@ -44,12 +44,12 @@ impl Faults {
     }
 
     /// `Err` with a message if a count is zero (it would mean "at once, forever").
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::settings::SettingError> {
         for (name, value) in
             [("drop_every", self.drop_every), ("corrupt_every", self.corrupt_every), ("stall_after", self.stall_after)]
         {
             if value == Some(0) {
-                return Err(format!("{name} must be at least 1"));
+                return Err(crate::settings::SettingError::new(name, format!("{name} must be at least 1")));
             }
         }
         Ok(())
@@ -144,7 +144,7 @@ mod tests {
         assert!(Faults::default().validate().is_ok());
         assert!(!Faults::default().any());
         let faults = Faults { stall_after: Some(0), ..Faults::default() };
-        assert_eq!(faults.validate(), Err("stall_after must be at least 1".to_string()));
+        assert_eq!(faults.validate().unwrap_err().to_string(), "stall_after must be at least 1");
         assert!(Faults { coalesce: true, ..Faults::default() }.any());
     }
 }

@@ -58,6 +58,7 @@ use mio::net::{TcpListener, TcpStream};
 
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{ConnId, PeriodicId, Reactor};
+use crate::settings::{SettingError, duration_within};
 use client_conn::ClientConn;
 pub use faults::{Corruption, Faults};
 use hub::Hub;
@@ -110,19 +111,17 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl SimConfig {
     /// `Err` with a message naming the bad field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if !(self.rate >= 0.0 && self.rate <= MAX_RATE) {
-            return Err(format!("rate must be from 0 to {MAX_RATE} messages per second (got {})", self.rate));
+            let message = format!("rate must be from 0 to {MAX_RATE} messages per second (got {})", self.rate);
+            return Err(SettingError::new("rate", message));
         }
-        let interval_ok = |d: Duration| !d.is_zero() && d <= MAX_INTERVAL;
-        if !interval_ok(self.heartbeat_timeout) {
-            return Err(format!("heartbeat_timeout must be above 0 and at most {MAX_INTERVAL:?}"));
-        }
-        if self.stats_interval.is_some_and(|d| !interval_ok(d)) {
-            return Err(format!("stats_interval must be above 0 and at most {MAX_INTERVAL:?} (or None)"));
+        duration_within("heartbeat_timeout", self.heartbeat_timeout, Duration::from_millis(1), MAX_INTERVAL)?;
+        if let Some(interval) = self.stats_interval {
+            duration_within("stats_interval", interval, Duration::from_millis(1), MAX_INTERVAL)?;
         }
         if self.max_client_buffer == 0 {
-            return Err("max_client_buffer must be more than 0".to_string());
+            return Err(SettingError::new("max_client_buffer", "max_client_buffer must be more than 0"));
         }
         self.faults.validate()
     }
@@ -170,7 +169,7 @@ pub struct SimServer {
 /// periodic work. Nothing happens until the reactor runs. Fails if the
 /// config is invalid (`InvalidInput`) or the address cannot be bound.
 pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> {
-    config.validate().map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
+    config.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.message))?;
     let listener = TcpListener::bind(config.listen)?;
     let local_addr = listener.local_addr()?;
     let faults = config.faults.clone();
@@ -250,16 +249,16 @@ mod tests {
         let bad = |change: fn(&mut SimConfig)| {
             let mut config = SimConfig::default();
             change(&mut config);
-            config.validate().unwrap_err()
+            config.validate().unwrap_err().setting
         };
-        assert!(bad(|c| c.rate = -1.0).starts_with("rate"));
-        assert!(bad(|c| c.rate = f64::NAN).starts_with("rate"));
-        assert!(bad(|c| c.rate = 2.0 * MAX_RATE).starts_with("rate"));
-        assert!(bad(|c| c.heartbeat_timeout = Duration::ZERO).starts_with("heartbeat_timeout"));
-        assert!(bad(|c| c.heartbeat_timeout = Duration::from_secs(u64::MAX)).starts_with("heartbeat_timeout"));
-        assert!(bad(|c| c.stats_interval = Some(Duration::ZERO)).starts_with("stats_interval"));
-        assert!(bad(|c| c.max_client_buffer = 0).starts_with("max_client_buffer"));
-        assert!(bad(|c| c.faults.drop_every = Some(0)).starts_with("drop_every"));
+        assert!(bad(|c| c.rate = -1.0) == "rate");
+        assert!(bad(|c| c.rate = f64::NAN) == "rate");
+        assert!(bad(|c| c.rate = 2.0 * MAX_RATE) == "rate");
+        assert!(bad(|c| c.heartbeat_timeout = Duration::ZERO) == "heartbeat_timeout");
+        assert!(bad(|c| c.heartbeat_timeout = Duration::from_secs(u64::MAX)) == "heartbeat_timeout");
+        assert!(bad(|c| c.stats_interval = Some(Duration::ZERO)) == "stats_interval");
+        assert!(bad(|c| c.max_client_buffer = 0) == "max_client_buffer");
+        assert!(bad(|c| c.faults.drop_every = Some(0)) == "drop_every");
         let mut reactor = Reactor::new().unwrap();
         let config = SimConfig { rate: -1.0, ..SimConfig::default() };
         let error = start(&mut reactor, config).err().expect("an invalid config is refused");

@@ -1,0 +1,232 @@
+//! What a monitor can be told, and the limits each setting is checked
+//! against ([`MonitorConfig::validate`], called by `Monitor::start`).
+//!
+//! The limits keep a monitor from hammering a real server or flooding its
+//! own log: a heartbeat at least every 0.25 s at most (the session's
+//! [`MIN_HEARTBEAT`](crate::douyu::session::MIN_HEARTBEAT)), at most
+//! 10,000 new connections a second, a status line at most once a second,
+//! and no duration over a day.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::format::Format;
+use super::output::{Destination, OutputLimits};
+use crate::douyu::SessionConfig;
+use crate::douyu::session::MAX_DURATION;
+use crate::settings::{SettingError, duration_within};
+
+/// The public endpoints (raw TCP, port 8601 with 8602 as fallback).
+pub const DEFAULT_SERVERS: [&str; 2] = ["danmuproxy.douyu.com:8601", "danmuproxy.douyu.com:8602"];
+
+/// New connections per second, at most: a server (or a NAT table) should
+/// not see thousands of connects in one burst.
+pub const MAX_CONNECT_RATE: f64 = 10_000.0;
+
+/// The shortest status interval (0 turns the status line off).
+pub const MIN_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shortest connect timeout: a connect over loopback takes microseconds,
+/// one across the world a few hundred milliseconds.
+pub const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The longest read-coalescing interval (see [`MonitorConfig::validate`]):
+/// everything arriving through poll may wait this long, signals included.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The poll interval a monitor suggests when none is given: 100 ms, less
+/// with short beats (see [`MonitorConfig::default_poll_interval`]).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// [`MonitorConfig::logout_timeout`] by default: with the flush timeout, a
+/// stop takes at most 2 s.
+pub const DEFAULT_LOGOUT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// [`MonitorConfig::flush_timeout`] by default.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// Everything `barrage watch` can be told.
+#[derive(Clone, Debug)]
+pub struct MonitorConfig {
+    pub rooms: Vec<u64>,
+    /// `host:port` of each server, tried in order.
+    pub servers: Vec<String>,
+    pub format: Format,
+    /// Only these message types are written (all if `None`).
+    pub types: Option<HashSet<String>>,
+    pub session: SessionConfig,
+    /// New connections started per second, at most.
+    pub connects_per_second: f64,
+    pub output: Destination,
+    pub output_limits: OutputLimits,
+    /// How often the status line is logged (at info level).
+    pub status_interval: Duration,
+    /// A connection that lived this long resets the backoff.
+    pub healthy_after: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Check that numeric `cid`s arrive as 1, 2, 3, … on each connection
+    /// (true for `barrage serve`'s streams, not for real Douyu ids).
+    pub check_sequence: bool,
+    /// How long a TCP connect may take before the next address is tried:
+    /// an address that silently drops packets would otherwise hold the room
+    /// for the kernel's SYN retries (about 2 minutes).
+    pub connect_timeout: Duration,
+    /// How long [`Monitor::stop`] waits for the rooms to log out and close.
+    pub logout_timeout: Duration,
+    /// How long the output may take to be written at exit
+    /// ([`Monitor::finish_output`]).
+    pub flush_timeout: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            rooms: Vec::new(),
+            servers: DEFAULT_SERVERS.iter().map(|server| server.to_string()).collect(),
+            format: Format::Json,
+            types: None,
+            session: SessionConfig::default(),
+            connects_per_second: 200.0,
+            output: Destination::Stdout,
+            output_limits: OutputLimits::default(),
+            status_interval: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+            check_sequence: false,
+            connect_timeout: Duration::from_secs(10),
+            logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Checks every setting against its limits and the others, for a
+    /// reactor that polls at most every `poll_interval`
+    /// ([`ReactorConfig::min_poll_interval`](crate::reactor::ReactorConfig::min_poll_interval)).
+    /// The error is one sentence naming the setting.
+    ///
+    /// The poll interval must be shorter than the heartbeat (every reply and
+    /// message may wait one interval), and a beat plus an interval shorter
+    /// than the idle timeout: the reply to a beat may wait one interval in
+    /// the kernel, and the idle timer, due before the next poll, would fire
+    /// before that poll reads it.
+    pub fn validate(&self, poll_interval: Duration) -> Result<(), SettingError> {
+        self.session.validate()?;
+        if let Some(room) = self.rooms.iter().find(|&&room| room == 0) {
+            return Err(SettingError::new("rooms", format!("room ids are positive integers, not {room}")));
+        }
+        if self.servers.is_empty() {
+            return Err(SettingError::new("servers", "no server to connect to"));
+        }
+        if !(self.connects_per_second > 0.0 && self.connects_per_second <= MAX_CONNECT_RATE) {
+            return Err(SettingError::new(
+                "connect_rate",
+                format!(
+                    "connect_rate must be above 0 and at most {MAX_CONNECT_RATE} per second (got {})",
+                    self.connects_per_second
+                ),
+            ));
+        }
+        if !self.status_interval.is_zero() {
+            duration_within("status_interval", self.status_interval, MIN_STATUS_INTERVAL, MAX_DURATION).map_err(
+                |e| SettingError::new(e.setting, e.message.replace("must be from", "must be 0 (never) or from")),
+            )?;
+        }
+        duration_within("connect_timeout", self.connect_timeout, MIN_CONNECT_TIMEOUT, MAX_DURATION)?;
+        duration_within("logout_timeout", self.logout_timeout, Duration::ZERO, MAX_DURATION)?;
+        duration_within("flush_timeout", self.flush_timeout, Duration::ZERO, MAX_DURATION)?;
+        duration_within("healthy_after", self.healthy_after, Duration::ZERO, MAX_DURATION)?;
+        duration_within("backoff_base", self.backoff_base, Duration::from_millis(10), MAX_DURATION)?;
+        duration_within("backoff_cap", self.backoff_cap, self.backoff_base, MAX_DURATION)?;
+        let heartbeat = self.session.heartbeat;
+        let (seconds, ms) = (|d: Duration| d.as_secs_f64(), poll_interval.as_micros() as f64 / 1e3);
+        let poll_error = |message: String| Err(SettingError::new("poll_interval", message));
+        if poll_interval > MAX_POLL_INTERVAL {
+            return poll_error(format!(
+                "the poll interval must be at most {} ms (got {ms} ms)",
+                MAX_POLL_INTERVAL.as_millis()
+            ));
+        }
+        if poll_interval >= heartbeat {
+            return poll_error(format!(
+                "the poll interval ({ms} ms) must be shorter than the heartbeat ({} s)",
+                seconds(heartbeat)
+            ));
+        }
+        if heartbeat + poll_interval >= self.session.idle_timeout {
+            return poll_error(format!(
+                "the heartbeat ({} s) plus the poll interval ({ms} ms) must be shorter than idle_timeout ({} s), \
+                 or a quiet room's reply can be read only after the room was judged idle",
+                seconds(heartbeat),
+                seconds(self.session.idle_timeout)
+            ));
+        }
+        Ok(())
+    }
+
+    /// A poll interval that fits these settings: [`DEFAULT_POLL_INTERVAL`],
+    /// or less when the heartbeat, or the time from it to the idle timeout,
+    /// is short, so that [`validate`](Self::validate) holds with room to spare.
+    pub fn default_poll_interval(&self) -> Duration {
+        let session = &self.session;
+        let slack = session.idle_timeout.saturating_sub(session.heartbeat);
+        DEFAULT_POLL_INTERVAL.min(session.heartbeat / 2).min(slack / 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_session(heartbeat_ms: u64, idle_ms: u64) -> MonitorConfig {
+        let session = SessionConfig {
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            idle_timeout: Duration::from_millis(idle_ms),
+            ..SessionConfig::default()
+        };
+        MonitorConfig { session, ..MonitorConfig::default() }
+    }
+
+    #[test]
+    fn the_poll_interval_fits_between_beats_and_before_the_idle_timeout() {
+        let ms = Duration::from_millis;
+        let config = with_session(1_000, 3_000);
+        assert!(config.validate(ms(999)).is_ok());
+        assert!(config.validate(ms(1_000)).is_err());
+        let tight = with_session(45_000, 45_500);
+        assert!(tight.validate(ms(400)).is_ok());
+        let error = tight.validate(ms(900)).unwrap_err().message;
+        assert!(error.contains("must be shorter than idle_timeout (45.5 s)"), "{error}");
+        assert_eq!(tight.default_poll_interval(), ms(100));
+        let tighter = with_session(300, 400);
+        assert_eq!(tighter.default_poll_interval(), ms(50), "half of the 100 ms slack");
+        assert!(tighter.validate(tighter.default_poll_interval()).is_ok());
+        assert!(MonitorConfig::default().validate(ms(1_001)).unwrap_err().message.contains("at most 1000 ms"));
+    }
+
+    #[test]
+    fn settings_that_would_hammer_a_server_or_flood_the_log_are_refused() {
+        let valid = MonitorConfig::default();
+        assert_eq!(valid.validate(DEFAULT_POLL_INTERVAL), Ok(()));
+        let check = |change: fn(&mut MonitorConfig)| {
+            let mut config = valid.clone();
+            change(&mut config);
+            config.validate(Duration::ZERO).map_err(|e| (e.setting, e.message))
+        };
+        assert_eq!(check(|c| c.session.heartbeat = Duration::from_micros(100)).unwrap_err().0, "heartbeat");
+        let (setting, message) = check(|c| c.status_interval = Duration::from_micros(100)).unwrap_err();
+        assert_eq!(
+            (setting, message.as_str()),
+            ("status_interval", "status_interval must be 0 (never) or from 1 s to 86400 s (got 0.0001 s)")
+        );
+        assert!(check(|c| c.status_interval = Duration::ZERO).is_ok(), "0 turns it off");
+        assert_eq!(check(|c| c.connects_per_second = 1e6).unwrap_err().0, "connect_rate");
+        assert!(check(|c| c.connects_per_second = 0.0).is_err());
+        assert_eq!(check(|c| c.connect_timeout = Duration::from_micros(1)).unwrap_err().0, "connect_timeout");
+        assert!(check(|c| c.rooms = vec![1, 0]).unwrap_err().1.contains("positive"));
+        assert!(check(|c| c.servers.clear()).is_err());
+        assert_eq!(check(|c| c.flush_timeout = Duration::MAX).unwrap_err().0, "flush_timeout");
+    }
+}
