@@ -882,7 +882,8 @@ impl Reactor {
                     if let Err(e) = conn.transport.socket().shutdown(std::net::Shutdown::Write) {
                         return self.fail(id, e);
                     }
-                    log::debug!("{id}: output written, FIN sent; waiting for the peer's");
+                    let goodbye = if conn.transport.tls().is_some() { "close_notify and FIN" } else { "FIN" };
+                    log::debug!("{id}: output written, {goodbye} sent; waiting for the peer's");
                     conn.close = CloseState::FinSent;
                 }
                 Ok(false) => {
