@@ -502,3 +502,22 @@ fn tls_echo_handshakes_echoes_and_traces_each_want_as_an_interest() {
         assert!(stderr.contains(wanted), "no {wanted:?} in the trace\n{transcript}");
     }
 }
+
+// ----- tls_memory -------------------------------------------------------------
+
+#[test]
+fn tls_memory_measures_every_variant_against_its_server_child() {
+    let mut memory = Running::start("tls_memory", &["--connections", "20", "--batch", "5"]);
+    let (lines, status) = memory.finish();
+    let transcript = memory.transcript();
+    assert!(status.success(), "exit status {status}\n{transcript}");
+    for variant in ["plain", "openssl-defaults", "openssl-defaults+release", "barrage", "barrage-keep-buffers"] {
+        let prefix = format!("{variant}: ");
+        let line = lines
+            .iter()
+            .map(|l| l.trim_start())
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {variant}\n{transcript}"));
+        assert!(line.contains(" B per connection (RSS "), "{line}");
+    }
+}

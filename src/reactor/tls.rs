@@ -50,8 +50,12 @@
 //! straight into the reactor's loop-wide scratch buffer. The client
 //! configuration also turns off what would keep more per connection:
 //! session tickets and the session cache (no resumption is attempted).
-//! A plain TCP connection pays one pointer's worth for all this: the TLS
-//! state lives behind one `Box`.
+//! What stays is OpenSSL's own: with OpenSSL 3.0 an idle TLS 1.2 client
+//! connection holds about 15 KB of objects (the `SSL` itself 8 KB, the
+//! peer's certificate and RSA key 3 KB, two AES-GCM contexts 2 KB, the
+//! session 1 KB) plus malloc's headers; `examples/tls_memory.rs` measures
+//! it. A plain TCP connection pays nothing for all this: the TLS state
+//! lives behind one `Box`, in space the connection had spare.
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -66,9 +70,10 @@ use openssl::ssl::{
 };
 use openssl::x509::{X509, X509VerifyResult};
 
-/// The modes the reactor's I/O relies on (see "Writes" and "Memory").
+/// The modes the reactor's I/O relies on (see "Writes" and the reads).
+/// `RELEASE_BUFFERS`, a memory choice, is set by our configurations.
 fn reactor_modes() -> SslMode {
-    SslMode::AUTO_RETRY | SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER | SslMode::RELEASE_BUFFERS
+    SslMode::AUTO_RETRY | SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER
 }
 
 /// How a client checks servers, built once and shared by every connection
@@ -116,7 +121,8 @@ impl TlsClientConfig {
 
     /// A client configuration from an OpenSSL context set up your way (to
     /// measure or to reach settings this type does not offer). The modes
-    /// the reactor's I/O needs are added; verification is what you set.
+    /// the reactor's I/O needs are added; verification, memory modes
+    /// (`RELEASE_BUFFERS`) and the rest are what you set.
     pub fn from_builder(mut builder: SslContextBuilder) -> Self {
         builder.set_mode(reactor_modes());
         TlsClientConfig { context: builder.build() }
@@ -129,6 +135,7 @@ impl TlsClientConfig {
         builder.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(|e| config_error("client", e))?;
         builder.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_TICKET);
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+        builder.set_mode(SslMode::RELEASE_BUFFERS);
         Ok(builder)
     }
 
@@ -204,7 +211,7 @@ impl TlsServerConfig {
         builder.set_session_cache_mode(SslSessionCacheMode::OFF);
         // TLS 1.3 sends tickets unless told not to, NO_TICKET or not.
         builder.set_num_tickets(0).map_err(|e| bad("server", e))?;
-        builder.set_mode(reactor_modes());
+        builder.set_mode(reactor_modes() | SslMode::RELEASE_BUFFERS);
         Ok(TlsServerConfig { context: builder.build() })
     }
 
