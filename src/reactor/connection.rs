@@ -451,15 +451,18 @@ impl Reactor {
     /// time; after that the connection is closed as it is. See "Closing
     /// gracefully" in the module documentation for why.
     ///
-    /// Closes at once if there is nothing to wait for: a connect still in
-    /// flight, or nothing queued and the peer's FIN already read.
+    /// Closes at once if there is nothing to wait for: a connect (or a TLS
+    /// handshake) still under way, or nothing queued and the peer's FIN
+    /// already read.
     pub fn close(&mut self, id: ConnId) {
         let linger = self.config.linger;
         let Some(conn) = self.conn_mut(id) else { return };
         if conn.close != CloseState::NotClosing {
             return;
         }
-        if matches!(conn.phase, Phase::Connecting | Phase::Handshaking) {
+        // No TLS session yet: nothing to say goodbye in.
+        let before_tls = conn.phase == Phase::Accepted && conn.transport.tls().is_some();
+        if matches!(conn.phase, Phase::Connecting | Phase::Handshaking) || before_tls {
             self.abort(id);
             return;
         }
