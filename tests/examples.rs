@@ -40,8 +40,13 @@ struct Running {
 
 impl Running {
     fn start(name: &str, args: &[&str]) -> Running {
+        Running::start_with_env(name, args, &[])
+    }
+
+    fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(example_path(name))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -453,4 +458,66 @@ fn concurrent_fetch_gets_every_url_with_and_without_the_pool() {
     assert_eq!(pooled, expected, "round 2 sizes\n{transcript}");
     assert!(unpooled_max > 2, "without a pool every fetch should start at once: {unpooled_max}");
     assert!(pooled_max <= 2, "the pool of 2 had {pooled_max} in flight");
+}
+
+// ----- tls_echo ---------------------------------------------------------------
+
+#[test]
+fn tls_echo_handshakes_echoes_and_traces_each_want_as_an_interest() {
+    let mut echo = Running::start_with_env("tls_echo", &[], &[("RUST_LOG", "trace")]);
+    let (lines, status) = echo.finish();
+    let transcript = echo.transcript();
+    assert!(status.success(), "exit status {status}\n{transcript}");
+    lines_in_order(
+        &lines,
+        &[
+            "client: handshake done: TLSv1.2 AES256-GCM-SHA384",
+            "client: echo: hello over TLS",
+            "client: echo: second line",
+            "client: echo: bye",
+            "client: closed",
+        ],
+        &transcript,
+    );
+    // The server saw a clean end: the client's close_notify, not a bare FIN.
+    lines_in_order(
+        &lines,
+        &[
+            "server: handshake done: TLSv1.2 AES256-GCM-SHA384",
+            "server: the client said goodbye (close_notify)",
+            "server: closed",
+        ],
+        &transcript,
+    );
+    // The lesson: a handshake step that waits to read becomes READABLE
+    // interest, for the client that had been waiting for its connect
+    // (WRITABLE) and for the server.
+    let stderr = echo.stderr.lock().unwrap().clone();
+    for wanted in [
+        "#1.1: TLS handshake from \"before SSL initialization\" to \"SSLv3/TLS write client hello\": WANT_READ, so poll for READABLE",
+        "#1.1: interest Some(WRITABLE) -> Some(READABLE)",
+        "#2.2: TLS handshake from \"before SSL initialization\" to \"SSLv3/TLS write server done\": WANT_READ, so poll for READABLE",
+        "#1.1: output written, close_notify and FIN sent",
+    ] {
+        assert!(stderr.contains(wanted), "no {wanted:?} in the trace\n{transcript}");
+    }
+}
+
+// ----- tls_memory -------------------------------------------------------------
+
+#[test]
+fn tls_memory_measures_every_variant_against_its_server_child() {
+    let mut memory = Running::start("tls_memory", &["--connections", "20", "--batch", "5"]);
+    let (lines, status) = memory.finish();
+    let transcript = memory.transcript();
+    assert!(status.success(), "exit status {status}\n{transcript}");
+    for variant in ["plain", "openssl-defaults", "openssl-defaults+release", "barrage", "barrage-keep-buffers"] {
+        let prefix = format!("{variant}: ");
+        let line = lines
+            .iter()
+            .map(|l| l.trim_start())
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {variant}\n{transcript}"));
+        assert!(line.contains(" B per connection (RSS "), "{line}");
+    }
 }

@@ -50,8 +50,20 @@
 //! thing; a peer that stops reading or never closes is cut off then. If the
 //! peer's FIN was read before (the usual reply to a half-close), there is
 //! nothing to wait for and step 2 is skipped.
+//!
+//! # TLS
+//!
+//! A connection may carry TLS ([`Reactor::connect_tls`],
+//! [`Reactor::add_tls_stream`]); the [`tls`](super::tls) module says how
+//! OpenSSL's wants become poll interest. What changes here: a
+//! `Handshaking` phase between connecting (or being accepted) and
+//! `handle_connect`, during which the interest is what the handshake waits
+//! for; `read_ready` is cleared only when OpenSSL says the socket is
+//! drained, never after a short read; and a graceful close sends the TLS
+//! close_notify when the output is written, before the FIN, then waits for
+//! the peer's FIN (or its close_notify) as above.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -63,13 +75,17 @@ use super::buffer::{ReadBuffer, WriteBuffer};
 use super::dispatcher::{Context, Dispatcher, Ready};
 use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, deadline_after, entry_in};
 use super::timer::TimerHandle;
+use super::tls::{HandshakeStep, TlsClientConfig, TlsInfo, TlsServerConfig, TlsStream, Want};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// A non-blocking connect is in flight.
     Connecting,
-    /// Accepted and attached; `handle_connect` runs on the next pass.
+    /// Accepted and attached; `handle_connect` (or, for TLS, the
+    /// handshake) starts on the next pass.
     Accepted,
+    /// TLS: the handshake is under way; `handle_connect` follows it.
+    Handshaking,
     Open,
 }
 
@@ -89,8 +105,76 @@ pub(crate) enum CloseState {
     Now,
 }
 
+/// What carries a connection's bytes: the socket itself, or TLS over it.
+/// The TLS state is boxed, so a plain connection pays nothing for it.
+pub(crate) enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Transport {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => tls.socket(),
+        }
+    }
+
+    fn socket_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => tls.socket_mut(),
+        }
+    }
+
+    fn tls(&self) -> Option<&TlsStream> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(tls) => Some(tls),
+        }
+    }
+
+    /// Reads plaintext, with a TCP read's meaning: `Ok(0)` is the end,
+    /// `WouldBlock` means nothing now.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buf),
+            Transport::Tls(tls) => tls.read(buf),
+        }
+    }
+
+    /// Does a read shorter than the buffer mean the socket is drained? For
+    /// TCP, yes. Not for TLS: one record per read, and OpenSSL may keep
+    /// decrypted bytes back (see the `tls` module).
+    fn short_read_drains(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
+    /// Before our FIN, TLS says goodbye with close_notify. `Ok(false)`:
+    /// the socket is full; try again when it is writable.
+    fn send_close_notify(&mut self) -> io::Result<bool> {
+        match self {
+            Transport::Plain(_) => Ok(true),
+            Transport::Tls(tls) => tls.send_close_notify(),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(data),
+            Transport::Tls(tls) => tls.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 pub(crate) struct Connection {
-    stream: TcpStream,
+    transport: Transport,
     /// Taken out while one of its callbacks runs (the callback gets
     /// `&mut Reactor`, which owns this struct).
     dispatcher: Option<Box<dyn Dispatcher>>,
@@ -131,10 +215,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> Self {
-        let peer = if phase == Phase::Accepted { stream.peer_addr().ok() } else { None };
+    fn new(transport: Transport, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> Self {
+        let peer = if phase == Phase::Accepted { transport.socket().peer_addr().ok() } else { None };
         Connection {
-            stream,
+            transport,
             dispatcher: Some(dispatcher),
             read_buf: ReadBuffer::default(),
             write_buf: WriteBuffer::new(),
@@ -187,12 +271,21 @@ impl Connection {
     /// The interest poll should have, from the dispatcher's answers.
     /// Writable interest only while there is something to write.
     fn desired_interest(&self) -> Option<Interest> {
-        if self.phase == Phase::Connecting {
+        match self.phase {
             // Completion is signalled as writable; failure as error/hup.
-            return Some(Interest::WRITABLE);
+            Phase::Connecting => return Some(Interest::WRITABLE),
+            // Exactly what OpenSSL said it waits for.
+            Phase::Handshaking => {
+                let wants = self.transport.tls().and_then(TlsStream::handshake_wants);
+                return Some(if wants == Some(Want::Write) { Interest::WRITABLE } else { Interest::READABLE });
+            }
+            Phase::Accepted | Phase::Open => {}
         }
-        let read = self.reads();
-        let write = !self.write_buf.is_empty() || self.wants_handle_write();
+        let tls = self.transport.tls();
+        let read = self.reads() || tls.is_some_and(TlsStream::write_wants_read);
+        let write = !self.write_buf.is_empty()
+            || self.wants_handle_write()
+            || tls.is_some_and(|t| t.read_wants_write() || t.close_notify_blocked());
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -204,9 +297,25 @@ impl Connection {
     /// Work that no readiness event will announce again.
     fn has_postponed_work(&self) -> bool {
         self.phase == Phase::Accepted
+            || self.handshake_can_go_on()
             || ((self.read_ready || (self.redeliver && !self.read_buf.is_empty())) && self.wants_read())
             || (self.read_ready && self.discards_input())
             || (self.write_ready && self.wants_handle_write())
+    }
+}
+
+impl Connection {
+    /// Mid-handshake, has what the handshake waits for come (or has it
+    /// not started)?
+    fn handshake_can_go_on(&self) -> bool {
+        if self.phase != Phase::Handshaking {
+            return false;
+        }
+        match self.transport.tls().and_then(TlsStream::handshake_wants) {
+            None => true,
+            Some(Want::Read) => self.read_ready,
+            Some(Want::Write) => self.write_ready,
+        }
     }
 }
 
@@ -241,20 +350,56 @@ impl Reactor {
     /// means the dispatcher was never attached.
     pub fn connect(&mut self, addr: SocketAddr, dispatcher: impl Dispatcher + 'static) -> io::Result<ConnId> {
         let stream = TcpStream::connect(addr)?;
-        self.attach(stream, Box::new(dispatcher), Phase::Connecting)
+        self.attach(Transport::Plain(stream), Box::new(dispatcher), Phase::Connecting)
     }
 
     /// Attaches an established stream (typically from an acceptor).
     /// `handle_connect` is called on the loop's next pass.
     pub fn add_stream(&mut self, stream: TcpStream, dispatcher: impl Dispatcher + 'static) -> io::Result<ConnId> {
-        self.attach(stream, Box::new(dispatcher), Phase::Accepted)
+        self.attach(Transport::Plain(stream), Box::new(dispatcher), Phase::Accepted)
     }
 
-    fn attach(&mut self, stream: TcpStream, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> io::Result<ConnId> {
-        let id = self.insert_entry(EntryKind::Conn(Connection::new(stream, dispatcher, phase)));
+    /// Like [`connect`](Self::connect), then a TLS handshake as a client:
+    /// `server_name` goes out as SNI (unless it is an IP address) and is
+    /// what the server's certificate must name. `handle_connect` is called
+    /// once the handshake is done; the dispatcher reads and sends
+    /// plaintext. A failed handshake or certificate check arrives as
+    /// `handle_error`, whose message gives OpenSSL's reason ("certificate
+    /// verify failed: hostname mismatch"), then `handle_close`.
+    ///
+    /// Nothing bounds the handshake's time but the dispatcher: a timer set
+    /// with [`set_timer`](Self::set_timer) right after this call reaches
+    /// `handle_timer` mid-handshake, and `ctx.close()` there ends it.
+    pub fn connect_tls(
+        &mut self,
+        addr: SocketAddr,
+        config: &TlsClientConfig,
+        server_name: &str,
+        dispatcher: impl Dispatcher + 'static,
+    ) -> io::Result<ConnId> {
+        let stream = TcpStream::connect(addr)?;
+        let tls = TlsStream::client(config, server_name, stream)?;
+        self.attach(Transport::Tls(Box::new(tls)), Box::new(dispatcher), Phase::Connecting)
+    }
+
+    /// Like [`add_stream`](Self::add_stream), as the server of a TLS
+    /// handshake. `handle_connect` is called once it is done; failures go
+    /// as for [`connect_tls`](Self::connect_tls).
+    pub fn add_tls_stream(
+        &mut self,
+        stream: TcpStream,
+        config: &TlsServerConfig,
+        dispatcher: impl Dispatcher + 'static,
+    ) -> io::Result<ConnId> {
+        let tls = TlsStream::server(config, stream)?;
+        self.attach(Transport::Tls(Box::new(tls)), Box::new(dispatcher), Phase::Accepted)
+    }
+
+    fn attach(&mut self, transport: Transport, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> io::Result<ConnId> {
+        let id = self.insert_entry(EntryKind::Conn(Connection::new(transport, dispatcher, phase)));
         let conn = conn_in(&mut self.entries, id).expect("just inserted");
         let interest = if phase == Phase::Connecting { Interest::WRITABLE } else { Interest::READABLE };
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, id.token(), interest) {
+        if let Err(e) = self.poll.registry().register(conn.transport.socket_mut(), id.token(), interest) {
             self.entries.remove(id.index());
             return Err(e);
         }
@@ -288,6 +433,12 @@ impl Reactor {
         self.conn(id).and_then(|c| c.peer)
     }
 
+    /// The protocol and cipher a TLS connection negotiated; `None` for a
+    /// plain connection, one that is gone, or one still in its handshake.
+    pub fn tls_info(&self, id: ConnId) -> Option<TlsInfo> {
+        self.conn(id).filter(|c| c.phase == Phase::Open).and_then(|c| c.transport.tls()).map(TlsStream::info)
+    }
+
     /// Whether `id` names an open (or opening) connection.
     pub fn is_open(&self, id: ConnId) -> bool {
         self.conn(id).is_some()
@@ -300,15 +451,25 @@ impl Reactor {
     /// time; after that the connection is closed as it is. See "Closing
     /// gracefully" in the module documentation for why.
     ///
-    /// Closes at once if there is nothing to wait for: a connect still in
-    /// flight, or nothing queued and the peer's FIN already read.
+    /// Closes at once if there is nothing to wait for: a connect (or a TLS
+    /// handshake) still under way, or nothing queued and the peer's FIN
+    /// already read.
     pub fn close(&mut self, id: ConnId) {
         let linger = self.config.linger;
         let Some(conn) = self.conn_mut(id) else { return };
         if conn.close != CloseState::NotClosing {
             return;
         }
-        if conn.phase == Phase::Connecting || (conn.eof && conn.write_buf.is_empty()) {
+        // No TLS session yet: nothing to say goodbye in.
+        let before_tls = conn.phase == Phase::Accepted && conn.transport.tls().is_some();
+        if matches!(conn.phase, Phase::Connecting | Phase::Handshaking) || before_tls {
+            self.abort(id);
+            return;
+        }
+        if conn.eof && conn.write_buf.is_empty() {
+            // The peer said goodbye first; ours goes out if the socket
+            // takes it at once (there is no reason to wait for it).
+            let _ = conn.transport.send_close_notify();
             self.abort(id);
             return;
         }
@@ -413,27 +574,44 @@ impl Reactor {
             if !(ready.writable || ready.error || ready.read_closed || ready.write_closed) {
                 return;
             }
-            match connect_state(&conn.stream) {
+            match connect_state(conn.transport.socket()) {
                 ConnectState::Pending => return,
                 ConnectState::Failed(e) => return self.fail(id, e),
                 ConnectState::Connected(peer) => {
                     conn.peer = Some(peer);
-                    conn.phase = Phase::Open;
                     conn.write_ready = true;
                     log::debug!("{id}: connected to {peer}");
-                    self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+                    if conn.transport.tls().is_some() {
+                        // service_conn starts the handshake below.
+                        conn.phase = Phase::Handshaking;
+                    } else {
+                        conn.phase = Phase::Open;
+                        self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+                    }
                 }
             }
         }
         let Some(conn) = self.conn_mut(id) else { return };
         if ready.readable || ready.read_closed {
             conn.read_ready = true;
+            // A TLS write that waited to read may go on.
+            if let Transport::Tls(tls) = &mut conn.transport
+                && tls.take_write_wants_read()
+            {
+                conn.write_ready = true;
+            }
         }
         if ready.read_closed {
             conn.peer_closed = true;
         }
         if ready.writable {
             conn.write_ready = true;
+            // A TLS read that waited to write may go on.
+            if let Transport::Tls(tls) = &mut conn.transport
+                && tls.take_read_wants_write()
+            {
+                conn.read_ready = true;
+            }
         }
         if ready.error {
             // A reset often arrives right behind the peer's last bytes, and
@@ -443,12 +621,14 @@ impl Reactor {
             // `error_pending`), and `read_some` fails the connection then.
             // Asking `take_error` now would clear that error and lose the
             // bytes. No edge will follow, so read past short reads, as after
-            // a FIN.
-            if (ready.readable || ready.read_closed) && conn.reads() {
+            // a FIN. Mid-handshake the same holds: the bytes before a reset
+            // are often the alert that says why the peer gave up, and the
+            // handshake step that reads them fails with its reason.
+            if (ready.readable || ready.read_closed) && (conn.reads() || conn.phase == Phase::Handshaking) {
                 conn.peer_closed = true;
                 conn.error_pending = true;
             } else {
-                let error = match conn.stream.take_error() {
+                let error = match conn.transport.socket().take_error() {
                     Ok(Some(e)) | Err(e) => e,
                     Ok(None) => io::Error::other("socket error event"),
                 };
@@ -480,14 +660,21 @@ impl Reactor {
         self.mark_dirty(id);
         let Some(conn) = self.conn_mut(id) else { return };
         if conn.phase == Phase::Accepted {
-            conn.phase = Phase::Open;
             conn.write_ready = true;
             // Bytes may have arrived with the connection, before we
             // registered: read once to find out.
             conn.read_ready = true;
-            self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+            if conn.transport.tls().is_some() {
+                conn.phase = Phase::Handshaking;
+            } else {
+                conn.phase = Phase::Open;
+                self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+            }
         }
-        let Some(conn) = self.conn_mut(id) else { return };
+        if self.conn(id).is_some_and(Connection::handshake_can_go_on) {
+            self.continue_handshake(id);
+        }
+        let Some(conn) = self.conn_mut(id).filter(|c| c.phase == Phase::Open) else { return };
         if conn.redeliver && conn.wants_read() {
             conn.redeliver = false;
             self.deliver(id, 0);
@@ -495,6 +682,44 @@ impl Reactor {
         self.read_some(id);
         if self.conn(id).is_some_and(|c| c.write_ready && c.wants_handle_write()) {
             self.with_dispatcher(id, |d, ctx| d.handle_write(ctx));
+        }
+    }
+
+    /// Takes the TLS handshake as far as the socket lets it; what OpenSSL
+    /// then waits for becomes the interest (see `desired_interest`).
+    fn continue_handshake(&mut self, id: ConnId) {
+        let Some(conn) = self.conn_mut(id) else { return };
+        let Transport::Tls(tls) = &mut conn.transport else { return };
+        let from = tls.state();
+        match tls.handshake() {
+            HandshakeStep::Done => {
+                let info = tls.info();
+                conn.phase = Phase::Open;
+                // The last step read only what it needed: more may wait in
+                // the socket, and no edge will say so. Its last write went
+                // through, so the socket takes bytes.
+                conn.read_ready = true;
+                conn.write_ready = true;
+                log::debug!("{id}: TLS handshake done: {info}");
+                self.with_dispatcher(id, |d, ctx| d.handle_connect(ctx));
+            }
+            HandshakeStep::Blocked(want) => {
+                let (wants, waits) = match want {
+                    Want::Read => {
+                        conn.read_ready = false;
+                        ("WANT_READ", "READABLE")
+                    }
+                    Want::Write => {
+                        conn.write_ready = false;
+                        ("WANT_WRITE", "WRITABLE")
+                    }
+                };
+                log::trace!("{id}: TLS handshake from {from:?} to {:?}: {wants}, so poll for {waits}", tls.state());
+            }
+            HandshakeStep::Failed(error) => {
+                log::debug!("{id}: {error}");
+                self.fail(id, error);
+            }
         }
     }
 
@@ -520,13 +745,19 @@ impl Reactor {
                 return;
             }
             self.stats.read_syscalls += 1;
-            match conn.stream.read(&mut self.scratch) {
+            let read = match conn.transport.read(&mut self.scratch) {
+                // A TLS peer that closes without close_notify while we
+                // close: what we waited for, not an error.
+                Err(e) if discard && e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                read => read,
+            };
+            match read {
                 Ok(0) => {
                     conn.read_ready = false;
                     conn.eof = true;
                     if conn.error_pending {
                         // A FIN, then a reset: the reset is what happened.
-                        match conn.stream.take_error() {
+                        match conn.transport.socket().take_error() {
                             Ok(Some(e)) | Err(e) => return self.fail(id, e),
                             Ok(None) => {}
                         }
@@ -548,7 +779,7 @@ impl Reactor {
                     // new edge, so skip the read that would say WouldBlock
                     // (tokio does the same). Not after a peer-closed event,
                     // though: no edge would announce the EOF.
-                    if n < self.scratch.len() && !conn.peer_closed {
+                    if n < self.scratch.len() && !conn.peer_closed && conn.transport.short_read_drains() {
                         conn.read_ready = false;
                     }
                     if discard {
@@ -558,7 +789,13 @@ impl Reactor {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // For TLS: OpenSSL has nothing left and the socket is
+                    // drained, or OpenSSL must write first (the socket is
+                    // full; a writable event restarts the read).
                     conn.read_ready = false;
+                    if conn.transport.tls().is_some_and(TlsStream::read_wants_write) {
+                        conn.write_ready = false;
+                    }
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -623,7 +860,7 @@ impl Reactor {
             return;
         }
         if conn.phase == Phase::Open && conn.write_ready && !conn.write_buf.is_empty() {
-            match conn.write_buf.write_to(&mut conn.stream, &mut self.stats.write_syscalls) {
+            match conn.write_buf.write_to(&mut conn.transport, &mut self.stats.write_syscalls) {
                 Ok((written, still_ready)) => {
                     self.stats.bytes_written += written as u64;
                     conn.write_ready = still_ready;
@@ -634,17 +871,30 @@ impl Reactor {
         if conn.phase == Phase::Open && conn.close == CloseState::Flushing && conn.write_buf.is_empty() {
             if conn.eof {
                 // The peer's FIN was read: nothing unread is left and
-                // nothing more can come, so a plain close sends our FIN.
+                // nothing more can come, so a plain close sends our FIN
+                // (after a close_notify, if the socket takes it).
+                let _ = conn.transport.send_close_notify();
                 return self.abort(id);
             }
-            // Our FIN goes out behind the last byte written. The peer
-            // reads to the end and closes its side; until its FIN arrives,
-            // input is still read and thrown away.
-            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
-                return self.fail(id, e);
+            match conn.transport.send_close_notify() {
+                Ok(true) => {
+                    // Our FIN goes out behind the last byte written (and
+                    // the close_notify). The peer reads to the end and
+                    // closes its side; until its FIN (or close_notify)
+                    // arrives, input is still read and thrown away.
+                    if let Err(e) = conn.transport.socket().shutdown(std::net::Shutdown::Write) {
+                        return self.fail(id, e);
+                    }
+                    let goodbye = if conn.transport.tls().is_some() { "close_notify and FIN" } else { "FIN" };
+                    log::debug!("{id}: output written, {goodbye} sent; waiting for the peer's");
+                    conn.close = CloseState::FinSent;
+                }
+                Ok(false) => {
+                    log::trace!("{id}: close_notify waits for the socket to take it");
+                    conn.write_ready = false;
+                }
+                Err(e) => return self.fail(id, e),
             }
-            log::debug!("{id}: output written, FIN sent; waiting for the peer's");
-            conn.close = CloseState::FinSent;
         }
         if conn.close == CloseState::FinSent && conn.eof {
             return self.abort(id);
@@ -657,9 +907,9 @@ impl Reactor {
         if desired != conn.interest {
             let registry = self.poll.registry();
             let result = match (conn.interest, desired) {
-                (None, Some(interest)) => registry.register(&mut conn.stream, id.token(), interest),
-                (Some(_), Some(interest)) => registry.reregister(&mut conn.stream, id.token(), interest),
-                (Some(_), None) => registry.deregister(&mut conn.stream),
+                (None, Some(interest)) => registry.register(conn.transport.socket_mut(), id.token(), interest),
+                (Some(_), Some(interest)) => registry.reregister(conn.transport.socket_mut(), id.token(), interest),
+                (Some(_), None) => registry.deregister(conn.transport.socket_mut()),
                 (None, None) => Ok(()),
             };
             log::trace!("{id}: interest {:?} -> {:?}", conn.interest, desired);
@@ -685,7 +935,7 @@ impl Reactor {
     pub(crate) fn finish_close(&mut self, id: ConnId) {
         let Some(conn) = conn_in(&mut self.entries, id) else { return };
         if conn.interest.is_some() {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(conn.transport.socket_mut());
             conn.interest = None;
         }
         let timers = std::mem::take(&mut conn.timers);

@@ -207,6 +207,11 @@ impl Context<'_> {
         self.reactor.peer_addr(self.id)
     }
 
+    /// What this connection negotiated, if it is TLS and past its handshake.
+    pub fn tls_info(&self) -> Option<super::tls::TlsInfo> {
+        self.reactor.tls_info(self.id)
+    }
+
     /// The whole reactor: open connections, send to others, schedule work.
     pub fn reactor(&mut self) -> &mut Reactor {
         self.reactor

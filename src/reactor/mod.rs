@@ -30,6 +30,7 @@
 //! Modules, one concept each:
 //! - [`event_loop`] — the [`Reactor`] and its iteration;
 //! - [`connection`] — a buffered TCP connection and its I/O;
+//! - [`tls`] — TLS as the transport under a connection (OpenSSL);
 //! - [`raw`] — listeners and raw handlers (any mio source, your own I/O);
 //! - [`dispatcher`] — the callback traits and the [`Context`];
 //! - [`buffer`] — read and write buffers;
@@ -47,6 +48,7 @@ pub mod handle;
 pub mod raw;
 pub mod stats;
 pub mod timer;
+pub mod tls;
 
 pub use channel::LoopSender;
 pub use dispatcher::{Acceptor, Context, Dispatcher, Ready};
@@ -55,6 +57,7 @@ pub use handle::ReactorHandle;
 pub use mio::Interest;
 pub use stats::{LatencyHistogram, Stats};
 pub use timer::{TimerHandle, TimerWheel};
+pub use tls::{CipherPolicy, TlsClientConfig, TlsInfo, TlsServerConfig};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("barrage packs a slab index and a generation into one mio Token and needs a 64-bit target");

@@ -41,6 +41,7 @@
 //! reactor can run clients too (that is how the tests and `barrage demo` use
 //! it).
 
+pub mod certificate;
 pub(crate) mod client_conn;
 pub mod faults;
 pub(crate) mod hub;
