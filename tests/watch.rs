@@ -115,7 +115,7 @@ fn a_bad_frame_ends_only_its_rooms_connection() {
     });
     // The room's second loginres came after its close was logged.
     watch.wait_stderr("a protocol error logged for every room", DEADLINE, |log| {
-        ROOMS.iter().all(|room| log.contains(&format!("room {room}: protocol error: ")))
+        ROOMS.iter().all(|room| log.contains(&format!("room {room}: closed (protocol error: ")))
     });
     let stderr = watch.stderr();
     let mut closes = BTreeMap::new();

@@ -417,6 +417,7 @@ pub(crate) fn plural(count: u64, noun: &str) -> String {
 
 fn reload_rooms(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload>) {
     monitor.reopen_output();
+    monitor.resolve_again();
     let Some((reload, path)) = reload.and_then(|reload| Some((reload, reload.config_path.as_ref()?))) else {
         log::info!("SIGHUP: output reopened (no --config to reload)");
         return;

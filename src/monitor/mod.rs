@@ -1,31 +1,33 @@
 //! The room daemon behind `barrage watch`: many rooms, one reactor.
 //!
-//! Each room is one TCP connection driven by a `RoomConn` (in `room.rs`) around a
-//! sans-IO `ClientSession`. This module keeps the rooms' life cycle:
-//!
-//! ```text
-//!   Waiting ──(pacer)──▶ Connecting ──▶ LoggingIn ──▶ Joined
-//!      ▲                     │              │            │
-//!      └──── BackingOff ◀────┴──────────────┴────────────┘  (closed: retry)
-//! ```
+//! Each room is one connection driven by a `RoomConn` (in `room.rs`) around
+//! a sans-IO `ClientSession`; its life — waiting for a turn, connecting,
+//! logging in, joined, backing off, closing, stopped — is the sans-IO state
+//! machine in [`lifecycle`](self::lifecycle), with its rules table. The
+//! monitor carries out what the life cycle decides (`driver.rs`):
 //!
 //! - **Pacing:** new connections start at most `connects_per_second`, so
-//!   thousands of rooms do not hit the server (or the machine) at once.
+//!   thousands of rooms do not hit the server (or the machine) at once
+//!   (`pacer.rs`).
 //! - **Addresses:** a room that fails on one server address tries the next
-//!   (every resolved IP of every server) before backing off.
+//!   (every resolved IP of every server) before backing off; names are
+//!   resolved on a helper thread and again from time to time (`resolve.rs`).
 //! - **Backoff:** exponential with full jitter, 1 s doubling to 60 s, never
 //!   giving up; reset after a healthy period (see [`backoff`]).
-//! - **Output:** every message is written once; when the output falls
-//!   behind, rooms stop reading (see [`output`]).
-//!
-//! Server names are resolved on a helper thread (DNS cannot be made
-//! non-blocking with std) and handed back through a reactor channel.
+//! - **Output:** every message is written once, as a whole line; when the
+//!   output falls behind, rooms stop reading (see [`output`]).
+//! - **Stopping:** read what the sockets hold, log out, write the rest
+//!   ([`Monitor::stop`]).
 
 pub mod backoff;
 mod config;
+mod driver;
 pub mod format;
+mod lifecycle;
 pub mod metrics;
 pub mod output;
+mod pacer;
+mod resolve;
 mod room;
 pub mod shard;
 mod sink;
@@ -34,21 +36,20 @@ pub mod visible;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::douyu::{ClientSession, LiveStatus, Message, MessageView};
+use crate::douyu::{LiveStatus, Message, MessageView};
 use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
-
 use crate::rng::Rng;
-use backoff::Backoff;
+use lifecycle::{Lifecycle, State, Timing};
 use output::{Output, OutputClosed, OutputEvent, Unwritten};
-use room::{RoomConn, TIMER_CONNECT, TIMER_LOGOUT};
+use pacer::Pacer;
+use resolve::{AddressBook, Answer};
 
 pub use config::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, MonitorConfig};
 
-/// Where a room is in its life cycle.
+/// Where a room is in its life cycle (see `lifecycle.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RoomState {
     /// Waiting for its turn to connect (pacing) or for addresses (DNS).
@@ -57,7 +58,10 @@ pub enum RoomState {
     LoggingIn,
     Joined,
     BackingOff,
-    /// Shut down or removed; not coming back.
+    /// Logging out and closing (removed, shutting down, or reconnecting
+    /// on purpose).
+    Closing,
+    /// Shut down; not coming back.
     Stopped,
 }
 
@@ -69,16 +73,30 @@ impl RoomState {
             RoomState::LoggingIn => "logging_in",
             RoomState::Joined => "joined",
             RoomState::BackingOff => "backing_off",
+            RoomState::Closing => "closing",
             RoomState::Stopped => "stopped",
+        }
+    }
+
+    fn of(state: State) -> Self {
+        match state {
+            State::Waiting => RoomState::Waiting,
+            State::Connecting { .. } => RoomState::Connecting,
+            State::LoggingIn { .. } => RoomState::LoggingIn,
+            State::Joined { .. } => RoomState::Joined,
+            State::BackingOff { .. } => RoomState::BackingOff,
+            State::Closing { .. } => RoomState::Closing,
+            State::Stopped => RoomState::Stopped,
         }
     }
 }
 
-/// One room as the monitor sees it.
+/// One room as the monitor sees it (a snapshot).
 #[derive(Clone, Debug)]
 pub struct Room {
     pub id: u64,
     pub state: RoomState,
+    /// The reactor entry of its connection, if it has one.
     pub conn: Option<ConnId>,
     pub live: Option<LiveStatus>,
     pub messages: u64,
@@ -87,41 +105,6 @@ pub struct Room {
     pub reconnects: u64,
     /// With `check_sequence`: what the `cid` numbers showed.
     pub sequence: SequenceCheck,
-    backoff: Backoff,
-    /// Index into the address list for the next attempt.
-    next_address: usize,
-    /// Addresses that failed in a row since the last success or backoff.
-    failed_addresses: usize,
-    /// Bumped when the room is removed or added again: a retry timer from
-    /// an earlier life of the room finds a different epoch and does nothing.
-    epoch: u64,
-    /// Added again while its old connection was still closing: connect as
-    /// soon as that one has closed (never two connections for one room).
-    restart_after_close: bool,
-    /// Removed by a reload (not by shutdown): forget it once closed.
-    removed: bool,
-    /// The connect timeout of the connection under way, cancelled once it
-    /// connects (it would otherwise fire, for nothing, 10 s later).
-    connect_timer: Option<TimerHandle>,
-}
-
-impl Room {
-    /// Where and when to try next after a failed or ended attempt: the next
-    /// address at once while others are untried, else back off.
-    fn retry_delay(&mut self, failed: bool, should_reconnect: bool, address_count: usize, random: f64) -> Duration {
-        self.next_address += 1;
-        if failed && should_reconnect && self.failed_addresses + 1 < address_count {
-            self.failed_addresses += 1;
-            return Duration::ZERO;
-        }
-        self.failed_addresses = 0;
-        if should_reconnect {
-            self.backoff.next_delay(random)
-        } else {
-            // A bad room id will not fix itself: retry rarely.
-            self.backoff.ceiling().max(Duration::from_secs(60))
-        }
-    }
 }
 
 /// Numbered messages seen by one room, checked for gaps and repeats within
@@ -194,29 +177,54 @@ pub struct MonitorStats {
     pub decode_errors: u64,
 }
 
-/// How a room's connection ended, reported by its `RoomConn`.
-pub(crate) struct CloseOutcome {
-    pub joined: bool,
-    pub lived: Duration,
-    pub reason: String,
-    pub should_reconnect: bool,
+/// One room: its life cycle, its connection and timer on the reactor, and
+/// what it has seen.
+struct RoomSlot {
+    life: Lifecycle,
+    /// The connection of the current attempt, by attempt number.
+    conn: Option<(u64, ConnId)>,
+    /// The life cycle's one timer (connect deadline, end of a backoff).
+    timer: Option<TimerHandle>,
+    live: Option<LiveStatus>,
+    messages: u64,
+    last_message: Option<Instant>,
+    sequence: SequenceCheck,
+}
+
+impl RoomSlot {
+    fn snapshot(&self, id: u64) -> Room {
+        Room {
+            id,
+            state: RoomState::of(self.life.state()),
+            conn: self.conn.map(|(_, conn)| conn),
+            live: self.live,
+            messages: self.messages,
+            last_message: self.last_message,
+            reconnects: self.life.reconnects(),
+            sequence: self.sequence.clone(),
+        }
+    }
 }
 
 pub(crate) struct MonitorState {
     config: MonitorConfig,
+    timing: Timing,
     pub(crate) output: Output,
-    rooms: BTreeMap<u64, Room>,
-    /// Every resolved address of every server, in order; empty until DNS
-    /// answered.
-    addresses: Vec<SocketAddr>,
-    /// Rooms waiting for a connection slot (pacing).
+    rooms: BTreeMap<u64, RoomSlot>,
+    addresses: AddressBook,
+    /// Answers from the DNS thread come through here (set once at start).
+    resolver: Option<LoopSender<Vec<Answer>>>,
+    /// While no server name resolves at all: the pause before trying again.
+    resolve_retry: Duration,
+    pacer: Pacer,
+    /// Rooms waiting for their turn to connect.
     connect_queue: VecDeque<u64>,
     pacer_scheduled: bool,
     flush_scheduled: bool,
     shutting_down: bool,
     /// Set by the first [`Monitor::stop`].
     stop_cause: Option<StopCause>,
-    jitter: Rng,
+    rng: Rng,
     pub(crate) stats: MonitorStats,
     /// Handle to ourselves, for callbacks scheduled on the reactor.
     this: std::rc::Weak<RefCell<MonitorState>>,
@@ -239,8 +247,8 @@ impl Monitor {
         config
             .validate(reactor.min_poll_interval())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
-        // The writer thread's news is handled on the loop; the callback
-        // finds the monitor through a slot filled in once it exists.
+        // Callbacks from other threads (the output's writer, the DNS
+        // thread) find the monitor through a slot filled in once it exists.
         let this_slot: Rc<RefCell<std::rc::Weak<RefCell<MonitorState>>>> = Rc::default();
         let slot = this_slot.clone();
         let events = reactor.channel(move |reactor: &mut Reactor, event: OutputEvent| {
@@ -248,19 +256,35 @@ impl Monitor {
             Monitor { state }.on_output_event(reactor, event);
         });
         let output = Output::open(config.output.clone(), config.output_limits, events)?;
+        let slot = this_slot.clone();
+        let resolver = reactor.channel(move |reactor: &mut Reactor, answers: Vec<Answer>| {
+            let Some(state) = slot.borrow().upgrade() else { return };
+            MonitorState::addresses_resolved(&state, reactor, answers);
+        });
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let timing = Timing {
+            connect_timeout: config.connect_timeout,
+            healthy_after: config.healthy_after,
+            failure_window: FAILURE_WINDOW,
+            backoff_base: config.backoff_base,
+            backoff_cap: config.backoff_cap,
+        };
         let state = Rc::new_cyclic(|this| {
             RefCell::new(MonitorState {
                 output,
+                timing,
                 rooms: BTreeMap::new(),
-                addresses: Vec::new(),
+                addresses: AddressBook::new(config.servers.clone()),
+                resolver: Some(resolver),
+                resolve_retry: Duration::from_secs(1),
+                pacer: Pacer::new(config.connects_per_second),
                 connect_queue: VecDeque::new(),
                 pacer_scheduled: false,
                 flush_scheduled: false,
                 shutting_down: false,
                 stop_cause: None,
-                jitter: Rng::new(seed),
+                rng: Rng::new(seed),
                 stats: MonitorStats::default(),
                 this: this.clone(),
                 config: config.clone(),
@@ -271,76 +295,37 @@ impl Monitor {
         for room in config.rooms.iter().copied() {
             monitor.add_room(reactor, room);
         }
-        monitor.resolve_servers(reactor, config.servers.clone());
+        monitor.state.borrow_mut().resolve(Duration::ZERO);
         monitor.start_status_line(reactor, config.status_interval);
         Ok(monitor)
     }
 
     /// Starts watching `room` (no-op if already watched).
     pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
-        let mut state = self.state.borrow_mut();
-        if let Some(entry) = state.rooms.get_mut(&room) {
-            if entry.state != RoomState::Stopped {
-                return;
-            }
-            // Watched before and removed: start a new life.
-            entry.epoch += 1;
-            entry.removed = false;
-            entry.state = RoomState::Waiting;
-            if entry.conn.is_some() {
-                entry.restart_after_close = true;
-                return;
-            }
-        } else {
-            let backoff = Backoff::with_limits(state.config.backoff_base, state.config.backoff_cap);
-            state.rooms.insert(
-                room,
-                Room {
-                    id: room,
-                    state: RoomState::Waiting,
-                    conn: None,
-                    live: None,
-                    messages: 0,
-                    last_message: None,
-                    reconnects: 0,
-                    sequence: SequenceCheck::default(),
-                    backoff,
-                    next_address: 0,
-                    failed_addresses: 0,
-                    epoch: 0,
-                    restart_after_close: false,
-                    removed: false,
-                    connect_timer: None,
-                },
-            );
+        {
+            let mut state = self.state.borrow_mut();
+            let timing = state.timing;
+            state.rooms.entry(room).or_insert_with(|| RoomSlot {
+                life: Lifecycle::new(&timing),
+                conn: None,
+                timer: None,
+                live: None,
+                messages: 0,
+                last_message: None,
+                sequence: SequenceCheck::default(),
+            });
         }
-        let epoch = state.rooms[&room].epoch;
-        state.enqueue_connect(reactor, room, epoch);
+        MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
     }
 
-    /// Stops watching `room`: logs out if connected.
+    /// Stops watching `room`: logs out if connected, then forgets it.
     pub fn remove_room(&self, reactor: &mut Reactor, room: u64) {
-        let mut state = self.state.borrow_mut();
-        let shutting_down = state.shutting_down;
-        let Some(entry) = state.rooms.get_mut(&room) else { return };
-        entry.state = RoomState::Stopped;
-        entry.epoch += 1;
-        entry.restart_after_close = false;
-        // At shutdown rooms stay listed, for the final summary and metrics.
-        entry.removed = !shutting_down;
-        match entry.conn {
-            Some(conn) => {
-                reactor.set_timer(conn, Instant::now(), TIMER_LOGOUT);
-            }
-            None if entry.removed => {
-                state.rooms.remove(&room);
-            }
-            None => {}
-        }
+        MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Removed);
     }
 
     /// Logs out of every room and stops reconnecting. The rooms close as
     /// their logouts are written; [`is_idle`](Self::is_idle) tells when.
+    /// They stay listed, as stopped.
     pub fn shutdown(&self, reactor: &mut Reactor) {
         let rooms: Vec<u64> = {
             let mut state = self.state.borrow_mut();
@@ -349,7 +334,7 @@ impl Monitor {
             state.rooms.keys().copied().collect()
         };
         for room in rooms {
-            self.remove_room(reactor, room);
+            MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Shutdown);
         }
     }
 
@@ -417,7 +402,7 @@ impl Monitor {
 
     /// After `shutdown`: every room's connection has closed.
     pub fn is_idle(&self) -> bool {
-        self.state.borrow().rooms.values().all(|r| r.conn.is_none())
+        self.state.borrow().rooms.values().all(|room| room.conn.is_none())
     }
 
     /// Hands the last output to the writer and waits for it, at most
@@ -430,6 +415,12 @@ impl Monitor {
     /// Reopens the output file (log rotation).
     pub fn reopen_output(&self) {
         self.state.borrow_mut().output.reopen();
+    }
+
+    /// Resolves the server names again (SIGHUP): new addresses serve the
+    /// next connects; joined rooms stay where they are.
+    pub fn resolve_again(&self) {
+        self.state.borrow_mut().resolve(Duration::ZERO);
     }
 
     /// The output closed for good (its reader left).
@@ -454,7 +445,7 @@ impl Monitor {
 
     /// A snapshot of every room.
     pub fn rooms(&self) -> Vec<Room> {
-        self.state.borrow().rooms.values().cloned().collect()
+        self.state.borrow().rooms.iter().map(|(&id, slot)| slot.snapshot(id)).collect()
     }
 
     /// How many rooms are in each state.
@@ -470,38 +461,6 @@ impl Monitor {
     /// `write` syscalls the output's writer thread has made.
     pub fn output_write_syscalls(&self) -> u64 {
         self.state.borrow().output.write_syscalls()
-    }
-
-    /// Resolves the servers on a helper thread. While nothing resolves
-    /// (the network is not up yet, say), it tries again with a growing
-    /// pause, up to a minute, through the same channel.
-    fn resolve_servers(&self, reactor: &mut Reactor, servers: Vec<String>) {
-        let weak = Rc::downgrade(&self.state);
-        // The callback re-spawns the resolver, so it needs the sender, which
-        // exists only once the channel does: handed over right after.
-        let own_sender: Rc<RefCell<Option<LoopSender<Vec<SocketAddr>>>>> = Rc::new(RefCell::new(None));
-        let retry = Rc::new(std::cell::Cell::new(Duration::from_secs(1)));
-        let (callback_sender, retry_servers) = (own_sender.clone(), servers.clone());
-        let sender = reactor.channel(move |reactor: &mut Reactor, addresses: Vec<SocketAddr>| {
-            let Some(state) = weak.upgrade() else { return };
-            if addresses.is_empty() {
-                let delay = retry.get();
-                retry.set((delay * 2).min(Duration::from_secs(60)));
-                log::error!("no server address could be resolved; trying again in {delay:?}");
-                let sender = callback_sender.borrow().clone();
-                let servers = retry_servers.clone();
-                if let Some(sender) = sender {
-                    reactor.call_later(delay, move |_| spawn_resolver(sender, servers));
-                }
-                return;
-            }
-            log::info!("servers resolved to {} addresses", addresses.len());
-            let mut state = state.borrow_mut();
-            state.addresses = addresses;
-            state.ensure_pacer(reactor);
-        });
-        *own_sender.borrow_mut() = Some(sender.clone());
-        spawn_resolver(sender, servers);
     }
 
     fn start_status_line(&self, reactor: &mut Reactor, interval: Duration) {
@@ -533,28 +492,42 @@ impl MonitorState {
     fn state_counts(&self) -> BTreeMap<RoomState, usize> {
         let mut counts = BTreeMap::new();
         for room in self.rooms.values() {
-            *counts.entry(room.state).or_insert(0) += 1;
+            *counts.entry(RoomState::of(room.life.state())).or_insert(0) += 1;
         }
         counts
     }
 
-    /// Writes one received message (unless filtered) and counts it.
-    pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, conn: ConnId, ts_ms: u64, message: &Message) {
+    /// Writes one message the connection of `attempt` received (unless
+    /// filtered) and counts it.
+    pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, attempt: u64, ts_ms: u64, message: &Message) {
         // Written in any case (every message received is written once); the
         // room's own counters only follow the connection it owns now.
-        if let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.conn == Some(conn)) {
-            entry.messages += 1;
-            entry.last_message = Some(Instant::now());
+        if let Some(slot) = self.rooms.get_mut(&room).filter(|slot| slot.conn.is_some_and(|(a, _)| a == attempt)) {
+            slot.messages += 1;
+            slot.last_message = Some(Instant::now());
             if self.config.check_sequence
                 && let Some(number) = message.get("cid").and_then(|cid| cid.parse().ok())
             {
-                entry.sequence.record(number);
+                slot.sequence.record(number);
             }
             // Check the type first: building a view scans every field.
-            if message.msg_type() == "rss"
-                && let MessageView::RoomStatus(status) = message.view()
-            {
-                entry.live = status.status.or(entry.live);
+            match message.msg_type() {
+                "rss" => {
+                    if let MessageView::RoomStatus(status) = message.view() {
+                        slot.live = status.status.or(slot.live);
+                    }
+                }
+                // What the login says, until a status change says more.
+                "loginres" if slot.live.is_none() => {
+                    if let MessageView::LoginRes(login) = message.view() {
+                        slot.live = match login.live_stat {
+                            Some(1) => Some(LiveStatus::Live),
+                            Some(0) => Some(LiveStatus::Offline),
+                            _ => None,
+                        };
+                    }
+                }
+                _ => {}
             }
         }
         self.stats.messages += 1;
@@ -590,194 +563,12 @@ impl MonitorState {
             });
         }
     }
-
-    /// The room's current connection, if `conn` is it.
-    fn owned(&mut self, room: u64, conn: ConnId) -> Option<&mut Room> {
-        self.rooms.get_mut(&room).filter(|r| r.conn == Some(conn) && r.state != RoomState::Stopped)
-    }
-
-    /// The connection is up: returns its connect timeout, to cancel.
-    pub(crate) fn room_connected(&mut self, room: u64, conn: ConnId) -> Option<TimerHandle> {
-        let entry = self.owned(room, conn)?;
-        entry.state = RoomState::LoggingIn;
-        entry.connect_timer.take()
-    }
-
-    pub(crate) fn room_joined(&mut self, room: u64, conn: ConnId) {
-        if let Some(entry) = self.owned(room, conn) {
-            entry.state = RoomState::Joined;
-            log::debug!("room {room}: joined");
-        }
-    }
-
-    /// A room's connection ended: decide when and where to try again.
-    pub(crate) fn room_closed(
-        this: &Rc<RefCell<MonitorState>>,
-        reactor: &mut Reactor,
-        room: u64,
-        conn: ConnId,
-        outcome: CloseOutcome,
-    ) {
-        let mut state = this.borrow_mut();
-        let shutting_down = state.shutting_down;
-        let healthy_after = state.config.healthy_after;
-        let address_count = state.addresses.len().max(1);
-        let random = state.jitter.next_f64();
-        // Only the connection the room owns decides its future.
-        let Some(entry) = state.rooms.get_mut(&room).filter(|r| r.conn == Some(conn)) else { return };
-        entry.conn = None;
-        entry.sequence.connection_ended();
-        if entry.restart_after_close {
-            entry.restart_after_close = false;
-            let epoch = entry.epoch;
-            state.enqueue_connect(reactor, room, epoch);
-            return;
-        }
-        if shutting_down || entry.state == RoomState::Stopped {
-            entry.state = RoomState::Stopped;
-            log::debug!("room {room}: closed ({})", outcome.reason);
-            if entry.removed {
-                state.rooms.remove(&room);
-            }
-            return;
-        }
-        entry.reconnects += 1;
-        if outcome.lived >= healthy_after {
-            entry.backoff.reset();
-        }
-        // A connection that never joined, or died within seconds, failed
-        // (even a join does not count as success then: a server that drops
-        // every room right after joining must not be hammered).
-        let failed = !outcome.joined || outcome.lived < FAILURE_WINDOW;
-        if !failed {
-            entry.failed_addresses = 0;
-        }
-        let delay = entry.retry_delay(failed, outcome.should_reconnect, address_count, random);
-        log::info!("room {room}: closed ({}); reconnecting in {:.1} s", outcome.reason, delay.as_secs_f64());
-        state.stats.reconnects += 1;
-        state.retry_later(reactor, room, delay);
-    }
-
-    /// Connects `room` again after `delay`, unless it was removed or added
-    /// again meanwhile (its epoch changed).
-    fn retry_later(&mut self, reactor: &mut Reactor, room: u64, delay: Duration) {
-        let Some(entry) = self.rooms.get_mut(&room) else { return };
-        entry.state = RoomState::BackingOff;
-        let epoch = entry.epoch;
-        let weak = self.this.clone();
-        reactor.call_later(delay, move |reactor| {
-            if let Some(state) = weak.upgrade() {
-                state.borrow_mut().enqueue_connect(reactor, room, epoch);
-            }
-        });
-    }
-
-    fn enqueue_connect(&mut self, reactor: &mut Reactor, room: u64, epoch: u64) {
-        if self.shutting_down {
-            return;
-        }
-        let Some(entry) = self.rooms.get_mut(&room).filter(|r| {
-            r.epoch == epoch && r.conn.is_none() && matches!(r.state, RoomState::Waiting | RoomState::BackingOff)
-        }) else {
-            return;
-        };
-        entry.state = RoomState::Waiting;
-        self.connect_queue.push_back(room);
-        self.ensure_pacer(reactor);
-    }
-
-    /// Starts the pacer if rooms wait and it is not running. It stops by
-    /// itself when the queue is empty, so an idle monitor has no timer.
-    fn ensure_pacer(&mut self, reactor: &mut Reactor) {
-        if self.pacer_scheduled || self.connect_queue.is_empty() || self.addresses.is_empty() {
-            return;
-        }
-        self.pacer_scheduled = true;
-        let weak = self.this.clone();
-        reactor.call_soon(move |reactor| {
-            if let Some(state) = weak.upgrade() {
-                MonitorState::run_pacer(&state, reactor);
-            }
-        });
-    }
-
-    /// Connects the next rooms in the queue, `connects_per_second / 100`
-    /// every 10 ms. Small steps matter: rooms that join in the same
-    /// millisecond also have their heartbeats due in the same millisecond,
-    /// forever after, and a burst of thousands makes the last ones late.
-    fn run_pacer(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor) {
-        let mut state = this.borrow_mut();
-        state.pacer_scheduled = false;
-        let per_tick = (state.config.connects_per_second * PACER_TICK.as_secs_f64()).ceil().max(1.0) as usize;
-        for _ in 0..per_tick {
-            let Some(room) = state.connect_queue.pop_front() else { break };
-            state.connect(reactor, room);
-        }
-        if !state.connect_queue.is_empty() {
-            state.pacer_scheduled = true;
-            let weak = Rc::downgrade(this);
-            reactor.call_later(PACER_TICK, move |reactor| {
-                if let Some(state) = weak.upgrade() {
-                    MonitorState::run_pacer(&state, reactor);
-                }
-            });
-        }
-    }
-
-    fn connect(&mut self, reactor: &mut Reactor, room: u64) {
-        let Some(this) = self.this.upgrade() else { return };
-        let address_count = self.addresses.len();
-        let session_config = self.config.session;
-        let random = self.jitter.next_f64();
-        let Some(entry) = self.rooms.get_mut(&room).filter(|r| r.state == RoomState::Waiting && r.conn.is_none())
-        else {
-            return;
-        };
-        let address = self.addresses[entry.next_address % address_count];
-        let conn = RoomConn::new(room, ClientSession::new(room, session_config), this);
-        match reactor.connect(address, conn) {
-            Ok(id) => {
-                log::debug!("room {room}: connecting to {address}");
-                entry.conn = Some(id);
-                entry.state = RoomState::Connecting;
-                let deadline = Instant::now() + self.config.connect_timeout;
-                entry.connect_timer = reactor.set_timer(id, deadline, TIMER_CONNECT);
-            }
-            Err(e) => {
-                // No socket at all (no route, out of descriptors): the same
-                // decision as a failed connection — next address, then back off.
-                entry.reconnects += 1;
-                let delay = entry.retry_delay(true, true, address_count, random);
-                log::warn!("room {room}: cannot connect to {address}: {e}; next try in {:.1} s", delay.as_secs_f64());
-                self.stats.reconnects += 1;
-                self.retry_later(reactor, room, delay);
-            }
-        }
-    }
-}
-
-/// Resolves every server on a helper thread (std's resolver blocks) and
-/// hands the addresses, in order, back to the loop.
-fn spawn_resolver(sender: LoopSender<Vec<SocketAddr>>, servers: Vec<String>) {
-    let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
-        let mut addresses = Vec::new();
-        for server in &servers {
-            match server.to_socket_addrs() {
-                Ok(found) => addresses.extend(found),
-                Err(e) => log::warn!("cannot resolve {server}: {e}"),
-            }
-        }
-        sender.send(addresses);
-    });
-    if let Err(e) = spawned {
-        log::error!("cannot start the DNS thread: {e}");
-    }
 }
 
 /// A connection that closes sooner than this after opening counts as a
 /// failed attempt, even if it joined.
 const FAILURE_WINDOW: Duration = Duration::from_secs(5);
-const PACER_TICK: Duration = Duration::from_millis(10);
+
 /// Iterations a stop may spend reading what the sockets already hold
 /// (each reads up to the reactor's read budget per room) before it logs out.
 const MAX_READ_PASSES_AT_STOP: u32 = 8;

@@ -51,12 +51,13 @@ pub(super) fn route(request: &RequestHead<'_>, monitor: &Monitor, reactor: &Reac
 
 /// Every room state, in the order they are reported: all of them, even at
 /// 0, so a dashboard sees a state empty rather than missing.
-const STATES: [RoomState; 6] = [
+const STATES: [RoomState; 7] = [
     RoomState::Waiting,
     RoomState::Connecting,
     RoomState::LoggingIn,
     RoomState::Joined,
     RoomState::BackingOff,
+    RoomState::Closing,
     RoomState::Stopped,
 ];
 
@@ -69,7 +70,8 @@ fn state_slot(state: RoomState) -> usize {
         RoomState::LoggingIn => 2,
         RoomState::Joined => 3,
         RoomState::BackingOff => 4,
-        RoomState::Stopped => 5,
+        RoomState::Closing => 5,
+        RoomState::Stopped => 6,
     }
 }
 

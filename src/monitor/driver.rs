@@ -1,0 +1,236 @@
+//! The rooms on the reactor: what each room's life cycle decides, carried
+//! out — connects, timers, logouts, the pacer's queue — and what happens
+//! on the reactor fed back to it as events.
+//!
+//! Every event goes through [`MonitorState::handle`], which runs the life
+//! cycle and then its actions. An action can cause an event at once (a
+//! connect that cannot even create a socket is a closed attempt), so the
+//! events wait in a small queue and are handled in order, never nested.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::douyu::ClientSession;
+use crate::reactor::{ConnId, Reactor};
+
+use super::MonitorState;
+use super::lifecycle::{Action, CloseReason, Env, Event};
+use super::resolve::{self, Answer, plural};
+use super::room::{RoomConn, TIMER_LOGOUT};
+
+impl MonitorState {
+    /// Feeds `event` to `room`'s life cycle and carries out what it decides.
+    pub(crate) fn handle(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, event: Event) {
+        let mut events = vec![(room, event)];
+        let mut actions = Vec::new();
+        while let Some((room, event)) = events.pop() {
+            let mut state = this.borrow_mut();
+            let state = &mut *state;
+            let Some(slot) = state.rooms.get_mut(&room) else { continue };
+            let mut env = Env {
+                now: Instant::now(),
+                addresses: state.addresses.all().len(),
+                timing: &state.timing,
+                rng: &mut state.rng,
+            };
+            slot.life.handle(event, &mut env, &mut actions);
+            for action in actions.drain(..) {
+                if let Some(next) = state.apply(this, reactor, room, action) {
+                    events.push((room, next));
+                }
+            }
+        }
+    }
+
+    /// Carries out one action for `room`; returns an event it caused at once.
+    fn apply(
+        &mut self,
+        this: &Rc<RefCell<MonitorState>>,
+        reactor: &mut Reactor,
+        room: u64,
+        action: Action,
+    ) -> Option<Event> {
+        let slot = self.rooms.get_mut(&room)?;
+        match action {
+            Action::QueueConnect => {
+                self.connect_queue.push_back(room);
+                self.ensure_pacer(reactor);
+            }
+            Action::Connect { attempt, address } => {
+                let address = *self.addresses.all().get(address)?;
+                let session = ClientSession::new(room, self.config.session);
+                match reactor.connect(address, RoomConn::new(room, attempt, session, this.clone())) {
+                    Ok(id) => {
+                        log::debug!("room {room}: connecting to {address}");
+                        slot.conn = Some((attempt, id));
+                    }
+                    // No socket at all (no route, out of descriptors): an attempt that failed.
+                    Err(e) => return Some(Event::Closed { attempt, reason: CloseReason::io(&e) }),
+                }
+            }
+            Action::SetTimer(at) => {
+                if let Some(timer) = slot.timer.take() {
+                    reactor.remove_timeout(timer);
+                }
+                let weak = self.this.clone();
+                slot.timer = Some(reactor.call_at(at, move |reactor| {
+                    if let Some(state) = weak.upgrade() {
+                        if let Some(slot) = state.borrow_mut().rooms.get_mut(&room) {
+                            slot.timer = None;
+                        }
+                        MonitorState::handle(&state, reactor, room, Event::Timer);
+                    }
+                }));
+            }
+            Action::CancelTimer => {
+                if let Some(timer) = slot.timer.take() {
+                    reactor.remove_timeout(timer);
+                }
+            }
+            Action::LogOut { attempt } => {
+                if let Some((_, conn)) = slot.conn.filter(|(a, _)| *a == attempt) {
+                    reactor.set_timer(conn, Instant::now(), TIMER_LOGOUT);
+                }
+            }
+            Action::Abort { attempt } => {
+                if let Some((_, conn)) = slot.conn.filter(|(a, _)| *a == attempt) {
+                    reactor.abort(conn);
+                    slot.conn = None;
+                    slot.sequence.connection_ended();
+                }
+            }
+            Action::Forget => {
+                if let Some(timer) = slot.timer.take() {
+                    reactor.remove_timeout(timer);
+                }
+                self.rooms.remove(&room);
+            }
+            Action::Retry { reason, delay } => {
+                self.stats.reconnects += 1;
+                let when = if delay.is_zero() {
+                    "trying the next address".to_string()
+                } else {
+                    format!("reconnecting in {:.1} s", delay.as_secs_f64())
+                };
+                match &reason {
+                    CloseReason::Session(crate::douyu::CloseReason::BadRoomId) => {
+                        log::error!("room {room}: closed ({reason}) — use the room's real numeric id; {when}")
+                    }
+                    CloseReason::Session(crate::douyu::CloseReason::Protocol(_)) => {
+                        log::warn!("room {room}: closed ({reason}); {when}")
+                    }
+                    _ => log::info!("room {room}: closed ({reason}); {when}"),
+                }
+            }
+            Action::AddressesExhausted => self.resolve(resolve::MIN_GAP),
+        }
+        None
+    }
+
+    /// A room's connection closed (reported by its `RoomConn`).
+    pub(crate) fn connection_closed(
+        this: &Rc<RefCell<MonitorState>>,
+        reactor: &mut Reactor,
+        room: u64,
+        attempt: u64,
+        conn: ConnId,
+        reason: CloseReason,
+    ) {
+        if let Some(slot) = this.borrow_mut().rooms.get_mut(&room).filter(|slot| slot.conn == Some((attempt, conn))) {
+            slot.conn = None;
+            slot.sequence.connection_ended();
+        }
+        MonitorState::handle(this, reactor, room, Event::Closed { attempt, reason });
+    }
+
+    /// Starts the pacer if rooms wait and it is not running. It stops by
+    /// itself when the queue is empty, so an idle monitor has no timer.
+    fn ensure_pacer(&mut self, reactor: &mut Reactor) {
+        if self.pacer_scheduled || self.connect_queue.is_empty() || self.addresses.all().is_empty() {
+            return;
+        }
+        self.pacer_scheduled = true;
+        let weak = self.this.clone();
+        reactor.call_soon(move |reactor| {
+            if let Some(state) = weak.upgrade() {
+                MonitorState::run_pacer(&state, reactor);
+            }
+        });
+    }
+
+    /// Gives the rooms at the front of the queue their turn, as many as
+    /// the pacer allows now, and comes back when it allows more.
+    fn run_pacer(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor) {
+        let now = Instant::now();
+        let turns: Vec<u64> = {
+            let mut state = this.borrow_mut();
+            state.pacer_scheduled = false;
+            let waiting = state.connect_queue.len();
+            let allowed = state.pacer.take(now, waiting);
+            if allowed > 0 {
+                // Rooms connect: the addresses they use should not be old.
+                state.resolve(resolve::REFRESH);
+            }
+            state.connect_queue.drain(..allowed).collect()
+        };
+        for room in turns {
+            MonitorState::handle(this, reactor, room, Event::PacerTurn);
+        }
+        let mut state = this.borrow_mut();
+        if !state.connect_queue.is_empty() && !state.pacer_scheduled {
+            state.pacer_scheduled = true;
+            let weak = Rc::downgrade(this);
+            reactor.call_at(state.pacer.next_turn(now), move |reactor| {
+                if let Some(state) = weak.upgrade() {
+                    MonitorState::run_pacer(&state, reactor);
+                }
+            });
+        }
+    }
+
+    /// Resolves the server names on a helper thread, unless a resolution is
+    /// under way or one started less than `unless_within` ago.
+    pub(super) fn resolve(&mut self, unless_within: Duration) {
+        if let Some(sender) = &self.resolver {
+            self.addresses.resolve(Instant::now(), unless_within, sender);
+        }
+    }
+
+    /// The DNS thread answered: new addresses serve the next connects.
+    /// While nothing resolves at all (the network is not up yet, say), it
+    /// tries again with a growing pause, up to a minute.
+    pub(super) fn addresses_resolved(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, answers: Vec<Answer>) {
+        let (changed, count) = {
+            let mut state = this.borrow_mut();
+            let changed = state.addresses.update(answers);
+            (changed, state.addresses.all().len())
+        };
+        if count == 0 {
+            let delay = {
+                let mut state = this.borrow_mut();
+                let delay = state.resolve_retry;
+                state.resolve_retry = (delay * 2).min(Duration::from_secs(60));
+                delay
+            };
+            log::error!("no server address could be resolved; trying again in {delay:?}");
+            let weak = Rc::downgrade(this);
+            reactor.call_later(delay, move |_| {
+                if let Some(state) = weak.upgrade() {
+                    state.borrow_mut().resolve(Duration::ZERO);
+                }
+            });
+            return;
+        }
+        this.borrow_mut().resolve_retry = Duration::from_secs(1);
+        if !changed {
+            return;
+        }
+        log::info!("servers resolved to {}", plural(count, "address"));
+        let rooms: Vec<u64> = this.borrow().rooms.keys().copied().collect();
+        for room in rooms {
+            MonitorState::handle(this, reactor, room, Event::AddressesChanged);
+        }
+        this.borrow_mut().ensure_pacer(reactor);
+    }
+}

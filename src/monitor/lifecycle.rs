@@ -1,0 +1,723 @@
+//! One room's life, as a sans-IO state machine: events in, actions out, the
+//! time passed in. No socket, no clock read, no reactor: the monitor
+//! (`mod.rs`) turns the actions into connects, timers and closes, and feeds
+//! back what happened. Every transition is in this file, under the rules
+//! table below; the tests at the end check one rule each with a fake clock.
+//!
+//! ```text
+//!        added              the pacer's turn                  connected
+//!   ─────────────▶ Waiting ───────────────────▶ Connecting ──────────────▶ LoggingIn
+//!                   ▲   ▲                        │ timer: connect              │ joined
+//!                   │   │ next address at once   │ timeout                     ▼
+//!                   │   └────────────────────────┴────── an attempt ends ── Joined
+//!                   │ timer                                   │
+//!                   └──────────── BackingOff{until} ◀─────────┘ (every address failed)
+//!
+//!   removed, shutdown, id changed — from a state with a connection:
+//!       ──▶ Closing{then} ── closed ──▶ Waiting (Reconnect) | forgotten (Forget) | Stopped (Stop)
+//!   removed, shutdown — from a state without one: forgotten, or Stopped
+//! ```
+//!
+//! # Rules
+//!
+//! | state | event | next state | actions |
+//! |---|---|---|---|
+//! | Stopped | added | Waiting | queue for the pacer |
+//! | Waiting | the pacer's turn (addresses known) | Connecting | connect to the next address; timer at the connect deadline |
+//! | Waiting | addresses changed | Waiting | queue for the pacer |
+//! | Connecting | connected | LoggingIn | cancel the timer |
+//! | Connecting | timer, deadline passed | *after an attempt* | abort the connection |
+//! | LoggingIn | joined | Joined | — |
+//! | Connecting, LoggingIn, Joined | closed | *after an attempt* | — |
+//! | LoggingIn, Joined | id changed | Closing(Reconnect) | log out |
+//! | BackingOff | timer, time passed | Waiting | queue for the pacer |
+//! | Closing(any) | closed | Waiting / forgotten / Stopped | queue for the pacer / forget / — |
+//! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
+//! | Connecting | removed / shutdown | Closing(Forget / Stop) | abort |
+//! | LoggingIn, Joined | removed / shutdown | Closing(Forget / Stop) | log out |
+//! | Closing(Reconnect) | removed / shutdown | Closing(Forget / Stop) | — |
+//! | Waiting, BackingOff, Stopped | removed | forgotten | cancel the timer, forget |
+//! | Waiting, BackingOff | shutdown | Stopped | cancel the timer |
+//!
+//! *After an attempt*, the attempt **failed** if it never joined, or if it
+//! died within [`Timing::failure_window`] (5 s) of connecting: a server that
+//! drops every room right after the join must not be hammered. A connection
+//! that lived [`Timing::healthy_after`] (30 s) resets the backoff. A failed
+//! attempt tries the next address at once while some are untried (every
+//! resolved address of every server, in turn); otherwise the room backs
+//! off: a random delay up to 1 s, doubling to 60 s ([`Backoff`]). Error 204
+//! (a wrong room id) will not fix itself: it waits the longest delay.
+//!
+//! Events of an older connection are *stale* and change nothing: every
+//! connection event carries the number of its attempt, as reactor events
+//! carry a generation.
+
+use std::fmt;
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::backoff::Backoff;
+use crate::douyu;
+use crate::rng::Rng;
+
+/// Where a room is. States carry their own data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Wants to connect: waiting for the pacer, or for addresses.
+    Waiting,
+    /// Attempt `attempt` to address number `address` is under way; it must
+    /// be connected by `deadline`.
+    Connecting { attempt: u64, address: usize, deadline: Instant },
+    /// Connected at `since`; the session is logging in.
+    LoggingIn { attempt: u64, address: usize, since: Instant },
+    /// Logged in and joined; messages flow.
+    Joined { attempt: u64, address: usize, since: Instant },
+    /// Waiting out a backoff until `until`.
+    BackingOff { until: Instant },
+    /// Leaving: the connection logs out and closes, then `then`.
+    Closing { attempt: u64, then: Then },
+    /// Shut down; listed, not coming back unless added again.
+    Stopped,
+}
+
+/// What follows a close the monitor asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Connect again (added back while closing, or the room id changed).
+    Reconnect,
+    /// The room was removed: forget it.
+    Forget,
+    /// Shutting down: keep the room, listed as stopped.
+    Stop,
+}
+
+/// Something that happened to the room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    Added,
+    Removed,
+    Shutdown,
+    /// The room's real id became known and differs from the one joined.
+    #[allow(dead_code)] // sent once room ids are looked up
+    IdChanged,
+    /// The server addresses changed (`Env::addresses` has the new count).
+    AddressesChanged,
+    /// The pacer lets this room connect now.
+    PacerTurn,
+    Connected {
+        attempt: u64,
+    },
+    Joined {
+        attempt: u64,
+    },
+    Closed {
+        attempt: u64,
+        reason: CloseReason,
+    },
+    /// The room's timer fired (maybe early, or left over: deadlines are
+    /// checked against `now`).
+    Timer,
+}
+
+/// What the monitor should do for the room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Put the room on the pacer's queue.
+    QueueConnect,
+    /// Open attempt `attempt` to address number `address`.
+    Connect {
+        attempt: u64,
+        address: usize,
+    },
+    /// Fire `Event::Timer` at this instant (replacing the room's timer).
+    SetTimer(Instant),
+    CancelTimer,
+    /// Log out (if the session got that far) and close the connection.
+    LogOut {
+        attempt: u64,
+    },
+    /// Close the connection at once.
+    Abort {
+        attempt: u64,
+    },
+    /// Drop the room: it was removed and has no connection left.
+    Forget,
+    /// An attempt ended and the room will try again after `delay`.
+    Retry {
+        reason: CloseReason,
+        delay: Duration,
+    },
+    /// Every address failed in a row: worth resolving the names again.
+    AddressesExhausted,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The session ended it: a server error (with its code), a wrong room
+    /// id, no login response, nothing received for too long, bytes that
+    /// are not Douyu packets, or our own logout.
+    Session(douyu::CloseReason),
+    /// The connection was not established within the connect timeout.
+    ConnectTimeout,
+    /// The server closed its side.
+    ServerClosed,
+    /// A socket error: its kind, and the system's words for it.
+    Io { kind: io::ErrorKind, message: String },
+}
+
+impl CloseReason {
+    pub(crate) fn io(error: &io::Error) -> Self {
+        CloseReason::Io { kind: error.kind(), message: error.to_string() }
+    }
+
+    /// A wrong room id: connecting again soon will not help.
+    fn is_bad_room_id(&self) -> bool {
+        matches!(self, CloseReason::Session(douyu::CloseReason::BadRoomId))
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Session(reason) => write!(f, "{reason}"),
+            CloseReason::ConnectTimeout => write!(f, "connect timed out"),
+            CloseReason::ServerClosed => write!(f, "server closed the connection"),
+            CloseReason::Io { message, .. } => write!(f, "{message}"),
+        }
+    }
+}
+
+/// The durations the rules use (from `MonitorConfig`), shared by all rooms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    pub(crate) connect_timeout: Duration,
+    /// A connection that lived this long resets the backoff.
+    pub(crate) healthy_after: Duration,
+    /// A connection that ends sooner than this after connecting failed.
+    pub(crate) failure_window: Duration,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_cap: Duration,
+}
+
+/// What an event is handled with besides the room's own state.
+pub(crate) struct Env<'a> {
+    pub(crate) now: Instant,
+    /// Server addresses known now (0 until names resolve).
+    pub(crate) addresses: usize,
+    pub(crate) timing: &'a Timing,
+    /// For the backoff's jitter.
+    pub(crate) rng: &'a mut Rng,
+}
+
+/// One room's life.
+#[derive(Clone, Debug)]
+pub(crate) struct Lifecycle {
+    state: State,
+    /// The number of the latest attempt; events of earlier ones are stale.
+    attempt: u64,
+    backoff: Backoff,
+    /// Which address the next attempt tries (modulo the count).
+    next_address: usize,
+    /// Attempts that failed in a row since the last success or backoff.
+    failed_addresses: usize,
+    /// On the pacer's queue already.
+    queued: bool,
+    /// Attempts that ended and were tried again.
+    reconnects: u64,
+}
+
+impl Lifecycle {
+    /// A room not yet added (`Stopped`); send it [`Event::Added`].
+    pub(crate) fn new(timing: &Timing) -> Self {
+        Lifecycle {
+            state: State::Stopped,
+            attempt: 0,
+            backoff: Backoff::with_limits(timing.backoff_base, timing.backoff_cap),
+            next_address: 0,
+            failed_addresses: 0,
+            queued: false,
+            reconnects: 0,
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Handles one event, appending what to do to `actions`.
+    pub(crate) fn handle(&mut self, event: Event, env: &mut Env<'_>, actions: &mut Vec<Action>) {
+        use State::*;
+        match (self.state, event) {
+            (Stopped, Event::Added) => self.wait(actions),
+            (Closing { attempt, then: Then::Forget | Then::Stop }, Event::Added) => {
+                // One connection at a time: the new life starts once the old
+                // connection has closed.
+                self.state = Closing { attempt, then: Then::Reconnect };
+            }
+            (Waiting, Event::AddressesChanged) => self.queue(actions),
+            (Waiting, Event::PacerTurn) => {
+                self.queued = false;
+                if env.addresses == 0 {
+                    return; // queued again when addresses come
+                }
+                self.attempt += 1;
+                let address = self.next_address % env.addresses;
+                let deadline = env.now + env.timing.connect_timeout;
+                self.state = Connecting { attempt: self.attempt, address, deadline };
+                actions.push(Action::Connect { attempt: self.attempt, address });
+                actions.push(Action::SetTimer(deadline));
+            }
+            (Connecting { attempt, address, .. }, Event::Connected { attempt: a }) if a == attempt => {
+                self.state = LoggingIn { attempt, address, since: env.now };
+                actions.push(Action::CancelTimer);
+            }
+            (Connecting { attempt, deadline, .. }, Event::Timer) if env.now >= deadline => {
+                actions.push(Action::Abort { attempt });
+                self.attempt_ended(CloseReason::ConnectTimeout, false, Duration::ZERO, env, actions);
+            }
+            (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
+                self.state = Joined { attempt, address, since };
+            }
+            (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
+                actions.push(Action::CancelTimer);
+                self.attempt_ended(reason, false, Duration::ZERO, env, actions);
+            }
+            (LoggingIn { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
+                self.attempt_ended(reason, false, env.now.saturating_duration_since(since), env, actions);
+            }
+            (Joined { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
+                self.attempt_ended(reason, true, env.now.saturating_duration_since(since), env, actions);
+            }
+            (LoggingIn { attempt, .. } | Joined { attempt, .. }, Event::IdChanged) => {
+                self.state = Closing { attempt, then: Then::Reconnect };
+                actions.push(Action::LogOut { attempt });
+            }
+            (BackingOff { until }, Event::Timer) if env.now >= until => self.wait(actions),
+            (Closing { attempt, then }, Event::Closed { attempt: a, .. }) if a == attempt => match then {
+                Then::Reconnect => self.wait(actions),
+                Then::Forget => actions.push(Action::Forget),
+                Then::Stop => self.state = Stopped,
+            },
+            (Connecting { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
+                self.state = Closing { attempt, then: leaving(&event) };
+                actions.push(Action::CancelTimer);
+                actions.push(Action::Abort { attempt });
+            }
+            (LoggingIn { attempt, .. } | Joined { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
+                self.state = Closing { attempt, then: leaving(&event) };
+                actions.push(Action::LogOut { attempt });
+            }
+            (Closing { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
+                self.state = Closing { attempt, then: leaving(&event) };
+            }
+            (Waiting | BackingOff { .. } | Stopped, Event::Removed) => {
+                actions.push(Action::CancelTimer);
+                actions.push(Action::Forget);
+            }
+            (Waiting | BackingOff { .. }, Event::Shutdown) => {
+                self.state = Stopped;
+                actions.push(Action::CancelTimer);
+            }
+            // Everything else is stale (an older attempt's news, a timer left
+            // over) or changes nothing (added while already here).
+            _ => {}
+        }
+    }
+
+    /// Waiting, and on the pacer's queue.
+    fn wait(&mut self, actions: &mut Vec<Action>) {
+        self.state = State::Waiting;
+        self.queue(actions);
+    }
+
+    fn queue(&mut self, actions: &mut Vec<Action>) {
+        if !self.queued {
+            self.queued = true;
+            actions.push(Action::QueueConnect);
+        }
+    }
+
+    /// The current attempt ended: when and where to try again (see the
+    /// module documentation).
+    fn attempt_ended(
+        &mut self,
+        reason: CloseReason,
+        joined: bool,
+        lived: Duration,
+        env: &mut Env<'_>,
+        actions: &mut Vec<Action>,
+    ) {
+        self.reconnects += 1;
+        self.next_address += 1;
+        if lived >= env.timing.healthy_after {
+            self.backoff.reset();
+        }
+        let failed = !joined || lived < env.timing.failure_window;
+        if !failed {
+            self.failed_addresses = 0;
+        }
+        let delay = if reason.is_bad_room_id() {
+            self.failed_addresses = 0;
+            self.backoff.ceiling().max(env.timing.backoff_cap)
+        } else if failed && self.failed_addresses + 1 < env.addresses.max(1) {
+            self.failed_addresses += 1;
+            Duration::ZERO
+        } else {
+            if failed {
+                actions.push(Action::AddressesExhausted);
+            }
+            self.failed_addresses = 0;
+            self.backoff.next_delay(env.rng.next_f64())
+        };
+        actions.push(Action::Retry { reason, delay });
+        if delay.is_zero() {
+            self.wait(actions);
+        } else {
+            let until = env.now + delay;
+            self.state = State::BackingOff { until };
+            actions.push(Action::SetTimer(until));
+        }
+    }
+}
+
+/// Where a removal or a shutdown leads once the connection has closed.
+fn leaving(event: &Event) -> Then {
+    if *event == Event::Removed { Then::Forget } else { Then::Stop }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMING: Timing = Timing {
+        connect_timeout: Duration::from_secs(5),
+        healthy_after: Duration::from_secs(30),
+        failure_window: Duration::from_secs(5),
+        backoff_base: Duration::from_secs(1),
+        backoff_cap: Duration::from_secs(60),
+    };
+
+    /// A room and a fake clock; `addresses` server addresses.
+    struct Room {
+        life: Lifecycle,
+        now: Instant,
+        addresses: usize,
+        rng: Rng,
+    }
+
+    impl Room {
+        fn new(addresses: usize) -> Room {
+            Room { life: Lifecycle::new(&TIMING), now: Instant::now(), addresses, rng: Rng::new(7) }
+        }
+
+        fn on(&mut self, event: Event) -> Vec<Action> {
+            let mut actions = Vec::new();
+            let mut env = Env { now: self.now, addresses: self.addresses, timing: &TIMING, rng: &mut self.rng };
+            self.life.handle(event, &mut env, &mut actions);
+            actions
+        }
+
+        fn pass(&mut self, time: Duration) {
+            self.now += time;
+        }
+
+        fn attempt(&self) -> u64 {
+            self.life.attempt
+        }
+
+        /// Added, connected and joined; returns the attempt.
+        fn joined(&mut self) -> u64 {
+            self.on(Event::Added);
+            self.on(Event::PacerTurn);
+            let attempt = self.attempt();
+            self.on(Event::Connected { attempt });
+            self.on(Event::Joined { attempt });
+            attempt
+        }
+
+        /// The current attempt closes with `reason`; returns the retry delay.
+        fn closes(&mut self, reason: CloseReason) -> Duration {
+            let actions = self.on(Event::Closed { attempt: self.attempt(), reason });
+            actions
+                .iter()
+                .find_map(|a| match a {
+                    Action::Retry { delay, .. } => Some(*delay),
+                    _ => None,
+                })
+                .expect("a retry")
+        }
+    }
+
+    fn io_error() -> CloseReason {
+        CloseReason::io(&io::Error::from(io::ErrorKind::ConnectionRefused))
+    }
+
+    #[test]
+    fn an_added_room_waits_for_the_pacer_then_connects_with_a_deadline() {
+        let mut room = Room::new(1);
+        assert_eq!(room.on(Event::Added), [Action::QueueConnect]);
+        let actions = room.on(Event::PacerTurn);
+        let deadline = room.now + TIMING.connect_timeout;
+        assert_eq!(actions, [Action::Connect { attempt: 1, address: 0 }, Action::SetTimer(deadline)]);
+        assert_eq!(room.on(Event::Connected { attempt: 1 }), [Action::CancelTimer]);
+        assert!(matches!(room.life.state(), State::LoggingIn { attempt: 1, .. }));
+        room.on(Event::Joined { attempt: 1 });
+        assert!(matches!(room.life.state(), State::Joined { attempt: 1, .. }));
+    }
+
+    #[test]
+    fn without_addresses_a_room_waits_until_they_come() {
+        let mut room = Room::new(0);
+        room.on(Event::Added);
+        assert_eq!(room.on(Event::PacerTurn), [], "nothing to connect to yet");
+        assert_eq!(room.life.state(), State::Waiting);
+        room.addresses = 2;
+        assert_eq!(room.on(Event::AddressesChanged), [Action::QueueConnect]);
+        assert_eq!(room.on(Event::AddressesChanged), [], "queued once");
+    }
+
+    #[test]
+    fn failover_tries_every_address_before_backing_off() {
+        let mut room = Room::new(3);
+        room.on(Event::Added);
+        let mut tried = Vec::new();
+        for _ in 0..3 {
+            let actions = room.on(Event::PacerTurn);
+            let Some(Action::Connect { address, .. }) = actions.first() else { panic!("{actions:?}") };
+            tried.push(*address);
+            room.closes(io_error());
+        }
+        assert_eq!(tried, [0, 1, 2], "each address once");
+        assert!(matches!(room.life.state(), State::BackingOff { .. }), "then a backoff: {:?}", room.life.state());
+    }
+
+    #[test]
+    fn the_last_failed_address_asks_for_the_names_to_be_resolved_again() {
+        let mut room = Room::new(2);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        assert!(!room.on(Event::Closed { attempt: 1, reason: io_error() }).contains(&Action::AddressesExhausted));
+        room.on(Event::PacerTurn);
+        assert!(room.on(Event::Closed { attempt: 2, reason: io_error() }).contains(&Action::AddressesExhausted));
+    }
+
+    #[test]
+    fn backoff_delays_stay_within_their_jitter_bounds_and_cap_at_60_s() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        let mut ceilings = Vec::new();
+        for _ in 0..12 {
+            room.on(Event::PacerTurn);
+            let ceiling = room.life.backoff.ceiling();
+            let delay = room.closes(io_error());
+            assert!(delay <= ceiling, "{delay:?} above its ceiling {ceiling:?}");
+            ceilings.push(ceiling.as_secs());
+            room.pass(delay);
+            assert_eq!(room.on(Event::Timer), [Action::QueueConnect], "waits out the delay, then the pacer");
+        }
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60, 60]);
+    }
+
+    #[test]
+    fn a_timer_before_the_backoff_ends_changes_nothing() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        room.life.backoff = Backoff::with_limits(Duration::from_secs(10), Duration::from_secs(60));
+        let delay = room.closes(io_error());
+        room.pass(delay / 2);
+        if !delay.is_zero() {
+            assert_eq!(room.on(Event::Timer), []);
+        }
+        room.pass(delay);
+        assert_eq!(room.on(Event::Timer), [Action::QueueConnect]);
+    }
+
+    #[test]
+    fn a_connection_that_dies_within_5_s_of_joining_counts_as_a_failure() {
+        let mut room = Room::new(1);
+        room.joined();
+        room.pass(Duration::from_secs(4));
+        room.closes(CloseReason::ServerClosed);
+        assert_eq!(room.life.backoff.failures(), 1, "a failure, though it joined");
+        room.pass(Duration::from_secs(60));
+        room.on(Event::Timer);
+        let attempt = {
+            room.on(Event::PacerTurn);
+            room.attempt()
+        };
+        room.on(Event::Connected { attempt });
+        room.on(Event::Joined { attempt });
+        room.pass(Duration::from_secs(6));
+        room.closes(CloseReason::ServerClosed);
+        assert_eq!(room.life.backoff.failures(), 2, "6 s is not healthy yet (no reset before 30 s)");
+    }
+
+    #[test]
+    fn thirty_seconds_of_health_resets_the_backoff() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        for _ in 0..4 {
+            room.on(Event::PacerTurn);
+            let delay = room.closes(io_error());
+            room.pass(delay);
+            room.on(Event::Timer);
+        }
+        assert_eq!(room.life.backoff.failures(), 4);
+        room.on(Event::PacerTurn);
+        let attempt = room.attempt();
+        room.on(Event::Connected { attempt });
+        room.on(Event::Joined { attempt });
+        room.pass(Duration::from_secs(30));
+        let delay = room.closes(CloseReason::ServerClosed);
+        assert!(delay <= Duration::from_secs(1), "from the start again: {delay:?}");
+        assert_eq!(room.life.backoff.failures(), 1);
+    }
+
+    #[test]
+    fn a_wrong_room_id_retries_rarely() {
+        let mut room = Room::new(2);
+        room.joined();
+        let delay = room.closes(CloseReason::Session(douyu::CloseReason::BadRoomId));
+        assert_eq!(delay, TIMING.backoff_cap, "no failover to the next address, the longest wait");
+    }
+
+    #[test]
+    fn a_connect_timeout_aborts_and_moves_to_the_next_address() {
+        let mut room = Room::new(2);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        room.pass(Duration::from_secs(1));
+        assert_eq!(room.on(Event::Timer), [], "not yet");
+        room.pass(TIMING.connect_timeout);
+        let actions = room.on(Event::Timer);
+        assert_eq!(actions[0], Action::Abort { attempt: 1 });
+        assert!(actions.contains(&Action::Retry { reason: CloseReason::ConnectTimeout, delay: Duration::ZERO }));
+        assert!(actions.contains(&Action::QueueConnect));
+        // The aborted connection's close comes later: stale.
+        assert_eq!(room.on(Event::Closed { attempt: 1, reason: io_error() }), []);
+        let actions = room.on(Event::PacerTurn);
+        assert_eq!(actions[0], Action::Connect { attempt: 2, address: 1 });
+    }
+
+    #[test]
+    fn events_of_an_older_attempt_are_stale() {
+        let mut room = Room::new(1);
+        room.joined();
+        assert_eq!(room.on(Event::Closed { attempt: 0, reason: CloseReason::ServerClosed }), []);
+        assert_eq!(room.on(Event::Joined { attempt: 7 }), []);
+        assert!(matches!(room.life.state(), State::Joined { attempt: 1, .. }));
+    }
+
+    #[test]
+    fn removed_while_connecting_aborts_and_is_forgotten_once_closed() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        assert_eq!(room.on(Event::Removed), [Action::CancelTimer, Action::Abort { attempt: 1 }]);
+        assert_eq!(room.on(Event::Closed { attempt: 1, reason: io_error() }), [Action::Forget]);
+    }
+
+    #[test]
+    fn removed_while_logging_in_logs_out_and_is_forgotten_once_closed() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        room.on(Event::Connected { attempt: 1 });
+        assert_eq!(room.on(Event::Removed), [Action::LogOut { attempt: 1 }]);
+        let shut_down = CloseReason::Session(douyu::CloseReason::Shutdown);
+        assert_eq!(room.on(Event::Closed { attempt: 1, reason: shut_down }), [Action::Forget]);
+    }
+
+    #[test]
+    fn removed_while_closing_is_forgotten_once_closed() {
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        room.on(Event::IdChanged);
+        assert_eq!(room.on(Event::Removed), [], "already closing");
+        assert_eq!(room.on(Event::Closed { attempt, reason: CloseReason::ServerClosed }), [Action::Forget]);
+    }
+
+    #[test]
+    fn removed_while_waiting_or_backing_off_is_forgotten_at_once() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        assert_eq!(room.on(Event::Removed), [Action::CancelTimer, Action::Forget]);
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        room.closes(io_error());
+        assert_eq!(room.on(Event::Removed), [Action::CancelTimer, Action::Forget]);
+    }
+
+    #[test]
+    fn added_again_while_closing_gives_exactly_one_connection() {
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        room.on(Event::Removed);
+        assert_eq!(room.on(Event::Added), [], "no second connection while the first closes");
+        assert_eq!(room.on(Event::PacerTurn), [], "not even when the pacer comes");
+        let shut_down = CloseReason::Session(douyu::CloseReason::Shutdown);
+        assert_eq!(room.on(Event::Closed { attempt, reason: shut_down }), [Action::QueueConnect]);
+        assert_eq!(room.on(Event::PacerTurn)[0], Action::Connect { attempt: attempt + 1, address: 0 });
+    }
+
+    #[test]
+    fn a_changed_room_id_logs_out_and_connects_again() {
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        assert_eq!(room.on(Event::IdChanged), [Action::LogOut { attempt }]);
+        assert_eq!(room.on(Event::Closed { attempt, reason: CloseReason::ServerClosed }), [Action::QueueConnect]);
+        assert_eq!(room.life.reconnects(), 0, "a close we asked for is not a failure");
+    }
+
+    #[test]
+    fn shutdown_from_every_state_ends_stopped_with_a_logout_where_a_session_was_up() {
+        let shut_down = || CloseReason::Session(douyu::CloseReason::Shutdown);
+        // (state reached, whether a logout is asked for)
+        let mut cases: Vec<(&str, Room, bool)> = Vec::new();
+        let mut waiting = Room::new(1);
+        waiting.on(Event::Added);
+        cases.push(("waiting", waiting, false));
+        let mut connecting = Room::new(1);
+        connecting.on(Event::Added);
+        connecting.on(Event::PacerTurn);
+        cases.push(("connecting", connecting, false));
+        let mut logging_in = Room::new(1);
+        logging_in.on(Event::Added);
+        logging_in.on(Event::PacerTurn);
+        logging_in.on(Event::Connected { attempt: 1 });
+        cases.push(("logging in", logging_in, true));
+        let mut joined = Room::new(1);
+        joined.joined();
+        cases.push(("joined", joined, true));
+        let mut backing_off = Room::new(1);
+        backing_off.on(Event::Added);
+        backing_off.on(Event::PacerTurn);
+        backing_off.closes(io_error());
+        cases.push(("backing off", backing_off, false));
+        let mut closing = Room::new(1);
+        closing.joined();
+        closing.on(Event::IdChanged);
+        cases.push(("closing", closing, false));
+        let mut stopped = Room::new(1);
+        stopped.joined();
+        stopped.on(Event::Shutdown);
+        stopped.on(Event::Closed { attempt: 1, reason: shut_down() });
+        cases.push(("stopped", stopped, false));
+
+        for (name, mut room, logs_out) in cases {
+            let actions = room.on(Event::Shutdown);
+            assert_eq!(actions.contains(&Action::LogOut { attempt: room.attempt() }), logs_out, "{name}: {actions:?}");
+            // Whatever connection there was closes, and the room stops.
+            room.on(Event::Closed { attempt: room.attempt(), reason: shut_down() });
+            assert_eq!(room.life.state(), State::Stopped, "{name}");
+            assert_eq!(room.on(Event::PacerTurn), [], "{name}: no reconnect after the shutdown");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Server names to addresses, off the loop thread, again and again.
+//!
+//! std's resolver blocks, so names are resolved on a helper thread and the
+//! answers come back through a reactor channel. A daemon runs for weeks, and
+//! names move: they are resolved again when a room is about to connect and
+//! the last answers are older than [`REFRESH`] (no timer needed: addresses
+//! matter only when someone connects), after a room has failed on every
+//! address (at most once per [`MIN_GAP`]), and when asked (SIGHUP). A name that resolves to nothing keeps its last good addresses,
+//! and the log says so. New addresses serve the next connect; a joined room
+//! is never disturbed.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use crate::reactor::LoopSender;
+
+/// How old answers may get before a connect asks for new ones.
+pub(crate) const REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// The least time between two resolutions asked for by failing rooms.
+pub(crate) const MIN_GAP: Duration = Duration::from_secs(30);
+
+/// One server's answer: its addresses, or why there are none.
+pub(crate) type Answer = Result<Vec<SocketAddr>, String>;
+
+/// The servers, their last good addresses, and the resolutions under way.
+#[derive(Debug)]
+pub(crate) struct AddressBook {
+    servers: Vec<String>,
+    /// Each server's last good addresses (empty until it first resolved).
+    known: Vec<Vec<SocketAddr>>,
+    /// Every known address of every server, in server order: what rooms
+    /// connect to, by index.
+    all: Vec<SocketAddr>,
+    /// A resolution is under way.
+    in_flight: bool,
+    /// When the last one started.
+    started: Option<Instant>,
+}
+
+impl AddressBook {
+    pub(crate) fn new(servers: Vec<String>) -> Self {
+        let known = vec![Vec::new(); servers.len()];
+        AddressBook { servers, known, all: Vec::new(), in_flight: false, started: None }
+    }
+
+    /// Every known address, in server order.
+    pub(crate) fn all(&self) -> &[SocketAddr] {
+        &self.all
+    }
+
+    /// Starts a resolution on a helper thread unless one is under way, or
+    /// one started less than `unless_within` ago. The answers arrive
+    /// through `sender`, in server order.
+    pub(crate) fn resolve(&mut self, now: Instant, unless_within: Duration, sender: &LoopSender<Vec<Answer>>) {
+        if self.in_flight || self.started.is_some_and(|started| now < started + unless_within) {
+            return;
+        }
+        self.in_flight = true;
+        self.started = Some(now);
+        let servers = self.servers.clone();
+        let sender = sender.clone();
+        let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
+            let answers = servers
+                .iter()
+                .map(|server| server.to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string()))
+                .collect();
+            sender.send(answers);
+        });
+        if let Err(e) = spawned {
+            self.in_flight = false;
+            log::error!("cannot start the DNS thread: {e}");
+        }
+    }
+
+    /// Takes a resolution's answers; returns whether the addresses changed.
+    /// A server without addresses this time keeps the ones it had.
+    pub(crate) fn update(&mut self, answers: Vec<Answer>) -> bool {
+        self.in_flight = false;
+        for ((server, known), answer) in self.servers.iter().zip(&mut self.known).zip(answers) {
+            match answer {
+                Ok(found) if !found.is_empty() => *known = found,
+                Ok(_) | Err(_) if !known.is_empty() => {
+                    let why = answer.err().unwrap_or_else(|| "no addresses".into());
+                    log::warn!("cannot resolve {server} ({why}); keeping its last {}", plural(known.len(), "address"));
+                }
+                Ok(_) => log::warn!("cannot resolve {server}: no addresses"),
+                Err(why) => log::warn!("cannot resolve {server}: {why}"),
+            }
+        }
+        let all: Vec<SocketAddr> = self.known.iter().flatten().copied().collect();
+        let changed = all != self.all;
+        self.all = all;
+        changed
+    }
+}
+
+/// "1 address", "2 addresses".
+pub(crate) fn plural(count: usize, noun: &str) -> String {
+    match (count, noun.ends_with('s')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{count} {noun}es"),
+        (_, false) => format!("{count} {noun}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_name_that_resolves_to_nothing_keeps_its_last_good_addresses() {
+        let mut book = AddressBook::new(vec!["a:1".into(), "b:2".into()]);
+        assert!(book.update(vec![Ok(vec![addr("10.0.0.1:1")]), Err("no such host".into())]));
+        assert_eq!(book.all(), [addr("10.0.0.1:1")], "b is tried again later");
+        assert!(book.update(vec![Ok(vec![addr("10.0.0.1:1")]), Ok(vec![addr("10.0.0.2:2"), addr("10.0.0.3:2")])]));
+        assert_eq!(book.all(), [addr("10.0.0.1:1"), addr("10.0.0.2:2"), addr("10.0.0.3:2")], "in server order");
+        assert!(!book.update(vec![Err("timed out".into()), Ok(vec![])]), "both keep what they had");
+        assert_eq!(book.all().len(), 3);
+        assert!(book.update(vec![Ok(vec![addr("10.0.0.9:1")]), Err("x".into())]), "a moved name is followed");
+        assert_eq!(book.all()[0], addr("10.0.0.9:1"));
+    }
+
+    #[test]
+    fn plurals_read_right() {
+        assert_eq!(plural(1, "address"), "1 address");
+        assert_eq!(plural(3, "address"), "3 addresses");
+        assert_eq!(plural(2, "room"), "2 rooms");
+        assert_eq!(plural(0, "room"), "0 rooms");
+    }
+}
