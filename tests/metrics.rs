@@ -42,7 +42,7 @@ impl Setup {
             &mut reactor,
             MonitorConfig {
                 rooms: ROOMS.to_vec(),
-                servers: vec![douyu],
+                servers: vec![douyu.parse().unwrap()],
                 output: Destination::Null,
                 status_interval: Duration::ZERO,
                 ..MonitorConfig::default()
@@ -292,9 +292,11 @@ fn metrics_is_prometheus_text_with_the_monitor_counts() {
     let samples = parse_exposition(&response.body);
 
     assert_eq!(value(&samples, "barrage_rooms", &[("state", "joined")]), 2.0);
-    for state in ["waiting", "connecting", "logging_in", "backing_off", "stopped"] {
+    for state in ["waiting", "connecting", "logging_in", "backing_off", "closing", "stopped"] {
         assert_eq!(value(&samples, "barrage_rooms", &[("state", state)]), 0.0, "{state} is present at 0");
     }
+    assert_eq!(value(&samples, "barrage_rooms_joined", &[("transport", "tcp")]), 2.0);
+    assert_eq!(value(&samples, "barrage_rooms_joined", &[("transport", "wss")]), 0.0);
     let chats = (CHATS * ROOMS.len() as u64) as f64;
     assert_eq!(value(&samples, "barrage_messages_total", &[("type", "chatmsg")]), chats);
     assert_eq!(value(&samples, "barrage_messages_total", &[("type", "loginres")]), 2.0);
@@ -341,7 +343,9 @@ fn rooms_is_a_json_array_of_every_room() {
     for (room, json) in ROOMS.iter().zip(rooms) {
         let fields: HashSet<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         let expected: HashSet<&str> =
-            ["room", "state", "live", "last_message_age_secs", "messages", "reconnects"].into_iter().collect();
+            ["room", "state", "live", "last_message_age_secs", "messages", "reconnects", "transport", "endpoint"]
+                .into_iter()
+                .collect();
         assert_eq!(fields, expected, "{json}");
         assert_eq!(json["room"], *room);
         assert_eq!(json["state"], "joined");
@@ -350,6 +354,8 @@ fn rooms_is_a_json_array_of_every_room() {
         assert!((0.0..DEADLINE.as_secs_f64()).contains(&age), "{age}");
         assert_eq!(json["messages"], CHATS + 2);
         assert_eq!(json["reconnects"], 0);
+        assert_eq!(json["transport"], "tcp");
+        assert!(json["endpoint"].as_str().is_some_and(|e| e.starts_with("tcp://127.0.0.1:")), "{json}");
     }
 }
 
@@ -558,7 +564,7 @@ fn a_flood_of_connections_keeps_memory_bounded_and_delivery_going() {
         &mut reactor,
         MonitorConfig {
             rooms: ROOMS.to_vec(),
-            servers: vec![douyu],
+            servers: vec![douyu.parse().unwrap()],
             output: Destination::Null,
             status_interval: Duration::ZERO,
             ..MonitorConfig::default()

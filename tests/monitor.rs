@@ -32,7 +32,7 @@ fn temp_path(name: &str) -> PathBuf {
 fn config(server: String, rooms: Vec<u64>, output: PathBuf) -> MonitorConfig {
     MonitorConfig {
         rooms,
-        servers: vec![server],
+        servers: vec![server.parse().unwrap()],
         format: Format::Json,
         output: Destination::File(output),
         status_interval: Duration::ZERO,
@@ -208,7 +208,7 @@ fn a_connect_that_hangs_times_out_and_the_room_moves_to_the_next_address() {
     let (server, _log) = fake_server(&mut reactor, 0);
     let path = temp_path("connect-timeout.jsonl");
     let mut config = config(hole.to_string(), vec![7101], path.clone());
-    config.servers.push(server);
+    config.servers.push(server.parse().unwrap());
     config.connect_timeout = Duration::from_millis(300);
     let started = Instant::now();
     let monitor = Monitor::start(&mut reactor, config).unwrap();
@@ -254,7 +254,7 @@ fn a_refused_room_backs_off_and_connects_once_the_server_is_up() {
     let (server, log) = fake_server(&mut reactor, 3);
     let path = temp_path("failover.jsonl");
     let mut config = config(dead, vec![42], path.clone());
-    config.servers.push(server);
+    config.servers.push(server.parse().unwrap());
     let monitor = Monitor::start(&mut reactor, config).unwrap();
     let started = Instant::now();
     assert!(reactor.run_until(Instant::now() + DEADLINE, |_| monitor.stats().messages >= 4).unwrap());
@@ -274,7 +274,7 @@ fn a_server_that_drops_every_room_after_joining_gets_backoff_not_a_storm() {
         fake_douyu(&mut reactor, FakeDouyu { chats: 1, text: |_| "x".into(), rss: false, close_after_join: true });
     let path = temp_path("drop-storm.jsonl");
     let mut config = config(server.clone(), vec![77], path.clone());
-    config.servers.push(server);
+    config.servers.push(server.parse().unwrap());
     let monitor = Monitor::start(&mut reactor, config).unwrap();
     // Watch for three seconds (an observation window, not a wait).
     reactor.run_until(Instant::now() + Duration::from_secs(3), |_| false).unwrap();

@@ -107,7 +107,7 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
         &mut reactor,
         MonitorConfig {
             rooms,
-            servers: vec![server.to_string()],
+            servers: vec![crate::monitor::Endpoint::tcp(server)],
             format: Format::Json,
             // The same writer code as `watch --output`, to a real sink.
             output: Destination::File(config.sink.clone()),

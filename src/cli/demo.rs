@@ -64,7 +64,7 @@ pub(crate) fn run(args: &DemoArgs, log_level: Option<LogLevel>) -> Result<(), Fa
         &mut reactor,
         MonitorConfig {
             rooms,
-            servers: vec![server.local_addr().to_string()],
+            servers: vec![crate::monitor::Endpoint::tcp(server.local_addr())],
             format: if args.json { Format::Json } else { Format::Text },
             output: Destination::Stdout,
             status_interval: Duration::from_secs(10),

@@ -37,7 +37,7 @@ use crate::douyu::SessionConfig;
 use crate::monitor::format::Format;
 use crate::monitor::output::{Destination, OutputClosed};
 use crate::monitor::shard::Shard;
-use crate::monitor::{DEFAULT_SERVERS, Monitor, MonitorConfig, RoomState, StopCause};
+use crate::monitor::{Endpoint, Monitor, MonitorConfig, RoomState, StopCause, default_servers};
 use crate::reactor::{Interest, Reactor, ReactorConfig};
 
 use super::{Failure, LogLevel, init_logging, parse_milliseconds, parse_seconds};
@@ -49,11 +49,18 @@ pub(crate) struct WatchArgs {
     #[arg(value_name = "ROOM", value_parser = parse_room)]
     pub(crate) rooms: Vec<u64>,
 
-    /// Server HOST:PORT; repeat for several. A room that fails on one
-    /// address tries the next (every resolved IP of every server) before
-    /// backing off. [default: danmuproxy.douyu.com:8601 and :8602]
-    #[arg(long = "server", value_name = "HOST:PORT", value_parser = parse_server)]
-    pub(crate) servers: Vec<String>,
+    /// Server to connect to: tcp://HOST:PORT, wss://HOST:PORT[/PATH] (WebSocket
+    /// over TLS, as Douyu's web player), ws://HOST:PORT[/PATH], or HOST:PORT
+    /// (TCP); repeat for several. A room that fails on one address tries the
+    /// next (every resolved IP of every server, in order) before backing off.
+    /// [default: danmuproxy.douyu.com TCP 8601 and 8602, then wss 8501-8506]
+    #[arg(long = "server", value_name = "URL", value_parser = parse_server)]
+    pub(crate) servers: Vec<Endpoint>,
+
+    /// PEM file of the certificates to trust for wss:// servers, instead of
+    /// the system's (for a private server or `barrage serve --tls`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
 
     /// TOML file with any of: rooms, servers, output, format, types,
     /// heartbeat, idle_timeout, connect_timeout, login_timeout,
@@ -149,6 +156,7 @@ pub(crate) struct FileConfig {
     pub(crate) rooms: Vec<u64>,
     #[serde(default)]
     servers: Vec<String>,
+    ca_file: Option<PathBuf>,
     output: Option<PathBuf>,
     format: Option<FormatArg>,
     types: Option<Vec<String>>,
@@ -219,10 +227,13 @@ impl WatchArgs {
             (None, Some(text)) => text.parse().map_err(|e| format!("config shard: {e}"))?,
             (None, None) => Shard::ALL,
         };
-        let mut servers = if !self.servers.is_empty() { self.servers.clone() } else { file.servers.clone() };
-        if servers.is_empty() {
-            servers = DEFAULT_SERVERS.iter().map(|s| s.to_string()).collect();
-        }
+        let servers = if !self.servers.is_empty() {
+            self.servers.clone()
+        } else if !file.servers.is_empty() {
+            file.servers.iter().map(|server| parse_server(server)).collect::<Result<_, _>>()?
+        } else {
+            default_servers()
+        };
         let output_path = self.output.clone().or_else(|| file.output.clone());
         let format = match self.format.or(file.format) {
             Some(FormatArg::Json) => Format::Json,
@@ -252,6 +263,7 @@ impl WatchArgs {
         let mut monitor = MonitorConfig {
             rooms: room_list(&self.rooms, &file.rooms, shard),
             servers,
+            ca_file: self.ca_file.clone().or_else(|| file.ca_file.clone()),
             format,
             types: if types.is_empty() { None } else { Some(types) },
             session,
@@ -329,7 +341,7 @@ pub(crate) fn run(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), F
         log::info!(
             "watching {} rooms via {} (shard {})",
             settings.monitor.rooms.len(),
-            settings.monitor.servers.join(", "),
+            settings.monitor.servers.iter().map(Endpoint::to_string).collect::<Vec<_>>().join(", "),
             settings.shard
         );
     }
@@ -458,13 +470,10 @@ fn parse_room(text: &str) -> Result<u64, String> {
     }
 }
 
-/// `HOST:PORT` with a non-empty host and a numeric port. Resolution happens
-/// later, off the loop thread.
-fn parse_server(text: &str) -> Result<String, String> {
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(text.to_string()),
-        _ => Err(format!("server must be HOST:PORT, e.g. danmuproxy.douyu.com:8601, not {text:?}")),
-    }
+/// An endpoint (see [`Endpoint`]); names are resolved later, off the loop
+/// thread.
+fn parse_server(text: &str) -> Result<Endpoint, String> {
+    text.parse()
 }
 
 fn parse_connect_rate(text: &str) -> Result<f64, String> {

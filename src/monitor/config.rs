@@ -10,14 +10,26 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::endpoint::Endpoint;
 use super::format::Format;
 use super::output::{Destination, OutputLimits};
 use crate::douyu::SessionConfig;
 use crate::douyu::session::MAX_DURATION;
 use crate::settings::{SettingError, duration_within};
 
-/// The public endpoints (raw TCP, port 8601 with 8602 as fallback).
-pub const DEFAULT_SERVERS: [&str; 2] = ["danmuproxy.douyu.com:8601", "danmuproxy.douyu.com:8602"];
+/// Douyu's public endpoints, tried in this order: raw TCP on 8601 and 8602,
+/// then WebSocket over TLS on 8501 to 8506 (what the web player uses; it
+/// gets through networks that let only web traffic out).
+pub const DEFAULT_SERVERS: [&str; 8] = [
+    "tcp://danmuproxy.douyu.com:8601",
+    "tcp://danmuproxy.douyu.com:8602",
+    "wss://danmuproxy.douyu.com:8501/",
+    "wss://danmuproxy.douyu.com:8502/",
+    "wss://danmuproxy.douyu.com:8503/",
+    "wss://danmuproxy.douyu.com:8504/",
+    "wss://danmuproxy.douyu.com:8505/",
+    "wss://danmuproxy.douyu.com:8506/",
+];
 
 /// New connections per second, at most: a server (or a NAT table) should
 /// not see thousands of connects in one burst.
@@ -48,8 +60,10 @@ pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_millis(400);
 #[derive(Clone, Debug)]
 pub struct MonitorConfig {
     pub rooms: Vec<u64>,
-    /// `host:port` of each server, tried in order.
-    pub servers: Vec<String>,
+    /// The servers, tried in order (every resolved address of each).
+    pub servers: Vec<Endpoint>,
+    /// Certificates to trust for TLS servers, instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
     pub format: Format,
     /// Only these message types are written (all if `None`).
     pub types: Option<HashSet<String>>,
@@ -67,9 +81,11 @@ pub struct MonitorConfig {
     /// Check that numeric `cid`s arrive as 1, 2, 3, … on each connection
     /// (true for `barrage serve`'s streams, not for real Douyu ids).
     pub check_sequence: bool,
-    /// How long a TCP connect may take before the next address is tried:
-    /// an address that silently drops packets would otherwise hold the room
-    /// for the kernel's SYN retries (about 2 minutes).
+    /// How long an attempt may take to open its transport (the TCP connect,
+    /// and the TLS and WebSocket handshakes) before the next address is
+    /// tried: an address that silently drops packets would otherwise hold
+    /// the room for the kernel's SYN retries (about 2 minutes), and with
+    /// eight endpoints a few seconds each is enough.
     pub connect_timeout: Duration,
     /// How long [`Monitor::stop`] waits for the rooms to log out and close.
     pub logout_timeout: Duration,
@@ -82,7 +98,8 @@ impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {
             rooms: Vec::new(),
-            servers: DEFAULT_SERVERS.iter().map(|server| server.to_string()).collect(),
+            servers: default_servers(),
+            ca_file: None,
             format: Format::Json,
             types: None,
             session: SessionConfig::default(),
@@ -94,11 +111,16 @@ impl Default for MonitorConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(60),
             check_sequence: false,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
             logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
         }
     }
+}
+
+/// [`DEFAULT_SERVERS`], parsed.
+pub fn default_servers() -> Vec<Endpoint> {
+    DEFAULT_SERVERS.iter().map(|server| server.parse().expect("the default servers parse")).collect()
 }
 
 impl MonitorConfig {

@@ -11,13 +11,17 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use std::io;
+
 use crate::douyu::ClientSession;
 use crate::reactor::{ConnId, Reactor};
+use crate::websocket::{ClientRequest, Limits, WebSocket};
 
 use super::MonitorState;
-use super::lifecycle::{Action, CloseReason, Env, Event};
+use super::endpoint::Transport;
+use super::lifecycle::{Action, CloseReason, Env, Event, State};
 use super::resolve::{self, Answer, plural};
-use super::room::{RoomConn, TIMER_LOGOUT};
+use super::room::{Link, RoomConn, TIMER_LOGOUT};
 
 impl MonitorState {
     /// Feeds `event` to `room`'s life cycle and carries out what it decides.
@@ -34,7 +38,18 @@ impl MonitorState {
                 timing: &state.timing,
                 rng: &mut state.rng,
             };
+            let joining = matches!(event, Event::Joined { .. });
             slot.life.handle(event, &mut env, &mut actions);
+            if joining && let (State::Joined { .. }, Some(server)) = (slot.life.state(), slot.server) {
+                // Joining through another server than the first tells of a
+                // blocked port or a server down: worth saying.
+                let endpoint = state.addresses.server(server);
+                if server == 0 {
+                    log::debug!("room {room}: joined via {endpoint}");
+                } else {
+                    log::info!("room {room}: joined via {endpoint}");
+                }
+            }
             for action in actions.drain(..) {
                 if let Some(next) = state.apply(this, reactor, room, action) {
                     events.push((room, next));
@@ -58,12 +73,35 @@ impl MonitorState {
                 self.ensure_pacer(reactor);
             }
             Action::Connect { attempt, address } => {
-                let address = *self.addresses.all().get(address)?;
+                let (address, server) = *self.addresses.all().get(address)?;
+                let endpoint = self.addresses.server(server);
                 let session = ClientSession::new(room, self.config.session);
-                match reactor.connect(address, RoomConn::new(room, attempt, session, this.clone())) {
+                let link = match &endpoint.transport {
+                    Transport::Tcp => Link::Direct,
+                    Transport::WebSocket { path, .. } => {
+                        let request = ClientRequest { path: path.clone(), ..ClientRequest::new(endpoint.authority()) };
+                        let key =
+                            (u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64())).to_le_bytes();
+                        match WebSocket::client(&request, Limits::default(), key, self.rng.next_u64()) {
+                            Ok(ws) => Link::WebSocket(Box::new(ws)),
+                            Err(e) => {
+                                let reason =
+                                    CloseReason::Io { kind: io::ErrorKind::InvalidInput, message: e.to_string() };
+                                return Some(Event::Closed { attempt, reason });
+                            }
+                        }
+                    }
+                };
+                let conn = RoomConn::new(room, attempt, session, link, this.clone());
+                let opened = match &self.tls {
+                    Some(tls) if endpoint.uses_tls() => reactor.connect_tls(address, tls, &endpoint.host, conn),
+                    _ => reactor.connect(address, conn),
+                };
+                match opened {
                     Ok(id) => {
-                        log::debug!("room {room}: connecting to {address}");
+                        log::debug!("room {room}: connecting to {endpoint} at {address}");
                         slot.conn = Some((attempt, id));
+                        slot.server = Some(server);
                     }
                     // No socket at all (no route, out of descriptors): an attempt that failed.
                     Err(e) => return Some(Event::Closed { attempt, reason: CloseReason::io(&e) }),

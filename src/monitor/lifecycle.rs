@@ -162,8 +162,12 @@ pub(crate) enum CloseReason {
     ConnectTimeout,
     /// The server closed its side.
     ServerClosed,
-    /// A socket error: its kind, and the system's words for it.
+    /// A socket error (a TLS failure too): its kind, and the system's (or
+    /// OpenSSL's) words for it.
     Io { kind: io::ErrorKind, message: String },
+    /// The WebSocket handshake failed, or the server broke the protocol
+    /// or closed the WebSocket.
+    WebSocket(crate::websocket::CloseReason),
 }
 
 impl CloseReason {
@@ -184,6 +188,7 @@ impl fmt::Display for CloseReason {
             CloseReason::ConnectTimeout => write!(f, "connect timed out"),
             CloseReason::ServerClosed => write!(f, "server closed the connection"),
             CloseReason::Io { message, .. } => write!(f, "{message}"),
+            CloseReason::WebSocket(reason) => write!(f, "WebSocket {reason}"),
         }
     }
 }

@@ -22,6 +22,7 @@
 pub mod backoff;
 mod config;
 mod driver;
+pub mod endpoint;
 pub mod format;
 mod lifecycle;
 pub mod metrics;
@@ -40,14 +41,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::douyu::{LiveStatus, Message, MessageView};
-use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
+use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 use crate::rng::Rng;
 use lifecycle::{Lifecycle, State, Timing};
 use output::{Output, OutputClosed, OutputEvent, Unwritten};
 use pacer::Pacer;
 use resolve::{AddressBook, Answer};
 
-pub use config::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, MonitorConfig};
+pub use config::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, MonitorConfig, default_servers};
+pub use endpoint::{Endpoint, Transport};
 
 /// Where a room is in its life cycle (see `lifecycle.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +100,8 @@ pub struct Room {
     pub state: RoomState,
     /// The reactor entry of its connection, if it has one.
     pub conn: Option<ConnId>,
+    /// Where its current (or last) connection goes, and how.
+    pub endpoint: Option<Endpoint>,
     pub live: Option<LiveStatus>,
     pub messages: u64,
     pub last_message: Option<Instant>,
@@ -185,6 +189,8 @@ struct RoomSlot {
     conn: Option<(u64, ConnId)>,
     /// The life cycle's one timer (connect deadline, end of a backoff).
     timer: Option<TimerHandle>,
+    /// The server (by number) of the current or last connection.
+    server: Option<usize>,
     live: Option<LiveStatus>,
     messages: u64,
     last_message: Option<Instant>,
@@ -192,11 +198,12 @@ struct RoomSlot {
 }
 
 impl RoomSlot {
-    fn snapshot(&self, id: u64) -> Room {
+    fn snapshot(&self, id: u64, addresses: &AddressBook) -> Room {
         Room {
             id,
             state: RoomState::of(self.life.state()),
             conn: self.conn.map(|(_, conn)| conn),
+            endpoint: self.server.map(|server| addresses.server(server).clone()),
             live: self.live,
             messages: self.messages,
             last_message: self.last_message,
@@ -212,6 +219,8 @@ pub(crate) struct MonitorState {
     pub(crate) output: Output,
     rooms: BTreeMap<u64, RoomSlot>,
     addresses: AddressBook,
+    /// Certificates trusted for `wss://` servers (built once, if any is one).
+    tls: Option<TlsClientConfig>,
     /// Answers from the DNS thread come through here (set once at start).
     resolver: Option<LoopSender<Vec<Answer>>>,
     /// While no server name resolves at all: the pause before trying again.
@@ -261,6 +270,15 @@ impl Monitor {
             let Some(state) = slot.borrow().upgrade() else { return };
             MonitorState::addresses_resolved(&state, reactor, answers);
         });
+        let tls = if config.servers.iter().any(Endpoint::uses_tls) {
+            let config = TlsClientConfig::new(config.ca_file.as_deref()).map_err(|e| match &config.ca_file {
+                Some(path) => io::Error::new(e.kind(), format!("cannot use {} as the CA file: {e}", path.display())),
+                None => io::Error::new(e.kind(), format!("cannot load the system's certificates: {e}")),
+            })?;
+            Some(config)
+        } else {
+            None
+        };
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let timing = Timing {
@@ -276,6 +294,7 @@ impl Monitor {
                 timing,
                 rooms: BTreeMap::new(),
                 addresses: AddressBook::new(config.servers.clone()),
+                tls,
                 resolver: Some(resolver),
                 resolve_retry: Duration::from_secs(1),
                 pacer: Pacer::new(config.connects_per_second),
@@ -309,6 +328,7 @@ impl Monitor {
                 life: Lifecycle::new(&timing),
                 conn: None,
                 timer: None,
+                server: None,
                 live: None,
                 messages: 0,
                 last_message: None,
@@ -445,7 +465,8 @@ impl Monitor {
 
     /// A snapshot of every room.
     pub fn rooms(&self) -> Vec<Room> {
-        self.state.borrow().rooms.iter().map(|(&id, slot)| slot.snapshot(id)).collect()
+        let state = self.state.borrow();
+        state.rooms.iter().map(|(&id, slot)| slot.snapshot(id, &state.addresses)).collect()
     }
 
     /// How many rooms are in each state.

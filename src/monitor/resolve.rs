@@ -12,6 +12,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use super::endpoint::Endpoint;
 use crate::reactor::LoopSender;
 
 /// How old answers may get before a connect asks for new ones.
@@ -26,12 +27,12 @@ pub(crate) type Answer = Result<Vec<SocketAddr>, String>;
 /// The servers, their last good addresses, and the resolutions under way.
 #[derive(Debug)]
 pub(crate) struct AddressBook {
-    servers: Vec<String>,
+    servers: Vec<Endpoint>,
     /// Each server's last good addresses (empty until it first resolved).
     known: Vec<Vec<SocketAddr>>,
-    /// Every known address of every server, in server order: what rooms
-    /// connect to, by index.
-    all: Vec<SocketAddr>,
+    /// Every known address of every server, in server order, with the
+    /// number of its server: what rooms connect to, by index.
+    all: Vec<(SocketAddr, usize)>,
     /// A resolution is under way.
     in_flight: bool,
     /// When the last one started.
@@ -39,14 +40,19 @@ pub(crate) struct AddressBook {
 }
 
 impl AddressBook {
-    pub(crate) fn new(servers: Vec<String>) -> Self {
+    pub(crate) fn new(servers: Vec<Endpoint>) -> Self {
         let known = vec![Vec::new(); servers.len()];
         AddressBook { servers, known, all: Vec::new(), in_flight: false, started: None }
     }
 
-    /// Every known address, in server order.
-    pub(crate) fn all(&self) -> &[SocketAddr] {
+    /// Every known address with its server's number, in server order.
+    pub(crate) fn all(&self) -> &[(SocketAddr, usize)] {
         &self.all
+    }
+
+    /// Server number `index`.
+    pub(crate) fn server(&self, index: usize) -> &Endpoint {
+        &self.servers[index]
     }
 
     /// Starts a resolution on a helper thread unless one is under way, or
@@ -58,12 +64,12 @@ impl AddressBook {
         }
         self.in_flight = true;
         self.started = Some(now);
-        let servers = self.servers.clone();
+        let names: Vec<String> = self.servers.iter().map(Endpoint::authority).collect();
         let sender = sender.clone();
         let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
-            let answers = servers
+            let answers = names
                 .iter()
-                .map(|server| server.to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string()))
+                .map(|name| name.to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string()))
                 .collect();
             sender.send(answers);
         });
@@ -88,7 +94,12 @@ impl AddressBook {
                 Err(why) => log::warn!("cannot resolve {server}: {why}"),
             }
         }
-        let all: Vec<SocketAddr> = self.known.iter().flatten().copied().collect();
+        let all: Vec<(SocketAddr, usize)> = self
+            .known
+            .iter()
+            .enumerate()
+            .flat_map(|(server, addresses)| addresses.iter().map(move |&address| (address, server)))
+            .collect();
         let changed = all != self.all;
         self.all = all;
         changed
@@ -114,15 +125,17 @@ mod tests {
 
     #[test]
     fn a_name_that_resolves_to_nothing_keeps_its_last_good_addresses() {
-        let mut book = AddressBook::new(vec!["a:1".into(), "b:2".into()]);
+        let mut book = AddressBook::new(vec!["a:1".parse().unwrap(), "wss://b:2".parse().unwrap()]);
         assert!(book.update(vec![Ok(vec![addr("10.0.0.1:1")]), Err("no such host".into())]));
-        assert_eq!(book.all(), [addr("10.0.0.1:1")], "b is tried again later");
+        assert_eq!(book.all(), [(addr("10.0.0.1:1"), 0)], "b is tried again later");
         assert!(book.update(vec![Ok(vec![addr("10.0.0.1:1")]), Ok(vec![addr("10.0.0.2:2"), addr("10.0.0.3:2")])]));
-        assert_eq!(book.all(), [addr("10.0.0.1:1"), addr("10.0.0.2:2"), addr("10.0.0.3:2")], "in server order");
+        let all = [(addr("10.0.0.1:1"), 0), (addr("10.0.0.2:2"), 1), (addr("10.0.0.3:2"), 1)];
+        assert_eq!(book.all(), all, "in server order, each with its server");
         assert!(!book.update(vec![Err("timed out".into()), Ok(vec![])]), "both keep what they had");
         assert_eq!(book.all().len(), 3);
         assert!(book.update(vec![Ok(vec![addr("10.0.0.9:1")]), Err("x".into())]), "a moved name is followed");
-        assert_eq!(book.all()[0], addr("10.0.0.9:1"));
+        assert_eq!(book.all()[0], (addr("10.0.0.9:1"), 0));
+        assert!(book.server(1).uses_tls());
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! the session, hands the session's messages to the monitor, keeps one
 //! timer on the session's next deadline, and reports what happened to the
 //! connection: connected, joined, closed and why.
+//!
+//! The bytes travel one of two ways ([`Link`]): straight on the socket
+//! (TCP), or inside WebSocket binary messages (over TLS for `wss://`; the
+//! reactor does the TLS). With WebSocket the session starts as soon as the
+//! socket is up: its `loginreq` waits behind the upgrade request, and the
+//! room counts as connected once the server's `101` arrives.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,6 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::{ClientSession, SessionEvent};
 use crate::reactor::{ConnId, Context, DeadlineTimer, Dispatcher};
+use crate::websocket::{self, WebSocket};
 
 use super::MonitorState;
 use super::lifecycle::{CloseReason, Event};
@@ -23,11 +30,21 @@ pub(crate) const TIMER_SESSION: u64 = 0;
 /// Asked from outside (shutdown, room removed): log out and close.
 pub(crate) const TIMER_LOGOUT: u64 = 1;
 
+/// How the connection carries Douyu packets.
+pub(crate) enum Link {
+    /// Straight on the socket.
+    Direct,
+    /// One packet per WebSocket binary message; the server's messages are
+    /// one byte stream.
+    WebSocket(Box<WebSocket>),
+}
+
 pub(crate) struct RoomConn {
     room: u64,
     /// The life cycle's number for this connection attempt.
     attempt: u64,
     session: ClientSession,
+    link: Link,
     monitor: Rc<RefCell<MonitorState>>,
     timer: DeadlineTimer,
     /// This connection's reactor entry, known from `handle_connect` on.
@@ -38,11 +55,18 @@ pub(crate) struct RoomConn {
 }
 
 impl RoomConn {
-    pub(crate) fn new(room: u64, attempt: u64, session: ClientSession, monitor: Rc<RefCell<MonitorState>>) -> Self {
+    pub(crate) fn new(
+        room: u64,
+        attempt: u64,
+        session: ClientSession,
+        link: Link,
+        monitor: Rc<RefCell<MonitorState>>,
+    ) -> Self {
         RoomConn {
             room,
             attempt,
             session,
+            link,
             monitor,
             timer: DeadlineTimer::new(),
             id: None,
@@ -51,9 +75,24 @@ impl RoomConn {
         }
     }
 
-    /// After every input to the session: write its messages out, send what
-    /// it queued, act on a close, and keep the timer on its next deadline.
+    /// After every input: act on the WebSocket's news, write the session's
+    /// messages out, send what it queued, act on a close, and keep the
+    /// timer on the session's next deadline.
     fn pump(&mut self, ctx: &mut Context<'_>) {
+        let mut link_closed = None;
+        if let Link::WebSocket(ws) = &mut self.link {
+            while let Some(event) = ws.poll_event() {
+                match event {
+                    websocket::Event::Opened => MonitorState::handle(
+                        &self.monitor,
+                        ctx.reactor(),
+                        self.room,
+                        Event::Connected { attempt: self.attempt },
+                    ),
+                    websocket::Event::Closed(reason) => link_closed = Some(reason),
+                }
+            }
+        }
         let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut closing = None;
         let mut joined = false;
@@ -73,8 +112,22 @@ impl RoomConn {
             MonitorState::handle(&self.monitor, ctx.reactor(), self.room, Event::Joined { attempt: self.attempt });
         }
         if self.session.poll_transmit(&mut self.transmit) {
-            ctx.send(&self.transmit);
+            match &mut self.link {
+                Link::Direct => ctx.send(&self.transmit),
+                Link::WebSocket(ws) => {
+                    for packet in packets(&self.transmit) {
+                        // Refused only once the WebSocket is closing: nothing to do.
+                        let _ = ws.send_binary(packet);
+                    }
+                }
+            }
             self.transmit.clear();
+        }
+        if let Some(reason) = link_closed {
+            self.send_link_output(ctx);
+            self.close_reason.get_or_insert(CloseReason::WebSocket(reason));
+            ctx.close();
+            return;
         }
         if let Some(reason) = closing {
             if matches!(reason, crate::douyu::CloseReason::Protocol(_)) {
@@ -84,6 +137,10 @@ impl RoomConn {
             // Any other reason means the server is dead or misbehaving:
             // drop the connection now, so the room reconnects at once.
             if reason == crate::douyu::CloseReason::Shutdown {
+                if let Link::WebSocket(ws) = &mut self.link {
+                    ws.close(1000, "");
+                }
+                self.send_link_output(ctx);
                 ctx.close();
             } else {
                 ctx.abort();
@@ -91,8 +148,32 @@ impl RoomConn {
             self.close_reason.get_or_insert(CloseReason::Session(reason));
             return;
         }
+        self.send_link_output(ctx);
         self.timer.set(ctx, self.session.next_deadline(), TIMER_SESSION);
     }
+
+    /// Sends what the WebSocket queued: frames, pongs, the handshake.
+    fn send_link_output(&mut self, ctx: &mut Context<'_>) {
+        if let Link::WebSocket(ws) = &mut self.link
+            && ws.poll_transmit(&mut self.transmit)
+        {
+            ctx.send(&self.transmit);
+            self.transmit.clear();
+        }
+    }
+}
+
+/// The whole Douyu packets in `bytes` (as the session queues them), one by
+/// one: each is its 4-byte length field and that many bytes more.
+fn packets(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let length = rest.first_chunk::<4>().map(|field| u32::from_le_bytes(*field) as usize)?;
+        // At least the length field, at most what there is: always moves on.
+        let (packet, after) = rest.split_at((4 + length).min(rest.len()));
+        rest = after;
+        Some(packet)
+    })
 }
 
 impl Dispatcher for RoomConn {
@@ -110,13 +191,20 @@ impl Dispatcher for RoomConn {
 
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
         self.id = Some(ctx.id());
-        MonitorState::handle(&self.monitor, ctx.reactor(), self.room, Event::Connected { attempt: self.attempt });
+        if let Link::Direct = self.link {
+            MonitorState::handle(&self.monitor, ctx.reactor(), self.room, Event::Connected { attempt: self.attempt });
+        }
         self.session.on_connected(Instant::now());
         self.pump(ctx);
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
-        let consumed = self.session.on_bytes(data, Instant::now());
+        let now = Instant::now();
+        let session = &mut self.session;
+        let consumed = match &mut self.link {
+            Link::Direct => session.on_bytes(data, now),
+            Link::WebSocket(ws) => ws.on_bytes(data, |payload| session.on_bytes(payload, now)),
+        };
         self.pump(ctx);
         consumed
     }
@@ -150,5 +238,27 @@ impl Dispatcher for RoomConn {
         let reason = self.close_reason.take().unwrap_or(CloseReason::ServerClosed);
         let conn = ctx.id();
         MonitorState::connection_closed(&self.monitor, ctx.reactor(), self.room, self.attempt, conn, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::douyu::Request;
+
+    #[test]
+    fn queued_packets_are_cut_one_by_one() {
+        let mut queued = Vec::new();
+        Request::JoinGroup { room: 9, group: -9999 }.encode_into(&mut queued);
+        Request::Heartbeat.encode_into(&mut queued);
+        let cut: Vec<&[u8]> = packets(&queued).collect();
+        assert_eq!(cut, [Request::JoinGroup { room: 9, group: -9999 }.to_packet(), Request::Heartbeat.to_packet()]);
+        assert_eq!(packets(&[]).count(), 0);
+        assert_eq!(packets(&[1, 0, 0]).count(), 0, "not even a length field");
+        assert_eq!(
+            packets(&[200, 0, 0, 0, 1]).collect::<Vec<_>>(),
+            [&[200, 0, 0, 0, 1][..]],
+            "a short tail is cut whole"
+        );
     }
 }

@@ -61,6 +61,9 @@ const STATES: [RoomState; 7] = [
     RoomState::Stopped,
 ];
 
+/// Every transport, in the order they are reported (all, even at 0).
+const TRANSPORTS: [&str; 3] = ["tcp", "ws", "wss"];
+
 /// A state's place in [`STATES`]. The match is exhaustive, so a new state
 /// fails to compile here instead of silently missing from the metrics.
 fn state_slot(state: RoomState) -> usize {
@@ -129,6 +132,17 @@ fn render_metrics(stats: &MonitorStats, rooms: &[Room], output_pending: usize, r
     page.family("barrage_rooms", "gauge", "Rooms in each state of their life cycle.");
     for (state, count) in STATES.iter().zip(by_state) {
         page.sample("barrage_rooms", Some(("state", state.name())), count);
+    }
+
+    let mut joined_by_transport = [0usize; TRANSPORTS.len()];
+    for room in rooms.iter().filter(|room| room.state == RoomState::Joined) {
+        if let Some(endpoint) = &room.endpoint {
+            joined_by_transport[TRANSPORTS.iter().position(|&t| t == endpoint.transport.scheme()).unwrap_or(0)] += 1;
+        }
+    }
+    page.family("barrage_rooms_joined", "gauge", "Joined rooms, by the transport they joined through.");
+    for (transport, count) in TRANSPORTS.iter().zip(joined_by_transport) {
+        page.sample("barrage_rooms_joined", Some(("transport", transport)), count);
     }
 
     let mut by_type: Vec<(&String, &u64)> = stats.messages_by_type.iter().collect();
@@ -229,6 +243,8 @@ fn render_rooms(rooms: &[Room], now: Instant) -> String {
                 "last_message_age_secs": room.last_message.map(|at| now.saturating_duration_since(at).as_secs_f64()),
                 "messages": room.messages,
                 "reconnects": room.reconnects,
+                "transport": room.endpoint.as_ref().map(|endpoint| endpoint.transport.scheme()),
+                "endpoint": room.endpoint.as_ref().map(ToString::to_string),
             })
         })
         .collect();
