@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use barrage::fetch::{FetchConfig, Fetcher};
 use barrage::http::server::{RequestHead, parse_request_head, write_response};
 use barrage::http::{Error, Request, Response, Url};
-use barrage::reactor::{Context, Dispatcher, Reactor};
+use barrage::reactor::{CipherPolicy, Context, Dispatcher, Reactor, TlsClientConfig, TlsServerConfig};
 use mio::net::TcpListener;
 
 /// How long past a fetch's own deadline a test waits for its callback.
@@ -491,8 +491,43 @@ fn a_fetch_waiting_for_a_slot_times_out_at_its_own_deadline() {
     assert_eq!((fetcher.running(), fetcher.waiting()), (1, 0));
 }
 
+/// Starts an HTTPS server (a self-signed certificate for 127.0.0.1 and
+/// localhost) on a free loopback port; returns its URL and certificate.
+fn serve_tls(reactor: &mut Reactor, route: impl Fn(&str, &str, &[u8]) -> Reply + 'static) -> (Url, Vec<u8>) {
+    let cert = barrage::sim::certificate::self_signed_localhost().unwrap();
+    let tls = TlsServerConfig::from_pem(&cert.cert_pem, &cert.key_pem, CipherPolicy::Modern).unwrap();
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = Rc::new(RefCell::new(ServerLog::default()));
+    let route: Route = Rc::new(route);
+    reactor
+        .listen(listener, move |reactor: &mut Reactor, stream, _peer| {
+            let conn = Conn { route: route.clone(), log: log.clone(), later: None, pending: false };
+            reactor.add_tls_stream(stream, &tls, conn).unwrap();
+        })
+        .unwrap();
+    (Url::parse(&format!("https://{addr}/")).unwrap(), cert.cert_pem)
+}
+
 #[test]
-fn https_is_refused_until_tls_is_wired_and_bad_requests_fail_through_the_callback() {
+fn https_is_fetched_over_tls_with_the_servers_certificate_checked() {
+    let mut reactor = Reactor::new().unwrap();
+    let (url, cert) = serve_tls(&mut reactor, |_, target, _| ok(&format!("secure {target}")));
+    let trusting = FetchConfig { tls: Some(TlsClientConfig::with_ca_pem(&cert).unwrap()), ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, trusting);
+    let (result, _) = get(&mut reactor, &fetcher, url.join("/betard/1").unwrap(), Duration::from_secs(10));
+    assert_eq!(result.unwrap().text(), "secure /betard/1");
+
+    // The system's roots do not know a self-signed certificate.
+    let doubting = FetchConfig { tls: Some(TlsClientConfig::new(None).unwrap()), ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, doubting);
+    let (result, _) = get(&mut reactor, &fetcher, url, Duration::from_secs(10));
+    let error = result.unwrap_err().to_string();
+    assert!(error.contains("certificate verify failed"), "{error}");
+}
+
+#[test]
+fn https_without_a_tls_config_is_refused_and_bad_requests_fail_through_the_callback() {
     let (mut reactor, fetcher) = setup();
     let https = Url::parse("https://127.0.0.1:9/").unwrap();
     let (result, _) = get(&mut reactor, &fetcher, https, Duration::from_secs(10));

@@ -33,9 +33,8 @@
 //! Callbacks always run from the loop, never inside [`Fetcher::fetch`], so
 //! a caller may hold its own `RefCell` borrow while it submits.
 //!
-//! HTTPS: `transport::open` (in `src/fetch/transport.rs`) is the one place
-//! a TLS transport plugs in; until the reactor has one, `https://` fetches
-//! fail with [`Error::TlsUnavailable`].
+//! HTTPS runs on the reactor's TLS ([`FetchConfig::tls`]); without a TLS
+//! configuration, `https://` fetches fail with [`Error::TlsUnavailable`].
 
 mod transport;
 
@@ -47,7 +46,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::http::{DEFAULT_REDIRECT_LIMIT, Error, Exchange, Next, Redirects, Request, Response, ResponseLimits, Url};
-use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle};
+use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 
 /// Looks up a host's addresses. Runs on a helper thread and may block.
 pub type Resolve = fn(host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
@@ -58,7 +57,7 @@ pub fn system_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// How a [`Fetcher`] behaves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct FetchConfig {
     /// Fetches running at once (4); the rest wait their turn.
     pub max_in_flight: usize,
@@ -71,6 +70,8 @@ pub struct FetchConfig {
     /// How host names are looked up ([`system_resolve`]); tests put a fake
     /// one here.
     pub resolve: Resolve,
+    /// Whom to trust for `https://` (none: https fails).
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl Default for FetchConfig {
@@ -81,6 +82,7 @@ impl Default for FetchConfig {
             max_redirects: DEFAULT_REDIRECT_LIMIT,
             limits: ResponseLimits::default(),
             resolve: system_resolve,
+            tls: None,
         }
     }
 }
@@ -323,7 +325,8 @@ impl Fetcher {
     ) -> Result<(ConnId, SocketAddr, VecDeque<SocketAddr>), Error> {
         let mut last_error = Error::Connect("no address to connect to".into());
         while let Some(addr) = addresses.pop_front() {
-            match transport::open(reactor, url, addr, self.clone(), id) {
+            let tls = self.shared.borrow().config.tls.clone();
+            match transport::open(reactor, url, addr, tls.as_ref(), self.clone(), id) {
                 Ok(conn) => return Ok((conn, addr, addresses)),
                 // This address failed at once (unreachable, say): the next.
                 Err(Error::Connect(e)) => last_error = Error::Connect(e),

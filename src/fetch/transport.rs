@@ -6,29 +6,34 @@ use std::io;
 use std::net::SocketAddr;
 
 use super::Fetcher;
-use crate::http::{Error, Scheme, Url};
-use crate::reactor::{ConnId, Context, Dispatcher, Reactor};
+use crate::http::{Error, Host, Scheme, Url};
+use crate::reactor::{ConnId, Context, Dispatcher, Reactor, TlsClientConfig};
 
 /// Starts a connection to `addr` for `url`, whose events go to job `job`
-/// of `fetcher`.
-///
-/// **TLS plugs in here.** The `https` arm is the only line that changes
-/// once the reactor has a TLS transport: call
-/// `reactor.connect_tls(addr, &tls_config, server_name, transport)` with
-/// the URL's host as the server name. The exchange above works the same on
-/// either transport: it sees bytes in and bytes out.
+/// of `fetcher`: plain for `http`, TLS for `https` (the server's
+/// certificate checked against the URL's host, with `tls`'s trust). The
+/// exchange above works the same on either: it sees bytes in and bytes out.
 pub(super) fn open(
     reactor: &mut Reactor,
     url: &Url,
     addr: SocketAddr,
+    tls: Option<&TlsClientConfig>,
     fetcher: Fetcher,
     job: u64,
 ) -> Result<ConnId, Error> {
     let transport = Transport { fetcher, job };
-    match url.scheme() {
-        Scheme::Http => reactor.connect(addr, transport).map_err(|e| Error::Connect(format!("{addr}: {e}"))),
-        Scheme::Https => Err(Error::TlsUnavailable),
-    }
+    let opened = match (url.scheme(), tls) {
+        (Scheme::Http, _) => reactor.connect(addr, transport),
+        (Scheme::Https, Some(tls)) => {
+            let name = match url.host() {
+                Host::Domain(name) => name.clone(),
+                host => host.ip().map_or_else(|| host.to_string(), |ip| ip.to_string()),
+            };
+            reactor.connect_tls(addr, tls, &name, transport)
+        }
+        (Scheme::Https, None) => return Err(Error::TlsUnavailable),
+    };
+    opened.map_err(|e| Error::Connect(format!("{addr}: {e}")))
 }
 
 /// A connection's events, passed to its fetch.
