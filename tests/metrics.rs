@@ -343,8 +343,9 @@ fn rooms_is_a_json_array_of_every_room() {
     for (room, json) in ROOMS.iter().zip(rooms) {
         let fields: HashSet<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
         let expected: HashSet<&str> =
-            ["room", "state", "live", "last_message_age_secs", "messages", "reconnects", "transport", "endpoint"]
+            ["room", "written", "state", "live", "live_since", "name", "owner", "category", "foreign_chat"]
                 .into_iter()
+                .chain(["last_message_age_secs", "messages", "reconnects", "transport", "endpoint"])
                 .collect();
         assert_eq!(fields, expected, "{json}");
         assert_eq!(json["room"], *room);

@@ -34,10 +34,13 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::douyu::SessionConfig;
+use crate::http::Url;
 use crate::monitor::format::Format;
 use crate::monitor::output::{Destination, OutputClosed};
 use crate::monitor::shard::Shard;
-use crate::monitor::{Endpoint, Monitor, MonitorConfig, RoomState, StopCause, default_servers};
+use crate::monitor::{
+    Endpoint, ForeignChat, Monitor, MonitorConfig, RoomState, StopCause, WebLookups, default_servers,
+};
 use crate::reactor::{Interest, Reactor, ReactorConfig};
 
 use super::{Failure, LogLevel, init_logging, parse_milliseconds, parse_seconds};
@@ -45,9 +48,35 @@ use super::{Failure, LogLevel, init_logging, parse_milliseconds, parse_seconds};
 /// `barrage watch`: flags override the config file.
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
-    /// Room ids to watch: the real numeric ids (positive integers).
+    /// Rooms to watch, as numbers (288016) or as their addresses in the
+    /// browser (https://www.douyu.com/288016, douyu.com/6657,
+    /// https://www.douyu.com/topic/NAME?rid=288016). Vanity numbers are
+    /// looked up (see --resolve).
     #[arg(value_name = "ROOM", value_parser = parse_room)]
     pub(crate) rooms: Vec<u64>,
+
+    /// Look up each room's real id on Douyu's web site before joining
+    /// (vanity numbers such as 6657 join nothing): auto, or never.
+    /// [default: auto]
+    #[arg(long, value_enum)]
+    pub(crate) resolve: Option<ResolveArg>,
+
+    /// Read each room's live status from Douyu's web site after it joins
+    /// and then every this many seconds (Douyu pushes changes only while a
+    /// room is connected); 0 = never. At least 30. [default: 300]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub(crate) status_check: Option<Duration>,
+
+    /// Use this site instead of https://m.douyu.com and https://www.douyu.com
+    /// for room look-ups and status (paths unchanged: /ID, /betard/ID), e.g.
+    /// a proxy, or `barrage serve --http`.
+    #[arg(long, value_name = "URL", value_parser = parse_web_base)]
+    pub(crate) web_base: Option<Url>,
+
+    /// A chat message naming another room (Douyu sends a few): drop it
+    /// (counted in /metrics), or write it like any other. [default: drop]
+    #[arg(long, value_enum)]
+    pub(crate) foreign_chat: Option<ForeignChatArg>,
 
     /// Server to connect to: tcp://HOST:PORT, wss://HOST:PORT[/PATH] (WebSocket
     /// over TLS, as Douyu's web player), ws://HOST:PORT[/PATH], or HOST:PORT
@@ -140,6 +169,19 @@ pub(crate) struct WatchArgs {
     pub(crate) poll_interval: Option<Duration>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ResolveArg {
+    Auto,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ForeignChatArg {
+    Drop,
+    Write,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FormatArg {
@@ -152,11 +194,19 @@ pub(crate) enum FormatArg {
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
-    #[serde(default)]
+    #[serde(default, rename = "rooms")]
+    room_entries: Vec<RoomEntry>,
+    /// `room_entries` read as ids (filled by `parse`).
+    #[serde(skip)]
     pub(crate) rooms: Vec<u64>,
     #[serde(default)]
     servers: Vec<String>,
     ca_file: Option<PathBuf>,
+    /// `false`: do not look up room ids (`--resolve never`).
+    resolve: Option<bool>,
+    status_check: Option<f64>,
+    web_base: Option<String>,
+    foreign_chat: Option<ForeignChatArg>,
     output: Option<PathBuf>,
     format: Option<FormatArg>,
     types: Option<Vec<String>>,
@@ -184,13 +234,19 @@ impl FileConfig {
 
     /// Parses and checks the text of a config file called `name`.
     pub(crate) fn parse(text: &str, name: &str) -> Result<FileConfig, String> {
-        let config: FileConfig = toml::from_str(text).map_err(|e| {
+        let mut config: FileConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().to_string();
             format!("{name}: {}", message.lines().next().unwrap_or("invalid TOML"))
         })?;
-        if let Some(room) = config.rooms.iter().find(|&&room| room == 0) {
-            return Err(format!("{name}: room ids must be positive integers, not {room}"));
-        }
+        config.rooms = config
+            .room_entries
+            .iter()
+            .map(|entry| match entry {
+                RoomEntry::Number(0) => Err(format!("{name}: room ids must be positive integers, not 0")),
+                RoomEntry::Number(id) => Ok(*id),
+                RoomEntry::Text(text) => parse_room(text).map_err(|e| format!("{name}: {e}")),
+            })
+            .collect::<Result<_, _>>()?;
         for server in &config.servers {
             parse_server(server).map_err(|e| format!("{name}: {e}"))?;
         }
@@ -282,6 +338,25 @@ impl WatchArgs {
                 .or(seconds(file.flush_timeout, "flush_timeout")?)
                 .unwrap_or(defaults.flush_timeout),
             ..defaults
+        };
+        let resolve_ids = match self.resolve {
+            Some(choice) => choice == ResolveArg::Auto,
+            None => file.resolve.unwrap_or(true),
+        };
+        let status_check = self
+            .status_check
+            .or(seconds(file.status_check, "status_check")?)
+            .unwrap_or(crate::monitor::DEFAULT_STATUS_CHECK);
+        let web_base = match (&self.web_base, &file.web_base) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(text)) => Some(parse_web_base(text).map_err(|e| format!("config web_base: {e}"))?),
+            (None, None) => None,
+        };
+        monitor.web =
+            (resolve_ids || !status_check.is_zero()).then(|| WebLookups::new(web_base, resolve_ids, status_check));
+        monitor.foreign_chat = match self.foreign_chat.or(file.foreign_chat) {
+            Some(ForeignChatArg::Write) => ForeignChat::Write,
+            Some(ForeignChatArg::Drop) | None => ForeignChat::Drop,
         };
         let poll_interval = match (self.poll_interval, file.poll_interval_ms) {
             (Some(interval), _) => interval,
@@ -444,7 +519,7 @@ fn reload_rooms(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload
     let shard = reload.shard;
     let wanted: BTreeSet<u64> = room_list(&reload.cli_rooms, &file.rooms, shard).into_iter().collect();
     let current: BTreeSet<u64> =
-        monitor.rooms().iter().filter(|room| room.state != RoomState::Stopped).map(|room| room.id).collect();
+        monitor.rooms().iter().filter(|room| room.state != RoomState::Stopped).map(|room| room.written).collect();
     let added: Vec<u64> = wanted.difference(&current).copied().collect();
     let removed: Vec<u64> = current.difference(&wanted).copied().collect();
     for &room in &added {
@@ -463,11 +538,23 @@ pub(crate) fn room_list(cli_rooms: &[u64], file_rooms: &[u64], shard: Shard) -> 
     all.into_iter().filter(|&room| shard.contains(room)).collect()
 }
 
+/// A room as a user writes it: its number or its address (see
+/// [`room_from_text`](crate::douyu::web::room_from_text)).
 fn parse_room(text: &str) -> Result<u64, String> {
-    match text.parse::<u64>() {
-        Ok(room) if room > 0 => Ok(room),
-        _ => Err("room ids are positive integers (the real numeric id, not a vanity name)".to_string()),
-    }
+    crate::douyu::web::room_from_text(text)
+}
+
+/// A room in the config file: a number, or a string as on the command line.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+enum RoomEntry {
+    Number(u64),
+    Text(String),
+}
+
+/// The site that stands in for Douyu's (`http://127.0.0.1:8080`).
+fn parse_web_base(text: &str) -> Result<Url, String> {
+    Url::parse(text).map_err(|e| format!("{e}: expected a URL like https://www.douyu.com or http://127.0.0.1:8080"))
 }
 
 /// An endpoint (see [`Endpoint`]); names are resolved later, off the loop
@@ -490,8 +577,13 @@ mod tests {
     #[test]
     fn file_config_parses_every_key_and_rejects_typos() {
         let text = r#"
-            rooms = [288016, 9999]
-            servers = ["127.0.0.1:8601"]
+            rooms = [288016, 9999, "https://www.douyu.com/6657?dyshid=x"]
+            servers = ["127.0.0.1:8601", "wss://danmuproxy.douyu.com:8502"]
+            ca_file = "/etc/ssl/private-ca.pem"
+            resolve = false
+            status_check = 600
+            web_base = "http://127.0.0.1:8080"
+            foreign_chat = "write"
             output = "/tmp/out.jsonl"
             format = "json"
             types = ["chatmsg", "dgb"]
@@ -507,8 +599,8 @@ mod tests {
             status_interval = 10
             poll_interval_ms = 20
         "#;
-        let config: FileConfig = toml::from_str(text).unwrap();
-        assert_eq!(config.rooms, [288016, 9999]);
+        let config = FileConfig::parse(text, "test.toml").unwrap();
+        assert_eq!(config.rooms, [288016, 9999, 6657]);
         assert_eq!(config.log_level, Some(LogLevel::Debug));
         assert_eq!(config.poll_interval_ms, Some(20.0));
         assert!(toml::from_str::<FileConfig>("romos = [1]").is_err(), "a typo is an error");
@@ -548,6 +640,31 @@ mod tests {
         let error = interval(&["--poll-interval", "500", "--heartbeat", "0.5", "1"], "").unwrap_err();
         assert_eq!(error, "the poll interval (500 ms) must be shorter than the heartbeat (0.5 s)");
         assert!(interval(&["--heartbeat", "0.5", "1"], "poll_interval_ms = 499").is_ok());
+    }
+
+    #[test]
+    fn web_look_ups_follow_the_flags_and_the_file() {
+        let web = |flags: &[&str], file: &str| settings_of(flags, file).map(|s| s.monitor.web);
+        let default = web(&["1"], "").unwrap().expect("on by default");
+        assert!(default.resolve_ids);
+        assert_eq!(default.mobile_base.to_string(), "https://m.douyu.com/");
+        assert_eq!(default.status_check, crate::monitor::DEFAULT_STATUS_CHECK);
+        let local = web(&["--web-base", "http://127.0.0.1:8080", "--resolve", "never", "1"], "").unwrap().unwrap();
+        assert!(!local.resolve_ids);
+        assert_eq!(
+            (local.mobile_base.to_string(), local.desktop_base.to_string()),
+            ("http://127.0.0.1:8080/".into(), "http://127.0.0.1:8080/".into())
+        );
+        assert_eq!(
+            web(&["--status-check", "0", "1"], "resolve = false").unwrap(),
+            None,
+            "nothing to look up: no web at all"
+        );
+        let error = web(&["--status-check", "5", "1"], "").unwrap_err();
+        assert!(error.contains("status_check must be 0 (never) or from 30 s"), "{error}");
+        let rooms =
+            settings_of(&["douyu.com/6657", "https://www.douyu.com/topic/x?rid=288016"], "").unwrap().monitor.rooms;
+        assert_eq!(rooms, [6657, 288016]);
     }
 
     #[test]

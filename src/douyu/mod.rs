@@ -11,6 +11,7 @@
 //! | [`frame`] | packets: length-prefixed frames on a byte stream | [`frame::decode_packet`], [`frame::encode_packet`], [`frame::FrameDecoder`] |
 //! | [`message`] | one decoded body, a typed view of known types, client requests | [`Message`], [`MessageView`], [`Request`] |
 //! | [`session`] | the client state machine of one room: login, join, heartbeat, timeouts | [`ClientSession`], [`SessionEvent`] |
+//! | [`web`] | the web pages: a room's real id, its live status; room ids as users paste them | [`web::parse_room_page`], [`web::parse_betard`], [`web::room_from_text`] |
 //!
 //! The wire format itself is described in `stt` and `frame`; the
 //! conversation (loginreq → loginres → joingroup → heartbeats) in `session`.
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod message;
 pub mod session;
 pub mod stt;
+pub mod web;
 
 pub use frame::{DecoderConfig, FrameDecoder, FrameError, Packet};
 pub use message::{LiveStatus, Message, MessageView, Request};

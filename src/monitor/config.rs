@@ -15,6 +15,7 @@ use super::format::Format;
 use super::output::{Destination, OutputLimits};
 use crate::douyu::SessionConfig;
 use crate::douyu::session::MAX_DURATION;
+use crate::http::Url;
 use crate::settings::{SettingError, duration_within};
 
 /// Douyu's public endpoints, tried in this order: raw TCP on 8601 and 8602,
@@ -92,7 +93,58 @@ pub struct MonitorConfig {
     /// How long the output may take to be written at exit
     /// ([`Monitor::finish_output`]).
     pub flush_timeout: Duration,
+    /// Looking rooms up on Douyu's web site: real ids and live status
+    /// (`None`: never; `barrage watch` turns it on).
+    pub web: Option<WebLookups>,
+    /// What becomes of a chat message that names another room.
+    pub foreign_chat: ForeignChat,
 }
+
+/// Where and what to look up on Douyu's web site (see `lookup.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebLookups {
+    /// Look up each room's real id before it joins: a vanity number (6657
+    /// for 6979222) joins nothing on the barrage server.
+    pub resolve_ids: bool,
+    /// The mobile site, for room pages (`https://m.douyu.com`).
+    pub mobile_base: Url,
+    /// The desktop site, for room pages and status (`https://www.douyu.com`).
+    pub desktop_base: Url,
+    /// Read each room's status after it joins and then every this often
+    /// (Douyu pushes changes only while connected); zero: never.
+    pub status_check: Duration,
+}
+
+impl WebLookups {
+    /// Douyu's own sites, or `base` for both (a proxy, or `barrage serve --http`).
+    pub fn new(base: Option<Url>, resolve_ids: bool, status_check: Duration) -> Self {
+        let site = |default: &str| base.clone().unwrap_or_else(|| Url::parse(default).expect("Douyu's sites parse"));
+        WebLookups {
+            resolve_ids,
+            mobile_base: site(crate::douyu::web::MOBILE_BASE),
+            desktop_base: site(crate::douyu::web::DESKTOP_BASE),
+            status_check,
+        }
+    }
+}
+
+/// A `chatmsg` whose `rid` is another room's: Douyu sends a few (a known
+/// server bug); they are counted either way (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForeignChat {
+    /// Not written (as pure_live does): a room's output is its own chat.
+    #[default]
+    Drop,
+    /// Written like any message, `rid` and all.
+    Write,
+}
+
+/// The shortest status check interval: the page sits behind a cache of
+/// about a minute anyway.
+pub const MIN_STATUS_CHECK: Duration = Duration::from_secs(30);
+
+/// How often a room's status is read by default.
+pub const DEFAULT_STATUS_CHECK: Duration = Duration::from_secs(300);
 
 impl Default for MonitorConfig {
     fn default() -> Self {
@@ -114,6 +166,8 @@ impl Default for MonitorConfig {
             connect_timeout: Duration::from_secs(5),
             logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            web: None,
+            foreign_chat: ForeignChat::Drop,
         }
     }
 }
@@ -162,6 +216,11 @@ impl MonitorConfig {
         duration_within("healthy_after", self.healthy_after, Duration::ZERO, MAX_DURATION)?;
         duration_within("backoff_base", self.backoff_base, Duration::from_millis(10), MAX_DURATION)?;
         duration_within("backoff_cap", self.backoff_cap, self.backoff_base, MAX_DURATION)?;
+        if let Some(web) = self.web.as_ref().filter(|web| !web.status_check.is_zero()) {
+            duration_within("status_check", web.status_check, MIN_STATUS_CHECK, MAX_DURATION).map_err(|e| {
+                SettingError::new(e.setting, e.message.replace("must be from", "must be 0 (never) or from"))
+            })?;
+        }
         let heartbeat = self.session.heartbeat;
         let (seconds, ms) = (|d: Duration| d.as_secs_f64(), poll_interval.as_micros() as f64 / 1e3);
         let poll_error = |message: String| Err(SettingError::new("poll_interval", message));

@@ -40,6 +40,11 @@ impl MonitorState {
             };
             let joining = matches!(event, Event::Joined { .. });
             slot.life.handle(event, &mut env, &mut actions);
+            if joining && let State::Joined { .. } = slot.life.state() {
+                // Douyu pushes status changes only while connected: read it now.
+                let this = this.clone();
+                reactor.call_soon(move |reactor| MonitorState::check_status(&this, reactor, room));
+            }
             if joining && let (State::Joined { .. }, Some(server)) = (slot.life.state(), slot.server) {
                 // Joining through another server than the first tells of a
                 // blocked port or a server down: worth saying.
@@ -68,6 +73,12 @@ impl MonitorState {
     ) -> Option<Event> {
         let slot = self.rooms.get_mut(&room)?;
         match action {
+            Action::LookUp => {
+                let this = this.clone();
+                // Not inside the life cycle's turn: the look-up may answer
+                // (with an error) at once.
+                reactor.call_soon(move |reactor| MonitorState::look_up_id(&this, reactor, room));
+            }
             Action::QueueConnect => {
                 self.connect_queue.push_back(room);
                 self.ensure_pacer(reactor);
@@ -75,7 +86,7 @@ impl MonitorState {
             Action::Connect { attempt, address } => {
                 let (address, server) = *self.addresses.all().get(address)?;
                 let endpoint = self.addresses.server(server);
-                let session = ClientSession::new(room, self.config.session);
+                let session = ClientSession::new(slot.id(room), self.config.session);
                 let link = match &endpoint.transport {
                     Transport::Tcp => Link::Direct,
                     Transport::WebSocket { path, .. } => {

@@ -14,7 +14,8 @@
 
 use std::io::Write;
 
-use crate::douyu::{LiveStatus, Message, MessageView};
+use crate::douyu::{Message, MessageView};
+use crate::monitor::LIVE_TYPE;
 use crate::monitor::shard::fnv1a64;
 use crate::monitor::visible::visible;
 
@@ -101,11 +102,14 @@ fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
             visible(gift.gift_name),
             gift.count.unwrap_or(1)
         ),
-        MessageView::RoomStatus(status) => match status.status {
-            Some(LiveStatus::Live) => writeln!(out, "[{room}] ● live now"),
-            Some(LiveStatus::Offline) => writeln!(out, "[{room}] ○ went offline"),
-            Some(LiveStatus::Loop) => writeln!(out, "[{room}] ↻ replaying (loop)"),
-            None => writeln!(out, "[{room}] status changed"),
+        // Status changes are told once, with a grace for streams that drop
+        // and come back, by the monitor's own `barrage.live` lines.
+        MessageView::RoomStatus(_) => Ok(()),
+        MessageView::Other(LIVE_TYPE) => match (message.get("status"), message.get("lasted")) {
+            (Some("live"), _) => writeln!(out, "[{room}] ● live now"),
+            (Some("loop"), _) => writeln!(out, "[{room}] ↻ replaying (loop)"),
+            (Some("offline"), Some(lasted)) => writeln!(out, "[{room}] ○ ended after {}", visible(lasted)),
+            _ => writeln!(out, "[{room}] ○ offline"),
         },
         MessageView::LoginRes(_) => writeln!(out, "[{room}] logged in"),
         MessageView::Error(error) => writeln!(out, "[{room}] server error {}", error.code.unwrap_or(-1)),
@@ -174,7 +178,10 @@ mod tests {
             line(Format::Text, "type@=dgb/nn@=观众3/gfn@=粉丝荧光棒/gfcnt@=10/"),
             "[102965] 观众3 sent 粉丝荧光棒 ×10\n"
         );
-        assert_eq!(line(Format::Text, "type@=rss/ss@=1/ivl@=0/"), "[102965] ● live now\n");
+        assert_eq!(line(Format::Text, "type@=rss/ss@=1/ivl@=0/"), "", "told by the barrage.live line");
+        assert_eq!(line(Format::Text, "type@=barrage.live/status@=live/"), "[102965] ● live now\n");
+        let ended = "type@=barrage.live/status@=offline/lasted@=2h13m/";
+        assert_eq!(line(Format::Text, ended), "[102965] ○ ended after 2h13m\n");
         assert_eq!(line(Format::Text, "type@=mrkl/"), "");
         assert_eq!(line(Format::Text, "type@=chatmsg/nn@=x/txt@=two\nlines/"), "[102965] x: two lines\n");
         assert_eq!(line(Format::Text, "type@=newthing/a@=1/b@=2/"), "[102965] newthing a=1 b=2\n");

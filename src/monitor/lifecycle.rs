@@ -5,8 +5,12 @@
 //! table below; the tests at the end check one rule each with a fake clock.
 //!
 //! ```text
-//!        added              the pacer's turn                  connected
-//!   ─────────────▶ Waiting ───────────────────▶ Connecting ──────────────▶ LoggingIn
+//!   added ──▶ Resolving ── its id looked up (or not in time) ──┐
+//!     │  (look-ups off)                                         ▼
+//!     └──────────────────────────────────────────────────▶ Waiting ──▶ …
+//!
+//!                           the pacer's turn                  connected
+//!                  Waiting ───────────────────▶ Connecting ──────────────▶ LoggingIn
 //!                   ▲   ▲                        │ timer: connect              │ joined
 //!                   │   │ next address at once   │ timeout                     ▼
 //!                   │   └────────────────────────┴────── an attempt ends ── Joined
@@ -22,7 +26,9 @@
 //!
 //! | state | event | next state | actions |
 //! |---|---|---|---|
-//! | Stopped | added | Waiting | queue for the pacer |
+//! | Stopped | added (look-ups on) | Resolving | look up its id; timer at the end of the wait |
+//! | Stopped | added (look-ups off) | Waiting | queue for the pacer |
+//! | Resolving | id resolved, or timer (wait over) | Waiting | cancel the timer, queue for the pacer |
 //! | Waiting | the pacer's turn (addresses known) | Connecting | connect to the next address; timer at the connect deadline |
 //! | Waiting | addresses changed | Waiting | queue for the pacer |
 //! | Connecting | connected | LoggingIn | cancel the timer |
@@ -30,14 +36,15 @@
 //! | LoggingIn | joined | Joined | — |
 //! | Connecting, LoggingIn, Joined | closed | *after an attempt* | — |
 //! | LoggingIn, Joined | id changed | Closing(Reconnect) | log out |
+//! | Connecting | id changed | Waiting | abort, cancel the timer, queue for the pacer |
 //! | BackingOff | timer, time passed | Waiting | queue for the pacer |
 //! | Closing(any) | closed | Waiting / forgotten / Stopped | queue for the pacer / forget / — |
 //! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
 //! | Connecting | removed / shutdown | Closing(Forget / Stop) | abort |
 //! | LoggingIn, Joined | removed / shutdown | Closing(Forget / Stop) | log out |
 //! | Closing(Reconnect) | removed / shutdown | Closing(Forget / Stop) | — |
-//! | Waiting, BackingOff, Stopped | removed | forgotten | cancel the timer, forget |
-//! | Waiting, BackingOff | shutdown | Stopped | cancel the timer |
+//! | Resolving, Waiting, BackingOff, Stopped | removed | forgotten | cancel the timer, forget |
+//! | Resolving, Waiting, BackingOff | shutdown | Stopped | cancel the timer |
 //!
 //! *After an attempt*, the attempt **failed** if it never joined, or if it
 //! died within [`Timing::failure_window`] (5 s) of connecting: a server that
@@ -63,6 +70,9 @@ use crate::rng::Rng;
 /// Where a room is. States carry their own data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
+    /// Waiting for its real id to be looked up (vanity numbers join
+    /// nothing), at most until `until`; then it joins with what it has.
+    Resolving { until: Instant },
     /// Wants to connect: waiting for the pacer, or for addresses.
     Waiting,
     /// Attempt `attempt` to address number `address` is under way; it must
@@ -97,8 +107,9 @@ pub(crate) enum Event {
     Added,
     Removed,
     Shutdown,
-    /// The room's real id became known and differs from the one joined.
-    #[allow(dead_code)] // sent once room ids are looked up
+    /// The first look-up of the room's id answered (whatever it said).
+    IdResolved,
+    /// The room's real id became known and differs from the one in use.
     IdChanged,
     /// The server addresses changed (`Env::addresses` has the new count).
     AddressesChanged,
@@ -122,6 +133,8 @@ pub(crate) enum Event {
 /// What the monitor should do for the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Action {
+    /// Look up the room's real id (the answer comes as `IdResolved`).
+    LookUp,
     /// Put the room on the pacer's queue.
     QueueConnect,
     /// Open attempt `attempt` to address number `address`.
@@ -203,6 +216,9 @@ pub(crate) struct Timing {
     pub(crate) failure_window: Duration,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_cap: Duration,
+    /// How long a room waits for its id to be looked up before joining with
+    /// the id as written (`None`: ids are not looked up).
+    pub(crate) look_up_wait: Option<Duration>,
 }
 
 /// What an event is handled with besides the room's own state.
@@ -258,7 +274,25 @@ impl Lifecycle {
     pub(crate) fn handle(&mut self, event: Event, env: &mut Env<'_>, actions: &mut Vec<Action>) {
         use State::*;
         match (self.state, event) {
-            (Stopped, Event::Added) => self.wait(actions),
+            (Stopped, Event::Added) => match env.timing.look_up_wait {
+                Some(wait) => {
+                    let until = env.now + wait;
+                    self.state = Resolving { until };
+                    actions.push(Action::LookUp);
+                    actions.push(Action::SetTimer(until));
+                }
+                None => self.wait(actions),
+            },
+            (Resolving { .. }, Event::IdResolved) => {
+                actions.push(Action::CancelTimer);
+                self.wait(actions);
+            }
+            (Resolving { until }, Event::Timer) if env.now >= until => self.wait(actions),
+            (Connecting { attempt, .. }, Event::IdChanged) => {
+                actions.push(Action::CancelTimer);
+                actions.push(Action::Abort { attempt });
+                self.wait(actions);
+            }
             (Closing { attempt, then: Then::Forget | Then::Stop }, Event::Added) => {
                 // One connection at a time: the new life starts once the old
                 // connection has closed.
@@ -320,11 +354,11 @@ impl Lifecycle {
             (Closing { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
                 self.state = Closing { attempt, then: leaving(&event) };
             }
-            (Waiting | BackingOff { .. } | Stopped, Event::Removed) => {
+            (Resolving { .. } | Waiting | BackingOff { .. } | Stopped, Event::Removed) => {
                 actions.push(Action::CancelTimer);
                 actions.push(Action::Forget);
             }
-            (Waiting | BackingOff { .. }, Event::Shutdown) => {
+            (Resolving { .. } | Waiting | BackingOff { .. }, Event::Shutdown) => {
                 self.state = Stopped;
                 actions.push(Action::CancelTimer);
             }
@@ -405,6 +439,7 @@ mod tests {
         failure_window: Duration::from_secs(5),
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(60),
+        look_up_wait: None,
     };
 
     /// A room and a fake clock; `addresses` server addresses.
@@ -679,6 +714,38 @@ mod tests {
         assert_eq!(room.on(Event::IdChanged), [Action::LogOut { attempt }]);
         assert_eq!(room.on(Event::Closed { attempt, reason: CloseReason::ServerClosed }), [Action::QueueConnect]);
         assert_eq!(room.life.reconnects(), 0, "a close we asked for is not a failure");
+    }
+
+    #[test]
+    fn with_look_ups_a_room_waits_for_its_id_then_joins_whatever_the_answer() {
+        let timing = Timing { look_up_wait: Some(Duration::from_secs(5)), ..TIMING };
+        let (mut rng, now) = (Rng::new(1), Instant::now());
+        let mut life = Lifecycle::new(&timing);
+        let mut handle = |life: &mut Lifecycle, event: Event, now: Instant| {
+            let mut actions = Vec::new();
+            life.handle(event, &mut Env { now, addresses: 1, timing: &timing, rng: &mut rng }, &mut actions);
+            actions
+        };
+        let until = now + Duration::from_secs(5);
+        assert_eq!(handle(&mut life, Event::Added, now), [Action::LookUp, Action::SetTimer(until)]);
+        assert_eq!(handle(&mut life, Event::PacerTurn, now), [], "no connect before the id is known");
+        assert_eq!(handle(&mut life, Event::IdResolved, now), [Action::CancelTimer, Action::QueueConnect]);
+        // Or the look-up takes too long: the room joins with the id as written.
+        let mut slow = Lifecycle::new(&timing);
+        handle(&mut slow, Event::Added, now);
+        assert_eq!(handle(&mut slow, Event::Timer, now + Duration::from_secs(1)), [], "not yet");
+        assert_eq!(handle(&mut slow, Event::Timer, until), [Action::QueueConnect]);
+        assert_eq!(handle(&mut slow, Event::IdResolved, until), [], "a late answer changes nothing here");
+    }
+
+    #[test]
+    fn a_changed_id_while_connecting_starts_over_at_once() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        room.on(Event::PacerTurn);
+        let actions = room.on(Event::IdChanged);
+        assert_eq!(actions, [Action::CancelTimer, Action::Abort { attempt: 1 }, Action::QueueConnect]);
+        assert_eq!(room.life.reconnects(), 0);
     }
 
     #[test]

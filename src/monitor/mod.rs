@@ -25,6 +25,8 @@ mod driver;
 pub mod endpoint;
 pub mod format;
 mod lifecycle;
+mod live;
+mod lookup;
 pub mod metrics;
 pub mod output;
 mod pacer;
@@ -41,14 +43,22 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::douyu::{LiveStatus, Message, MessageView};
+use crate::fetch::{FetchConfig, Fetcher};
 use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 use crate::rng::Rng;
 use lifecycle::{Lifecycle, State, Timing};
+use live::{LiveTracker, Source};
+use lookup::RoomWeb;
+
+pub use lookup::LIVE_TYPE;
 use output::{Output, OutputClosed, OutputEvent, Unwritten};
 use pacer::Pacer;
 use resolve::{AddressBook, Answer};
 
-pub use config::{DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, MonitorConfig, default_servers};
+pub use config::{
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, DEFAULT_STATUS_CHECK, ForeignChat, MonitorConfig,
+    WebLookups, default_servers,
+};
 pub use endpoint::{Endpoint, Transport};
 
 /// Where a room is in its life cycle (see `lifecycle.rs`).
@@ -82,7 +92,7 @@ impl RoomState {
 
     fn of(state: State) -> Self {
         match state {
-            State::Waiting => RoomState::Waiting,
+            State::Resolving { .. } | State::Waiting => RoomState::Waiting,
             State::Connecting { .. } => RoomState::Connecting,
             State::LoggingIn { .. } => RoomState::LoggingIn,
             State::Joined { .. } => RoomState::Joined,
@@ -96,13 +106,24 @@ impl RoomState {
 /// One room as the monitor sees it (a snapshot).
 #[derive(Clone, Debug)]
 pub struct Room {
+    /// Its id: the real one, once looked up.
     pub id: u64,
+    /// The id as the user gave it (a vanity number, maybe).
+    pub written: u64,
     pub state: RoomState,
     /// The reactor entry of its connection, if it has one.
     pub conn: Option<ConnId>,
     /// Where its current (or last) connection goes, and how.
     pub endpoint: Option<Endpoint>,
+    /// Its broadcast status as last reported, and since when (Unix seconds).
     pub live: Option<LiveStatus>,
+    pub live_since: Option<u64>,
+    /// Its name, owner and category, from the web site.
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub category: Option<String>,
+    /// Chat messages it received that named another room.
+    pub foreign_chat: u64,
     pub messages: u64,
     pub last_message: Option<Instant>,
     /// Connections that ended and were retried.
@@ -185,26 +206,52 @@ pub struct MonitorStats {
 /// what it has seen.
 struct RoomSlot {
     life: Lifecycle,
+    /// The room's real id, once looked up (the slot's key is the id as
+    /// written, which may be a vanity number).
+    real_id: Option<u64>,
+    /// Its broadcast status as reported, and the timer of a pending end.
+    live: LiveTracker,
+    live_timer: Option<TimerHandle>,
+    /// What the web site says of it, with web look-ups on.
+    web: Option<Box<RoomWeb>>,
+    /// Chat messages that named another room.
+    foreign_chat: u64,
     /// The connection of the current attempt, by attempt number.
     conn: Option<(u64, ConnId)>,
     /// The life cycle's one timer (connect deadline, end of a backoff).
     timer: Option<TimerHandle>,
     /// The server (by number) of the current or last connection.
     server: Option<usize>,
-    live: Option<LiveStatus>,
     messages: u64,
     last_message: Option<Instant>,
     sequence: SequenceCheck,
 }
 
 impl RoomSlot {
-    fn snapshot(&self, id: u64, addresses: &AddressBook) -> Room {
+    fn is_stopped(&self) -> bool {
+        self.life.state() == State::Stopped
+    }
+
+    /// The id to join and to write: the real one once known.
+    fn id(&self, written: u64) -> u64 {
+        self.real_id.unwrap_or(written)
+    }
+
+    fn snapshot(&self, written: u64, addresses: &AddressBook) -> Room {
+        let reported = self.live.reported();
+        let web = self.web.as_deref();
         Room {
-            id,
+            id: self.id(written),
+            written,
             state: RoomState::of(self.life.state()),
             conn: self.conn.map(|(_, conn)| conn),
             endpoint: self.server.map(|server| addresses.server(server).clone()),
-            live: self.live,
+            live: self.live.current(),
+            live_since: reported.map(|report| report.since),
+            name: web.and_then(|web| web.name.clone()),
+            owner: web.and_then(|web| web.owner.clone()),
+            category: web.and_then(|web| web.category.clone()),
+            foreign_chat: self.foreign_chat,
             messages: self.messages,
             last_message: self.last_message,
             reconnects: self.life.reconnects(),
@@ -219,8 +266,11 @@ pub(crate) struct MonitorState {
     pub(crate) output: Output,
     rooms: BTreeMap<u64, RoomSlot>,
     addresses: AddressBook,
-    /// Certificates trusted for `wss://` servers (built once, if any is one).
+    /// Certificates trusted for `wss://` servers and `https://` look-ups
+    /// (built once, if any is one).
     tls: Option<TlsClientConfig>,
+    /// The web look-ups' HTTP client (with look-ups on).
+    fetcher: Option<Fetcher>,
     /// Answers from the DNS thread come through here (set once at start).
     resolver: Option<LoopSender<Vec<Answer>>>,
     /// While no server name resolves at all: the pause before trying again.
@@ -270,7 +320,10 @@ impl Monitor {
             let Some(state) = slot.borrow().upgrade() else { return };
             MonitorState::addresses_resolved(&state, reactor, answers);
         });
-        let tls = if config.servers.iter().any(Endpoint::uses_tls) {
+        let web_tls = config.web.as_ref().is_some_and(|web| {
+            [&web.mobile_base, &web.desktop_base].iter().any(|base| base.scheme() == crate::http::Scheme::Https)
+        });
+        let tls = if web_tls || config.servers.iter().any(Endpoint::uses_tls) {
             let config = TlsClientConfig::new(config.ca_file.as_deref()).map_err(|e| match &config.ca_file {
                 Some(path) => io::Error::new(e.kind(), format!("cannot use {} as the CA file: {e}", path.display())),
                 None => io::Error::new(e.kind(), format!("cannot load the system's certificates: {e}")),
@@ -279,6 +332,10 @@ impl Monitor {
         } else {
             None
         };
+        let fetcher = config
+            .web
+            .is_some()
+            .then(|| Fetcher::new(reactor, FetchConfig { tls: tls.clone(), ..FetchConfig::default() }));
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         let timing = Timing {
@@ -287,6 +344,7 @@ impl Monitor {
             failure_window: FAILURE_WINDOW,
             backoff_base: config.backoff_base,
             backoff_cap: config.backoff_cap,
+            look_up_wait: config.web.as_ref().filter(|web| web.resolve_ids).map(|_| LOOK_UP_WAIT),
         };
         let state = Rc::new_cyclic(|this| {
             RefCell::new(MonitorState {
@@ -295,6 +353,7 @@ impl Monitor {
                 rooms: BTreeMap::new(),
                 addresses: AddressBook::new(config.servers.clone()),
                 tls,
+                fetcher,
                 resolver: Some(resolver),
                 resolve_retry: Duration::from_secs(1),
                 pacer: Pacer::new(config.connects_per_second),
@@ -321,21 +380,31 @@ impl Monitor {
 
     /// Starts watching `room` (no-op if already watched).
     pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
-        {
+        let new = {
             let mut state = self.state.borrow_mut();
+            let new = !state.rooms.contains_key(&room);
             let timing = state.timing;
+            let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
             state.rooms.entry(room).or_insert_with(|| RoomSlot {
                 life: Lifecycle::new(&timing),
+                real_id: None,
+                live: LiveTracker::default(),
+                live_timer: None,
+                web,
+                foreign_chat: 0,
                 conn: None,
                 timer: None,
                 server: None,
-                live: None,
                 messages: 0,
                 last_message: None,
                 sequence: SequenceCheck::default(),
             });
-        }
+            new
+        };
         MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
+        if new {
+            MonitorState::check_status_periodically(&self.state, reactor, room);
+        }
     }
 
     /// Stops watching `room`: logs out if connected, then forgets it.
@@ -521,9 +590,12 @@ impl MonitorState {
     /// Writes one message the connection of `attempt` received (unless
     /// filtered) and counts it.
     pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, attempt: u64, ts_ms: u64, message: &Message) {
+        let mut id = room;
+        let mut foreign = false;
         // Written in any case (every message received is written once); the
         // room's own counters only follow the connection it owns now.
         if let Some(slot) = self.rooms.get_mut(&room).filter(|slot| slot.conn.is_some_and(|(a, _)| a == attempt)) {
+            id = slot.id(room);
             slot.messages += 1;
             slot.last_message = Some(Instant::now());
             if self.config.check_sequence
@@ -532,23 +604,28 @@ impl MonitorState {
                 slot.sequence.record(number);
             }
             // Check the type first: building a view scans every field.
-            match message.msg_type() {
-                "rss" => {
-                    if let MessageView::RoomStatus(status) = message.view() {
-                        slot.live = status.status.or(slot.live);
-                    }
+            let heard = match message.msg_type() {
+                "rss" => match message.view() {
+                    MessageView::RoomStatus(status) => status.status.map(|status| (status, Source::Push)),
+                    _ => None,
+                },
+                "loginres" => match message.view() {
+                    MessageView::LoginRes(login) => match login.live_stat {
+                        Some(1) => Some((LiveStatus::Live, Source::Login)),
+                        Some(0) => Some((LiveStatus::Offline, Source::Login)),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                "chatmsg" => {
+                    foreign = message.get("rid").and_then(|rid| rid.parse::<u64>().ok()).is_some_and(|rid| rid != id);
+                    slot.foreign_chat += u64::from(foreign);
+                    None
                 }
-                // What the login says, until a status change says more.
-                "loginres" if slot.live.is_none() => {
-                    if let MessageView::LoginRes(login) = message.view() {
-                        slot.live = match login.live_stat {
-                            Some(1) => Some(LiveStatus::Live),
-                            Some(0) => Some(LiveStatus::Offline),
-                            _ => None,
-                        };
-                    }
-                }
-                _ => {}
+                _ => None,
+            };
+            if let Some((status, source)) = heard {
+                self.heard_status(reactor, room, status, source, None);
             }
         }
         self.stats.messages += 1;
@@ -564,14 +641,22 @@ impl MonitorState {
             }
             None => *by_type.entry("other".to_string()).or_insert(0) += 1,
         }
+        if foreign && self.config.foreign_chat == ForeignChat::Drop {
+            self.stats.filtered += 1;
+            return;
+        }
         if self.config.types.as_ref().is_some_and(|types| !types.contains(message.msg_type())) {
             self.stats.filtered += 1;
             return;
         }
         let format = self.config.format;
-        self.output.append(|batch| format::write_line(batch, format, ts_ms, room, message));
-        // One batch per loop iteration: flush when this iteration's
-        // callbacks are done.
+        self.output.append(|batch| format::write_line(batch, format, ts_ms, id, message));
+        self.schedule_flush(reactor);
+    }
+
+    /// One batch per loop iteration: hands the batch to the writer once this
+    /// iteration's callbacks are done.
+    fn schedule_flush(&mut self, reactor: &mut Reactor) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             let weak = self.this.clone();
@@ -585,6 +670,10 @@ impl MonitorState {
         }
     }
 }
+
+/// How long a room waits for its id to be looked up before it joins with
+/// the id as written.
+const LOOK_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// A connection that closes sooner than this after opening counts as a
 /// failed attempt, even if it joined.

@@ -29,7 +29,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The replies of the protocol; every other message type is a room
 /// message and carries the simulator's sequence number in `cid`.
-pub const REPLIES: [&str; 4] = ["loginres", "pingreq", "mrkl", "error"];
+pub const REPLIES: [&str; 5] = ["loginres", "pingreq", "mrkl", "error", "barrage.live"];
 
 /// The budget for SIGINT/SIGTERM: log out of every room, flush, exit.
 pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(2);
@@ -347,7 +347,21 @@ pub struct Watch {
 impl Watch {
     /// `barrage watch --format json --log-level info ARGS…`
     pub fn start(args: &[&str]) -> Watch {
-        let mut command = barrage(&["watch", "--format", "json", "--log-level", "info", "--status-interval", "0"]);
+        // No web look-ups: the tests run offline (those of the look-ups point
+        // them at `barrage serve --http` with --web-base).
+        let mut command = barrage(&[
+            "watch",
+            "--format",
+            "json",
+            "--log-level",
+            "info",
+            "--status-interval",
+            "0",
+            "--resolve",
+            "never",
+            "--status-check",
+            "0",
+        ]);
         let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn watch");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_pipe = child.stderr.take().expect("piped stderr");

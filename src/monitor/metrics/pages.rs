@@ -156,6 +156,27 @@ fn render_metrics(stats: &MonitorStats, rooms: &[Room], output_pending: usize, r
     for room in rooms {
         page.sample("barrage_room_messages_total", Some(("room", &room.id.to_string())), room.messages);
     }
+    page.family(
+        "barrage_room_foreign_chat_total",
+        "counter",
+        "Chat messages a room received that named another room (see --foreign-chat).",
+    );
+    for room in rooms {
+        page.sample("barrage_room_foreign_chat_total", Some(("room", &room.id.to_string())), room.foreign_chat);
+    }
+    let mut by_live = [0usize; 4];
+    for room in rooms {
+        by_live[match room.live {
+            Some(LiveStatus::Live) => 0,
+            Some(LiveStatus::Loop) => 1,
+            Some(LiveStatus::Offline) => 2,
+            None => 3,
+        }] += 1;
+    }
+    page.family("barrage_rooms_live", "gauge", "Rooms by broadcast status (unknown: not heard yet).");
+    for (status, count) in ["live", "loop", "offline", "unknown"].into_iter().zip(by_live) {
+        page.sample("barrage_rooms_live", Some(("status", status)), count);
+    }
 
     page.single(
         "barrage_messages_filtered_total",
@@ -238,8 +259,14 @@ fn render_rooms(rooms: &[Room], now: Instant) -> String {
         .map(|room| {
             serde_json::json!({
                 "room": room.id,
+                "written": room.written,
                 "state": room.state.name(),
                 "live": live_name(room.live),
+                "live_since": room.live_since,
+                "name": room.name,
+                "owner": room.owner,
+                "category": room.category,
+                "foreign_chat": room.foreign_chat,
                 "last_message_age_secs": room.last_message.map(|at| now.saturating_duration_since(at).as_secs_f64()),
                 "messages": room.messages,
                 "reconnects": room.reconnects,

@@ -1,0 +1,326 @@
+//! Rooms looked up on Douyu's web site, on the reactor: each room's real id
+//! (a vanity number joins nothing on the barrage server) and its live
+//! status (changes that happen while a room is disconnected are never
+//! pushed), read with the reactor's HTTP client.
+//!
+//! - **Ids.** A room's page (`/{id}`) is read from the mobile site, and from
+//!   the desktop site if that fails; the log says `6657 → 6979222 (room
+//!   name, owner)`. A room waits for its first look-up a few seconds at
+//!   most (the life cycle's `Resolving`), then joins with the id as written
+//!   and says so; a failed look-up is tried again with backoff, and an id
+//!   found later makes the room join again with it. Look-ups block no
+//!   other room: they run a few at a time, paced (`fetch::Fetcher`).
+//! - **Status.** `betard/{rid}` is read after every join and then every
+//!   `status_check`; what it says goes to the room's [`LiveTracker`], with
+//!   the `rss` pushes, and a change becomes one output line of type
+//!   [`LIVE_TYPE`].
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::douyu::web::{self, DESKTOP_USER_AGENT, DOUYU_REFERER, MOBILE_USER_AGENT};
+use crate::douyu::{LiveStatus, Message, stt};
+use crate::http::{Request, Response};
+use crate::reactor::Reactor;
+
+use super::MonitorState;
+use super::backoff::Backoff;
+use super::format;
+use super::lifecycle::Event;
+use super::live::{Report, Source, human_duration};
+
+/// The type of the output lines that report a room's live status; it
+/// cannot collide with Douyu's own types, which have no dots.
+pub const LIVE_TYPE: &str = "barrage.live";
+
+/// How long one look-up may take, redirects included.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What a room knows from the web site, and where its look-ups are.
+#[derive(Debug)]
+pub(crate) struct RoomWeb {
+    pub(crate) name: Option<String>,
+    pub(crate) owner: Option<String>,
+    pub(crate) category: Option<String>,
+    /// Failed id look-ups in a row.
+    id_backoff: Backoff,
+    /// A status read is queued or under way.
+    status_in_flight: bool,
+}
+
+impl RoomWeb {
+    pub(crate) fn new() -> Self {
+        RoomWeb {
+            name: None,
+            owner: None,
+            category: None,
+            id_backoff: Backoff::with_limits(Duration::from_secs(5), Duration::from_secs(600)),
+            status_in_flight: false,
+        }
+    }
+}
+
+impl MonitorState {
+    /// Looks up `room`'s real id: the mobile page first, then the desktop
+    /// one.
+    pub(crate) fn look_up_id(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
+        Self::read_room_page(this, reactor, room, true);
+    }
+
+    fn read_room_page(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, mobile: bool) {
+        let Some((fetcher, request)) = this.borrow().web_request(|web| {
+            let (base, agent) =
+                if mobile { (&web.mobile_base, MOBILE_USER_AGENT) } else { (&web.desktop_base, DESKTOP_USER_AGENT) };
+            let url = base.append_path(&web::room_page_path(room)).ok()?;
+            Some(Request::get(url).header("User-Agent", agent).header("Referer", DOUYU_REFERER))
+        }) else {
+            return;
+        };
+        let weak = Rc::downgrade(this);
+        fetcher.fetch(reactor, request, Instant::now() + LOOKUP_DEADLINE, move |reactor, result| {
+            let Some(this) = weak.upgrade() else { return };
+            let found = result.and_then(Response::error_for_status).map(|page| web::parse_room_page(&page.text()));
+            match found {
+                Ok(Some(info)) => Self::id_found(&this, reactor, room, info),
+                _ if mobile => Self::read_room_page(&this, reactor, room, false),
+                Ok(None) => Self::id_not_found(&this, reactor, room, "the room's page names no room".into()),
+                Err(error) => Self::id_not_found(&this, reactor, room, error.to_string()),
+            }
+        });
+    }
+
+    fn id_found(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, info: web::RoomInfo) {
+        let event = {
+            let mut state = this.borrow_mut();
+            let Some(slot) = state.rooms.get_mut(&room) else { return };
+            let before = slot.id(room);
+            slot.real_id = Some(info.rid);
+            let about = match (&info.name, &info.owner) {
+                (Some(name), Some(owner)) => format!(" ({name}, {owner})"),
+                (Some(one), None) | (None, Some(one)) => format!(" ({one})"),
+                (None, None) => String::new(),
+            };
+            if info.rid != room {
+                log::info!("room {room} → {}{about}", info.rid);
+            } else {
+                log::debug!("room {room} is a real id{about}");
+            }
+            if let Some(web) = slot.web.as_mut() {
+                web.id_backoff.reset();
+                web.name = info.name.or(web.name.take());
+                web.owner = info.owner.or(web.owner.take());
+            }
+            if before != info.rid { Event::IdChanged } else { Event::IdResolved }
+        };
+        MonitorState::handle(this, reactor, room, event);
+        // A first answer with a new id: also the end of the wait.
+        MonitorState::handle(this, reactor, room, Event::IdResolved);
+    }
+
+    fn id_not_found(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, why: String) {
+        let delay = {
+            let mut state = this.borrow_mut();
+            let random = state.rng.next_f64();
+            let Some(web) = state.rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) else { return };
+            let first = web.id_backoff.failures() == 0;
+            let delay = web.id_backoff.ceiling().mul_f64(0.5 + random / 2.0);
+            web.id_backoff.next_delay(random);
+            let when = format!("trying again in {:.0} s", delay.as_secs_f64());
+            if first {
+                log::warn!("room {room}: cannot look up its real id ({why}); joining it as written, {when}");
+            } else {
+                log::debug!("room {room}: cannot look up its real id ({why}); {when}");
+            }
+            delay
+        };
+        MonitorState::handle(this, reactor, room, Event::IdResolved);
+        let weak = Rc::downgrade(this);
+        reactor.call_later(delay, move |reactor| {
+            if let Some(this) = weak.upgrade() {
+                Self::look_up_id(&this, reactor, room);
+            }
+        });
+    }
+
+    /// Reads `room`'s status from `betard`, unless a read is under way or
+    /// status checks are off.
+    pub(crate) fn check_status(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
+        let Some((fetcher, request)) = this.borrow_mut().web_request_for(room, |web, id| {
+            if web.status_check.is_zero() {
+                return None;
+            }
+            let url = web.desktop_base.append_path(&web::betard_path(id)).ok()?;
+            Some(Request::get(url).header("User-Agent", DESKTOP_USER_AGENT).header("Referer", DOUYU_REFERER))
+        }) else {
+            return;
+        };
+        let weak = Rc::downgrade(this);
+        fetcher.fetch(reactor, request, Instant::now() + LOOKUP_DEADLINE, move |reactor, result| {
+            let Some(this) = weak.upgrade() else { return };
+            let status = result.and_then(Response::error_for_status).map_err(|e| e.to_string());
+            Self::status_read(&this, reactor, room, status.and_then(|page| web::parse_betard(&page.text())));
+        });
+    }
+
+    /// Reads `room`'s status every `status_check` (±10 %, so that rooms
+    /// added together spread out), for as long as the room is watched.
+    pub(crate) fn check_status_periodically(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
+        let (interval, random) = {
+            let mut state = this.borrow_mut();
+            let interval = state.config.web.as_ref().map_or(Duration::ZERO, |web| web.status_check);
+            (interval, state.rng.next_f64())
+        };
+        if interval.is_zero() {
+            return;
+        }
+        let weak = Rc::downgrade(this);
+        reactor.call_later(interval.mul_f64(0.9 + random / 5.0), move |reactor| {
+            let Some(this) = weak.upgrade() else { return };
+            let watched = this.borrow().rooms.get(&room).is_some_and(|slot| slot.conn.is_some() || !slot.is_stopped());
+            if watched {
+                Self::check_status_periodically(&this, reactor, room);
+                Self::check_status(&this, reactor, room);
+            }
+        });
+    }
+
+    fn status_read(
+        this: &Rc<RefCell<MonitorState>>,
+        reactor: &mut Reactor,
+        room: u64,
+        status: Result<web::Betard, String>,
+    ) {
+        let mut state = this.borrow_mut();
+        let Some(slot) = state.rooms.get_mut(&room) else { return };
+        if let Some(web) = slot.web.as_mut() {
+            web.status_in_flight = false;
+        }
+        let betard = match status {
+            Ok(betard) => betard,
+            Err(why) => {
+                log::debug!("room {room}: cannot read its status: {why}");
+                return;
+            }
+        };
+        if let Some(web) = slot.web.as_mut() {
+            web.name = betard.room_name.clone().or(web.name.take());
+            web.owner = betard.owner.clone().or(web.owner.take());
+            web.category = betard.category.clone().or(web.category.take());
+        }
+        let show_time = (betard.status != LiveStatus::Offline).then_some(betard.show_time).flatten();
+        state.heard_status(reactor, room, betard.status, Source::Web, show_time);
+    }
+
+    /// Feeds a status to `room`'s tracker; writes the report if there is
+    /// one, and keeps the tracker's timer on its pending end.
+    pub(crate) fn heard_status(
+        &mut self,
+        reactor: &mut Reactor,
+        room: u64,
+        status: LiveStatus,
+        source: Source,
+        show_time: Option<u64>,
+    ) {
+        let Some(slot) = self.rooms.get_mut(&room) else { return };
+        let report = slot.live.heard(status, source, show_time, Instant::now(), unix_now());
+        let deadline = slot.live.next_deadline();
+        if let Some(report) = report {
+            self.write_live_line(reactor, room, report);
+        }
+        self.arm_live_timer(reactor, room, deadline);
+    }
+
+    /// Keeps `room`'s status timer on the tracker's pending end.
+    fn arm_live_timer(&mut self, reactor: &mut Reactor, room: u64, deadline: Option<Instant>) {
+        let Some(slot) = self.rooms.get_mut(&room) else { return };
+        if let Some(timer) = slot.live_timer.take() {
+            reactor.remove_timeout(timer);
+        }
+        let Some(deadline) = deadline else { return };
+        let weak = self.this.clone();
+        slot.live_timer = Some(reactor.call_at(deadline, move |reactor| {
+            let Some(this) = weak.upgrade() else { return };
+            let mut state = this.borrow_mut();
+            let Some(slot) = state.rooms.get_mut(&room) else { return };
+            slot.live_timer = None;
+            if let Some(report) = slot.live.on_timeout(Instant::now()) {
+                state.write_live_line(reactor, room, report);
+            }
+        }));
+    }
+
+    /// Writes one status line: `{"type":"barrage.live","fields":{"status":…,
+    /// "since":…,"source":…,…}}`, or `[room] ● live now` as text.
+    fn write_live_line(&mut self, reactor: &mut Reactor, room: u64, report: Report) {
+        let Some(slot) = self.rooms.get(&room) else { return };
+        let id = slot.id(room);
+        let status = match report.status {
+            LiveStatus::Live => "live",
+            LiveStatus::Offline => "offline",
+            LiveStatus::Loop => "loop",
+        };
+        let mut body = String::new();
+        let id_text = id.to_string();
+        let since = report.since.to_string();
+        let mut fields = vec![("type", LIVE_TYPE), ("rid", &id_text), ("status", status), ("since", &since)];
+        fields.push(("source", report.source.name()));
+        let lasted = report.lasted.map(|lasted| lasted.as_secs().to_string());
+        let lasted_text = report.lasted.map(human_duration);
+        if let (Some(secs), Some(text)) = (&lasted, &lasted_text) {
+            fields.push(("lasted_secs", secs));
+            fields.push(("lasted", text));
+        }
+        if let Some(web) = &slot.web {
+            for (key, value) in [("room_name", &web.name), ("owner", &web.owner), ("category", &web.category)] {
+                if let Some(value) = value {
+                    fields.push((key, value));
+                }
+            }
+        }
+        for (key, value) in fields {
+            stt::push_field(&mut body, key, value);
+        }
+        let message = Message::decode(&body);
+        if self.config.types.as_ref().is_some_and(|types| !types.contains(LIVE_TYPE)) {
+            return;
+        }
+        let (format, ts_ms) = (self.config.format, unix_now() * 1000);
+        self.output.append(|batch| format::write_line(batch, format, ts_ms, id, &message));
+        self.schedule_flush(reactor);
+    }
+
+    /// The fetcher and a request built by `build` from the web settings.
+    fn web_request(
+        &self,
+        build: impl FnOnce(&super::WebLookups) -> Option<Request>,
+    ) -> Option<(crate::fetch::Fetcher, Request)> {
+        let fetcher = self.fetcher.clone()?;
+        let request = build(self.config.web.as_ref()?)?;
+        Some((fetcher, request))
+    }
+
+    /// Like [`web_request`](Self::web_request), for a status read of `room`
+    /// (marked under way; none if one already is).
+    fn web_request_for(
+        &mut self,
+        room: u64,
+        build: impl FnOnce(&super::WebLookups, u64) -> Option<Request>,
+    ) -> Option<(crate::fetch::Fetcher, Request)> {
+        let slot = self.rooms.get(&room)?;
+        if slot.web.as_ref().is_none_or(|web| web.status_in_flight) {
+            return None;
+        }
+        let id = slot.id(room);
+        let pair = self.web_request(|web| build(web, id))?;
+        if let Some(web) = self.rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) {
+            web.status_in_flight = true;
+        }
+        Some(pair)
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
