@@ -286,7 +286,7 @@ fn sighup_applies_the_new_room_list() {
     assert_contiguous(&watch.seen.room(1).cids, Some(1), "room 1 until its removal");
     assert_contiguous(&watch.seen.room(3).cids, Some(1), "room 3 from its start");
     assert_eq!(sim.stats().clients, 2, "rooms 2 and 3 connected");
-    watch.wait_stderr("the reload logged", DEADLINE, |log| log.contains("1 rooms added, 1 removed"));
+    watch.wait_stderr("the reload logged", DEADLINE, |log| log.contains("1 room added, 1 removed"));
     watch.assert_running();
 }
 

@@ -76,6 +76,10 @@ pub struct MonitorConfig {
     /// How long the output may take to be written at exit
     /// ([`Monitor::finish_output`]).
     pub flush_timeout: Duration,
+    /// Stop ([`StopCause::Count`](super::StopCause::Count)) once this many
+    /// messages have been written (after the `types` filter); later ones
+    /// are not written.
+    pub stop_after_messages: Option<u64>,
 }
 
 impl Default for MonitorConfig {
@@ -97,6 +101,7 @@ impl Default for MonitorConfig {
             connect_timeout: Duration::from_secs(10),
             logout_timeout: DEFAULT_LOGOUT_TIMEOUT,
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            stop_after_messages: None,
         }
     }
 }
@@ -116,6 +121,9 @@ impl MonitorConfig {
         self.session.validate()?;
         if let Some(room) = self.rooms.iter().find(|&&room| room == 0) {
             return Err(SettingError::new("rooms", format!("room ids are positive integers, not {room}")));
+        }
+        if self.stop_after_messages == Some(0) {
+            return Err(SettingError::new("count", "count must be at least 1 message"));
         }
         if self.servers.is_empty() {
             return Err(SettingError::new("servers", "no server to connect to"));

@@ -168,6 +168,8 @@ pub enum StopCause {
     Signal(&'static str),
     /// The time it was given ran out.
     Duration,
+    /// `stop_after_messages` were written.
+    Count(u64),
     /// The output closed for good: its reader left, or it could not be opened.
     Output(OutputClosed),
 }
@@ -177,6 +179,7 @@ impl std::fmt::Display for StopCause {
         match self {
             StopCause::Signal(name) => write!(f, "{name}"),
             StopCause::Duration => write!(f, "the duration is over"),
+            StopCause::Count(count) => write!(f, "{count} messages written"),
             StopCause::Output(OutputClosed::ReaderLeft) => write!(f, "the output's reader left"),
             StopCause::Output(OutputClosed::Failed(why)) => write!(f, "output failed: {why}"),
         }
@@ -573,6 +576,21 @@ impl MonitorState {
         if self.config.types.as_ref().is_some_and(|types| !types.contains(message.msg_type())) {
             self.stats.filtered += 1;
             return;
+        }
+        if let Some(limit) = self.config.stop_after_messages {
+            let written = self.stats.messages - self.stats.filtered; // this one included
+            if written > limit {
+                self.stats.filtered += 1;
+                return;
+            }
+            if written == limit {
+                let weak = self.this.clone();
+                reactor.call_soon(move |reactor| {
+                    if let Some(state) = weak.upgrade() {
+                        Monitor { state }.stop(reactor, StopCause::Count(limit), Duration::ZERO);
+                    }
+                });
+            }
         }
         let format = self.config.format;
         self.output.append(|batch| format::write_line(batch, format, ts_ms, room, message));
