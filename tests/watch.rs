@@ -534,6 +534,9 @@ fn watch_help_mentions_every_flag() {
         "--shard",
         "--status-interval",
         "--log-level",
+        "--duration",
+        "--count",
+        "--color",
     ] {
         assert!(help.contains(flag), "watch --help does not mention {flag}:\n{help}");
     }

@@ -10,7 +10,9 @@ use crate::bench::run::{self, BenchConfig, SimulatorProcess};
 use crate::douyu::SessionConfig;
 use crate::monitor::MonitorConfig;
 
-use super::{Failure, LogLevel, init_logging, log_level, parse_connect_rate, parse_positive_seconds, whole_number};
+use super::{
+    Failure, LogLevel, init_logging, log_level, parse_connect_rate, parse_positive_seconds, plural, whole_number,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -110,7 +112,7 @@ fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration
         session,
         poll_interval,
     };
-    log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
+    log::info!("bench: {} at {}/s against the simulator on {}", plural(args.rooms, "room"), args.rate, simulator.addr);
     let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];
     if let Some(peer) = &args.peer {
         // Fresh room ids, so the peer's connections start clean streams.

@@ -304,6 +304,11 @@ pub(crate) fn whole_number(text: &str, min: u64, max: u64, what: &str) -> Result
     }
 }
 
+/// A number of messages, at least 1 (`--count`, `serve --drop-every`).
+pub(crate) fn parse_messages(text: &str) -> Result<u64, String> {
+    whole_number(text, 1, u64::MAX, "messages")
+}
+
 /// `4096`, `512KiB`, `16MiB`, `1GiB`.
 pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
