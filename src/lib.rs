@@ -4,7 +4,7 @@
 //! The layers, each depending only on those below it:
 //!
 //! ```text
-//!   cli (src/cli/)           barrage watch | serve | demo | bench
+//!   cli (src/cli/)           barrage watch | replay | serve | demo | bench
 //!     │
 //!   monitor, sim, bench      the room daemon; the simulated Douyu server;
 //!     │                      measurements of the two together
