@@ -52,8 +52,11 @@ fn a_command_line_mistake_exits_2_and_says_what_was_expected() {
             (&["bench", "--rooms", "-1"], &["expected a whole number of rooms"]),
             (&["bench", "--connect-rate", "0"], &["connect_rate must be above 0", "(--connect-rate)"]),
             (&["replay", "--speed", "0"], &["expected a speed above 0"]),
-            (&["serve", "--drop-every", "0"], &["expected a whole number of messages, at least 1", "barrage serve --help"]),
-            (&["replay", "--rooms", "x"], &["expected a whole number of room id"]),
+            (
+                &["serve", "--drop-every", "0"],
+                &["expected a whole number of messages, at least 1", "barrage serve --help"],
+            ),
+            (&["replay", "--rooms", "x"], &["room ids are positive integers"]),
             (&["completions", "tcsh"], &["[possible values: bash"]),
             (&["man", "nope"], &["no subcommand \"nope\"", "watch"]),
             (&["nope"], &["(see 'barrage --help')"]),

@@ -21,7 +21,7 @@ use clap::Args;
 use crate::monitor::format::{Format, write_line};
 use crate::recording::{self, Recorded};
 
-use super::watch::{FormatArg, unknown_types};
+use super::watch::{FormatArg, parse_room, unknown_types};
 use super::{ColorChoice, Failure, plural, stdout_is_terminal};
 
 #[derive(Debug, Args)]
@@ -51,10 +51,6 @@ pub(crate) struct ReplayArgs {
     /// (1: in real time, 60: an hour in a minute). [default: no pause]
     #[arg(long, value_name = "X", value_parser = parse_speed, allow_negative_numbers = true)]
     speed: Option<f64>,
-}
-
-fn parse_room(text: &str) -> Result<u64, String> {
-    super::whole_number(text, 1, u64::MAX, "room id")
 }
 
 fn parse_speed(text: &str) -> Result<f64, String> {

@@ -469,7 +469,7 @@ pub(crate) fn room_list(cli_rooms: &[u64], file_rooms: &[u64], shard: Shard) -> 
     all.into_iter().filter(|&room| shard.contains(room)).collect()
 }
 
-fn parse_room(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_room(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
         Ok(room) if room > 0 => Ok(room),
         _ => Err("room ids are positive integers (the real numeric id, not a vanity name)".to_string()),
