@@ -8,15 +8,18 @@
 //! `writable()` says no, the reactor drops its interest in writability, and
 //! the loop sleeps until the server answers.
 //!
-//! It connects, sends `hello world\n` once, prints whatever it reads, and
-//! exits when the connection closes (status 1 if the connection failed).
+//! It connects, sends `hello world` and `exit` (two lines, once), prints
+//! whatever it reads, and exits when the server closes the connection, as
+//! the `echo_server` example does after `exit` (status 1 if the connection
+//! failed).
 //!
-//! Run it against any line server, for example:
+//! Run it against the `echo_server` example, or any line server:
 //!
 //! ```text
-//! nc -l 127.0.0.1 9000                             # in one terminal
-//! cargo run --example asyncore_client              # in another
-//! cargo run --example asyncore_client -- 127.0.0.1:9999   # the echo_server example
+//! cargo run --example echo_server                  # in one terminal
+//! cargo run --example asyncore_client              # in another: 127.0.0.1:9999
+//! nc -l 127.0.0.1 9000                             # or this (close it with Ctrl-C or Ctrl-D) and
+//! cargo run --example asyncore_client -- 127.0.0.1:9000
 //! ```
 //!
 //! Set `RUST_LOG=debug` (or `trace`) to watch the reactor's side on stderr.
@@ -31,8 +34,8 @@ use std::rc::Rc;
 
 use barrage::reactor::{Context, Dispatcher, Reactor};
 
-/// The tutorial's server address; the first argument replaces it.
-const DEFAULT_ADDR: &str = "127.0.0.1:9000";
+/// The `echo_server` example's address; the first argument replaces it.
+const DEFAULT_ADDR: &str = "127.0.0.1:9999";
 
 struct Client {
     /// Bytes we still want to send. asyncore's `self.buffer`.
@@ -118,7 +121,9 @@ fn main() -> ExitCode {
 fn run(addr: SocketAddr) -> io::Result<()> {
     let mut reactor = Reactor::new()?;
     let failure = Rc::new(RefCell::new(None));
-    let client = Client { outgoing: b"hello world\n".to_vec(), failure: failure.clone() };
+    // `exit` asks a line server like `echo_server` to close: that close is
+    // what ends `run()`.
+    let client = Client { outgoing: b"hello world\nexit\n".to_vec(), failure: failure.clone() };
     // Starts a non-blocking connect and returns at once; `handle_connect`
     // (or `handle_error`) runs from inside `run()` when the outcome is known.
     reactor.connect(addr, client)?;

@@ -7,20 +7,29 @@
 //! bytes it receives:
 //!
 //! - on connect it greets the client with `Hello,I am server!`;
-//! - each line `X` is answered with `Loop_Msg: X!`;
-//! - the line `exit` closes the connection, *after* the replies already
+//! - each message `X` is answered with `Loop_Msg: X!`;
+//! - the message `exit` closes the connection, *after* the replies already
 //!   queued have been written (a graceful close).
+//!
+//! What is a message? The tutorial's server took whatever one `recv(1024)`
+//! returned, and its client sends `Hello,I am a client` with no newline.
+//! `nc` sends lines, and a long line may take several reads. So a client
+//! starts in the tutorial's way — what one read brings is one message —
+//! and speaks in lines from its first newline on: then a partial line waits
+//! for the rest.
 //!
 //! Two limits keep one client from growing the server's memory: a line may
 //! be at most 64 KiB long, and a client that sends faster than it reads its
 //! replies is not read from until it catches up (see `readable()`).
 //!
-//! Run it, then talk to it with `nc`:
+//! Run it, then talk to it with `nc` (type lines, then `exit`), with the
+//! `asyncore_client` example, or with the tutorial's own Python client:
 //!
 //! ```text
 //! cargo run --example echo_server                  # listens on 127.0.0.1:9999
 //! cargo run --example echo_server -- 127.0.0.1:0   # any free port; prints which
 //! nc 127.0.0.1 9999
+//! cargo run --example asyncore_client              # sends two lines, prints the replies, exits
 //! ```
 //!
 //! It runs until killed (Ctrl-C). `RUST_LOG=debug` shows the reactor's side.
@@ -51,6 +60,8 @@ struct Session {
     peer: SocketAddr,
     /// True while we wait for the client to read its replies.
     paused: bool,
+    /// The client has sent a newline: it speaks in lines, not in reads.
+    lines: bool,
 }
 
 impl Dispatcher for Session {
@@ -75,32 +86,26 @@ impl Dispatcher for Session {
     /// `data` holds everything received and not consumed yet. We answer
     /// each complete line and return how many bytes those lines took; a
     /// partial line stays with the reactor and comes back, completed by
-    /// the next bytes, on the next call.
+    /// the next bytes, on the next call. Until the client sends its first
+    /// newline, a read without one is a whole message (the tutorial's way).
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        self.lines |= data.contains(&b'\n');
+        if !self.lines {
+            self.answer(ctx, data);
+            self.pause_if_behind(ctx);
+            return data.len();
+        }
         let mut consumed = 0;
         while let Some(newline) = data[consumed..].iter().position(|&b| b == b'\n') {
             let line = &data[consumed..consumed + newline];
             consumed += newline + 1;
             // Accept "\r\n" too: telnet and Windows clients send it.
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line == b"exit" {
-                log::info!("{} said exit", self.peer);
-                // Graceful: stop reading, finish writing the queued
-                // replies, then close. Bytes after "exit" are ignored.
-                ctx.close();
+            if !self.answer(ctx, line.strip_suffix(b"\r").unwrap_or(line)) {
                 return consumed;
             }
-            let mut reply = b"Loop_Msg: ".to_vec();
-            reply.extend_from_slice(line);
-            reply.extend_from_slice(b"!\n");
-            ctx.send(&reply);
-
-            if ctx.pending_output() > MAX_PENDING_REPLIES {
-                // The client is not reading fast enough. Stop here; the
-                // lines we did not consume wait, and come back once
+            if self.pause_if_behind(ctx) {
+                // The lines we did not consume wait, and come back once
                 // `handle_write` sets `paused` to false again.
-                log::debug!("{}: {} reply bytes pending, pausing", self.peer, ctx.pending_output());
-                self.paused = true;
                 return consumed;
             }
         }
@@ -125,6 +130,33 @@ impl Dispatcher for Session {
 
     fn handle_close(&mut self, _ctx: &mut Context<'_>) {
         log::info!("{} disconnected", self.peer);
+    }
+}
+
+impl Session {
+    /// Answers one message; `exit` closes instead. Returns whether to go on.
+    fn answer(&self, ctx: &mut Context<'_>, message: &[u8]) -> bool {
+        if message == b"exit" {
+            log::info!("{} said exit", self.peer);
+            // Graceful: stop reading, finish writing the queued replies,
+            // then close. Bytes after "exit" are ignored.
+            ctx.close();
+            return false;
+        }
+        let mut reply = b"Loop_Msg: ".to_vec();
+        reply.extend_from_slice(message);
+        reply.extend_from_slice(b"!\n");
+        ctx.send(&reply);
+        true
+    }
+
+    /// Stops reading if the client is not reading its replies fast enough.
+    fn pause_if_behind(&mut self, ctx: &mut Context<'_>) -> bool {
+        if ctx.pending_output() > MAX_PENDING_REPLIES {
+            log::debug!("{}: {} reply bytes pending, pausing", self.peer, ctx.pending_output());
+            self.paused = true;
+        }
+        self.paused
     }
 }
 
@@ -162,7 +194,7 @@ fn run() -> io::Result<()> {
     // (The `&mut Reactor` annotation is needed: `listen` accepts any
     // `Acceptor`, so Rust cannot infer the closure's parameter types.)
     reactor.listen(listener, |reactor: &mut Reactor, stream, peer| {
-        if let Err(e) = reactor.add_stream(stream, Session { peer, paused: false }) {
+        if let Err(e) = reactor.add_stream(stream, Session { peer, paused: false, lines: false }) {
             log::warn!("could not attach {peer}: {e}");
         }
     })?;

@@ -4,7 +4,7 @@
 //! The layers, each depending only on those below it:
 //!
 //! ```text
-//!   cli (src/cli/)           barrage watch | serve | demo | bench
+//!   cli (src/cli/)           barrage watch | replay | serve | demo | bench
 //!     │
 //!   monitor, sim, bench      the room daemon; the simulated Douyu server;
 //!     │                      measurements of the two together
@@ -27,6 +27,8 @@
 //! - [`monitor`] is the daemon: one connection per room driven by a
 //!   session, paced connects, reconnects with backoff, output with
 //!   backpressure, and an HTTP metrics endpoint on the same loop.
+//! - [`recording`] reads back the JSON lines the monitor writes, checking
+//!   each against the line contract (for `barrage replay`).
 //! - [`sim`] is the other end of the wire: a simulated Douyu server on the
 //!   reactor (`barrage serve`), with realistic numbered room traffic and
 //!   fault injection, so everything can be tested offline.
@@ -46,6 +48,7 @@ pub mod fetch;
 pub mod http;
 pub mod monitor;
 pub mod reactor;
+pub mod recording;
 pub mod rng;
 pub mod settings;
 pub mod sim;

@@ -49,3 +49,39 @@ fn bench_says_when_descriptors_are_too_few() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.starts_with("barrage: error:") && stderr.contains("open files"), "{stderr}");
 }
+
+/// Without --heartbeat, the heartbeat fits the window, so timers fire and
+/// lateness is measured.
+#[test]
+fn bench_picks_a_heartbeat_that_fits_the_window() {
+    let output =
+        barrage().args(["bench", "--rooms", "5", "--rate", "5", "--duration", "1.5", "--json"]).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert!(report["timers_fired"].as_u64().unwrap() > 0, "no timer fired in the window: {report}");
+}
+
+/// A heartbeat longer than the window: a warning, and `-` for lateness
+/// (no timer fired, so none was measured), not 0.00.
+#[test]
+fn bench_says_dash_for_lateness_when_no_timer_fired() {
+    let output = barrage()
+        .args(["bench", "--rooms", "5", "--rate", "5", "--duration", "1", "--heartbeat", "45"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("is not shorter than the window"), "{stderr}");
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("engine"));
+    let (header, row) = (lines.next().expect("a header"), lines.next().expect("a row"));
+    let column = |name: &str| {
+        let index = header.split_whitespace().position(|c| c == name).expect("a column");
+        row.split_whitespace().nth(index).expect("a cell").to_string()
+    };
+    assert_eq!(column("timers"), "0", "{stdout}");
+    for name in ["p50ms", "p99ms"] {
+        assert_eq!(column(name), "-", "{name} in\n{stdout}");
+    }
+    assert!(row.split_whitespace().filter(|cell| *cell == "-").count() >= 3, "{stdout}");
+}

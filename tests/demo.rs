@@ -1,6 +1,8 @@
 //! `barrage demo`, the README's first command: it must run on its own,
 //! show messages, and end with a summary proving nothing was lost.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -30,4 +32,25 @@ fn demo_rejects_bad_flags_with_one_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("barrage: error:"), "{stderr}");
+}
+
+/// `--json`: stdout is JSON lines and nothing else, each one the line
+/// contract; the summary goes to stderr; with --duration nobody is told to
+/// press Ctrl-C.
+#[test]
+fn demo_json_writes_only_json_lines_to_stdout() {
+    let output = Command::new(env!("CARGO_BIN_EXE_barrage"))
+        .args(["demo", "--rooms", "2", "--rate", "20", "--duration", "1", "--json"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {}\n{stderr}", output.status);
+    let mut seen = common::process::Seen::default();
+    for line in stdout.split_inclusive('\n') {
+        seen.record(line);
+    }
+    assert!(seen.messages(100001) >= 5 && seen.messages(100002) >= 5, "{}", seen.summary());
+    assert!(stderr.contains("2 rooms,") && stderr.contains("none lost, none duplicated"), "{stderr}");
+    assert!(stderr.contains("for 1 s") && !stderr.contains("Ctrl-C"), "{stderr}");
 }

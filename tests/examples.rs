@@ -223,12 +223,46 @@ fn echo_server_serves_three_clients_at_once() {
     }
 }
 
+/// The tutorial's own client, byte for byte: `recv(1024)` for the greeting,
+/// `Hello,I am a client` with no newline, `recv(1024)` for the answer,
+/// then `exit` (no newline either), and the server closes.
+#[test]
+fn echo_server_answers_the_tutorials_client_exactly() {
+    let mut server = Running::start("echo_server", &["127.0.0.1:0"]);
+    let addr = server.listening_addr();
+    let mut socket = TcpStream::connect(addr).expect("connect to the echo server");
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    // One `recv(1024)` each, as the tutorial does; loopback delivers each
+    // small reply whole, but a short read would only make this wait longer.
+    let recv = |socket: &mut TcpStream, expected: &str| {
+        let mut got = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while got.len() < expected.len() {
+            let n = socket.read(&mut buffer).expect("a reply within the deadline");
+            assert!(n > 0, "the server closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buffer[..n]);
+        }
+        assert_eq!(String::from_utf8_lossy(&got), expected);
+    };
+    recv(&mut socket, "Hello,I am server!\n");
+    socket.write_all(b"Hello,I am a client").unwrap();
+    recv(&mut socket, "Loop_Msg: Hello,I am a client!\n");
+    socket.write_all(b"exit").unwrap();
+    let mut rest = Vec::new();
+    socket.read_to_end(&mut rest).expect("the server closes after exit");
+    assert!(rest.is_empty(), "after exit: {:?}", String::from_utf8_lossy(&rest));
+}
+
 #[test]
 fn echo_server_closes_a_client_whose_line_never_ends() {
     let mut server = Running::start("echo_server", &["127.0.0.1:0"]);
     let addr = server.listening_addr();
     let mut client = LineClient::connect(addr);
     assert_eq!(client.read_line(), "Hello,I am server!\n");
+    // A newline makes this a line client: from then on a partial line
+    // waits for its end.
+    client.send("lines from now on\n");
+    assert_eq!(client.read_line(), "Loop_Msg: lines from now on!\n");
     // 70 KiB and no newline: over the 64 KiB line limit.
     client.send(&"x".repeat(70 * 1024));
     client.expect_closed();
@@ -307,6 +341,32 @@ fn asyncore_client_sends_hello_prints_the_reply_and_exits() {
     let closed = position("connection closed");
     assert!(connected < reply && reply < closed, "out of order:\n{}", client.transcript());
     assert!(status.success(), "exit status {status}\n{}", client.transcript());
+}
+
+/// The two examples meet: the client's default address is the server's,
+/// and against the server it prints both replies and exits by itself.
+#[test]
+fn asyncore_client_talks_to_echo_server_and_exits_when_done() {
+    let default_addr = |source: &str| {
+        let line = source.lines().find(|l| l.starts_with("const DEFAULT_ADDR")).expect("a DEFAULT_ADDR");
+        line.split('"').nth(1).expect("a quoted address").to_string()
+    };
+    assert_eq!(
+        default_addr(include_str!("../examples/asyncore_client.rs")),
+        default_addr(include_str!("../examples/echo_server.rs")),
+        "the client's default address is the server's"
+    );
+
+    let mut server = Running::start("echo_server", &["127.0.0.1:0"]);
+    let addr = server.listening_addr();
+    let mut client = Running::start("asyncore_client", &[&addr.to_string()]);
+    let (lines, status) = client.finish();
+    let transcript = client.transcript();
+    assert!(status.success(), "exit status {status}\n{transcript}");
+    let received: String = lines.iter().filter(|l| l.starts_with("received ")).cloned().collect();
+    assert!(received.contains("Hello,I am server!"), "no greeting\n{transcript}");
+    assert!(received.contains("Loop_Msg: hello world!"), "no reply\n{transcript}");
+    assert_eq!(lines.last().map(String::as_str), Some("connection closed"), "{transcript}");
 }
 
 #[test]

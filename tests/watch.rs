@@ -286,7 +286,7 @@ fn sighup_applies_the_new_room_list() {
     assert_contiguous(&watch.seen.room(1).cids, Some(1), "room 1 until its removal");
     assert_contiguous(&watch.seen.room(3).cids, Some(1), "room 3 from its start");
     assert_eq!(sim.stats().clients, 2, "rooms 2 and 3 connected");
-    watch.wait_stderr("the reload logged", DEADLINE, |log| log.contains("1 rooms added, 1 removed"));
+    watch.wait_stderr("the reload logged", DEADLINE, |log| log.contains("1 room added, 1 removed"));
     watch.assert_running();
 }
 
@@ -534,6 +534,9 @@ fn watch_help_mentions_every_flag() {
         "--shard",
         "--status-interval",
         "--log-level",
+        "--duration",
+        "--count",
+        "--color",
     ] {
         assert!(help.contains(flag), "watch --help does not mention {flag}:\n{help}");
     }
@@ -586,12 +589,12 @@ fn two_shards_split_the_rooms_between_them() {
 
 // ----- --metrics ------------------------------------------------------------------------
 
-/// `--metrics 127.0.0.1:0` serves /metrics and /rooms from the daemon's own
-/// loop; the log says where.
+/// `--metrics localhost:0` (a name, resolved at start) serves /metrics and
+/// /rooms from the daemon's own loop; the log says where.
 #[test]
 fn metrics_flag_serves_prometheus_text_and_room_json() {
     let serve = Serve::start(&["--rate", "50"]);
-    let mut watch = Watch::start(&["--server", &serve.addr, "--metrics", "127.0.0.1:0", "7", "8"]);
+    let mut watch = Watch::start(&["--server", &serve.addr, "--metrics", "localhost:0", "7", "8"]);
     watch.wait_for("messages in both rooms", DEADLINE, |seen| seen.messages(7) >= 5 && seen.messages(8) >= 5);
     watch.wait_stderr("the metrics address", DEADLINE, |log| log.contains("metrics on http://"));
     let log = watch.stderr();
@@ -621,4 +624,160 @@ fn metrics_flag_serves_prometheus_text_and_room_json() {
     let ids: Vec<u64> = rooms.as_array().unwrap().iter().map(|r| r["room"].as_u64().unwrap()).collect();
     assert_eq!(ids, [7, 8]);
     assert!(rooms[0]["state"] == "joined" && rooms[0]["messages"].as_u64().unwrap() >= 5);
+}
+
+// ----- 11. stopping by itself: --duration, --count ---------------------------------------
+
+/// `--duration 1` stops like SIGTERM: every room logs out, everything is
+/// written, exit 0.
+#[test]
+fn duration_stops_gracefully_with_a_logout_from_every_room() {
+    const ROOMS: [u64; 2] = [101, 102];
+    let sim = InProcessSim::start(50.0);
+    let addr = sim.addr.to_string();
+    let mut watch = Watch::start(&["--server", &addr, "--duration", "1", "101", "102"]);
+    watch.wait_for("messages in both rooms", DEADLINE, |seen| ROOMS.iter().all(|&room| seen.messages(room) >= 5));
+    let status = wait_exit(&mut watch.child, DEADLINE).unwrap_or_else(|| panic!("still running\n{}", watch.report()));
+    assert!(status.success(), "exit status {status}\n{}", watch.report());
+    watch.read_to_end(DEADLINE);
+    for room in ROOMS {
+        assert_contiguous(&watch.seen.room(room).cids, Some(1), &format!("room {room} until the duration ended"));
+    }
+    sim.wait_stats("a logout from every room", DEADLINE, |s| s.logouts == ROOMS.len() as u64);
+    watch.wait_stderr("the reason", DEADLINE, |log| log.contains("shutting down (the duration is over)"));
+}
+
+/// `--count 40 --types chatmsg`: exactly 40 chat lines, then a graceful stop.
+#[test]
+fn count_writes_exactly_that_many_messages_then_stops_gracefully() {
+    let sim = InProcessSim::start(200.0);
+    let addr = sim.addr.to_string();
+    let mut watch = Watch::start(&["--server", &addr, "--types", "chatmsg", "--count", "40", "103", "104"]);
+    let status = wait_exit(&mut watch.child, DEADLINE).unwrap_or_else(|| panic!("still running\n{}", watch.report()));
+    assert!(status.success(), "exit status {status}\n{}", watch.report());
+    watch.read_to_end(DEADLINE);
+    let lines = watch.seen.lines;
+    assert_eq!(lines, 40, "{}", watch.report());
+    assert!(watch.seen.rooms.values().all(|room| room.types.keys().all(|t| t == "chatmsg")));
+    sim.wait_stats("a logout from both rooms", DEADLINE, |s| s.logouts == 2);
+    assert!(watch.stderr().contains("shutting down (40 messages written)"), "{}", watch.report());
+}
+
+// ----- 12. what the log says -------------------------------------------------------------
+
+/// A reload that changes a setting other than rooms says it waits for a
+/// restart; the plurals are right.
+#[test]
+fn sighup_names_the_settings_that_need_a_restart() {
+    let dir = TempDir::new("sighup-settings");
+    let sim = InProcessSim::start(20.0);
+    let config = dir.path("watch.toml");
+    write_atomically(&config, &format!("rooms = [111]\nservers = [\"{}\"]\nheartbeat = 45\n", sim.addr));
+    let mut watch = Watch::start(&["--config", config.to_str().unwrap()]);
+    watch.wait_for("messages in room 111", DEADLINE, |seen| seen.messages(111) >= 3);
+    assert!(watch.stderr().contains("watching 1 room via"), "{}", watch.report());
+
+    let text = format!("rooms = [111, 112]\nservers = [\"{}\"]\nheartbeat = 30\nstatus_interval = 10\n", sim.addr);
+    write_atomically(&config, &text);
+    send_signal(&watch.child, "HUP");
+    watch.wait_stderr("the reload", DEADLINE, |log| log.contains("1 room added, 0 removed"));
+    watch.wait_stderr("the settings named", DEADLINE, |log| {
+        log.contains("SIGHUP: heartbeat, status_interval changed in") && log.contains("restart to apply them")
+    });
+    watch.wait_for("room 112's messages", DEADLINE, |seen| seen.messages(112) >= 3);
+}
+
+/// The output's directory is gone when SIGHUP asks for a reopen: the error
+/// says so, and nothing claims the output was reopened; writing goes on to
+/// the old file.
+#[test]
+fn a_failed_reopen_is_not_reported_as_a_reopen() {
+    let dir = TempDir::new("reopen-fails");
+    let sim = InProcessSim::start(50.0);
+    std::fs::create_dir(dir.path("logs")).unwrap();
+    let output = dir.path("logs").join("out.jsonl");
+    let addr = sim.addr.to_string();
+    let mut watch = Watch::start(&["--server", &addr, "--output", output.to_str().unwrap(), "121"]);
+    poll_until("lines in the output", DEADLINE, || complete_lines(&output).len() >= 5);
+    let moved = dir.path("moved");
+    std::fs::rename(dir.path("logs"), &moved).unwrap();
+    send_signal(&watch.child, "HUP");
+    watch.wait_stderr("the failed reopen", DEADLINE, |log| log.contains("could not reopen"));
+    let moved_output = moved.join("out.jsonl");
+    let before = complete_lines(&moved_output).len();
+    poll_until("more lines in the old file", DEADLINE, || complete_lines(&moved_output).len() >= before + 10);
+    let (status, _) = watch.stop_with("TERM");
+    assert!(status.success(), "{}", watch.report());
+    let log = watch.stderr();
+    assert!(!log.contains("output reopened"), "a reopen claimed:\n{log}");
+    assert!(!log.contains("SIGHUP: output reopened"), "{log}");
+}
+
+/// `--output` on a FIFO nobody reads yet: the daemon starts (and says so)
+/// without waiting for a reader, and the reader, once there, gets lines.
+#[test]
+fn a_fifo_without_a_reader_does_not_hold_up_the_start() {
+    use std::io::BufRead;
+    let dir = TempDir::new("fifo");
+    let fifo = dir.path("out.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let sim = InProcessSim::start(50.0);
+    let addr = sim.addr.to_string();
+    let mut watch = Watch::start(&["--server", &addr, "--output", fifo.to_str().unwrap(), "131"]);
+    watch.wait_stderr("the start logged with no reader on the FIFO", DEADLINE, |log| {
+        log.contains("watching 1 room via")
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    thread::spawn(move || {
+        let file = std::fs::File::open(reader_path).expect("open the FIFO");
+        for line in std::io::BufReader::new(file).lines().take(5) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for _ in 0..5 {
+        let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("no line through the FIFO\n{}", watch.report()));
+        parse_line(&format!("{line}\n"));
+    }
+    let (status, _) = watch.stop_with("TERM");
+    println!("exit after the FIFO's reader left: {status}");
+}
+
+/// A --types name Douyu never sent is warned about once, and still used.
+#[test]
+fn an_unknown_type_is_warned_about_once() {
+    let serve = Serve::start(&["--rate", "50"]);
+    let mut watch = Watch::start(&["--server", &serve.addr, "--types", "chat,chatmsg", "141"]);
+    watch.wait_for("chat lines", DEADLINE, |seen| seen.count(141, "chatmsg") >= 5);
+    let log = watch.stderr();
+    assert_eq!(log.matches("unknown message type chat (kept").count(), 1, "{log}");
+    assert!(!log.contains("chatmsg (kept"), "{log}");
+}
+
+// ----- 13. open files ---------------------------------------------------------------------
+
+/// `watch` under a hard limit of 40 open files, with 60 rooms, says once at
+/// start that they cannot fit; under a soft limit of 30 with room above
+/// it, it raises the soft limit and has nothing to say.
+#[test]
+fn the_open_file_limit_is_raised_and_a_shortfall_said_once() {
+    let rooms: Vec<String> = (1..=60).map(|room: u64| room.to_string()).collect();
+    let limited = |limit: &str| {
+        let mut command = std::process::Command::new("prlimit");
+        command.arg(format!("--nofile={limit}")).arg(env!("CARGO_BIN_EXE_barrage"));
+        command.args(["watch", "--server", "127.0.0.1:1", "--duration", "0.5", "--format", "json"]);
+        command.args(&rooms);
+        run_command(command, b"")
+    };
+    let tight = limited("40:40");
+    assert!(tight.status.success(), "{}\n{}", tight.status, tight.stderr);
+    assert_eq!(tight.stderr.matches("60 rooms need about").count(), 1, "{}", tight.stderr);
+    assert!(tight.stderr.contains("the hard limit is 40"), "{}", tight.stderr);
+    let raised = limited("30:4096");
+    assert!(raised.status.success(), "{}\n{}", raised.status, raised.stderr);
+    assert!(!raised.stderr.contains("need about"), "the soft limit was not raised:\n{}", raised.stderr);
 }

@@ -10,27 +10,30 @@ use crate::bench::run::{self, BenchConfig, SimulatorProcess};
 use crate::douyu::SessionConfig;
 use crate::monitor::MonitorConfig;
 
-use super::{Failure, LogLevel, init_logging};
+use super::{
+    Failure, LogLevel, init_logging, log_level, parse_connect_rate, parse_positive_seconds, plural, whole_number,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Rooms to watch (one connection each).
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse_rooms, allow_negative_numbers = true)]
     rooms: u64,
 
     /// Messages per second per room from the simulator (0: idle mode —
     /// wake-ups per second and CPU% with no traffic).
-    #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate)]
+    #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate, allow_negative_numbers = true)]
     rate: f64,
 
     /// Seconds measured, once every room has joined.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = super::parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_seconds, allow_negative_numbers = true)]
     duration: Duration,
 
     /// Heartbeat interval per room, seconds. Heartbeats are the timers
-    /// whose lateness is reported: measure for longer than this.
-    #[arg(long, value_name = "SECS", default_value = "45", value_parser = super::parse_seconds)]
-    heartbeat: Duration,
+    /// whose lateness is reported, so the window should hold a few.
+    /// [default: 45 (watch's), or a third of --duration if that is shorter]
+    #[arg(long, value_name = "SECS", value_parser = super::parse_seconds, allow_negative_numbers = true)]
+    heartbeat: Option<Duration>,
 
     /// The watch engine polls its sockets at most once per this many
     /// milliseconds (`watch --poll-interval`, read coalescing); 0 polls
@@ -38,8 +41,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "MS", value_parser = super::parse_milliseconds, allow_negative_numbers = true)]
     poll_interval: Option<Duration>,
 
-    /// New connections per second while joining.
-    #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = super::parse_rate)]
+    /// New connections per second while joining (up to 10000).
+    #[arg(long, value_name = "PER_SEC", default_value = "2000", value_parser = parse_connect_rate, allow_negative_numbers = true)]
     connect_rate: f64,
 
     /// Where the JSON lines go (through the same writer as `watch --output`).
@@ -54,15 +57,43 @@ pub(crate) struct BenchArgs {
     /// Print the results as JSON (one object; with --peer, an array).
     #[arg(long)]
     json: bool,
+
+    /// How much to log (to stderr). [default: the level in RUST_LOG, else warn]
+    #[arg(long, value_enum)]
+    log_level: Option<LogLevel>,
 }
 
-pub(crate) fn run(args: &BenchArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
-    let session = SessionConfig { heartbeat: args.heartbeat, ..SessionConfig::default() };
+fn parse_rooms(text: &str) -> Result<u64, String> {
+    whole_number(text, 1, 100_000_000, "rooms")
+}
+
+/// Three heartbeats in the window, at most watch's 45 s.
+fn heartbeat_for(window: Duration) -> Duration {
+    (window / 3).clamp(crate::douyu::session::MIN_HEARTBEAT, SessionConfig::default().heartbeat)
+}
+
+pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
+    let heartbeat = args.heartbeat.unwrap_or_else(|| heartbeat_for(args.duration));
+    let session = SessionConfig { heartbeat, ..SessionConfig::default() };
     // The settings the engine runs with, checked as watch checks them.
     let monitor = MonitorConfig { session, connects_per_second: args.connect_rate, ..MonitorConfig::default() };
     let poll_interval = args.poll_interval.unwrap_or_else(|| monitor.default_poll_interval());
     monitor.validate(poll_interval)?;
-    init_logging(log_level.unwrap_or(LogLevel::Warn));
+    init_logging(log_level(args.log_level, LogLevel::Warn));
+    if heartbeat >= args.duration {
+        log::warn!(
+            "the heartbeat ({} s) is not shorter than the window (--duration {} s): few or no timers fire in it, \
+             and lateness shows as - when none does",
+            heartbeat.as_secs_f64(),
+            args.duration.as_secs_f64()
+        );
+    }
+    // Check the sink before starting anything: its error names the path.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&args.sink)
+        .map_err(|e| Failure::Runtime(format!("cannot write to --sink {}: {e}", args.sink.display())))?;
     run_checked(args, session, poll_interval).map_err(Failure::Runtime)
 }
 
@@ -81,7 +112,7 @@ fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration
         session,
         poll_interval,
     };
-    log::info!("bench: {} rooms at {}/s against the simulator on {}", args.rooms, args.rate, simulator.addr);
+    log::info!("bench: {} at {}/s against the simulator on {}", plural(args.rooms, "room"), args.rate, simulator.addr);
     let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];
     if let Some(peer) = &args.peer {
         // Fresh room ids, so the peer's connections start clean streams.
@@ -94,12 +125,16 @@ fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration
         let json = if rows.len() == 1 { serde_json::to_string(&rows[0]) } else { serde_json::to_string(&rows) };
         println!("{}", json.map_err(|e| e.to_string())?);
     } else {
-        print_table(&rows);
+        print_table(&rows, session.heartbeat);
     }
     Ok(())
 }
 
-fn print_table(rows: &[BenchReport]) {
+fn print_table(rows: &[BenchReport], heartbeat: Duration) {
+    println!(
+        "heartbeat every {} s (--heartbeat); lateness is that of the timers fired in the window",
+        heartbeat.as_secs_f64()
+    );
     if let Some(ours) = rows.first().filter(|row| row.poll_interval_ms > 0.0) {
         println!("{} polls its sockets at most every {} ms (--poll-interval)", ours.engine, ours.poll_interval_ms);
     }
@@ -117,7 +152,10 @@ fn print_table(rows: &[BenchReport]) {
             peer.engine,
             ratio(ours.cpu_us_per_message, peer.cpu_us_per_message),
             ratio(Some(ours.rss_per_room_bytes), Some(peer.rss_per_room_bytes)),
-            ratio(Some(ours.lateness_p99_ms), Some(peer.lateness_p99_ms)),
+            ratio(
+                Some(ours.lateness_p99_ms).filter(|_| ours.timers_fired > 0),
+                Some(peer.lateness_p99_ms).filter(|_| peer.timers_fired > 0)
+            ),
         );
     }
 }

@@ -1,5 +1,8 @@
 //! `barrage demo`: the simulated server and the monitor in one process, on
 //! one reactor and one thread, on loopback — what barrage does, at a glance.
+//!
+//! Stdout carries the messages only; with `--json` it is pure JSON lines
+//! (the summary goes to stderr), so `barrage demo --json | jq` works.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,35 +17,44 @@ use crate::reactor::Reactor;
 use crate::sim::{self, SimConfig};
 
 use super::watch::run_daemon;
-use super::{Failure, LogLevel, init_logging};
+use super::{ColorChoice, Failure, LogLevel, init_logging, log_level, plural, stdout_is_terminal, whole_number};
 
 /// The first demo room; rooms are numbered from here.
 const FIRST_ROOM: u64 = 100_001;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// How many rooms to watch.
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// How many rooms to watch (1 to 10000).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = parse_rooms, allow_negative_numbers = true)]
     rooms: u64,
 
     /// Messages per second in each room.
-    #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate)]
+    #[arg(long, value_name = "PER_SEC", default_value = "1", value_parser = super::parse_rate, allow_negative_numbers = true)]
     rate: f64,
 
     /// Stop after this many seconds. [default: run until Ctrl-C]
-    #[arg(long, value_name = "SECS", value_parser = super::parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = super::parse_positive_seconds, allow_negative_numbers = true)]
     duration: Option<Duration>,
 
-    /// Print JSON lines instead of text.
+    /// Print JSON lines instead of text (and the summary on stderr).
     #[arg(long)]
     json: bool,
+
+    /// Colour in text output (auto: on a terminal, unless NO_COLOR is set).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+
+    /// How much to log (to stderr). [default: the level in RUST_LOG, else info]
+    #[arg(long, value_enum)]
+    log_level: Option<LogLevel>,
 }
 
-pub(crate) fn run(args: &DemoArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
-    if args.duration.is_some_and(|duration| duration.is_zero()) {
-        return Err(Failure::Usage("--duration must be above 0".into()));
-    }
-    init_logging(log_level.unwrap_or(LogLevel::Info));
+fn parse_rooms(text: &str) -> Result<u64, String> {
+    whole_number(text, 1, 10_000, "rooms")
+}
+
+pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
+    init_logging(log_level(args.log_level, LogLevel::Info));
     let mut reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
     let server = sim::start(
         &mut reactor,
@@ -55,17 +67,21 @@ pub(crate) fn run(args: &DemoArgs, log_level: Option<LogLevel>) -> Result<(), Fa
     )
     .map_err(|e| Failure::Runtime(format!("cannot start the simulated server: {e}")))?;
     let rooms: Vec<u64> = (FIRST_ROOM..FIRST_ROOM + args.rooms).collect();
+    let until = match args.duration {
+        Some(duration) => format!("for {} s", duration.as_secs_f64()),
+        None => "Ctrl-C to stop".to_string(),
+    };
     log::info!(
-        "demo: a simulated Douyu server on {}, and {} rooms watched from this one thread; Ctrl-C to stop",
+        "demo: a simulated Douyu server on {}, and {} watched from this one thread; {until}",
         server.local_addr(),
-        rooms.len()
+        plural(rooms.len() as u64, "room")
     );
     let monitor = Monitor::start(
         &mut reactor,
         MonitorConfig {
             rooms,
             servers: vec![crate::monitor::Endpoint::tcp(server.local_addr())],
-            format: if args.json { Format::Json } else { Format::Text },
+            format: if args.json { Format::Json } else { args.color.text_format(stdout_is_terminal()) },
             output: Destination::Stdout,
             status_interval: Duration::from_secs(10),
             check_sequence: true,
@@ -75,17 +91,25 @@ pub(crate) fn run(args: &DemoArgs, log_level: Option<LogLevel>) -> Result<(), Fa
     .map_err(|e| Failure::Runtime(format!("cannot start the monitor: {e}")))?;
     let started = Instant::now();
     run_daemon(&mut reactor, &monitor, None, args.duration, crate::monitor::DEFAULT_FLUSH_TIMEOUT)?;
-    print_summary(&monitor, started.elapsed(), reactor.stats().iterations);
+    let summary = summary(&monitor, started.elapsed(), reactor.stats().iterations);
+    // The summary is no message: with JSON lines on stdout it goes to
+    // stderr. (A reader that left, `demo | head`, does not want it either.)
+    let _ = if args.json {
+        std::io::stderr().lock().write_all(summary.as_bytes())
+    } else {
+        std::io::stdout().lock().write_all(summary.as_bytes())
+    };
     Ok(())
 }
 
 /// Messages per room, and what the sequence numbers prove.
-fn print_summary(monitor: &Monitor, elapsed: Duration, iterations: u64) {
+fn summary(monitor: &Monitor, elapsed: Duration, iterations: u64) -> String {
+    use std::fmt::Write as _;
     let rooms = monitor.rooms();
     let received: u64 = rooms.iter().map(|r| r.sequence.received).sum();
     let missing: u64 = rooms.iter().map(|r| r.sequence.missing).sum();
     let duplicated: u64 = rooms.iter().map(|r| r.sequence.duplicated).sum();
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "\n── demo summary ({:.1} s, {} loop iterations, one thread) ──",
@@ -104,5 +128,6 @@ fn print_summary(monitor: &Monitor, elapsed: Duration, iterations: u64) {
         );
     }
     let verdict = if missing == 0 && duplicated == 0 { "none lost, none duplicated" } else { "SEE ABOVE" };
-    let _ = writeln!(out, "{} rooms, {received} numbered messages: {verdict}", rooms.len());
+    let _ = writeln!(out, "{}, {received} numbered messages: {verdict}", plural(rooms.len() as u64, "room"));
+    out
 }

@@ -48,15 +48,15 @@ pub(crate) struct ServeArgs {
     coalesce: bool,
 
     /// Fault: close a client's connection after N room messages.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = super::parse_messages, allow_negative_numbers = true)]
     drop_every: Option<u64>,
 
     /// Fault: after N room messages, send an invalid frame and close.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = super::parse_messages, allow_negative_numbers = true)]
     corrupt_every: Option<u64>,
 
     /// Fault: after N room messages, stop writing (the socket stays open).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = super::parse_messages, allow_negative_numbers = true)]
     stall_after: Option<u64>,
 }
 

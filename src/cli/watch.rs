@@ -1,10 +1,13 @@
-//! `barrage watch`: its flags, the TOML config file and how the two
-//! combine, and the daemon's loop around the monitor.
+//! `barrage watch`: its flags, how they combine with the config file, and
+//! the daemon's loop around the monitor.
 //!
-//! Every setting can come from the command line or from `--config FILE`;
-//! the command line wins. Rooms are the union of both (so a unit file can
-//! add one room to a shared config), then filtered by `--shard`. The
-//! settings are checked by [`MonitorConfig::validate`]; a mistake exits 2.
+//! Every setting can come from the command line or from `--config FILE`
+//! ([`config`](super::config)); a flag replaces the file's value. Rooms are
+//! the exception: those on the command line and those in the file are
+//! watched together (so a unit file can add one room to a shared config),
+//! and the command line's stay through every reload. Then `--shard` keeps
+//! its share. The settings are checked by [`MonitorConfig::validate`]; a
+//! mistake exits 2, and names the flag, or the file, line and column.
 //!
 //! The loop: signals arrive like any other event — `signal-hook-mio` turns
 //! them into a readable mio source, registered as a raw handler, so a
@@ -13,37 +16,43 @@
 //! - SIGINT / SIGTERM: [`Monitor::stop`] — read what the sockets hold, log
 //!   out of every room, then write the rest of the output for at most the
 //!   flush timeout; exit 0 if everything was written. A second signal
-//!   stops at once.
+//!   stops at once. `--duration` and `--count` stop the same way.
 //! - SIGHUP: read `--config` again; rooms added there start, rooms removed
-//!   there stop (with a logout), the others are untouched; the output file
-//!   is reopened (for log rotation).
+//!   there stop (with a logout), the others are untouched, and other
+//!   settings that changed are named (they take effect on restart); the
+//!   output file is reopened (for log rotation).
 //! - A broken output pipe (`barrage watch | head`) is a stop like SIGTERM
 //!   that ends with exit 0: the reader chose to leave.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::douyu::SessionConfig;
+use crate::douyu::{KNOWN_TYPES, SessionConfig};
 use crate::http::Url;
 use crate::monitor::format::Format;
 use crate::monitor::output::{Destination, OutputClosed};
 use crate::monitor::shard::Shard;
 use crate::monitor::{
-    Endpoint, ForeignChat, Monitor, MonitorConfig, RoomState, StopCause, WebLookups, default_servers,
+    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, Monitor, MonitorConfig, RoomState, StopCause, WebLookups,
+    default_servers,
 };
 use crate::reactor::{Interest, Reactor, ReactorConfig};
+use crate::settings::SettingError;
 
-use super::{Failure, LogLevel, init_logging, parse_milliseconds, parse_seconds};
+use super::config::FileConfig;
+use super::{
+    ColorChoice, Failure, LogLevel, host_port, init_logging, log_level, parse_connect_rate, parse_messages,
+    parse_milliseconds, parse_positive_seconds, parse_seconds, plural, stdout_is_terminal,
+};
 
 /// `barrage watch`: flags override the config file.
 #[derive(Debug, Args)]
@@ -52,8 +61,22 @@ pub(crate) struct WatchArgs {
     /// browser (https://www.douyu.com/288016, douyu.com/6657,
     /// https://www.douyu.com/topic/NAME?rid=288016). Vanity numbers are
     /// looked up (see --resolve).
-    #[arg(value_name = "ROOM", value_parser = parse_room)]
+    #[arg(value_name = "ROOM", value_parser = parse_room, allow_negative_numbers = true)]
     pub(crate) rooms: Vec<u64>,
+
+    /// Server to connect to: tcp://HOST:PORT, wss://HOST:PORT[/PATH] (WebSocket
+    /// over TLS, as Douyu's web player), ws://HOST:PORT[/PATH], or HOST:PORT
+    /// (TCP); repeat for several. A room that fails on one address tries the
+    /// next (every resolved IP of every server, in order) before backing off.
+    /// [default: danmuproxy.douyu.com TCP 8601 and 8602, then wss 8501-8506]
+    #[arg(long = "server", value_name = "URL", value_parser = parse_server)]
+    pub(crate) servers: Vec<Endpoint>,
+
+    /// PEM file of the certificates to trust for wss:// servers and https://
+    /// look-ups, instead of the system's (for a private server, or
+    /// `barrage serve --tls`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
 
     /// Look up each room's real id on Douyu's web site before joining
     /// (vanity numbers such as 6657 join nothing): auto, or never.
@@ -63,7 +86,7 @@ pub(crate) struct WatchArgs {
 
     /// Read each room's live status from Douyu's web site after it joins
     /// and then every this many seconds (Douyu pushes changes only while a
-    /// room is connected); 0 = never. At least 30. [default: 300]
+    /// room is connected); 0 = never, else at least 30. [default: 300]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub(crate) status_check: Option<Duration>,
 
@@ -78,24 +101,13 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_enum)]
     pub(crate) foreign_chat: Option<ForeignChatArg>,
 
-    /// Server to connect to: tcp://HOST:PORT, wss://HOST:PORT[/PATH] (WebSocket
-    /// over TLS, as Douyu's web player), ws://HOST:PORT[/PATH], or HOST:PORT
-    /// (TCP); repeat for several. A room that fails on one address tries the
-    /// next (every resolved IP of every server, in order) before backing off.
-    /// [default: danmuproxy.douyu.com TCP 8601 and 8602, then wss 8501-8506]
-    #[arg(long = "server", value_name = "URL", value_parser = parse_server)]
-    pub(crate) servers: Vec<Endpoint>,
-
-    /// PEM file of the certificates to trust for wss:// servers, instead of
-    /// the system's (for a private server or `barrage serve --tls`).
-    #[arg(long, value_name = "FILE")]
-    pub(crate) ca_file: Option<PathBuf>,
-
-    /// TOML file with any of: rooms, servers, output, format, types,
+    /// TOML file with any of: rooms, servers, ca_file, resolve,
+    /// status_check, web_base, foreign_chat, output, format, types,
     /// heartbeat, idle_timeout, connect_timeout, login_timeout,
     /// flush_timeout, connect_rate, metrics, shard, log_level,
-    /// status_interval, poll_interval_ms.
-    /// Re-read on SIGHUP (rooms added start, rooms removed stop).
+    /// status_interval, poll_interval_ms. Flags given replace its values;
+    /// its rooms are watched with those given here. Re-read on SIGHUP
+    /// (rooms added start, rooms removed stop).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
@@ -103,7 +115,12 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_enum)]
     pub(crate) format: Option<FormatArg>,
 
+    /// Colour in text output (auto: on a terminal, unless NO_COLOR is set).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub(crate) color: ColorChoice,
+
     /// Write only these message types, comma separated (e.g. chatmsg,dgb).
+    /// A type barrage has never heard of is warned about, and kept.
     /// [default: all]
     #[arg(long, value_name = "TYPES", value_delimiter = ',')]
     pub(crate) types: Vec<String>,
@@ -111,6 +128,15 @@ pub(crate) struct WatchArgs {
     /// Append to this file instead of stdout; reopened on SIGHUP (log rotation).
     #[arg(long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+
+    /// Stop after this many seconds: log out, write everything, exit 0.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_seconds, allow_negative_numbers = true)]
+    pub(crate) duration: Option<Duration>,
+
+    /// Stop once this many messages (of --types) have been written: log
+    /// out, write everything, exit 0. Later messages are not written.
+    #[arg(long, value_name = "N", value_parser = parse_messages, allow_negative_numbers = true)]
+    pub(crate) count: Option<u64>,
 
     /// Seconds between heartbeats (mrkl), at least 0.25. [default: 45]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -120,8 +146,9 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub(crate) idle_timeout: Option<Duration>,
 
-    /// Give up on a server address that has not accepted the connection
-    /// within this many seconds, and try the next one. [default: 10]
+    /// Give up on a server address that has not opened the connection (the
+    /// TCP connect, and the TLS and WebSocket handshakes) within this many
+    /// seconds, and try the next one. [default: 5]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub(crate) connect_timeout: Option<Duration>,
 
@@ -142,10 +169,11 @@ pub(crate) struct WatchArgs {
     #[arg(long, value_name = "PER_SEC", value_parser = parse_connect_rate, allow_negative_numbers = true)]
     pub(crate) connect_rate: Option<f64>,
 
-    /// Serve /metrics (Prometheus) and /rooms (JSON) over HTTP here, e.g.
-    /// 127.0.0.1:9100. [default: off]
-    #[arg(long, value_name = "ADDR")]
-    pub(crate) metrics: Option<SocketAddr>,
+    /// Serve /metrics (Prometheus) and /rooms (JSON) over HTTP at HOST:PORT,
+    /// e.g. 127.0.0.1:9100 or localhost:9100 (resolved at start; port 0
+    /// picks a free one, logged). [default: off]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics)]
+    pub(crate) metrics: Option<String>,
 
     /// Watch only the rooms of shard K of N (0 <= K < N): run N copies with
     /// the same config to split the rooms between them.
@@ -167,6 +195,11 @@ pub(crate) struct WatchArgs {
     /// to the idle timeout, is short]
     #[arg(long, value_name = "MS", value_parser = parse_milliseconds, allow_negative_numbers = true)]
     pub(crate) poll_interval: Option<Duration>,
+
+    /// How much to log (to stderr): connections, reconnects, status lines.
+    /// [default: the level in RUST_LOG, else log_level in --config, else info]
+    #[arg(long, value_enum)]
+    pub(crate) log_level: Option<LogLevel>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -175,83 +208,18 @@ pub(crate) enum ResolveArg {
     Never,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ForeignChatArg {
     Drop,
     Write,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FormatArg {
     Json,
     Text,
-}
-
-/// The config file. Unknown keys are an error (a typo should not be
-/// silently ignored).
-#[derive(Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    #[serde(default, rename = "rooms")]
-    room_entries: Vec<RoomEntry>,
-    /// `room_entries` read as ids (filled by `parse`).
-    #[serde(skip)]
-    pub(crate) rooms: Vec<u64>,
-    #[serde(default)]
-    servers: Vec<String>,
-    ca_file: Option<PathBuf>,
-    /// `false`: do not look up room ids (`--resolve never`).
-    resolve: Option<bool>,
-    status_check: Option<f64>,
-    web_base: Option<String>,
-    foreign_chat: Option<ForeignChatArg>,
-    output: Option<PathBuf>,
-    format: Option<FormatArg>,
-    types: Option<Vec<String>>,
-    heartbeat: Option<f64>,
-    idle_timeout: Option<f64>,
-    connect_timeout: Option<f64>,
-    login_timeout: Option<f64>,
-    flush_timeout: Option<f64>,
-    connect_rate: Option<f64>,
-    metrics: Option<SocketAddr>,
-    shard: Option<String>,
-    log_level: Option<LogLevel>,
-    status_interval: Option<f64>,
-    /// Milliseconds, like `--poll-interval` (the unit is in the name: every
-    /// other duration in the file is in seconds).
-    poll_interval_ms: Option<f64>,
-}
-
-impl FileConfig {
-    /// Reads and checks the file; every error is one line naming the file.
-    pub(crate) fn load(path: &Path) -> Result<FileConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        FileConfig::parse(&text, &path.display().to_string())
-    }
-
-    /// Parses and checks the text of a config file called `name`.
-    pub(crate) fn parse(text: &str, name: &str) -> Result<FileConfig, String> {
-        let mut config: FileConfig = toml::from_str(text).map_err(|e| {
-            let message = e.message().to_string();
-            format!("{name}: {}", message.lines().next().unwrap_or("invalid TOML"))
-        })?;
-        config.rooms = config
-            .room_entries
-            .iter()
-            .map(|entry| match entry {
-                RoomEntry::Number(0) => Err(format!("{name}: room ids must be positive integers, not 0")),
-                RoomEntry::Number(id) => Ok(*id),
-                RoomEntry::Text(text) => parse_room(text).map_err(|e| format!("{name}: {e}")),
-            })
-            .collect::<Result<_, _>>()?;
-        for server in &config.servers {
-            parse_server(server).map_err(|e| format!("{name}: {e}"))?;
-        }
-        Ok(config)
-    }
 }
 
 /// Everything `watch` needs, after merging flags and file.
@@ -260,42 +228,28 @@ struct WatchSettings {
     monitor: MonitorConfig,
     /// The reactor's `min_poll_interval`.
     poll_interval: Duration,
-    metrics: Option<SocketAddr>,
+    metrics: Option<String>,
     shard: Shard,
-    log_level: LogLevel,
-    config_path: Option<PathBuf>,
-    /// Rooms from the command line, kept to recompute the list on SIGHUP.
-    cli_rooms: Vec<u64>,
 }
 
 impl WatchArgs {
     /// Merges the flags with the config file (`file`, if one was given).
     /// Checks only the form of each value; [`MonitorConfig::validate`]
     /// checks the settings.
-    fn settings(&self, file: &FileConfig, log_level: Option<LogLevel>) -> Result<WatchSettings, String> {
-        let seconds = |value: Option<f64>, name: &str| -> Result<Option<Duration>, String> {
-            value
-                .map(|secs| Duration::try_from_secs_f64(secs).map_err(|_| format!("config {name}: expected seconds")))
-                .transpose()
-        };
-        let shard = match (&self.shard, &file.shard) {
-            (Some(shard), _) => *shard,
-            (None, Some(text)) => text.parse().map_err(|e| format!("config shard: {e}"))?,
-            (None, None) => Shard::ALL,
-        };
-        let servers = if !self.servers.is_empty() {
-            self.servers.clone()
-        } else if !file.servers.is_empty() {
-            file.servers.iter().map(|server| parse_server(server)).collect::<Result<_, _>>()?
-        } else {
-            default_servers()
-        };
+    fn settings(&self, file: &FileConfig) -> WatchSettings {
+        let shard = self.shard.or(file.shard).unwrap_or(Shard::ALL);
+        let servers = [&self.servers, &file.servers]
+            .into_iter()
+            .find(|servers| !servers.is_empty())
+            .cloned()
+            .unwrap_or_else(default_servers);
         let output_path = self.output.clone().or_else(|| file.output.clone());
+        // People at a terminal get text; pipes and files get JSON lines.
+        let terminal = output_path.is_none() && stdout_is_terminal();
         let format = match self.format.or(file.format) {
             Some(FormatArg::Json) => Format::Json,
-            Some(FormatArg::Text) => Format::Text,
-            // People at a terminal get text; pipes and files get JSON lines.
-            None if output_path.is_none() && std::io::stdout().is_terminal() => Format::Text,
+            Some(FormatArg::Text) => self.color.text_format(terminal),
+            None if terminal => self.color.text_format(terminal),
             None => Format::Json,
         };
         let types: Vec<String> =
@@ -304,15 +258,9 @@ impl WatchArgs {
             types.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         let session_defaults = SessionConfig::default();
         let session = SessionConfig {
-            heartbeat: self.heartbeat.or(seconds(file.heartbeat, "heartbeat")?).unwrap_or(session_defaults.heartbeat),
-            idle_timeout: self
-                .idle_timeout
-                .or(seconds(file.idle_timeout, "idle_timeout")?)
-                .unwrap_or(session_defaults.idle_timeout),
-            login_timeout: self
-                .login_timeout
-                .or(seconds(file.login_timeout, "login_timeout")?)
-                .unwrap_or(session_defaults.login_timeout),
+            heartbeat: self.heartbeat.or(file.heartbeat).unwrap_or(session_defaults.heartbeat),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout).unwrap_or(session_defaults.idle_timeout),
+            login_timeout: self.login_timeout.or(file.login_timeout).unwrap_or(session_defaults.login_timeout),
             ..session_defaults
         };
         let defaults = MonitorConfig::default();
@@ -325,73 +273,75 @@ impl WatchArgs {
             session,
             connects_per_second: self.connect_rate.or(file.connect_rate).unwrap_or(defaults.connects_per_second),
             output: output_path.map_or(Destination::Stdout, Destination::File),
-            status_interval: self
-                .status_interval
-                .or(seconds(file.status_interval, "status_interval")?)
-                .unwrap_or(defaults.status_interval),
-            connect_timeout: self
-                .connect_timeout
-                .or(seconds(file.connect_timeout, "connect_timeout")?)
-                .unwrap_or(defaults.connect_timeout),
-            flush_timeout: self
-                .flush_timeout
-                .or(seconds(file.flush_timeout, "flush_timeout")?)
-                .unwrap_or(defaults.flush_timeout),
+            status_interval: self.status_interval.or(file.status_interval).unwrap_or(defaults.status_interval),
+            connect_timeout: self.connect_timeout.or(file.connect_timeout).unwrap_or(defaults.connect_timeout),
+            flush_timeout: self.flush_timeout.or(file.flush_timeout).unwrap_or(defaults.flush_timeout),
+            stop_after_messages: self.count,
             ..defaults
         };
         let resolve_ids = match self.resolve {
             Some(choice) => choice == ResolveArg::Auto,
             None => file.resolve.unwrap_or(true),
         };
-        let status_check = self
-            .status_check
-            .or(seconds(file.status_check, "status_check")?)
-            .unwrap_or(crate::monitor::DEFAULT_STATUS_CHECK);
-        let web_base = match (&self.web_base, &file.web_base) {
-            (Some(url), _) => Some(url.clone()),
-            (None, Some(text)) => Some(parse_web_base(text).map_err(|e| format!("config web_base: {e}"))?),
-            (None, None) => None,
-        };
+        let status_check = self.status_check.or(file.status_check).unwrap_or(DEFAULT_STATUS_CHECK);
+        let web_base = self.web_base.clone().or_else(|| file.web_base.clone());
         monitor.web =
             (resolve_ids || !status_check.is_zero()).then(|| WebLookups::new(web_base, resolve_ids, status_check));
         monitor.foreign_chat = match self.foreign_chat.or(file.foreign_chat) {
             Some(ForeignChatArg::Write) => ForeignChat::Write,
             Some(ForeignChatArg::Drop) | None => ForeignChat::Drop,
         };
-        let poll_interval = match (self.poll_interval, file.poll_interval_ms) {
-            (Some(interval), _) => interval,
-            (None, Some(ms)) => {
-                parse_milliseconds(&ms.to_string()).map_err(|e| format!("config poll_interval_ms: {e}"))?
-            }
-            (None, None) => monitor.default_poll_interval(),
-        };
+        let poll_interval =
+            self.poll_interval.or(file.poll_interval).unwrap_or_else(|| monitor.default_poll_interval());
         monitor.rooms.shrink_to_fit();
-        Ok(WatchSettings {
-            monitor,
-            poll_interval,
-            metrics: self.metrics.or(file.metrics),
-            shard,
-            log_level: log_level.or(file.log_level).unwrap_or(LogLevel::Info),
-            config_path: self.config.clone(),
-            cli_rooms: self.rooms.clone(),
-        })
+        WatchSettings { monitor, poll_interval, metrics: self.metrics.clone().or_else(|| file.metrics.clone()), shard }
+    }
+
+    /// A refused setting, pointing at what set it: its flag, or else the
+    /// line of the config file that did.
+    fn setting_error(&self, error: SettingError, file: &FileConfig) -> Failure {
+        let flag_given = match error.setting {
+            "heartbeat" => self.heartbeat.is_some(),
+            "idle_timeout" => self.idle_timeout.is_some(),
+            "login_timeout" => self.login_timeout.is_some(),
+            "connect_timeout" => self.connect_timeout.is_some(),
+            "flush_timeout" => self.flush_timeout.is_some(),
+            "connect_rate" => self.connect_rate.is_some(),
+            "status_interval" => self.status_interval.is_some(),
+            "poll_interval" => self.poll_interval.is_some(),
+            "status_check" => self.status_check.is_some(),
+            _ => true,
+        };
+        match file.place_of(error.setting).filter(|_| !flag_given) {
+            Some(place) => Failure::Usage(format!("{place}: {}", error.message)),
+            None => error.into(),
+        }
     }
 }
 
 /// `barrage watch`: flags and config file merged and checked, the monitor
 /// (and its metrics endpoint) on a new reactor, run as a daemon.
-pub(crate) fn run(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
+pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path).map_err(Failure::Usage)?,
         None => FileConfig::default(),
     };
-    let settings = args.settings(&file, log_level).map_err(Failure::Usage)?;
-    settings.monitor.validate(settings.poll_interval)?;
+    let settings = args.settings(&file);
+    settings.monitor.validate(settings.poll_interval).map_err(|e| args.setting_error(e, &file))?;
     let idle_shard = settings.monitor.rooms.is_empty() && settings.shard != Shard::ALL;
     if settings.monitor.rooms.is_empty() && !idle_shard {
         return Err(Failure::Usage("no rooms to watch: give room ids, or rooms = [...] in --config".into()));
     }
-    init_logging(settings.log_level);
+    init_logging(log_level(args.log_level, file.log_level.unwrap_or(LogLevel::Info)));
+    if let Some(warning) = settings.monitor.types.as_ref().and_then(|types| unknown_types(types.iter())) {
+        log::warn!("--types: {warning}");
+    }
+    // A room is a socket: take every descriptor the hard limit allows, and
+    // say now, once, if the rooms still do not fit.
+    if let Err(shortfall) = crate::bench::run::check_descriptors(settings.monitor.rooms.len() as u64) {
+        log::warn!("{shortfall}; until then some rooms will fail to connect");
+    }
+    let metrics = settings.metrics.as_deref().map(resolve_metrics).transpose()?;
     let reactor_config = ReactorConfig { min_poll_interval: settings.poll_interval, ..ReactorConfig::default() };
     let mut reactor = Reactor::with_config(reactor_config)
         .map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
@@ -401,7 +351,7 @@ pub(crate) fn run(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), F
             _ => format!("cannot start: {e}"),
         })
     })?;
-    if let Some(addr) = settings.metrics {
+    if let Some(addr) = metrics {
         let server = crate::monitor::metrics::start(&mut reactor, addr, monitor.clone())
             .map_err(|e| Failure::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
         log::info!("metrics on http://{}/metrics and /rooms", server.local_addr());
@@ -414,32 +364,64 @@ pub(crate) fn run(args: &WatchArgs, log_level: Option<LogLevel>) -> Result<(), F
         );
     } else {
         log::info!(
-            "watching {} rooms via {} (shard {})",
-            settings.monitor.rooms.len(),
+            "watching {} via {} (shard {})",
+            plural(settings.monitor.rooms.len() as u64, "room"),
             settings.monitor.servers.iter().map(Endpoint::to_string).collect::<Vec<_>>().join(", "),
             settings.shard
         );
     }
-    let reload = Reload {
-        config_path: settings.config_path.clone(),
-        cli_rooms: settings.cli_rooms.clone(),
-        shard: settings.shard,
+    let output = match &settings.monitor.output {
+        Destination::File(path) => Some(path.clone()),
+        _ => None,
     };
-    run_daemon(&mut reactor, &monitor, Some(reload), None, settings.monitor.flush_timeout)
+    let reload = Reload {
+        config_path: args.config.clone(),
+        output,
+        cli_rooms: args.rooms.clone(),
+        shard: settings.shard,
+        running: file,
+    };
+    run_daemon(&mut reactor, &monitor, Some(reload), args.duration, settings.monitor.flush_timeout)
 }
 
-/// What a reload needs to recompute the room list.
-#[derive(Clone, Debug)]
+/// `--metrics HOST:PORT` to the address to listen on (the first the name
+/// resolves to).
+fn resolve_metrics(text: &str) -> Result<SocketAddr, Failure> {
+    let cannot = |why: String| Failure::Runtime(format!("cannot resolve --metrics {text}: {why}"));
+    text.to_socket_addrs().map_err(|e| cannot(e.to_string()))?.next().ok_or_else(|| cannot("no address".into()))
+}
+
+/// One warning about the types in `types` never seen from Douyu, if any:
+/// a typo (`chat` for `chatmsg`) would otherwise write nothing, silently.
+pub(crate) fn unknown_types<'a>(types: impl Iterator<Item = &'a String>) -> Option<String> {
+    let unknown: BTreeSet<&str> = types.map(String::as_str).filter(|t| !KNOWN_TYPES.contains(t)).collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let unknown: Vec<&str> = unknown.into_iter().collect();
+    Some(format!(
+        "unknown message type{} {} (kept: Douyu adds types; known are {})",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", "),
+        KNOWN_TYPES.join(", ")
+    ))
+}
+
+/// What a SIGHUP needs: where the config and the output are, and what the
+/// daemon started with.
 pub(crate) struct Reload {
     config_path: Option<PathBuf>,
+    output: Option<PathBuf>,
     cli_rooms: Vec<u64>,
     shard: Shard,
+    /// The file as read at start: its settings are the ones running.
+    running: FileConfig,
 }
 
 /// Runs `monitor` on `reactor` until a signal, the end of its output, or
 /// `duration` stops it, then writes the rest of the output for at most
-/// `flush_timeout`. SIGHUP applies `reload` (without one, it only reopens
-/// the output). Fails if messages were left unwritten.
+/// `flush_timeout`. SIGHUP applies `reload` (without one, it does
+/// nothing). Fails if messages were left unwritten.
 pub(crate) fn run_daemon(
     reactor: &mut Reactor,
     monitor: &Monitor,
@@ -461,7 +443,7 @@ pub(crate) fn run_daemon(
                 for signal in pending {
                     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
                     match signal {
-                        SIGHUP => reload_rooms(reactor, &monitor, reload.as_ref()),
+                        SIGHUP => on_sighup(reactor, &monitor, reload.as_ref()),
                         _ if monitor.stop_cause().is_some() => {
                             log::warn!("second stop request ({name}): exiting now");
                             reactor.stop();
@@ -497,16 +479,22 @@ pub(crate) fn run_daemon(
     Ok(())
 }
 
-/// "1 message", "2 messages".
-pub(crate) fn plural(count: u64, noun: &str) -> String {
-    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
-}
-
-fn reload_rooms(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload>) {
-    monitor.reopen_output();
+/// SIGHUP: reopen the output file (the writer thread logs how that went)
+/// and apply the config file's rooms.
+fn on_sighup(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload>) {
+    let Some(reload) = reload else {
+        log::info!("SIGHUP: nothing to reload");
+        return;
+    };
+    if reload.output.is_some() {
+        monitor.reopen_output();
+    }
+    // Names move; a reload is a good moment to follow them.
     monitor.resolve_again();
-    let Some((reload, path)) = reload.and_then(|reload| Some((reload, reload.config_path.as_ref()?))) else {
-        log::info!("SIGHUP: output reopened (no --config to reload)");
+    let Some(path) = &reload.config_path else {
+        if reload.output.is_none() {
+            log::info!("SIGHUP: nothing to reload (no --config, and the output is stdout)");
+        }
         return;
     };
     let file = match FileConfig::load(path) {
@@ -516,8 +504,7 @@ fn reload_rooms(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload
             return;
         }
     };
-    let shard = reload.shard;
-    let wanted: BTreeSet<u64> = room_list(&reload.cli_rooms, &file.rooms, shard).into_iter().collect();
+    let wanted: BTreeSet<u64> = room_list(&reload.cli_rooms, &file.rooms, reload.shard).into_iter().collect();
     let current: BTreeSet<u64> =
         monitor.rooms().iter().filter(|room| room.state != RoomState::Stopped).map(|room| room.written).collect();
     let added: Vec<u64> = wanted.difference(&current).copied().collect();
@@ -528,7 +515,21 @@ fn reload_rooms(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload
     for &room in &removed {
         monitor.remove_room(reactor, room);
     }
-    log::info!("SIGHUP: reloaded {}: {} rooms added, {} removed", path.display(), added.len(), removed.len());
+    log::info!(
+        "SIGHUP: reloaded {}: {} added, {} removed",
+        path.display(),
+        plural(added.len() as u64, "room"),
+        removed.len()
+    );
+    let changed = reload.running.changed_settings(&file);
+    if !changed.is_empty() {
+        log::warn!(
+            "SIGHUP: {} changed in {}: a reload applies rooms only, restart to apply {}",
+            changed.join(", "),
+            path.display(),
+            if changed.len() == 1 { "it" } else { "them" }
+        );
+    }
 }
 
 /// The rooms this copy watches: command line and file together, sorted,
@@ -540,71 +541,28 @@ pub(crate) fn room_list(cli_rooms: &[u64], file_rooms: &[u64], shard: Shard) -> 
 
 /// A room as a user writes it: its number or its address (see
 /// [`room_from_text`](crate::douyu::web::room_from_text)).
-fn parse_room(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_room(text: &str) -> Result<u64, String> {
     crate::douyu::web::room_from_text(text)
-}
-
-/// A room in the config file: a number, or a string as on the command line.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(untagged)]
-enum RoomEntry {
-    Number(u64),
-    Text(String),
-}
-
-/// The site that stands in for Douyu's (`http://127.0.0.1:8080`).
-fn parse_web_base(text: &str) -> Result<Url, String> {
-    Url::parse(text).map_err(|e| format!("{e}: expected a URL like https://www.douyu.com or http://127.0.0.1:8080"))
 }
 
 /// An endpoint (see [`Endpoint`]); names are resolved later, off the loop
 /// thread.
-fn parse_server(text: &str) -> Result<Endpoint, String> {
+pub(crate) fn parse_server(text: &str) -> Result<Endpoint, String> {
     text.parse()
 }
 
-fn parse_connect_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if rate.is_finite() => Ok(rate),
-        _ => Err("expected new connections per second, e.g. 200".to_string()),
-    }
+/// The site that stands in for Douyu's (`http://127.0.0.1:8080`).
+pub(crate) fn parse_web_base(text: &str) -> Result<Url, String> {
+    Url::parse(text).map_err(|e| format!("{e}: expected a URL like https://www.douyu.com or http://127.0.0.1:8080"))
+}
+
+fn parse_metrics(text: &str) -> Result<String, String> {
+    host_port(text, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_config_parses_every_key_and_rejects_typos() {
-        let text = r#"
-            rooms = [288016, 9999, "https://www.douyu.com/6657?dyshid=x"]
-            servers = ["127.0.0.1:8601", "wss://danmuproxy.douyu.com:8502"]
-            ca_file = "/etc/ssl/private-ca.pem"
-            resolve = false
-            status_check = 600
-            web_base = "http://127.0.0.1:8080"
-            foreign_chat = "write"
-            output = "/tmp/out.jsonl"
-            format = "json"
-            types = ["chatmsg", "dgb"]
-            heartbeat = 30
-            idle_timeout = 90.5
-            connect_timeout = 3
-            login_timeout = 20
-            flush_timeout = 5
-            connect_rate = 50
-            metrics = "127.0.0.1:9100"
-            shard = "1/2"
-            log_level = "debug"
-            status_interval = 10
-            poll_interval_ms = 20
-        "#;
-        let config = FileConfig::parse(text, "test.toml").unwrap();
-        assert_eq!(config.rooms, [288016, 9999, 6657]);
-        assert_eq!(config.log_level, Some(LogLevel::Debug));
-        assert_eq!(config.poll_interval_ms, Some(20.0));
-        assert!(toml::from_str::<FileConfig>("romos = [1]").is_err(), "a typo is an error");
-    }
 
     /// `watch` with `flags` (after the subcommand) and the config `file`.
     fn settings_of(flags: &[&str], file: &str) -> Result<WatchSettings, String> {
@@ -618,8 +576,10 @@ mod tests {
             .map_err(|e| e.to_string())?
             .args;
         let file = FileConfig::parse(file, "test.toml")?;
-        let settings = args.settings(&file, None)?;
-        settings.monitor.validate(settings.poll_interval).map_err(|e| e.message)?;
+        let settings = args.settings(&file);
+        settings.monitor.validate(settings.poll_interval).map_err(|e| match args.setting_error(e, &file) {
+            Failure::Usage(message) | Failure::Runtime(message) => message,
+        })?;
         Ok(settings)
     }
 
@@ -634,11 +594,11 @@ mod tests {
         assert_eq!(interval(&["--poll-interval", "5", "1"], "poll_interval_ms = 20"), Ok(Duration::from_millis(5)));
         assert!(interval(&["--poll-interval", "-5", "1"], "").is_err());
         let error = interval(&["1"], "poll_interval_ms = -5").unwrap_err();
-        assert_eq!(error, "config poll_interval_ms: expected a number of milliseconds, e.g. 100 or 0.5");
+        assert_eq!(error, "test.toml:1:1: poll_interval_ms: expected a number of milliseconds, e.g. 100 or 0.5");
         let error = interval(&["--poll-interval", "1001", "1"], "").unwrap_err();
-        assert_eq!(error, "the poll interval must be at most 1000 ms (got 1001 ms)");
+        assert_eq!(error, "the poll interval must be at most 1000 ms (got 1001 ms) (--poll-interval)");
         let error = interval(&["--poll-interval", "500", "--heartbeat", "0.5", "1"], "").unwrap_err();
-        assert_eq!(error, "the poll interval (500 ms) must be shorter than the heartbeat (0.5 s)");
+        assert_eq!(error, "the poll interval (500 ms) must be shorter than the heartbeat (0.5 s) (--poll-interval)");
         assert!(interval(&["--heartbeat", "0.5", "1"], "poll_interval_ms = 499").is_ok());
     }
 
@@ -648,23 +608,41 @@ mod tests {
         let default = web(&["1"], "").unwrap().expect("on by default");
         assert!(default.resolve_ids);
         assert_eq!(default.mobile_base.to_string(), "https://m.douyu.com/");
-        assert_eq!(default.status_check, crate::monitor::DEFAULT_STATUS_CHECK);
+        assert_eq!(default.status_check, DEFAULT_STATUS_CHECK);
         let local = web(&["--web-base", "http://127.0.0.1:8080", "--resolve", "never", "1"], "").unwrap().unwrap();
         assert!(!local.resolve_ids);
-        assert_eq!(
-            (local.mobile_base.to_string(), local.desktop_base.to_string()),
-            ("http://127.0.0.1:8080/".into(), "http://127.0.0.1:8080/".into())
-        );
-        assert_eq!(
-            web(&["--status-check", "0", "1"], "resolve = false").unwrap(),
-            None,
-            "nothing to look up: no web at all"
-        );
+        assert_eq!(local.mobile_base.to_string(), "http://127.0.0.1:8080/");
+        assert_eq!(local.desktop_base.to_string(), "http://127.0.0.1:8080/");
+        let none = web(&["--status-check", "0", "1"], "resolve = false").unwrap();
+        assert_eq!(none, None, "nothing to look up: no web at all");
         let error = web(&["--status-check", "5", "1"], "").unwrap_err();
         assert!(error.contains("status_check must be 0 (never) or from 30 s"), "{error}");
-        let rooms =
-            settings_of(&["douyu.com/6657", "https://www.douyu.com/topic/x?rid=288016"], "").unwrap().monitor.rooms;
-        assert_eq!(rooms, [6657, 288016]);
+        let rooms = ["douyu.com/6657", "https://www.douyu.com/topic/x?rid=288016"];
+        assert_eq!(settings_of(&rooms, "").unwrap().monitor.rooms, [6657, 288016]);
+    }
+
+    #[test]
+    fn a_refused_setting_points_at_the_flag_or_the_line_that_set_it() {
+        let error = |flags: &[&str], file: &str| settings_of(flags, file).map(drop).unwrap_err();
+        let from_file = error(&["1"], "rooms = [2]\nheartbeat = 200");
+        assert!(
+            from_file.starts_with("test.toml:2:1: heartbeat (200 s) must be shorter than idle_timeout"),
+            "{from_file}"
+        );
+        let from_flag = error(&["--heartbeat", "200", "1"], "heartbeat = 30");
+        assert!(from_flag.ends_with("or quiet rooms time out between beats (--heartbeat)"), "{from_flag}");
+        let rate = error(&["1"], "connect_rate = 0");
+        assert!(rate.starts_with("test.toml:1:1: connect_rate must be above 0"), "{rate}");
+    }
+
+    #[test]
+    fn flags_replace_the_files_values_but_rooms_add_up() {
+        let settings =
+            settings_of(&["--heartbeat", "30", "--count", "5", "3"], "rooms = [1, 2]\nheartbeat = 40").unwrap();
+        assert_eq!(settings.monitor.rooms, [1, 2, 3]);
+        assert_eq!(settings.monitor.session.heartbeat, Duration::from_secs(30));
+        assert_eq!(settings.monitor.stop_after_messages, Some(5));
+        assert_eq!(settings_of(&["1"], "metrics = \"localhost:0\"").unwrap().metrics.as_deref(), Some("localhost:0"));
     }
 
     #[test]
@@ -682,5 +660,16 @@ mod tests {
         assert_eq!(parse_room("288016"), Ok(288016));
         assert!(parse_server("nohost").is_err() && parse_server(":80").is_err() && parse_server("h:x").is_err());
         assert!(parse_server("danmuproxy.douyu.com:8601").is_ok() && parse_server("[::1]:8601").is_ok());
+        assert!(parse_server("127.0.0.1:99999").unwrap_err().contains("out of range"));
+        assert!(parse_metrics("localhost:0").is_ok());
+    }
+
+    #[test]
+    fn unknown_types_are_named_once_and_known_ones_pass() {
+        let types = |names: &[&str]| unknown_types(names.iter().map(|n| n.to_string()).collect::<Vec<_>>().iter());
+        assert_eq!(types(&["chatmsg", "dgb", "uenter"]), None);
+        let warning = types(&["chat", "chatmsg", "gift"]).unwrap();
+        assert!(warning.starts_with("unknown message types chat, gift (kept"), "{warning}");
+        assert!(types(&["chat"]).unwrap().starts_with("unknown message type chat (kept"));
     }
 }

@@ -22,6 +22,31 @@ pub mod session;
 pub mod stt;
 pub mod web;
 
+/// The message types Douyu's servers are known to send (see
+/// `MessageView` for those given a typed view). More appear all the
+/// time; a type not listed here is still received and written.
+pub const KNOWN_TYPES: [&str; 19] = [
+    "loginres",
+    "pingreq",
+    "mrkl",
+    "error",
+    "chatmsg",
+    "uenter",
+    "dgb",
+    "rss",
+    "spbc",
+    "anbc",
+    "rnewbc",
+    "upgrade",
+    "blab",
+    "frank",
+    "ranklist",
+    "oni",
+    "comm_chatmsg",
+    "rri",
+    "anchor_rank2505_change",
+];
+
 pub use frame::{DecoderConfig, FrameDecoder, FrameError, Packet};
 pub use message::{LiveStatus, Message, MessageView, Request};
 pub use session::{ClientSession, CloseReason, SessionConfig, SessionEvent, SessionState};

@@ -98,6 +98,10 @@ pub struct MonitorConfig {
     pub web: Option<WebLookups>,
     /// What becomes of a chat message that names another room.
     pub foreign_chat: ForeignChat,
+    /// Stop ([`StopCause::Count`](super::StopCause::Count)) once this many
+    /// messages have been written (after the `types` filter); later ones
+    /// are not written.
+    pub stop_after_messages: Option<u64>,
 }
 
 /// Where and what to look up on Douyu's web site (see `lookup.rs`).
@@ -168,6 +172,7 @@ impl Default for MonitorConfig {
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             web: None,
             foreign_chat: ForeignChat::Drop,
+            stop_after_messages: None,
         }
     }
 }
@@ -192,6 +197,9 @@ impl MonitorConfig {
         self.session.validate()?;
         if let Some(room) = self.rooms.iter().find(|&&room| room == 0) {
             return Err(SettingError::new("rooms", format!("room ids are positive integers, not {room}")));
+        }
+        if self.stop_after_messages == Some(0) {
+            return Err(SettingError::new("count", "count must be at least 1 message"));
         }
         if self.servers.is_empty() {
             return Err(SettingError::new("servers", "no server to connect to"));

@@ -96,8 +96,11 @@ impl FromStr for Endpoint {
         if path.chars().any(|c| c.is_ascii_control() || c == ' ') {
             return Err(format!("the path of {text:?} has spaces or control characters"));
         }
-        let (host, port) = split_host_port(authority)
-            .ok_or_else(|| format!("server must be HOST:PORT, e.g. danmuproxy.douyu.com:8601, not {text:?}"))?;
+        let (host, port) = split_host_port(authority).ok_or_else(|| {
+            format!(
+                "expected HOST:PORT or a tcp://, wss:// or ws:// address, e.g. danmuproxy.douyu.com:8601, not {text:?}"
+            )
+        })?;
         let port = match port.parse::<u32>() {
             Ok(port @ 1..=65535) => port as u16,
             Ok(_) => return Err(format!("port {port} of {text:?} is out of range (1 to 65535)")),

@@ -8,9 +8,12 @@
 //! "last wins" rule as `Message::get`.
 //!
 //! Text (for people at a terminal) is one readable line per message, in the
-//! spirit of the original tutorial's prints. Every string in it that the
-//! server chose goes through [`visible`]: no control character, escape
-//! sequence or bidi override from a stranger reaches the terminal.
+//! spirit of the original tutorial's prints. Every piece of it goes through
+//! [`visible`]: no control character, escape sequence or bidi override from
+//! a stranger reaches the terminal. Coloured text is the same line with
+//! rooms, nicknames, gifts and live status told apart by colour; the only
+//! escape sequences in it are the colours written here, around text that
+//! went through [`visible`] like the rest.
 
 use std::io::Write;
 
@@ -23,13 +26,16 @@ use crate::monitor::visible::visible;
 pub enum Format {
     Json,
     Text,
+    /// Text with colours, for a terminal.
+    ColorText,
 }
 
 /// Appends `message`, received at `ts_ms` in `room`, as one line to `out`.
 pub fn write_line(out: &mut Vec<u8>, format: Format, ts_ms: u64, room: u64, message: &Message) {
     match format {
         Format::Json => write_json(out, ts_ms, room, message),
-        Format::Text => write_text(out, room, message),
+        Format::Text => write_text(out, room, message, false),
+        Format::ColorText => write_text(out, room, message, true),
     }
 }
 
@@ -91,38 +97,111 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-fn write_text(out: &mut Vec<u8>, room: u64, message: &Message) {
-    let _ = match message.view() {
-        MessageView::Chat(chat) => writeln!(out, "[{room}] {}: {}", visible(chat.nickname), visible(chat.text)),
-        MessageView::Enter(enter) => writeln!(out, "[{room}] {} entered", visible(enter.nickname)),
-        MessageView::Gift(gift) => writeln!(
-            out,
-            "[{room}] {} sent {} ×{}",
-            visible(gift.nickname),
-            visible(gift.gift_name),
-            gift.count.unwrap_or(1)
-        ),
+fn write_text(out: &mut Vec<u8>, room: u64, message: &Message, color: bool) {
+    let mut line = TextLine { out, color };
+    let gift_name;
+    match message.view() {
+        // Heartbeat echoes and server ticks are noise for a person.
+        MessageView::Heartbeat | MessageView::PingReq(_) => return,
+        MessageView::Chat(chat) => {
+            line.room(room);
+            line.put(style::NICKNAME, chat.nickname);
+            line.put(style::PLAIN, ": ");
+            line.put(style::PLAIN, chat.text);
+        }
+        MessageView::Enter(enter) => {
+            line.room(room);
+            line.put(style::NICKNAME, enter.nickname);
+            line.put(style::QUIET, " entered");
+        }
+        MessageView::Gift(gift) => {
+            // A gift without a name is named by its id (names come from a
+            // table the web page loads; the wire carries only `gfid`).
+            gift_name = match (gift.gift_name, gift.gift_id) {
+                ("", Some(id)) => format!("gift #{id}"),
+                ("", None) => "a gift".to_string(),
+                (name, _) => name.to_string(),
+            };
+            line.room(room);
+            line.put(style::NICKNAME, gift.nickname);
+            line.put(style::PLAIN, " sent ");
+            line.put(style::GIFT, &format!("{gift_name} ×{}", gift.count.unwrap_or(1)));
+        }
         // Status changes are told once, with a grace for streams that drop
         // and come back, by the monitor's own `barrage.live` lines.
-        MessageView::RoomStatus(_) => Ok(()),
-        MessageView::Other(LIVE_TYPE) => match (message.get("status"), message.get("lasted")) {
-            (Some("live"), _) => writeln!(out, "[{room}] ● live now"),
-            (Some("loop"), _) => writeln!(out, "[{room}] ↻ replaying (loop)"),
-            (Some("offline"), Some(lasted)) => writeln!(out, "[{room}] ○ ended after {}", visible(lasted)),
-            _ => writeln!(out, "[{room}] ○ offline"),
-        },
-        MessageView::LoginRes(_) => writeln!(out, "[{room}] logged in"),
-        MessageView::Error(error) => writeln!(out, "[{room}] server error {}", error.code.unwrap_or(-1)),
-        // Heartbeat echoes and server ticks are noise for a person.
-        MessageView::Heartbeat | MessageView::PingReq(_) => Ok(()),
-        MessageView::Other(kind) => {
-            let _ = write!(out, "[{room}] {}", visible(kind));
-            for (key, value) in message.fields().filter(|(k, _)| *k != "type").take(6) {
-                let _ = write!(out, " {}={}", visible(key), shorten(value, 40));
+        MessageView::RoomStatus(_) => return,
+        MessageView::Other(LIVE_TYPE) => {
+            line.room(room);
+            match (message.get("status"), message.get("lasted")) {
+                (Some("live"), _) => line.put(style::LIVE, "● live now"),
+                (Some("loop"), _) => line.put(style::LOOP, "↻ replaying (loop)"),
+                (Some("offline"), Some(lasted)) => line.put(style::OFFLINE, &format!("○ ended after {lasted}")),
+                _ => line.put(style::OFFLINE, "○ offline"),
             }
-            writeln!(out)
         }
-    };
+        MessageView::LoginRes(_) => {
+            line.room(room);
+            line.put(style::QUIET, "logged in");
+        }
+        MessageView::Error(error) => {
+            line.room(room);
+            line.put(style::ERROR, &format!("server error {}", error.code.unwrap_or(-1)));
+        }
+        MessageView::Other(kind) => {
+            line.room(room);
+            line.put(style::TYPE, kind);
+            for (key, value) in message.fields().filter(|(k, _)| *k != "type").take(6) {
+                line.put(style::PLAIN, " ");
+                line.put(style::QUIET, &format!("{key}="));
+                line.put(style::PLAIN, &shorten(value, 40));
+            }
+        }
+    }
+    line.out.push(b'\n');
+}
+
+/// The colours of text output: Select Graphic Rendition parameters, written
+/// as `ESC [ <style> m`, and `ESC [ 0 m` after the span.
+mod style {
+    pub const PLAIN: &str = "";
+    /// `[room]`: dim.
+    pub const ROOM: &str = "2";
+    /// Nicknames: bold cyan.
+    pub const NICKNAME: &str = "1;36";
+    /// A gift and its count: bold yellow.
+    pub const GIFT: &str = "1;33";
+    pub const LIVE: &str = "1;32";
+    pub const OFFLINE: &str = "31";
+    pub const LOOP: &str = "35";
+    pub const ERROR: &str = "1;31";
+    /// An unknown type's name: magenta.
+    pub const TYPE: &str = "35";
+    /// What says little: entries, logins, field names. Dim.
+    pub const QUIET: &str = "2";
+}
+
+/// One text line being written. Every piece, ours or the server's, goes
+/// through [`visible`], so the only escape sequences in a line are the
+/// colours this adds around the pieces.
+struct TextLine<'a> {
+    out: &'a mut Vec<u8>,
+    color: bool,
+}
+
+impl TextLine<'_> {
+    fn room(&mut self, room: u64) {
+        self.put(style::ROOM, &format!("[{room}]"));
+        self.put(style::PLAIN, " ");
+    }
+
+    fn put(&mut self, style: &str, text: &str) {
+        let text = visible(text);
+        if self.color && !style.is_empty() {
+            let _ = write!(self.out, "\x1b[{style}m{text}\x1b[0m");
+        } else {
+            self.out.extend_from_slice(text.as_bytes());
+        }
+    }
 }
 
 /// At most `max_chars` characters of `text`, made visible, with `…` if cut.
@@ -199,6 +278,79 @@ mod tests {
         ];
         for (body, expected) in cases {
             assert_eq!(line(Format::Text, body), expected, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_gift_without_a_name_is_named_by_its_id() {
+        assert_eq!(line(Format::Text, "type@=dgb/nn@=观众3/gfid@=824/gfcnt@=2/"), "[102965] 观众3 sent gift #824 ×2\n");
+        assert_eq!(line(Format::Text, "type@=dgb/nn@=观众3/gfn@=/"), "[102965] 观众3 sent a gift ×1\n");
+    }
+
+    /// The coloured line without its colours.
+    fn uncolored(colored: &str) -> String {
+        let mut plain = String::new();
+        let mut rest = colored;
+        while let Some(start) = rest.find('\x1b') {
+            plain.push_str(&rest[..start]);
+            let after = &rest[start..];
+            let end = after.find('m').unwrap_or_else(|| panic!("an unterminated sequence in {colored:?}"));
+            let parameters = &after[2..end];
+            assert!(after.starts_with("\x1b["), "a foreign escape in {colored:?}");
+            assert!(
+                parameters.chars().all(|c| c.is_ascii_digit() || c == ';') && end <= 6,
+                "not one of our colours: {parameters:?} in {colored:?}"
+            );
+            rest = &after[end + 1..];
+        }
+        plain.push_str(rest);
+        plain
+    }
+
+    #[test]
+    fn colour_tells_the_parts_apart_and_changes_nothing_else() {
+        assert_eq!(
+            line(Format::ColorText, CHAT),
+            "\x1b[2m[102965]\x1b[0m \x1b[1;36m小老弟233\x1b[0m: 注意保暖 \"quoted\" a/b\\c\n"
+        );
+        assert_eq!(
+            line(Format::ColorText, "type@=barrage.live/status@=live/"),
+            "\x1b[2m[102965]\x1b[0m \x1b[1;32m● live now\x1b[0m\n"
+        );
+        for body in [
+            CHAT,
+            "type@=uenter/nn@=观众1/",
+            "type@=dgb/nn@=观众3/gfn@=粉丝荧光棒/gfcnt@=10/",
+            "type@=dgb/gfid@=824/",
+            "type@=barrage.live/status@=offline/lasted@=2h13m/",
+            "type@=barrage.live/status@=loop/",
+            "type@=loginres/",
+            "type@=error/code@=204/",
+            "type@=newthing/a@=1/b@=2/",
+            "type@=mrkl/",
+        ] {
+            assert_eq!(uncolored(&line(Format::ColorText, body)), line(Format::Text, body), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn colour_never_lets_server_text_out_of_its_span() {
+        // Each place a server-chosen string lands, with an escape, a reset,
+        // a newline and a bidi override in it.
+        let hostile = "\x1b[0m\x1b]0;owned\x07\n[9500] admin\u{202e}\u{9b}31m";
+        for body in [
+            format!("type@=chatmsg/nn@={hostile}/txt@={hostile}/"),
+            format!("type@=uenter/nn@={hostile}/"),
+            format!("type@=dgb/nn@={hostile}/gfn@={hostile}/gfcnt@=2/"),
+            format!("type@={hostile}/{hostile}@={hostile}/"),
+        ] {
+            let colored = line(Format::ColorText, &body);
+            assert_eq!(colored.matches('\n').count(), 1, "{colored:?}");
+            assert!(!colored.contains(['\u{202e}', '\u{9b}', '\x07']), "{colored:?}");
+            // Every escape left is one of ours, and without them the line
+            // is the plain one, where the server's escapes are visible.
+            assert_eq!(uncolored(&colored), line(Format::Text, &body));
+            assert!(line(Format::Text, &body).contains("␛[0m␛]0;owned␇"));
         }
     }
 

@@ -26,7 +26,6 @@ use crate::reactor::Reactor;
 
 use super::MonitorState;
 use super::backoff::Backoff;
-use super::format;
 use super::lifecycle::Event;
 use super::live::{Report, Source, human_duration};
 
@@ -281,13 +280,7 @@ impl MonitorState {
         for (key, value) in fields {
             stt::push_field(&mut body, key, value);
         }
-        let message = Message::decode(&body);
-        if self.config.types.as_ref().is_some_and(|types| !types.contains(LIVE_TYPE)) {
-            return;
-        }
-        let (format, ts_ms) = (self.config.format, unix_now() * 1000);
-        self.output.append(|batch| format::write_line(batch, format, ts_ms, id, &message));
-        self.schedule_flush(reactor);
+        self.write_message(reactor, id, unix_now() * 1000, &Message::decode(&body));
     }
 
     /// The fetcher and a request built by `build` from the web settings.

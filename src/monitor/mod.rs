@@ -176,6 +176,8 @@ pub enum StopCause {
     Signal(&'static str),
     /// The time it was given ran out.
     Duration,
+    /// `stop_after_messages` were written.
+    Count(u64),
     /// The output closed for good: its reader left, or it could not be opened.
     Output(OutputClosed),
 }
@@ -185,6 +187,7 @@ impl std::fmt::Display for StopCause {
         match self {
             StopCause::Signal(name) => write!(f, "{name}"),
             StopCause::Duration => write!(f, "the duration is over"),
+            StopCause::Count(count) => write!(f, "{count} messages written"),
             StopCause::Output(OutputClosed::ReaderLeft) => write!(f, "the output's reader left"),
             StopCause::Output(OutputClosed::Failed(why)) => write!(f, "output failed: {why}"),
         }
@@ -196,8 +199,11 @@ impl std::fmt::Display for StopCause {
 pub struct MonitorStats {
     pub messages: u64,
     pub messages_by_type: HashMap<String, u64>,
-    /// Messages received but not written because of `--types`.
+    /// Messages received but not written: left out by `--types`, chat of
+    /// another room, or past `--count`.
     pub filtered: u64,
+    /// Lines written (the monitor's own `barrage.live` lines too).
+    pub written: u64,
     pub reconnects: u64,
     pub decode_errors: u64,
 }
@@ -645,13 +651,32 @@ impl MonitorState {
             self.stats.filtered += 1;
             return;
         }
-        if self.config.types.as_ref().is_some_and(|types| !types.contains(message.msg_type())) {
+        self.write_message(reactor, id, ts_ms, message);
+    }
+
+    /// Writes `message` of room `id` as one line, unless `--types` leaves
+    /// its type out or `--count` lines were written already (the last one
+    /// stops the monitor).
+    fn write_message(&mut self, reactor: &mut Reactor, id: u64, ts_ms: u64, message: &Message) {
+        let limit = self.config.stop_after_messages;
+        if self.config.types.as_ref().is_some_and(|types| !types.contains(message.msg_type()))
+            || limit.is_some_and(|limit| self.stats.written >= limit)
+        {
             self.stats.filtered += 1;
             return;
         }
         let format = self.config.format;
         self.output.append(|batch| format::write_line(batch, format, ts_ms, id, message));
+        self.stats.written += 1;
         self.schedule_flush(reactor);
+        if let Some(limit) = limit.filter(|&limit| self.stats.written == limit) {
+            let weak = self.this.clone();
+            reactor.call_soon(move |reactor| {
+                if let Some(state) = weak.upgrade() {
+                    Monitor { state }.stop(reactor, StopCause::Count(limit), Duration::ZERO);
+                }
+            });
+        }
     }
 
     /// One batch per loop iteration: hands the batch to the writer once this

@@ -592,3 +592,52 @@ pub fn file_seen(path: &Path) -> Seen {
     }
     seen
 }
+
+// ----- a command run to its end ---------------------------------------------------------
+
+/// What a finished command printed.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to its exit, with `stdin` as its input, killing it at
+/// the deadline; stdout and stderr are read by threads meanwhile (a full
+/// pipe must not stop it).
+pub fn run_command(mut command: Command, stdin: &[u8]) -> Finished {
+    use std::io::{Read, Write};
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut input = child.stdin.take().expect("piped stdin");
+    let stdin = stdin.to_vec();
+    // Ignored: a command that does not read its input closes the pipe.
+    let writer = thread::spawn(move || input.write_all(&stdin));
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("piped stderr")));
+    let status = wait_exit(&mut child, DEADLINE);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = writer.join();
+    let (stdout, stderr) = (stdout.join().expect("stdout reader"), stderr.join().expect("stderr reader"));
+    let status = status.unwrap_or_else(|| panic!("{command:?} did not exit within {DEADLINE:?}; stderr:\n{stderr}"));
+    Finished { status, stdout, stderr }
+}
+
+/// `barrage ARGS…` run to its exit with no input.
+pub fn run_barrage(args: &[&str]) -> Finished {
+    run_command(barrage(args), b"")
+}

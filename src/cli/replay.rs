@@ -1,0 +1,209 @@
+//! `barrage replay FILE…`: recorded JSON lines, shown again.
+//!
+//! Each line of each file (or of stdin, `-`) is read with
+//! [`recording::read_line`], which checks the line contract; a line that
+//! breaks it is reported on stderr with its file and line number and
+//! skipped, and the exit status is then 1 (so a script can check a
+//! recording). The messages kept by `--rooms` and `--types` are written by
+//! the formatter `watch` uses: as text, coloured on a terminal, or as
+//! JSON, where a line that keeps the contract comes out as it went in.
+//!
+//! `--speed X` paces the lines by their `ts`: the first at once, each
+//! later one when its distance from the first, divided by X, has passed.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::monitor::format::{Format, write_line};
+use crate::recording::{self, Recorded};
+
+use super::watch::{FormatArg, parse_room, unknown_types};
+use super::{ColorChoice, Failure, plural, stdout_is_terminal};
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// Recorded JSON lines (from `watch --format json`); `-` is stdin.
+    /// [default: stdin]
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    /// Output format: text, or JSON lines (the recorded lines, filtered).
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    format: FormatArg,
+
+    /// Colour in text output (auto: on a terminal, unless NO_COLOR is set).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+
+    /// Only these message types, comma separated (e.g. chatmsg,dgb).
+    #[arg(long, value_name = "TYPES", value_delimiter = ',')]
+    types: Vec<String>,
+
+    /// Only these rooms, comma separated (e.g. 288016,9999).
+    #[arg(long, value_name = "ROOMS", value_delimiter = ',', value_parser = parse_room)]
+    rooms: Vec<u64>,
+
+    /// Pace the lines by their receive times, X times as fast as they came
+    /// (1: in real time, 60: an hour in a minute). [default: no pause]
+    #[arg(long, value_name = "X", value_parser = parse_speed, allow_negative_numbers = true)]
+    speed: Option<f64>,
+}
+
+fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
+        _ => Err("expected a speed above 0, e.g. 1 (real time) or 10 (ten times as fast)".to_string()),
+    }
+}
+
+/// When each recorded line is due: the first at once, each later one after
+/// its distance in `ts` from the first, divided by the speed. A line whose
+/// `ts` is earlier than the first's (another file, a clock step) is due at
+/// once.
+struct Pace {
+    speed: f64,
+    /// The first line's `ts`, and when it was shown.
+    origin: Option<(u64, Instant)>,
+}
+
+impl Pace {
+    fn due(&mut self, ts_ms: u64, now: Instant) -> Instant {
+        let (first_ts, started) = *self.origin.get_or_insert((ts_ms, now));
+        let offset = Duration::from_millis(ts_ms.saturating_sub(first_ts)).div_f64(self.speed);
+        // A `ts` ages away is no reason to overflow the clock.
+        started.checked_add(offset).unwrap_or(now + Duration::from_secs(86_400 * 365))
+    }
+}
+
+/// What a replay read, for its last word.
+#[derive(Default)]
+struct Tally {
+    lines: u64,
+    skipped: u64,
+    unreadable: u64,
+}
+
+pub(crate) fn run(args: &ReplayArgs) -> Result<(), Failure> {
+    if let Some(warning) = unknown_types(args.types.iter()) {
+        eprintln!("barrage: warning: --types: {warning}");
+    }
+    let format = match args.format {
+        FormatArg::Json => Format::Json,
+        FormatArg::Text => args.color.text_format(stdout_is_terminal()),
+    };
+    let stdin = PathBuf::from("-");
+    let files = if args.files.is_empty() { std::slice::from_ref(&stdin) } else { &args.files[..] };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut pace = args.speed.map(|speed| Pace { speed, origin: None });
+    let mut tally = Tally::default();
+    for path in files {
+        let reader: Box<dyn BufRead> = if path == Path::new("-") {
+            Box::new(io::stdin().lock())
+        } else {
+            match File::open(path) {
+                Ok(file) => Box::new(BufReader::new(file)),
+                Err(e) => {
+                    eprintln!("barrage: cannot read {}: {e}", path.display());
+                    tally.unreadable += 1;
+                    continue;
+                }
+            }
+        };
+        let name = if path == Path::new("-") { "stdin".to_string() } else { path.display().to_string() };
+        match replay_one(reader, &name, args, format, &mut pace, &mut out, &mut tally) {
+            Ok(()) => {}
+            // The reader left (`barrage replay … | head`): nothing more to do.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(Failure::Runtime(format!("cannot write the output: {e}"))),
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            return Err(Failure::Runtime(format!("cannot write the output: {e}")));
+        }
+        _ => {}
+    }
+    let mut problems = Vec::new();
+    if tally.skipped > 0 {
+        problems.push(format!("{} of {} lines skipped as malformed", tally.skipped, tally.lines));
+    }
+    if tally.unreadable > 0 {
+        problems.push(format!("{} could not be read to the end", plural(tally.unreadable, "file")));
+    }
+    if problems.is_empty() { Ok(()) } else { Err(Failure::Runtime(problems.join("; "))) }
+}
+
+/// Replays the lines of one source; fails only if the output does. A read
+/// error ends this source (reported, counted as unreadable).
+fn replay_one(
+    reader: impl BufRead,
+    name: &str,
+    args: &ReplayArgs,
+    format: Format,
+    pace: &mut Option<Pace>,
+    out: &mut impl Write,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let mut line_out = Vec::new();
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let number = index + 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                eprintln!("barrage: {name}:{number}: cannot read on: {e}");
+                tally.unreadable += 1;
+                return Ok(());
+            }
+        };
+        tally.lines += 1;
+        let recorded = std::str::from_utf8(&line)
+            .map_err(|e| format!("not UTF-8 ({e})"))
+            .and_then(|text| recording::read_line(text).map_err(|e| e.to_string()));
+        let Recorded { ts_ms, room, message } = match recorded {
+            Ok(recorded) => recorded,
+            Err(why) => {
+                eprintln!("barrage: {name}:{number}: {why}; skipped");
+                tally.skipped += 1;
+                continue;
+            }
+        };
+        let wanted_room = args.rooms.is_empty() || args.rooms.contains(&room);
+        let wanted_type = args.types.is_empty() || args.types.iter().any(|t| t == message.msg_type());
+        if !(wanted_room && wanted_type) {
+            continue;
+        }
+        if let Some(pace) = pace {
+            // Show what is due before waiting for the next.
+            out.flush()?;
+            let due = pace.due(ts_ms, Instant::now());
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        line_out.clear();
+        write_line(&mut line_out, format, ts_ms, room, &message);
+        out.write_all(&line_out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_due_at_their_distance_from_the_first_divided_by_the_speed() {
+        let start = Instant::now();
+        let mut pace = Pace { speed: 2.0, origin: None };
+        assert_eq!(pace.due(10_000, start), start, "the first at once");
+        // Asked later, the schedule stays anchored on the first line.
+        let later = start + Duration::from_millis(300);
+        assert_eq!(pace.due(11_000, later), start + Duration::from_millis(500));
+        assert_eq!(pace.due(14_000, later), start + Duration::from_secs(2));
+        assert_eq!(pace.due(9_000, later), start, "a ts before the first is due at once");
+        assert!(pace.due(u64::MAX, later) > later, "no overflow");
+        assert!(parse_speed("0").is_err() && parse_speed("-1").is_err() && parse_speed("inf").is_err());
+    }
+}

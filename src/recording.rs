@@ -1,0 +1,246 @@
+//! Recorded lines read back: what `barrage watch --format json` wrote,
+//! turned again into a receive time, a room and a [`Message`].
+//!
+//! The line contract (written by `monitor::format`) is exactly
+//!
+//! ```text
+//! {"ts":<ms since the Unix epoch>,"room":<id>,"type":"<type>","fields":{"<key>":"<value>",…}}
+//! ```
+//!
+//! with every field a string, each key once, and `type` equal to the
+//! `type` inside `fields` (or `""` when the message had none). [`read_line`]
+//! checks all of it: a recording is input from outside, a file cut short
+//! by a crash, concatenated, or edited by hand, and one bad line must be
+//! reported and skipped, never taken for a message.
+//!
+//! The message is rebuilt through STT ([`stt::push_field`], then
+//! [`Message::decode`]), so it is the same value a live connection would
+//! have produced: fields in their recorded order, every view working.
+//! Depending only on the protocol and `serde_json`, this module serves
+//! `barrage replay` and can serve the simulator.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::douyu::{Message, stt};
+
+/// One recorded message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// When it was received: Unix epoch milliseconds.
+    pub ts_ms: u64,
+    pub room: u64,
+    pub message: Message,
+}
+
+/// Why a line is not a recorded message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineError {
+    /// Not one JSON value (a line cut short, say).
+    NotJson(String),
+    /// JSON, but not the contract: a missing or unknown key, a field that
+    /// is not a string, a key twice, or two different types.
+    Contract(String),
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineError::NotJson(why) => write!(f, "not JSON: {why}"),
+            LineError::Contract(why) => write!(f, "not a recorded message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for LineError {}
+
+/// Reads one line (without its newline) and checks it against the contract.
+pub fn read_line(line: &str) -> Result<Recorded, LineError> {
+    // serde would take `[ts, room, type, fields]` for the struct too.
+    if !line.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<de::IgnoredAny>(line) {
+            Ok(_) => LineError::Contract("expected an object, {\"ts\":…}".into()),
+            Err(e) => LineError::NotJson(without_position(&e)),
+        });
+    }
+    let raw: RawLine = serde_json::from_str(line).map_err(|e| {
+        let why = without_position(&e);
+        match e.classify() {
+            serde_json::error::Category::Data => LineError::Contract(why),
+            _ => LineError::NotJson(why),
+        }
+    })?;
+    let recorded_type = raw.fields.0.iter().find(|(key, _)| key == "type").map_or("", |(_, value)| value.as_str());
+    if recorded_type != raw.kind {
+        return Err(LineError::Contract(format!("\"type\" is {:?} but fields hold {recorded_type:?}", raw.kind)));
+    }
+    let mut body = String::new();
+    for (key, value) in &raw.fields.0 {
+        stt::push_field(&mut body, key, value);
+    }
+    Ok(Recorded { ts_ms: raw.ts, room: raw.room, message: Message::decode(&body) })
+}
+
+/// serde_json's message without its "at line 1 column 7": a recorded line
+/// is one line, and the caller names the line of the file.
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rsplit_once(" at line ") {
+        Some((message, _)) => message.to_string(),
+        None => text,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    ts: u64,
+    room: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    fields: Fields,
+}
+
+/// `fields` in their written order (a map type would sort them), each a
+/// string, each key once.
+struct Fields(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields: Vec<(String, String)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<FieldValue>()?.0;
+                    // A repeat is rare and its check linear: bodies have tens of fields.
+                    if fields.iter().any(|(seen, _)| *seen == key) {
+                        return Err(de::Error::custom(format_args!("field {key:?} appears twice")));
+                    }
+                    fields.push((key, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
+    }
+}
+
+/// A field's value: a string, or an error that says which kind of value
+/// it was instead.
+struct FieldValue(String);
+
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = FieldValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (every field of a recorded message is one)")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<FieldValue, E> {
+                Ok(FieldValue(value.to_string()))
+            }
+
+            fn visit_string<E: de::Error>(self, value: String) -> Result<FieldValue, E> {
+                Ok(FieldValue(value))
+            }
+        }
+        deserializer.deserialize_string(Text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::format::{Format, write_line};
+    use proptest::prelude::*;
+
+    /// The line `watch --format json` writes for `body`.
+    fn recorded(ts_ms: u64, room: u64, body: &str) -> String {
+        let mut out = Vec::new();
+        write_line(&mut out, Format::Json, ts_ms, room, &Message::decode(body));
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Written, read back, written again: the same bytes.
+    fn round_trip(ts_ms: u64, room: u64, body: &str) {
+        let line = recorded(ts_ms, room, body);
+        let back = read_line(line.trim_end_matches('\n')).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!((back.ts_ms, back.room), (ts_ms, room));
+        assert_eq!(recorded(back.ts_ms, back.room, &back.message.to_body()), line, "{body:?}");
+    }
+
+    #[test]
+    fn what_the_json_writer_writes_reads_back_the_same() {
+        for body in [
+            "type@=chatmsg/rid@=102965/uid@=36216769/nn@=小老弟233/txt@=注意保暖 \"quoted\" a@Sb\\c/cid@=7/el@=eid@AA=1@AS@S/",
+            "type@=dgb/rid@=9999/gfid@=824/nn@=观众3/gfcnt@=10/",
+            "hintInfo@=sec@A=1@Sname@A=全站榜@S/type@=anchor_rank2505_change/ts@=1790519460660/",
+            "type@=rri/rid@=1/rid@=2/",
+            "type@=chatmsg/nn@=\x1b]0;t\x07/txt@=a\u{202e}b\nc/",
+            "nn@=no type at all/",
+            "",
+        ] {
+            round_trip(1_790_519_453_293, 102965, body);
+        }
+    }
+
+    #[test]
+    fn the_message_is_rebuilt_with_its_fields_in_order() {
+        let line = recorded(5, 6, "type@=dgb/nn@=观众3/gfcnt@=10/gfid@=824/");
+        let back = read_line(line.trim_end()).unwrap();
+        assert_eq!(back.message.msg_type(), "dgb");
+        let keys: Vec<&str> = back.message.fields().map(|(key, _)| key).collect();
+        assert_eq!(keys, ["type", "nn", "gfcnt", "gfid"]);
+        assert!(matches!(back.message.view(), crate::douyu::MessageView::Gift(g) if g.gift_id == Some(824)));
+    }
+
+    #[test]
+    fn a_line_off_the_contract_says_what_is_wrong() {
+        let error = |line: &str| read_line(line).unwrap_err().to_string();
+        assert!(error(r#"{"ts":1,"room":2,"type":"x","fie"#).starts_with("not JSON: EOF while parsing"));
+        assert_eq!(error("[1,2,\"x\",{}]"), "not a recorded message: expected an object, {\"ts\":…}");
+        assert_eq!(error(""), "not JSON: EOF while parsing a value");
+        assert_eq!(error(r#"{"ts":1,"room":2,"type":""}"#), "not a recorded message: missing field `fields`");
+        assert!(error(r#"{"ts":1,"room":2,"type":"","fields":{},"x":1}"#).contains("unknown field `x`"));
+        assert!(error(r#"{"ts":-1,"room":2,"type":"","fields":{}}"#).contains("invalid value: integer `-1`"));
+        assert!(
+            error(r#"{"ts":1,"room":2,"type":"a","fields":{"type":"a","n":5}}"#)
+                .contains("invalid type: integer `5`, expected a string"),
+        );
+        assert!(error(r#"{"ts":1,"room":2,"type":"a","fields":{"type":"a","type":"a"}}"#).contains("twice"));
+        assert_eq!(
+            error(r#"{"ts":1,"room":2,"type":"a","fields":{"type":"b"}}"#),
+            "not a recorded message: \"type\" is \"a\" but fields hold \"b\""
+        );
+        assert!(error(r#"{"ts":1,"room":2,"type":"a","fields":{}}"#).contains("fields hold \"\""));
+        assert!(read_line(r#"{"ts":1,"room":2,"type":"","fields":{}}"#).is_ok(), "an empty message");
+    }
+
+    proptest! {
+        /// Any fields at all (keys unique, as the writer makes them).
+        #[test]
+        fn any_message_survives_the_round_trip(
+            fields in proptest::collection::btree_map("[a-z@/=\\\\]{0,4}|type", "\\PC{0,12}|[@/=\\x00-\\x1f]{0,6}", 0..8),
+            ts in any::<u64>(),
+            room in any::<u64>(),
+        ) {
+            let mut body = String::new();
+            for (key, value) in &fields {
+                stt::push_field(&mut body, key, value);
+            }
+            round_trip(ts, room, &body);
+        }
+    }
+}
