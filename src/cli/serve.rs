@@ -63,39 +63,42 @@ pub(crate) struct ServeArgs {
 
     /// Serve TLS as Douyu's wss endpoint does: TLS 1.2, RSA key exchange,
     /// AES256-GCM-SHA384 only; with a self-signed certificate for 127.0.0.1
-    /// and localhost made at start (see --tls-cert-out).
+    /// and localhost made at start (see --tls-cert-out). The --tls-* flags
+    /// imply it.
     #[arg(long)]
     tls: bool,
 
-    /// With --tls: offer only forward-secret suites (ECDHE, TLS 1.3) instead.
-    #[arg(long, requires = "tls")]
+    /// TLS offering only forward-secret suites (ECDHE, TLS 1.3) instead.
+    #[arg(long)]
     tls_modern: bool,
 
-    /// With --tls: serve this PEM certificate chain instead of a self-signed one.
-    #[arg(long, value_name = "FILE", requires_all = ["tls", "tls_key"])]
+    /// TLS with this PEM certificate chain instead of a self-signed one
+    /// (and --tls-key).
+    #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
 
     /// The PEM private key of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
 
-    /// With --tls: write the self-signed certificate here (PEM), for clients
-    /// to trust (watch --ca-file).
-    #[arg(long, value_name = "FILE", requires = "tls", conflicts_with = "tls_cert")]
+    /// Write the self-signed certificate here (PEM), for clients to trust
+    /// (watch --ca-file).
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_cert")]
     tls_cert_out: Option<PathBuf>,
 
     /// Speak WebSocket: answer the upgrade, then send each packet in a binary
     /// message (--fragment splits them, --coalesce shares them), ping, and
-    /// now and then send a text frame.
+    /// now and then send a text frame. The --ws-* flags imply it.
     #[arg(long)]
     ws: bool,
 
-    /// With --ws: seconds between pings; every 4th brings a text frame (0 = none).
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds, requires = "ws")]
-    ws_ping_interval: Duration,
+    /// Seconds between WebSocket pings; every 4th brings a text frame
+    /// (0 = none). [default: 5]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    ws_ping_interval: Option<Duration>,
 
-    /// With --ws: break the WebSocket itself.
-    #[arg(long, value_name = "KIND", requires = "ws", value_parser = ws_fault_parser())]
+    /// Break the WebSocket itself.
+    #[arg(long, value_name = "KIND", value_parser = ws_fault_parser())]
     ws_fault: Option<WsFault>,
 }
 
@@ -122,27 +125,30 @@ impl ServeArgs {
                 stall_after: self.stall_after,
             },
             tls: None,
-            websocket: self.ws.then(|| SimWebSocket {
-                ping_interval: Some(self.ws_ping_interval).filter(|interval| !interval.is_zero()),
-                fault: self.ws_fault,
+            websocket: (self.ws || self.ws_ping_interval.is_some() || self.ws_fault.is_some()).then(|| {
+                let interval = self.ws_ping_interval.unwrap_or(sim::DEFAULT_PING_INTERVAL);
+                SimWebSocket { ping_interval: Some(interval).filter(|i| !i.is_zero()), fault: self.ws_fault }
             }),
         }
     }
 
     /// `--tls`: the certificate from --tls-cert and --tls-key, or a new one.
     fn tls(&self) -> Result<Option<SimTls>, Failure> {
-        if !self.tls {
+        let implied = self.tls_modern || self.tls_cert.is_some() || self.tls_key.is_some();
+        if !(self.tls || implied || self.tls_cert_out.is_some()) {
             return Ok(None);
         }
         let policy = if self.tls_modern { CipherPolicy::Modern } else { CipherPolicy::Legacy };
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
-            let made = SimTls::self_signed(policy).map_err(|e| Failure::Runtime(e.to_string()))?;
-            return Ok(Some(made));
-        };
         let read = |path: &PathBuf, flag: &str| {
             std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {flag} {}: {e}", path.display())))
         };
-        Ok(Some(SimTls { cert_pem: read(cert, "--tls-cert")?, key_pem: read(key, "--tls-key")?, policy }))
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => SimTls::self_signed(policy).map(Some).map_err(|e| Failure::Runtime(e.to_string())),
+            (Some(cert), Some(key)) => {
+                Ok(Some(SimTls { cert_pem: read(cert, "--tls-cert")?, key_pem: read(key, "--tls-key")?, policy }))
+            }
+            _ => Err(Failure::Usage("--tls-cert and --tls-key go together".to_string())),
+        }
     }
 }
 
@@ -213,17 +219,17 @@ mod tests {
         assert_eq!(quiet.websocket.unwrap().ping_interval, None, "0: no pings");
         assert_eq!(parse(&["--tls"]).unwrap().args.tls().unwrap().unwrap().policy, CipherPolicy::Legacy);
         assert_eq!(parse(&["--ws"]).unwrap().args.config().websocket, Some(SimWebSocket::default()));
-        for needs_its_switch in [
-            &["--ws-fault", "masked-frame"][..],
-            &["--ws-ping-interval", "1"],
-            &["--tls-modern"],
-            &["--tls-cert-out", "cert.pem"],
-            &["--tls", "--tls-cert", "cert.pem"],
-            &["--tls", "--tls-key", "key.pem"],
-            &["--tls", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-cert-out", "out.pem"],
-            &["--ws", "--ws-fault", "sometimes"],
-        ] {
-            assert!(parse(needs_its_switch).is_err(), "{needs_its_switch:?} was accepted");
-        }
+        let plain = parse(&[]).unwrap().args;
+        assert_eq!((plain.config().websocket, plain.tls().unwrap()), (None, None));
+
+        // The --ws-* and --tls-* flags imply their switch.
+        let implied = parse(&["--ws-fault", "masked-frame"]).unwrap().args.config().websocket.unwrap();
+        assert_eq!(implied, SimWebSocket { fault: Some(WsFault::MaskedFrame), ..SimWebSocket::default() });
+        assert!(parse(&["--ws-ping-interval", "1"]).unwrap().args.config().websocket.is_some());
+        assert!(parse(&["--tls-modern"]).unwrap().args.tls().unwrap().is_some());
+        let half = parse(&["--tls-cert", "cert.pem"]).unwrap().args.tls().unwrap_err();
+        assert_eq!(half, Failure::Usage("--tls-cert and --tls-key go together".to_string()));
+        assert!(parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-cert-out", "out.pem"]).is_err());
+        assert!(parse(&["--ws-fault", "sometimes"]).is_err());
     }
 }
