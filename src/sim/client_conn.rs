@@ -244,8 +244,14 @@ impl Dispatcher for ClientConn {
     }
 
     fn handle_error(&mut self, ctx: &mut Context<'_>, error: std::io::Error) {
-        // Resets are routine for a server with many clients: not a warning.
-        log::debug!("client {} ({}): {error}", ctx.id(), self.peer);
+        if self.id.is_none() {
+            // A TLS handshake that failed ("no shared cipher"): what a
+            // client developer needs to see.
+            log::info!("client {} ({}): {error}", ctx.id(), self.peer);
+        } else {
+            // Resets are routine for a server with many clients: not a warning.
+            log::debug!("client {} ({}): {error}", ctx.id(), self.peer);
+        }
     }
 
     fn handle_close(&mut self, ctx: &mut Context<'_>) {

@@ -172,9 +172,11 @@ pub struct SimStats {
     pub fault_corruptions: u64,
     /// Clients stalled by `stall_after`.
     pub fault_stalls: u64,
-    /// WebSocket pings sent, pongs received, text frames sent.
+    /// WebSocket pings sent.
     pub ws_pings: u64,
+    /// WebSocket pongs received.
     pub ws_pongs: u64,
+    /// WebSocket text frames sent.
     pub ws_texts: u64,
     /// Connections refused at the WebSocket upgrade (400 or 426).
     pub ws_refused: u64,
