@@ -44,7 +44,9 @@
 //! Memory: messages are framed straight onto the wire, never collected. An
 //! idle client's layer holds the `WebSocket` (a few hundred bytes; its
 //! buffers keep at most the capacity of a `101` head or a client request)
-//! and a 14-byte scratch for frame headers.
+//! and a 14-byte scratch for frame headers: about 1 KB in all (2,000 idle
+//! clients grew the server by 2.4 KB each over `ws://`, 1.4 KB over TCP;
+//! TLS adds OpenSSL's 15 KB to either).
 
 use std::fmt;
 use std::io;
