@@ -960,7 +960,10 @@ fn pings_are_answered_and_counted_and_text_frames_are_ignored() {
     assert_eq!(rec.ws_closed, None);
     let stats = sim.stats();
     assert!(stats.ws_pings >= rec.ws.pings && stats.ws_texts >= rec.ws.text_messages, "{stats:?}");
-    assert_eq!(stats.ws_texts, stats.ws_pings / sim::TEXT_EVERY_PINGS, "a text frame every 4th ping");
+    // A run of n ping rounds holds n/4 multiples of 4, rounded down or up.
+    let every = sim::TEXT_EVERY_PINGS;
+    let texts = stats.ws_pings / every..=stats.ws_pings.div_ceil(every);
+    assert!(texts.contains(&stats.ws_texts), "a text frame every 4th ping: {stats:?}");
 }
 
 #[test]
