@@ -4,21 +4,28 @@
 //! (except where a blocking client or a real process is the point). Each
 //! test client wraps `douyu::ClientSession`, the same state machine the
 //! daemon uses, and records every message and the `cid` sequence numbers
-//! of room messages. Every wait is a condition with a deadline
-//! (`run_until`), never a sleep.
+//! of room messages. It speaks whatever transport the simulator was
+//! started with: TLS (trusting the test certificate), WebSocket (our own
+//! client, each packet in a binary message), or both. Every wait is a
+//! condition with a deadline (`run_until`), never a sleep.
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use barrage::douyu::frame::{self, CLIENT_TO_SERVER, DecoderConfig, FrameDecoder, FrameError};
 use barrage::douyu::{ClientSession, CloseReason, Message, Request, SessionConfig, SessionEvent, stt};
-use barrage::reactor::{ConnId, Context, Dispatcher, Reactor, TimerHandle};
+use barrage::reactor::{CipherPolicy, ConnId, Context, Dispatcher, Reactor, TimerHandle, TlsClientConfig, TlsInfo};
+use barrage::sim::certificate::{SelfSigned, self_signed_localhost};
 use barrage::sim::traffic::RoomTraffic;
-use barrage::sim::{self, Faults, SimConfig, SimServer};
+use barrage::sim::{self, Faults, SimConfig, SimServer, SimTls, SimWebSocket, WsFault};
+use barrage::websocket::{self, ClientRequest, HandshakeError, Limits, ProtocolError, WebSocket};
+
+mod common;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -39,6 +46,11 @@ struct Record {
     /// `handle_read` calls, and those that carried at least one room message.
     reads: u64,
     room_reads: u64,
+    /// What TLS negotiated, if the connection is TLS.
+    tls: Option<TlsInfo>,
+    /// Over WebSocket: why it closed, if it did, and its counters.
+    ws_closed: Option<websocket::CloseReason>,
+    ws: websocket::Stats,
 }
 
 impl Record {
@@ -70,6 +82,8 @@ struct Pause {
 /// A reactor dispatcher around `ClientSession` (see the module docs).
 struct TestClient {
     session: ClientSession,
+    /// Over WebSocket: the session's bytes go through it.
+    websocket: Option<WebSocket>,
     record: Rc<RefCell<Record>>,
     timer: Option<TimerHandle>,
     pause: Option<Pause>,
@@ -82,9 +96,31 @@ impl TestClient {
     fn pump(&mut self, ctx: &mut Context<'_>) {
         let mut out = Vec::new();
         if self.session.poll_transmit(&mut out) {
-            ctx.send(&out);
+            match &mut self.websocket {
+                None => ctx.send(&out),
+                // One packet per message, as the web client sends them.
+                Some(ws) => {
+                    for packet in each_packet(&out) {
+                        // Refused only once the WebSocket is closing: nothing to lose then.
+                        let _ = ws.send_binary(packet);
+                    }
+                }
+            }
         }
         let mut record = self.record.borrow_mut();
+        if let Some(ws) = &mut self.websocket {
+            let mut wire = Vec::new();
+            if ws.poll_transmit(&mut wire) {
+                ctx.send(&wire);
+            }
+            while let Some(event) = ws.poll_event() {
+                if let websocket::Event::Closed(reason) = event {
+                    record.ws_closed = Some(reason);
+                    ctx.close();
+                }
+            }
+            record.ws = ws.stats();
+        }
         while let Some(event) = self.session.poll_event() {
             match event {
                 SessionEvent::Message(message) => {
@@ -115,13 +151,18 @@ impl Dispatcher for TestClient {
     }
 
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        self.record.borrow_mut().tls = ctx.tls_info();
         self.session.on_connected(Instant::now());
         self.pump(ctx);
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
         let before = self.record.borrow().seqs.len();
-        let used = self.session.on_bytes(data, Instant::now());
+        let (session, now) = (&mut self.session, Instant::now());
+        let used = match &mut self.websocket {
+            None => session.on_bytes(data, now),
+            Some(ws) => ws.on_bytes(data, |payload| session.on_bytes(payload, now)),
+        };
         self.pump(ctx);
         let mut record = self.record.borrow_mut();
         record.reads += 1;
@@ -182,10 +223,23 @@ impl Client {
 
 // ----- harness ------------------------------------------------------------------
 
-/// A reactor with a simulator on it.
+/// The Douyu packets in `bytes`, cut at their length fields.
+fn each_packet(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let field = bytes.first_chunk::<4>()?;
+        let (packet, rest) = bytes.split_at((u32::from_le_bytes(*field) as usize + 4).min(bytes.len()));
+        bytes = rest;
+        Some(packet)
+    })
+}
+
+/// A reactor with a simulator on it, and how its clients reach it.
 struct Harness {
     reactor: Reactor,
     sim: SimServer,
+    /// The simulator serves TLS: clients trust its certificate.
+    tls: Option<TlsClientConfig>,
+    websocket: bool,
 }
 
 impl Harness {
@@ -197,9 +251,11 @@ impl Harness {
             ..SimConfig::default()
         };
         configure(&mut config);
+        let tls = config.tls.as_ref().map(|tls| TlsClientConfig::with_ca_pem(&tls.cert_pem).unwrap());
+        let websocket = config.websocket.is_some();
         let mut reactor = Reactor::new().unwrap();
         let sim = sim::start(&mut reactor, config).unwrap();
-        Harness { reactor, sim }
+        Harness { reactor, sim, tls, websocket }
     }
 
     fn client(&mut self, room: u64) -> Client {
@@ -207,17 +263,43 @@ impl Harness {
     }
 
     fn client_with(&mut self, room: u64, config: SessionConfig, pause: Option<Pause>) -> Client {
+        let addr = self.sim.local_addr();
         let record = Rc::new(RefCell::new(Record::default()));
+        let key = (room as u128).to_le_bytes();
+        let websocket = self
+            .websocket
+            .then(|| WebSocket::client(&ClientRequest::new(addr.to_string()), Limits::default(), key, room).unwrap());
         let client = TestClient {
             session: ClientSession::new(room, config),
+            websocket,
             record: record.clone(),
             timer: None,
             pause,
             paused: Rc::new(Cell::new(false)),
         };
-        let id = self.reactor.connect(self.sim.local_addr(), client).unwrap();
+        let id = match &self.tls {
+            Some(tls) => self.reactor.connect_tls(addr, tls, "127.0.0.1", client).unwrap(),
+            None => self.reactor.connect(addr, client).unwrap(),
+        };
         Client { id, record }
     }
+}
+
+/// One certificate for the whole test binary (a key takes a moment to make).
+fn certificate() -> &'static SelfSigned {
+    static CERT: OnceLock<SelfSigned> = OnceLock::new();
+    CERT.get_or_init(|| self_signed_localhost().unwrap())
+}
+
+fn tls(policy: CipherPolicy) -> Option<SimTls> {
+    let cert = certificate();
+    Some(SimTls { cert_pem: cert.cert_pem.clone(), key_pem: cert.key_pem.clone(), policy })
+}
+
+/// `wss://` as Douyu serves it: WebSocket over TLS with Douyu's one suite.
+fn wss(config: &mut SimConfig) {
+    config.tls = tls(CipherPolicy::Legacy);
+    config.websocket = Some(SimWebSocket::default());
 }
 
 fn wait(reactor: &mut Reactor, what: &str, mut done: impl FnMut() -> bool) {
@@ -694,4 +776,340 @@ fn a_client_sending_a_bad_frame_is_dropped_alone() {
     wait(&mut h.reactor, "the good client goes on", || good.room_messages() > before + 20);
     assert!(!good.closed());
     assert_contiguous(&good.rec().seqs, "good client");
+}
+
+// ----- over TLS and WebSocket ---------------------------------------------------------
+
+#[test]
+fn wss_carries_one_packet_per_message_over_douyus_tls_suite() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        wss(c);
+    });
+    let client = h.client(1001);
+    wait(&mut h.reactor, "200 room messages over wss", || client.room_messages() >= 200);
+    {
+        let rec = client.rec();
+        let tls = rec.tls.expect("a TLS connection");
+        assert_eq!((tls.protocol, tls.cipher), ("TLSv1.2", "AES256-GCM-SHA384"), "what Douyu's endpoint offers");
+        assert_eq!(rec.messages[0].msg_type(), "loginres");
+        assert_eq!(rec.messages[1].msg_type(), "pingreq");
+        assert_eq!(rec.seqs[0], 1);
+        assert_contiguous(&rec.seqs, "wss client");
+        assert_eq!(rec.ws.binary_messages, rec.messages.len() as u64, "one packet per message");
+        assert_eq!(rec.ws_closed, None);
+    }
+    // Going away: Douyu's error 52, then a close frame.
+    h.sim.shutdown(&mut h.reactor);
+    wait(&mut h.reactor, "client closed", || client.closed());
+    assert_eq!(client.rec().reason, Some(CloseReason::ServerError { code: Some(52) }));
+}
+
+#[test]
+fn tls_alone_and_websocket_alone_carry_the_stream_too() {
+    for websocket in [false, true] {
+        let name = if websocket { "WebSocket alone" } else { "TLS alone" };
+        let mut h = Harness::new(|c| {
+            c.rate = 200.0;
+            match websocket {
+                true => c.websocket = Some(SimWebSocket::default()),
+                false => c.tls = tls(CipherPolicy::Legacy),
+            }
+        });
+        let client = h.client(7);
+        wait(&mut h.reactor, name, || client.room_messages() >= 100);
+        let rec = client.rec();
+        assert_contiguous(&rec.seqs, name);
+        assert_eq!(rec.tls.is_some(), !websocket, "{name}");
+        assert_eq!(rec.ws.binary_messages, if websocket { rec.messages.len() as u64 } else { 0 }, "{name}");
+    }
+}
+
+/// A client that offers only the suites `ciphers` names, on TLS 1.2.
+fn client_offering(ciphers: &str) -> TlsClientConfig {
+    use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode, SslVersion};
+    let mut builder = SslContextBuilder::new(SslMethod::tls_client()).unwrap();
+    builder.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+    builder.set_cipher_list(ciphers).unwrap();
+    builder.set_verify(SslVerifyMode::PEER);
+    builder.cert_store_mut().add_cert(openssl::x509::X509::from_pem(&certificate().cert_pem).unwrap()).unwrap();
+    TlsClientConfig::from_builder(builder)
+}
+
+#[test]
+fn legacy_offers_only_rsa_key_exchange_and_modern_only_forward_secret_suites() {
+    let mut legacy = Harness::new(|c| c.tls = tls(CipherPolicy::Legacy));
+    legacy.tls = Some(client_offering("ECDHE+AESGCM"));
+    let refused = legacy.client(1);
+    wait(&mut legacy.reactor, "the forward-secret-only client refused", || refused.closed());
+    assert!(refused.rec().tls.is_none() && refused.rec().messages.is_empty());
+
+    let mut modern = Harness::new(|c| {
+        c.rate = 100.0;
+        c.tls = tls(CipherPolicy::Modern);
+    });
+    let client = modern.client(2);
+    wait(&mut modern.reactor, "messages over modern TLS", || client.room_messages() >= 20);
+    let info = client.rec().tls.unwrap();
+    assert!(info.protocol == "TLSv1.3" || info.cipher.starts_with("ECDHE"), "{info}");
+    modern.tls = Some(client_offering("AES256-GCM-SHA384"));
+    let refused = modern.client(3);
+    wait(&mut modern.reactor, "the RSA-key-exchange-only client refused", || refused.closed());
+    assert!(refused.rec().tls.is_none() && refused.rec().messages.is_empty());
+}
+
+#[test]
+fn wss_fragment_splits_packets_across_messages_and_loses_nothing() {
+    let mut h = Harness::new(|c| {
+        c.rate = 50.0;
+        c.faults.fragment = true;
+        wss(c);
+    });
+    let client = h.client(11);
+    wait(&mut h.reactor, "60 room messages in pieces", || client.room_messages() >= 60);
+    let rec = client.rec();
+    assert_contiguous(&rec.seqs, "fragmented wss client");
+    assert_eq!(rec.messages[0].msg_type(), "loginres");
+    let (messages, packets) = (rec.ws.binary_messages, rec.messages.len() as u64);
+    assert!(messages > 3 * packets, "{messages} binary messages for {packets} packets: not split");
+    assert_eq!(rec.ws_closed, None);
+}
+
+#[test]
+fn wss_coalesce_puts_many_packets_in_each_message_and_loses_nothing() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.coalesce = true;
+        wss(c);
+    });
+    let client = h.client(12);
+    wait(&mut h.reactor, "300 room messages in bursts", || client.room_messages() >= 300);
+    let rec = client.rec();
+    assert_contiguous(&rec.seqs, "coalesced wss client");
+    let per_message = rec.messages.len() as f64 / rec.ws.binary_messages as f64;
+    assert!(per_message >= 10.0, "{per_message:.1} packets per message: not coalesced");
+}
+
+#[test]
+fn wss_drop_every_closes_without_a_close_frame_after_exactly_n() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.drop_every = Some(25);
+        wss(c);
+    });
+    let first = h.client(5);
+    wait(&mut h.reactor, "first connection dropped", || first.closed());
+    {
+        let rec = first.rec();
+        assert!(rec.server_closed, "the server closed it");
+        assert_eq!((&rec.reason, &rec.ws_closed), (&None, &None), "a dropped connection, nothing said");
+        assert_eq!(rec.seqs, (1..=25).collect::<Vec<_>>());
+    }
+    let second = h.client(5);
+    wait(&mut h.reactor, "second connection dropped", || second.closed());
+    assert_eq!(second.rec().seqs, (26..=50).collect::<Vec<_>>());
+}
+
+#[test]
+fn wss_corrupt_every_breaks_the_douyu_bytes_inside_a_well_formed_message() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.corrupt_every = Some(30);
+        wss(c);
+    });
+    let client = h.client(7);
+    wait(&mut h.reactor, "closed", || client.closed());
+    let rec = client.rec();
+    assert_eq!(rec.seqs, (1..=30).collect::<Vec<_>>());
+    assert!(matches!(rec.reason, Some(CloseReason::Protocol(FrameError::LengthTooLong { length: 2_097_152, .. }))));
+    assert_eq!(rec.ws_closed, None, "the WebSocket layer found nothing wrong");
+    assert_eq!(h.sim.stats().fault_corruptions, 1);
+}
+
+#[test]
+fn wss_stall_after_goes_silent_and_the_clients_idle_timeout_notices() {
+    let mut h = Harness::new(|c| {
+        c.rate = 200.0;
+        c.faults.stall_after = Some(20);
+        wss(c);
+        c.websocket = Some(SimWebSocket { ping_interval: Some(Duration::from_millis(20)), fault: None });
+    });
+    let client = h.client_with(13, session(100, 500), None);
+    wait(&mut h.reactor, "the client gave up", || client.closed());
+    let rec = client.rec();
+    assert_eq!(rec.reason, Some(CloseReason::IdleTimeout), "not even pings came");
+    assert!(!rec.server_closed, "the server kept the socket open");
+    assert_eq!(rec.seqs, (1..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn pings_are_answered_and_counted_and_text_frames_are_ignored() {
+    let mut h = Harness::new(|c| {
+        c.rate = 50.0;
+        wss(c);
+        c.websocket = Some(SimWebSocket { ping_interval: Some(Duration::from_millis(20)), fault: None });
+    });
+    let client = h.client(21);
+    let sim = &h.sim;
+    wait(&mut h.reactor, "8 pings answered and 2 text frames", || {
+        let rec = client.rec();
+        rec.ws.pings >= 8 && rec.ws.text_messages >= 2 && sim.stats().ws_pongs >= 8
+    });
+    let rec = client.rec();
+    assert_contiguous(&rec.seqs, "pinged client");
+    assert_eq!(rec.ws_closed, None);
+    let stats = sim.stats();
+    assert!(stats.ws_pings >= rec.ws.pings && stats.ws_texts >= rec.ws.text_messages, "{stats:?}");
+    // A run of n ping rounds holds n/4 multiples of 4, rounded down or up.
+    let every = sim::TEXT_EVERY_PINGS;
+    let texts = stats.ws_pings / every..=stats.ws_pings.div_ceil(every);
+    assert!(texts.contains(&stats.ws_texts), "a text frame every 4th ping: {stats:?}");
+}
+
+#[test]
+fn each_websocket_fault_produces_what_it_says() {
+    for fault in WsFault::ALL {
+        let mut h = Harness::new(|c| {
+            c.rate = 100.0;
+            wss(c);
+            c.websocket = Some(SimWebSocket { fault: Some(fault), ..SimWebSocket::default() });
+        });
+        // Long timeouts: the client must notice each fault by itself, at once.
+        let mut config = session(60_000, 60_000);
+        if fault == WsFault::StallHandshake {
+            config.login_timeout = Duration::from_millis(300);
+        }
+        let client = h.client_with(31, config, None);
+        wait(&mut h.reactor, fault.name(), || client.closed());
+        let rec = client.rec();
+        assert!(rec.messages.is_empty(), "{fault:?}: got {:?}", rec.messages);
+        let closed = rec.ws_closed.clone();
+        let expected = match fault {
+            WsFault::MaskedFrame => {
+                matches!(closed, Some(websocket::CloseReason::Protocol(ProtocolError::MaskedByServer)))
+            }
+            WsFault::OversizedFrame => matches!(
+                closed,
+                Some(websocket::CloseReason::Protocol(ProtocolError::MessageTooBig { length: 0x1_0000_0000, .. }))
+            ),
+            WsFault::RejectUpgrade => {
+                matches!(closed, Some(websocket::CloseReason::Handshake(HandshakeError::Status(403))))
+            }
+            WsFault::BadAccept => matches!(closed, Some(websocket::CloseReason::Handshake(HandshakeError::BadAccept))),
+            WsFault::StallHandshake => closed.is_none() && rec.reason == Some(CloseReason::LoginTimeout),
+        };
+        assert!(expected, "{fault:?}: WebSocket {closed:?}, session {:?}", rec.reason);
+    }
+}
+
+#[test]
+fn a_request_that_is_not_an_upgrade_is_answered_400_and_closed() {
+    let mut h = Harness::new(|c| c.websocket = Some(SimWebSocket::default()));
+    let addr = h.sim.local_addr();
+    // A raw Douyu client, on a thread: it reads until the server closes.
+    let raw = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(&Request::Login { room: 9999 }.to_packet()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        answer
+    });
+    let sim = &h.sim;
+    wait(&mut h.reactor, "the upgrade refused", || sim.stats().ws_refused == 1 && sim.stats().clients == 0);
+    let answer = raw.join().unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"), "{}", String::from_utf8_lossy(&answer));
+}
+
+// ----- the real binary over wss ------------------------------------------------------
+
+/// Spawns `barrage serve ARGS --listen 127.0.0.1:0` and returns it with
+/// the address of its first stdout line.
+fn serve(args: &[&str]) -> (KillOnDrop, SocketAddr) {
+    let mut child = barrage(&[&["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"], args].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = KillOnDrop(child);
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx.recv_timeout(DEADLINE).expect("no 'listening on' line");
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {line:?}"));
+    (guard, addr.parse().unwrap())
+}
+
+/// A reactor with one wss client of `addr`, trusting `tls`; runs until the
+/// client has `count` room messages and returns what it saw.
+fn wss_client_of(addr: SocketAddr, tls: TlsClientConfig, count: usize) -> Record {
+    let mut reactor = Reactor::new().unwrap();
+    let record = Rc::new(RefCell::new(Record::default()));
+    let ws = WebSocket::client(&ClientRequest::new(addr.to_string()), Limits::default(), [1; 16], 1).unwrap();
+    let client = TestClient {
+        session: ClientSession::new(77, SessionConfig::default()),
+        websocket: Some(ws),
+        record: record.clone(),
+        timer: None,
+        pause: None,
+        paused: Rc::new(Cell::new(false)),
+    };
+    reactor.connect_tls(addr, &tls, "127.0.0.1", client).unwrap();
+    wait(&mut reactor, "room messages over wss", || record.borrow().seqs.len() >= count || record.borrow().closed);
+    record.take()
+}
+
+#[test]
+fn barrage_serve_tls_ws_writes_a_certificate_that_verifies_127_0_0_1() {
+    let dir = common::process::TempDir::new("sim-cert-out");
+    let cert = dir.path("cert.pem");
+    let (_server, addr) = serve(&["--rate", "100", "--tls", "--ws", "--tls-cert-out", cert.to_str().unwrap()]);
+    // The file is written before the address is printed.
+    let trusting = TlsClientConfig::new(Some(&cert)).unwrap();
+    let rec = wss_client_of(addr, trusting, 20);
+    assert_contiguous(&rec.seqs, "wss client of barrage serve");
+    assert_eq!(rec.tls.map(|t| t.cipher), Some("AES256-GCM-SHA384"));
+    assert_eq!(rec.ws.binary_messages, rec.messages.len() as u64);
+}
+
+#[test]
+fn barrage_serve_tls_cert_and_key_serve_the_given_certificate() {
+    let dir = common::process::TempDir::new("sim-cert-given");
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    std::fs::write(&cert, &certificate().cert_pem).unwrap();
+    std::fs::write(&key, &certificate().key_pem).unwrap();
+    let flags = ["--rate", "100", "--tls", "--tls-modern", "--ws", "--tls-cert", cert.to_str().unwrap()];
+    let (_server, addr) = serve(&[&flags[..], &["--tls-key", key.to_str().unwrap()]].concat());
+    let rec = wss_client_of(addr, TlsClientConfig::with_ca_pem(&certificate().cert_pem).unwrap(), 20);
+    assert_contiguous(&rec.seqs, "wss client of barrage serve");
+    let info = rec.tls.unwrap();
+    assert!(info.protocol == "TLSv1.3" || info.cipher.starts_with("ECDHE"), "{info}");
+}
+
+#[test]
+fn barrage_serve_help_documents_every_websocket_fault_and_bad_tls_flags_are_one_line_errors() {
+    let output = barrage(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for fault in WsFault::ALL {
+        assert!(help.contains(fault.name()) && help.contains(fault.what_the_client_sees()), "{fault:?}:\n{help}");
+    }
+    let dir = common::process::TempDir::new("sim-bad-cert");
+    let garbage = dir.path("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let garbage = garbage.to_str().unwrap();
+    for (args, mentions) in [
+        (&["serve", "--ws-fault", "sometimes"][..], "--ws-fault"),
+        (&["serve", "--tls-cert", "cert.pem"], "--tls-key"),
+        (&["serve", "--tls-cert", "no-such.pem", "--tls-key", "no-such.pem"], "no-such.pem"),
+        (&["serve", "--listen", "127.0.0.1:0", "--tls-cert", garbage, "--tls-key", garbage], "--tls-cert"),
+    ] {
+        let (status, stderr) = run_to_exit(args);
+        assert_eq!(status.code(), Some(2), "barrage {args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "barrage {args:?} printed:\n{stderr}");
+        assert!(stderr.starts_with("barrage: error: ") && stderr.contains(mentions), "barrage {args:?}: {stderr}");
+    }
 }

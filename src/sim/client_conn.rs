@@ -16,9 +16,16 @@
 //! a partial frame stays with the reactor until the rest arrives. A frame
 //! that is not valid (any `FrameError`) drops this client only.
 //!
+//! Over WebSocket (`--ws`) the bytes go through the client's WebSocket
+//! layer first (`sim::transport`), which hands its payload stream to the
+//! same cutting; a partial frame then waits in the layer. The layer lives
+//! in the hub, so the requests are collected while it reads and answered
+//! after.
+//!
 //! # Heartbeat enforcement
 //!
-//! A client that sends no bytes at all for `heartbeat_timeout` is dropped.
+//! A client that sends no bytes at all for `heartbeat_timeout` is dropped,
+//! counted from the accept: one stuck in its TLS handshake too.
 //! Re-arming a timer on every message would cost a timer-wheel update per
 //! read for thousands of clients; instead each read only stores
 //! `last_seen`, and a single timer per client checks it when it fires: if
@@ -26,15 +33,18 @@
 //! set again for `last_seen + timeout`, the earliest moment it could be.
 
 use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mio::net::TcpStream;
+
 use super::hub::Hub;
 use crate::douyu::Message;
-use crate::douyu::frame::{self, DecoderConfig, SERVER_TO_CLIENT};
+use crate::douyu::frame::{self, DecoderConfig, FrameError, SERVER_TO_CLIENT};
 use crate::douyu::stt;
-use crate::reactor::{ConnId, Context, Dispatcher};
+use crate::reactor::{ConnId, Context, Dispatcher, Reactor, TlsServerConfig};
 
 /// The tag of the heartbeat timer (the only timer a client has).
 const HEARTBEAT_TIMER: u64 = 1;
@@ -48,6 +58,7 @@ pub(crate) struct ClientConn {
     /// Copied from the config, so the hot paths need not borrow the hub.
     heartbeat_timeout: Duration,
     fragment: bool,
+    websocket: bool,
     /// When the client last sent any byte.
     last_seen: Instant,
     /// The `roomid` of `loginreq`: the room `joingroup` joins if it has no `rid`.
@@ -57,21 +68,37 @@ pub(crate) struct ClientConn {
 }
 
 impl ClientConn {
-    pub(crate) fn new(hub: Rc<RefCell<Hub>>, peer: SocketAddr) -> Self {
-        let (heartbeat_timeout, fragment) = {
+    /// Attaches an accepted connection, as the server of a TLS handshake if
+    /// `tls` is given, and starts its heartbeat timer at once.
+    pub(crate) fn attach(
+        reactor: &mut Reactor,
+        stream: TcpStream,
+        tls: Option<&TlsServerConfig>,
+        hub: Rc<RefCell<Hub>>,
+        peer: SocketAddr,
+    ) -> io::Result<()> {
+        let (heartbeat_timeout, fragment, websocket) = {
             let hub = hub.borrow();
-            (hub.config.heartbeat_timeout, hub.config.faults.fragment)
+            (hub.config.heartbeat_timeout, hub.config.faults.fragment, hub.config.websocket.is_some())
         };
-        ClientConn {
+        let conn = ClientConn {
             hub,
             id: None,
             peer,
             heartbeat_timeout,
             fragment,
+            websocket,
             last_seen: Instant::now(),
             login_room: None,
             number: 0,
-        }
+        };
+        let deadline = conn.last_seen + heartbeat_timeout;
+        let id = match tls {
+            Some(tls) => reactor.add_tls_stream(stream, tls, conn)?,
+            None => reactor.add_stream(stream, conn)?,
+        };
+        reactor.set_timer(id, deadline, HEARTBEAT_TIMER);
+        Ok(())
     }
 
     /// Answers one request. Returns `false` once the connection is closing
@@ -115,6 +142,54 @@ impl ClientConn {
         true
     }
 
+    /// Cuts the requests out of `data` and answers them.
+    fn answer_packets(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        match cut_packets(data, |body| self.on_request(ctx, body)) {
+            Ok(used) => used,
+            Err(error) => {
+                self.drop_for_bad_frame(ctx, error);
+                data.len()
+            }
+        }
+    }
+
+    /// `--ws`: the WebSocket layer reads, its payloads are cut into
+    /// requests, and those are answered once the layer (in the hub) is done.
+    fn answer_websocket(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        let mut requests = Vec::new();
+        let mut bad_frame = None;
+        let id = ctx.id();
+        let consumed = self.hub.borrow_mut().read_websocket(ctx.reactor(), id, data, |payload| {
+            if bad_frame.is_some() {
+                return payload.len();
+            }
+            cut_packets(payload, |body| {
+                requests.push(body.to_owned());
+                true
+            })
+            .unwrap_or_else(|error| {
+                bad_frame = Some(error);
+                payload.len()
+            })
+        });
+        for body in &requests {
+            if !self.on_request(ctx, body) {
+                return data.len();
+            }
+        }
+        if let Some(error) = bad_frame {
+            self.drop_for_bad_frame(ctx, error);
+            return data.len();
+        }
+        consumed
+    }
+
+    fn drop_for_bad_frame(&mut self, ctx: &mut Context<'_>, error: FrameError) {
+        log::info!("client {} ({}): bad frame: {error}; dropping this client", ctx.id(), self.peer);
+        self.hub.borrow_mut().stats.dropped_bad_frame += 1;
+        ctx.abort();
+    }
+
     /// A missing or non-numeric room id: `error` 204, as Douyu answers, then close.
     fn refuse_room(&mut self, ctx: &mut Context<'_>, given: Option<&str>) -> bool {
         let id = ctx.id();
@@ -136,33 +211,15 @@ impl Dispatcher for ClientConn {
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
         self.id = Some(ctx.id());
         self.number = self.hub.borrow_mut().add_client(ctx.id(), self.peer);
-        self.last_seen = Instant::now();
-        ctx.set_timer(self.heartbeat_timeout, HEARTBEAT_TIMER);
-        log::debug!("client {} ({}): connected", ctx.id(), self.peer);
+        match ctx.tls_info() {
+            Some(tls) => log::debug!("client {} ({}): connected over {tls}", ctx.id(), self.peer),
+            None => log::debug!("client {} ({}): connected", ctx.id(), self.peer),
+        }
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
         self.last_seen = Instant::now();
-        let config = DecoderConfig::server();
-        let mut consumed = 0;
-        loop {
-            match frame::decode_packet(&data[consumed..], &config) {
-                Ok(Some((packet, used))) => {
-                    consumed += used;
-                    if !self.on_request(ctx, &packet.body) {
-                        return data.len();
-                    }
-                }
-                // A partial frame (or nothing): the reactor keeps the rest.
-                Ok(None) => return consumed,
-                Err(error) => {
-                    log::info!("client {} ({}): bad frame: {error}; dropping this client", ctx.id(), self.peer);
-                    self.hub.borrow_mut().stats.dropped_bad_frame += 1;
-                    ctx.abort();
-                    return data.len();
-                }
-            }
-        }
+        if self.websocket { self.answer_websocket(ctx, data) } else { self.answer_packets(ctx, data) }
     }
 
     fn handle_write(&mut self, ctx: &mut Context<'_>) {
@@ -187,14 +244,36 @@ impl Dispatcher for ClientConn {
     }
 
     fn handle_error(&mut self, ctx: &mut Context<'_>, error: std::io::Error) {
-        // Resets are routine for a server with many clients: not a warning.
-        log::debug!("client {} ({}): {error}", ctx.id(), self.peer);
+        if self.id.is_none() {
+            // A TLS handshake that failed ("no shared cipher"): what a
+            // client developer needs to see.
+            log::info!("client {} ({}): {error}", ctx.id(), self.peer);
+        } else {
+            // Resets are routine for a server with many clients: not a warning.
+            log::debug!("client {} ({}): {error}", ctx.id(), self.peer);
+        }
     }
 
     fn handle_close(&mut self, ctx: &mut Context<'_>) {
         self.hub.borrow_mut().remove_client(ctx.id());
         log::debug!("client {} ({}): closed", ctx.id(), self.peer);
     }
+}
+
+/// Cuts whole request packets off the front of `data` and hands each body
+/// to `each` until it returns false (the connection is closing). Returns
+/// the bytes used: all of them once `each` said stop, otherwise up to the
+/// start of a partial packet (the rest waits for more bytes).
+fn cut_packets(data: &[u8], mut each: impl FnMut(&str) -> bool) -> Result<usize, FrameError> {
+    let config = DecoderConfig::server();
+    let mut used = 0;
+    while let Some((packet, len)) = frame::decode_packet(&data[used..], &config)? {
+        used += len;
+        if !each(&packet.body) {
+            return Ok(data.len());
+        }
+    }
+    Ok(used)
 }
 
 /// A `loginres` like the captured one in protocol.md (anonymous user).

@@ -15,7 +15,8 @@
 //! | `stall_after` | after N room messages, silence: no more bytes, socket open | the client's idle timeout |
 //!
 //! How each one is carried out is in `sim::outbox`, the per-client write
-//! path.
+//! path. Over WebSocket (`--ws`) they all still apply to the Douyu bytes,
+//! inside well-formed messages; [`WsFault`] breaks the WebSocket itself.
 
 use crate::douyu::frame::{self, CLIENT_TO_SERVER, LENGTH_OVERHEAD, SERVER_TO_CLIENT};
 
@@ -62,6 +63,69 @@ pub const MAX_PIECE: u64 = 40;
 pub const COALESCE_INTERVAL_MS: u64 = 200;
 /// `coalesce` flushes at once when it holds this many frames.
 pub const COALESCE_FRAMES: u32 = 64;
+
+/// One way to break the WebSocket layer itself (`--ws-fault`), for clients
+/// to prove they notice. Carried out in `sim::transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsFault {
+    /// Every frame the server sends is masked, as only clients may: the
+    /// client must fail the connection at the first one (the answer to
+    /// `loginreq`).
+    MaskedFrame,
+    /// The answer to `loginreq` is the header of a 4 GiB binary frame, and
+    /// nothing follows it (anything would be read as its payload). The
+    /// client must refuse it from the header alone: one that waits for the
+    /// payload waits forever.
+    OversizedFrame,
+    /// The upgrade is answered with `403 Forbidden`, then the server closes.
+    RejectUpgrade,
+    /// The `101` carries a wrong `Sec-WebSocket-Accept`; the server then
+    /// goes on as if all were well.
+    BadAccept,
+    /// The server reads the upgrade request, writes the first line of a
+    /// `101`, and then nothing: the socket stays open.
+    StallHandshake,
+}
+
+/// The length the `OversizedFrame` header announces: 4 GiB.
+pub const OVERSIZED_FRAME_LENGTH: u64 = 4 << 30;
+
+impl WsFault {
+    pub const ALL: [WsFault; 5] = [
+        WsFault::MaskedFrame,
+        WsFault::OversizedFrame,
+        WsFault::RejectUpgrade,
+        WsFault::BadAccept,
+        WsFault::StallHandshake,
+    ];
+
+    /// Its `--ws-fault` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            WsFault::MaskedFrame => "masked-frame",
+            WsFault::OversizedFrame => "oversized-frame",
+            WsFault::RejectUpgrade => "reject-upgrade",
+            WsFault::BadAccept => "bad-accept",
+            WsFault::StallHandshake => "stall-handshake",
+        }
+    }
+
+    /// What the client sees, in one line (for `--help`).
+    pub fn what_the_client_sees(self) -> &'static str {
+        match self {
+            WsFault::MaskedFrame => "every server frame is masked, from the answer to loginreq on",
+            WsFault::OversizedFrame => "the answer to loginreq is a 4 GiB frame header, and nothing after it",
+            WsFault::RejectUpgrade => "the upgrade is answered 403 Forbidden; then a close",
+            WsFault::BadAccept => "the 101 carries a wrong Sec-WebSocket-Accept",
+            WsFault::StallHandshake => "the first line of a 101, then silence (the socket stays open)",
+        }
+    }
+
+    /// The fault whose `--ws-fault` value is `name`.
+    pub fn from_name(name: &str) -> Option<WsFault> {
+        Self::ALL.into_iter().find(|fault| fault.name() == name)
+    }
+}
 
 /// The invalid frames `corrupt_every` sends, in the order it cycles through
 /// them. Each is caught by a different check of `frame::decode_packet`.
@@ -146,5 +210,13 @@ mod tests {
         let faults = Faults { stall_after: Some(0), ..Faults::default() };
         assert_eq!(faults.validate().unwrap_err().to_string(), "stall_after must be at least 1");
         assert!(Faults { coalesce: true, ..Faults::default() }.any());
+    }
+
+    #[test]
+    fn websocket_faults_are_found_by_their_flag_value() {
+        for fault in WsFault::ALL {
+            assert_eq!(WsFault::from_name(fault.name()), Some(fault));
+        }
+        assert_eq!(WsFault::from_name("masked"), None);
     }
 }

@@ -4,7 +4,7 @@
 //! Two kinds of code touch it, both on the loop thread: each client's
 //! [`ClientConn`](super::client_conn::ClientConn) dispatcher (a client logs
 //! in, joins a room, leaves) and the periodic callbacks (the traffic tick,
-//! the `coalesce` flush, the stats log). So it lives in one
+//! the `coalesce` flush, the WebSocket pings, the stats log). So it lives in one
 //! `Rc<RefCell<Hub>>` they all hold. No borrow is ever held across a
 //! reactor callback: the reactor only *records* sends and closes while a
 //! callback runs and carries them out afterwards, so the dispatchers'
@@ -29,10 +29,12 @@ use std::time::{Duration, Instant};
 
 use super::outbox::{CloseCause, Delivery, Outbox};
 use super::traffic::RoomTraffic;
+use super::transport::TEXT_EVERY_PINGS;
 use super::{SimConfig, SimStats};
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{ConnId, Context, Reactor};
 use crate::rng::derive_seed;
+use crate::websocket::{CloseReason, close_code};
 
 /// How often the traffic tick runs.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -61,6 +63,8 @@ pub(crate) struct Hub {
     pub(crate) stats: SimStats,
     /// Bad frames sent so far: picks the next kind of corruption.
     corruptions: u64,
+    /// `--ws`: ping rounds so far, each ping's number.
+    ping_rounds: u64,
     last_tick: Instant,
     /// The last stats log: when, and the counters then (for rates).
     last_report: (Instant, u64, u64),
@@ -74,6 +78,7 @@ impl Hub {
             clients: HashMap::new(),
             stats: SimStats::default(),
             corruptions: 0,
+            ping_rounds: 0,
             last_tick: now,
             last_report: (now, 0, 0),
         }
@@ -87,7 +92,7 @@ impl Hub {
         self.stats.accepted += 1;
         let number = self.stats.accepted;
         let seed = derive_seed(self.config.seed, number);
-        self.clients.insert(id, Outbox::new(id, peer, self.config.faults.fragment, seed));
+        self.clients.insert(id, Outbox::new(id, peer, &self.config, seed));
         number
     }
 
@@ -131,6 +136,23 @@ impl Hub {
         if let Some(cause) = outbox.reply(reactor, frame, &self.config) {
             self.stats.count_close(cause);
         }
+    }
+
+    /// `--ws`: reads a client's bytes through its WebSocket layer (see
+    /// [`Outbox::read_websocket`]). Returns the bytes used.
+    pub(crate) fn read_websocket<R>(&mut self, reactor: &mut Reactor, id: ConnId, data: &[u8], reader: R) -> usize
+    where
+        R: FnMut(&[u8]) -> usize,
+    {
+        let Some(outbox) = self.clients.get_mut(&id) else { return data.len() };
+        let read = outbox.read_websocket(reactor, data, reader);
+        self.stats.ws_pongs += read.pongs;
+        match read.closed {
+            Some(CloseReason::Handshake(_)) => self.stats.ws_refused += 1,
+            Some(CloseReason::Protocol(_) | CloseReason::ReaderBacklog { .. }) => self.stats.dropped_bad_frame += 1,
+            _ => {}
+        }
+        read.consumed
     }
 
     /// `fragment`: whether the client has pieces waiting (its `writable()`).
@@ -206,6 +228,20 @@ impl Hub {
         }
     }
 
+    /// `--ws`: pings every client, numbering the pings; every
+    /// [`TEXT_EVERY_PINGS`]th round a text frame follows.
+    pub(crate) fn ping_websockets(&mut self, reactor: &mut Reactor) {
+        self.ping_rounds += 1;
+        let payload = self.ping_rounds.to_string();
+        let text = self.ping_rounds.is_multiple_of(TEXT_EVERY_PINGS);
+        for outbox in self.clients.values_mut() {
+            if outbox.ping(reactor, payload.as_bytes(), text) {
+                self.stats.ws_pings += 1;
+                self.stats.ws_texts += u64::from(text);
+            }
+        }
+    }
+
     /// Logs one line of counters and rates.
     pub(crate) fn report(&mut self) {
         let now = Instant::now();
@@ -226,6 +262,15 @@ impl Hub {
             s.fault_corruptions,
             s.fault_stalls,
         );
+        if self.config.websocket.is_some() {
+            log::info!(
+                "WebSocket so far: {} pings, {} pongs, {} text frames sent; {} upgrades refused",
+                s.ws_pings,
+                s.ws_pongs,
+                s.ws_texts,
+                s.ws_refused
+            );
+        }
         self.last_report = (now, s.room_messages, s.frames_sent);
     }
 
@@ -245,10 +290,12 @@ impl Hub {
         self.rooms.get(&room).map(|r| r.traffic.last_seq())
     }
 
-    /// Sends every client `last_words` and closes it gracefully.
+    /// Sends every client `last_words` (and over WebSocket a close frame
+    /// "going away") and closes it gracefully.
     pub(crate) fn close_all(&mut self, reactor: &mut Reactor, last_words: &[u8]) {
         for outbox in self.clients.values_mut() {
             outbox.reply(reactor, last_words, &self.config);
+            outbox.close_websocket(reactor, close_code::GOING_AWAY, "server closing");
             outbox.close(reactor);
         }
     }

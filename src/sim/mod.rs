@@ -9,6 +9,11 @@
 //! fragmented or coalesced frames, dropped connections, corrupt frames, a
 //! server that stalls.
 //!
+//! It speaks Douyu's web transport too, so web clients run offline:
+//! WebSocket ([`SimConfig::websocket`]), TLS ([`SimConfig::tls`]; by
+//! default offering only what Douyu's endpoint offers), or both (`wss://`).
+//! Every fault works over each, and [`WsFault`] breaks the WebSocket itself.
+//!
 //! Thousands of clients on one thread: a client costs one connection entry
 //! in the reactor, one small `ClientConn` dispatcher, one `Outbox` and one
 //! timer. Room traffic is one periodic tick for all rooms, and each message
@@ -20,6 +25,7 @@
 //! | [`vocabulary`] | the nicknames, chat lines and gifts the rooms use |
 //! | [`faults`] | the catalogue of faults and the invalid frames |
 //! | `outbox` | one client's write path, where the faults happen |
+//! | `transport` | TLS and WebSocket settings; the WebSocket layer of a client |
 //! | `hub` | rooms, members, the traffic tick (shared state) |
 //! | `client_conn` | one client connection: requests, replies, heartbeat timeout |
 //!
@@ -47,6 +53,7 @@ pub mod faults;
 pub(crate) mod hub;
 pub(crate) mod outbox;
 pub mod traffic;
+mod transport;
 pub mod vocabulary;
 
 use std::cell::RefCell;
@@ -58,12 +65,13 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
-use crate::reactor::{ConnId, PeriodicId, Reactor};
+use crate::reactor::{CipherPolicy, ConnId, PeriodicId, Reactor, TlsServerConfig};
 use crate::settings::{SettingError, duration_within};
 use client_conn::ClientConn;
-pub use faults::{Corruption, Faults};
+pub use faults::{Corruption, Faults, WsFault};
 use hub::Hub;
 pub use hub::TICK;
+pub use transport::{DEFAULT_PING_INTERVAL, SimTls, SimWebSocket, TEXT_EVERY_PINGS};
 
 /// Everything `barrage serve` can be told.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +93,10 @@ pub struct SimConfig {
     pub stats_interval: Option<Duration>,
     /// Faults to inject; none by default.
     pub faults: Faults,
+    /// Serve TLS with this certificate (`None`: plain TCP).
+    pub tls: Option<SimTls>,
+    /// Speak WebSocket: Douyu packets in binary messages (`None`: raw packets).
+    pub websocket: Option<SimWebSocket>,
 }
 
 impl Default for SimConfig {
@@ -97,6 +109,8 @@ impl Default for SimConfig {
             max_client_buffer: 16 * 1024 * 1024,
             stats_interval: Some(Duration::from_secs(10)),
             faults: Faults::default(),
+            tls: None,
+            websocket: None,
         }
     }
 }
@@ -123,6 +137,9 @@ impl SimConfig {
         }
         if self.max_client_buffer == 0 {
             return Err(SettingError::new("max_client_buffer", "max_client_buffer must be more than 0"));
+        }
+        if let Some(interval) = self.websocket.as_ref().and_then(|ws| ws.ping_interval) {
+            duration_within("ws_ping_interval", interval, Duration::from_millis(1), MAX_INTERVAL)?;
         }
         self.faults.validate()
     }
@@ -155,6 +172,14 @@ pub struct SimStats {
     pub fault_corruptions: u64,
     /// Clients stalled by `stall_after`.
     pub fault_stalls: u64,
+    /// WebSocket pings sent.
+    pub ws_pings: u64,
+    /// WebSocket pongs received.
+    pub ws_pongs: u64,
+    /// WebSocket text frames sent.
+    pub ws_texts: u64,
+    /// Connections refused at the WebSocket upgrade (400 or 426).
+    pub ws_refused: u64,
 }
 
 /// A running simulator: its address and counters. It lives on the loop
@@ -168,13 +193,20 @@ pub struct SimServer {
 
 /// Starts a simulator on `reactor`: binds the listener and registers the
 /// periodic work. Nothing happens until the reactor runs. Fails if the
-/// config is invalid (`InvalidInput`) or the address cannot be bound.
+/// config is invalid (`InvalidInput`, a bad certificate too) or the address
+/// cannot be bound.
 pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> {
     config.validate().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.message))?;
+    let tls = match &config.tls {
+        Some(tls) => Some(TlsServerConfig::from_pem(&tls.cert_pem, &tls.key_pem, tls.policy)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)?;
     let local_addr = listener.local_addr()?;
     let faults = config.faults.clone();
     let stats_interval = config.stats_interval;
+    let transport = describe_transport(&config);
+    let ping_interval = config.websocket.as_ref().and_then(|ws| ws.ping_interval);
     let hub = Rc::new(RefCell::new(Hub::new(config, Instant::now())));
 
     let acceptor_hub = hub.clone();
@@ -185,7 +217,7 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        if let Err(e) = reactor.add_stream(stream, ClientConn::new(acceptor_hub.clone(), peer)) {
+        if let Err(e) = ClientConn::attach(reactor, stream, tls.as_ref(), acceptor_hub.clone(), peer) {
             log::warn!("{peer}: cannot register the connection: {e}");
         }
     })?;
@@ -198,15 +230,32 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
         let interval = Duration::from_millis(faults::COALESCE_INTERVAL_MS);
         periodics.push(reactor.add_periodic(interval, move |reactor| flush_hub.borrow_mut().flush_held(reactor)));
     }
+    if let Some(interval) = ping_interval {
+        let ping_hub = hub.clone();
+        periodics.push(reactor.add_periodic(interval, move |reactor| ping_hub.borrow_mut().ping_websockets(reactor)));
+    }
     if let Some(interval) = stats_interval {
         let report_hub = hub.clone();
         periodics.push(reactor.add_periodic(interval, move |_| report_hub.borrow_mut().report()));
     }
-    log::info!("simulated Douyu server listening on {local_addr}");
+    log::info!("simulated Douyu server listening on {local_addr} ({transport})");
     if faults.any() {
         log::info!("injecting faults: {faults:?}");
     }
     Ok(SimServer { hub, local_addr, listener, periodics })
+}
+
+/// "WebSocket over TLS (TLS 1.2, RSA key exchange, AES256-GCM-SHA384)", for the log.
+fn describe_transport(config: &SimConfig) -> String {
+    let tls = config.tls.as_ref().map(|tls| match tls.policy {
+        CipherPolicy::Legacy => "TLS (TLS 1.2, RSA key exchange, AES256-GCM-SHA384, as Douyu's)",
+        CipherPolicy::Modern => "TLS (forward-secret suites only)",
+    });
+    let douyu = if config.websocket.is_some() { "Douyu packets in WebSocket messages" } else { "raw Douyu packets" };
+    match tls {
+        Some(tls) => format!("{douyu} over {tls}"),
+        None => format!("{douyu} over TCP"),
+    }
 }
 
 impl SimServer {
@@ -260,6 +309,13 @@ mod tests {
         assert!(bad(|c| c.stats_interval = Some(Duration::ZERO)) == "stats_interval");
         assert!(bad(|c| c.max_client_buffer = 0) == "max_client_buffer");
         assert!(bad(|c| c.faults.drop_every = Some(0)) == "drop_every");
+        let no_interval = SimWebSocket { ping_interval: Some(Duration::ZERO), fault: None };
+        let mut config = SimConfig { websocket: Some(no_interval), ..SimConfig::default() };
+        assert_eq!(config.validate().unwrap_err().setting, "ws_ping_interval");
+        config.tls = Some(SimTls { cert_pem: b"not PEM".to_vec(), key_pem: Vec::new(), policy: CipherPolicy::Legacy });
+        config.websocket = Some(SimWebSocket::default());
+        let error = start(&mut Reactor::new().unwrap(), config).err().expect("a bad certificate is refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         let mut reactor = Reactor::new().unwrap();
         let config = SimConfig { rate: -1.0, ..SimConfig::default() };
         let error = start(&mut reactor, config).err().expect("an invalid config is refused");

@@ -6,6 +6,8 @@
 //! through [`Outbox::room_frame`]. By default both simply queue the frame
 //! on the reactor connection (`Reactor::send`), so every frame is written
 //! whole, and all the frames one callback queues go out in one syscall.
+//! With `--ws`, the frames pass through the client's WebSocket layer
+//! (`sim::transport`) on their way to the wire.
 //!
 //! The faults hook in here:
 //!
@@ -31,9 +33,11 @@ use std::net::SocketAddr;
 
 use super::SimConfig;
 use super::faults::{COALESCE_FRAMES, Corruption, MAX_PIECE};
+use super::transport::{Grouping, WsLayer, WsRead};
 use crate::reactor::buffer::WriteBuffer;
 use crate::reactor::{ConnId, Context, Reactor};
-use crate::rng::Rng;
+use crate::rng::{Rng, derive_seed};
+use crate::websocket::CloseReason;
 
 /// What handing one room message to a client led to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +85,19 @@ pub(crate) struct Outbox {
     phase: Phase,
     /// Room messages handed to this client so far.
     room_messages: u64,
+    /// `coalesce`: room frames held back, and how many.
+    held: Vec<u8>,
+    held_frames: u32,
+    /// `--ws`: the WebSocket around the frames (boxed: a plain client pays
+    /// one pointer for it).
+    websocket: Option<Box<WsLayer>>,
+    wire: Wire,
+}
+
+/// The bottom of the write path: the reactor connection, or for `fragment`
+/// a queue of our own that is written one small piece per write.
+#[derive(Debug)]
+struct Wire {
     /// `fragment`: output goes to `pieces` instead of the reactor.
     fragment: bool,
     /// `fragment`: bytes waiting to be written one small piece at a time.
@@ -88,28 +105,43 @@ pub(crate) struct Outbox {
     /// `fragment`: close once `pieces` is empty (a drop or corruption
     /// happened while pieces were still queued).
     close_when_drained: bool,
-    /// `coalesce`: room frames held back, and how many.
-    held: Vec<u8>,
-    held_frames: u32,
     /// Piece sizes for `fragment`, seeded per client.
     rng: Rng,
 }
 
+impl Wire {
+    /// Queues bytes: on the reactor connection, or for `fragment` on our
+    /// own piece queue, asking the reactor to call `writable()` again.
+    fn write(&mut self, reactor: &mut Reactor, id: ConnId, bytes: &[u8]) {
+        if self.fragment {
+            self.pieces.extend(bytes);
+            reactor.refresh(id);
+        } else {
+            reactor.send(id, bytes);
+        }
+    }
+}
+
 impl Outbox {
-    /// The outbox of connection `id`; `seed` decides its piece sizes.
-    pub(crate) fn new(id: ConnId, peer: SocketAddr, fragment: bool, seed: u64) -> Self {
+    /// The outbox of connection `id`; `seed` decides its piece sizes and
+    /// the WebSocket layer's cuts.
+    pub(crate) fn new(id: ConnId, peer: SocketAddr, config: &SimConfig, seed: u64) -> Self {
+        let websocket = config.websocket.as_ref().map(|ws| Box::new(WsLayer::new(ws.fault, derive_seed(seed, 1))));
         Outbox {
             id,
             peer,
             room: None,
             phase: Phase::Open,
             room_messages: 0,
-            fragment,
-            pieces: WriteBuffer::new(),
-            close_when_drained: false,
             held: Vec::new(),
             held_frames: 0,
-            rng: Rng::new(seed),
+            websocket,
+            wire: Wire {
+                fragment: config.faults.fragment,
+                pieces: WriteBuffer::new(),
+                close_when_drained: false,
+                rng: Rng::new(seed),
+            },
         }
     }
 
@@ -122,7 +154,7 @@ impl Outbox {
             return None;
         }
         self.flush_held(reactor);
-        self.write(reactor, frame);
+        self.write(reactor, frame, Grouping::PerPacket);
         self.check_backlog(reactor, config)
     }
 
@@ -146,7 +178,7 @@ impl Outbox {
                 self.flush_held(reactor);
             }
         } else {
-            self.write(reactor, frame);
+            self.write(reactor, frame, Grouping::PerPacket);
         }
         if let Some(cause) = self.check_backlog(reactor, config) {
             return Delivery::Closed(cause);
@@ -163,7 +195,7 @@ impl Outbox {
                 self.peer
             );
             self.flush_held(reactor);
-            self.write(reactor, &corruption.frame());
+            self.write(reactor, &corruption.frame(), Grouping::OneMessage);
             self.close(reactor);
             return Delivery::Closed(CloseCause::Corrupted(corruption));
         }
@@ -194,7 +226,7 @@ impl Outbox {
         // Taken out for the call (`write` borrows all of `self`), then put
         // back emptied, keeping its capacity for the next burst.
         let mut held = std::mem::take(&mut self.held);
-        self.write(reactor, &held);
+        self.write(reactor, &held, Grouping::OneMessage);
         held.clear();
         self.held = held;
         self.held_frames = 0;
@@ -207,17 +239,18 @@ impl Outbox {
 
     /// `fragment`: true while pieces wait. The dispatcher's `writable()`.
     pub(crate) fn wants_write(&self) -> bool {
-        !self.pieces.is_empty()
+        !self.wire.pieces.is_empty()
     }
 
     /// `fragment`: sends the next piece, from the dispatcher's
     /// `handle_write`. The reactor calls that again only once this piece is
     /// written, on a later loop iteration, so every piece is its own write.
     pub(crate) fn write_piece(&mut self, ctx: &mut Context<'_>) {
-        let size = (self.rng.between(1, MAX_PIECE) as usize).min(self.pieces.len());
-        ctx.send(&self.pieces.as_slice()[..size]);
-        self.pieces.consume(size);
-        if self.pieces.is_empty() && self.close_when_drained {
+        let wire = &mut self.wire;
+        let size = (wire.rng.between(1, MAX_PIECE) as usize).min(wire.pieces.len());
+        ctx.send(&wire.pieces.as_slice()[..size]);
+        wire.pieces.consume(size);
+        if wire.pieces.is_empty() && wire.close_when_drained {
             ctx.close();
         }
     }
@@ -226,27 +259,84 @@ impl Outbox {
     /// `fragment`, the last piece's `write_piece` closes).
     pub(crate) fn close(&mut self, reactor: &mut Reactor) {
         self.phase = Phase::Closing;
-        if self.pieces.is_empty() {
+        if self.wire.pieces.is_empty() {
             reactor.close(self.id);
         } else {
-            self.close_when_drained = true;
+            self.wire.close_when_drained = true;
         }
     }
 
-    /// Queues bytes: on the reactor connection, or for `fragment` on our own
-    /// piece queue, asking the reactor to call `writable()` again.
-    fn write(&mut self, reactor: &mut Reactor, bytes: &[u8]) {
-        if self.fragment {
-            self.pieces.extend(bytes);
-            reactor.refresh(self.id);
-        } else {
-            reactor.send(self.id, bytes);
+    /// Queues Douyu bytes: framed by the WebSocket layer if there is one
+    /// (`grouping` says how), then onto the wire.
+    fn write(&mut self, reactor: &mut Reactor, douyu: &[u8], grouping: Grouping) {
+        let (id, wire) = (self.id, &mut self.wire);
+        let fragment = wire.fragment;
+        let mut put = |bytes: &[u8]| wire.write(reactor, id, bytes);
+        match self.websocket.as_deref_mut() {
+            None => put(douyu),
+            Some(ws) => ws.send(douyu, grouping, fragment, &mut put),
         }
+    }
+
+    // ----- the WebSocket layer ---------------------------------------------------
+
+    /// `--ws`: reads the client's bytes through the WebSocket layer (see
+    /// [`WsLayer::read`]) and closes the connection if the layer is over.
+    /// A client that is stalled or closing gets no answers, not even pongs.
+    pub(crate) fn read_websocket<R>(&mut self, reactor: &mut Reactor, data: &[u8], reader: R) -> WsRead
+    where
+        R: FnMut(&[u8]) -> usize,
+    {
+        let Some(ws) = self.websocket.as_deref_mut() else {
+            return WsRead { consumed: data.len(), closed: None, pongs: 0 };
+        };
+        let (id, wire, open) = (self.id, &mut self.wire, self.phase == Phase::Open);
+        let read = ws.read(data, reader, &mut |bytes| {
+            if open {
+                wire.write(reactor, id, bytes)
+            }
+        });
+        if let Some(reason) = &read.closed {
+            match reason {
+                CloseReason::Handshake(error) => {
+                    log::info!("client {id} ({}): not a WebSocket upgrade ({error}); refused", self.peer)
+                }
+                CloseReason::Protocol(_) | CloseReason::ReaderBacklog { .. } => {
+                    log::info!("client {id} ({}): WebSocket {reason}; dropping this client", self.peer)
+                }
+                CloseReason::PeerClosed { .. } | CloseReason::LocallyClosed => {
+                    log::debug!("client {id} ({}): WebSocket {reason}", self.peer)
+                }
+            }
+            if self.phase != Phase::Closing {
+                self.close(reactor);
+            }
+        }
+        read
+    }
+
+    /// `--ws`: a ping, and a text frame after it if `text`. False if
+    /// nothing was sent (not a WebSocket client, not open, or stalled).
+    pub(crate) fn ping(&mut self, reactor: &mut Reactor, payload: &[u8], text: bool) -> bool {
+        let Some(ws) = self.websocket.as_deref_mut().filter(|_| self.phase == Phase::Open) else {
+            return false;
+        };
+        let (id, wire) = (self.id, &mut self.wire);
+        ws.ping(payload, text, &mut |bytes| wire.write(reactor, id, bytes))
+    }
+
+    /// `--ws`: starts the closing handshake with `code`, before a close.
+    pub(crate) fn close_websocket(&mut self, reactor: &mut Reactor, code: u16, reason: &str) {
+        let Some(ws) = self.websocket.as_deref_mut().filter(|_| self.phase == Phase::Open) else {
+            return;
+        };
+        let (id, wire) = (self.id, &mut self.wire);
+        ws.close(code, reason, &mut |bytes| wire.write(reactor, id, bytes));
     }
 
     /// Drops the client if its unwritten output is over the limit.
     fn check_backlog(&mut self, reactor: &mut Reactor, config: &SimConfig) -> Option<CloseCause> {
-        let pending = reactor.pending_output(self.id).unwrap_or(0) + self.pieces.len() + self.held.len();
+        let pending = reactor.pending_output(self.id).unwrap_or(0) + self.wire.pieces.len() + self.held.len();
         if pending <= config.max_client_buffer {
             return None;
         }
