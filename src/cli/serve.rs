@@ -58,6 +58,16 @@ pub(crate) struct ServeArgs {
     /// Fault: after N room messages, stop writing (the socket stays open).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     stall_after: Option<u64>,
+
+    /// Rooms go live, then off air or into a replay loop, in cycles of
+    /// about this many seconds, seeded (0 = every room stays live).
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_seconds)]
+    status_period: Duration,
+
+    /// A vanity room id and the real id it stands for (6657=6979222);
+    /// repeat for more. Web look-ups resolve it; joining it gets nothing.
+    #[arg(long, value_name = "VANITY=REAL", value_parser = parse_vanity)]
+    vanity: Vec<(u64, u64)>,
 }
 
 impl ServeArgs {
@@ -76,8 +86,16 @@ impl ServeArgs {
                 corrupt_every: self.corrupt_every,
                 stall_after: self.stall_after,
             },
+            status_period: self.status_period,
+            vanity: self.vanity.iter().copied().collect(),
         }
     }
+}
+
+/// `6657=6979222`.
+fn parse_vanity(text: &str) -> Result<(u64, u64), String> {
+    let ids = text.split_once('=').and_then(|(vanity, real)| Some((vanity.parse().ok()?, real.parse().ok()?)));
+    ids.ok_or_else(|| format!("expected VANITY=REAL room ids, e.g. 6657=6979222, not {text:?}"))
 }
 
 /// A new reactor, the simulator on it, run until stopped.

@@ -9,6 +9,12 @@
 //! fragmented or coalesced frames, dropped connections, corrupt frames, a
 //! server that stalls.
 //!
+//! Rooms go live, off air and into replay loops on a seeded schedule
+//! ([`status`]; by default they stay live), pushed to their members as
+//! `rss`. Optionally a second listener answers Douyu's web look-ups, room
+//! pages and `betard` status, from the same status ([`web`]), with faults
+//! of its own.
+//!
 //! Thousands of clients on one thread: a client costs one connection entry
 //! in the reactor, one small `ClientConn` dispatcher, one `Outbox` and one
 //! timer. Room traffic is one periodic tick for all rooms, and each message
@@ -19,6 +25,7 @@
 //! | [`traffic`] | one room's message stream: realistic bodies, numbered |
 //! | [`vocabulary`] | the nicknames, chat lines and gifts the rooms use |
 //! | [`faults`] | the catalogue of faults and the invalid frames |
+//! | [`status`] | each room's live status over time, and statuses set by hand |
 //! | `outbox` | one client's write path, where the faults happen |
 //! | `hub` | rooms, members, the traffic tick (shared state) |
 //! | `client_conn` | one client connection: requests, replies, heartbeat timeout |
@@ -46,10 +53,12 @@ pub(crate) mod client_conn;
 pub mod faults;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub mod status;
 pub mod traffic;
 pub mod vocabulary;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -57,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 
+use crate::douyu::LiveStatus;
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{ConnId, PeriodicId, Reactor};
 use crate::settings::{SettingError, duration_within};
@@ -64,6 +74,7 @@ use client_conn::ClientConn;
 pub use faults::{Corruption, Faults};
 use hub::Hub;
 pub use hub::TICK;
+pub use status::Broadcast;
 
 /// Everything `barrage serve` can be told.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +96,13 @@ pub struct SimConfig {
     pub stats_interval: Option<Duration>,
     /// Faults to inject; none by default.
     pub faults: Faults,
+    /// The length of one broadcast cycle of a room's status schedule (see
+    /// [`status`]); zero, the default: every room stays live.
+    pub status_period: Duration,
+    /// Vanity ids (靓号) and the real room ids they stand for. The web
+    /// pages resolve them; joining one gives no error and no messages, as
+    /// on Douyu.
+    pub vanity: BTreeMap<u64, u64>,
 }
 
 impl Default for SimConfig {
@@ -97,6 +115,8 @@ impl Default for SimConfig {
             max_client_buffer: 16 * 1024 * 1024,
             stats_interval: Some(Duration::from_secs(10)),
             faults: Faults::default(),
+            status_period: Duration::ZERO,
+            vanity: BTreeMap::new(),
         }
     }
 }
@@ -105,7 +125,11 @@ impl Default for SimConfig {
 /// second. (Far beyond any real room; it keeps one tick's work bounded.)
 pub const MAX_RATE: f64 = 1_000_000.0;
 
-/// The longest `heartbeat_timeout` and `stats_interval` accepted: one day.
+/// The shortest `status_period` accepted (but zero): its shortest status
+/// then lasts 100 ms, two traffic ticks, so the Douyu side sees it.
+pub const MIN_STATUS_PERIOD: Duration = Duration::from_secs(1);
+
+/// The longest `heartbeat_timeout`, `stats_interval` and `status_period` accepted: one day.
 /// (Timers further out than that are a typo, and `Instant + Duration` must
 /// not overflow.)
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -124,7 +148,29 @@ impl SimConfig {
         if self.max_client_buffer == 0 {
             return Err(SettingError::new("max_client_buffer", "max_client_buffer must be more than 0"));
         }
+        if !self.status_period.is_zero() {
+            duration_within("status_period", self.status_period, MIN_STATUS_PERIOD, MAX_INTERVAL)?;
+        }
+        self.validate_vanity()?;
         self.faults.validate()
+    }
+
+    /// A vanity id is not a real room's id, and a room has at most one.
+    fn validate_vanity(&self) -> Result<(), SettingError> {
+        let mut real_ids = std::collections::BTreeSet::new();
+        for (&vanity, &real) in &self.vanity {
+            let problem = if vanity == 0 || real == 0 {
+                "room ids are positive"
+            } else if self.vanity.contains_key(&real) {
+                "a vanity id stands for a real id, not for another vanity id"
+            } else if !real_ids.insert(real) {
+                "a room has at most one vanity id"
+            } else {
+                continue;
+            };
+            return Err(SettingError::new("vanity", format!("vanity {vanity}={real}: {problem}")));
+        }
+        Ok(())
     }
 }
 
@@ -226,6 +272,25 @@ impl SimServer {
         self.hub.borrow().room_messages(room)
     }
 
+    /// How many clients have joined room `room` and are still connected.
+    pub fn members(&self, room: u64) -> usize {
+        self.hub.borrow().members(room)
+    }
+
+    /// Room `room`'s status now, as `betard` and `loginres` report it.
+    pub fn broadcast(&self, room: u64) -> Broadcast {
+        self.hub.borrow().status.get(room, Instant::now())
+    }
+
+    /// Makes room `room`'s status `status` now, for a test that needs a
+    /// change at a chosen moment. If that is a change, the room's members
+    /// get one `rss` at once, and the web pages say so from now on. It
+    /// holds until the schedule's own next change (for ever with a
+    /// `status_period` of zero).
+    pub fn set_status(&self, reactor: &mut Reactor, room: u64, status: LiveStatus) {
+        self.hub.borrow_mut().set_status(reactor, room, status);
+    }
+
     /// Stops the simulator: no new connections, no more traffic, and every
     /// client gets `error` 52 ("server closing") and a graceful close.
     pub fn shutdown(&self, reactor: &mut Reactor) {
@@ -260,6 +325,17 @@ mod tests {
         assert!(bad(|c| c.stats_interval = Some(Duration::ZERO)) == "stats_interval");
         assert!(bad(|c| c.max_client_buffer = 0) == "max_client_buffer");
         assert!(bad(|c| c.faults.drop_every = Some(0)) == "drop_every");
+        assert!(bad(|c| c.status_period = Duration::from_millis(999)) == "status_period");
+        assert!(bad(|c| c.status_period = 2 * MAX_INTERVAL) == "status_period");
+        assert!(bad(|c| c.vanity = [(6657, 0)].into()) == "vanity");
+        assert!(bad(|c| c.vanity = [(6657, 6979222), (6979222, 1)].into()) == "vanity");
+        assert!(bad(|c| c.vanity = [(6657, 6979222), (5232, 6979222)].into()) == "vanity");
+        let good = SimConfig {
+            status_period: MIN_STATUS_PERIOD,
+            vanity: [(6657, 6979222), (5232, 178432)].into(),
+            ..SimConfig::default()
+        };
+        assert_eq!(good.validate(), Ok(()));
         let mut reactor = Reactor::new().unwrap();
         let config = SimConfig { rate: -1.0, ..SimConfig::default() };
         let error = start(&mut reactor, config).err().expect("an invalid config is refused");
