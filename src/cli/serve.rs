@@ -2,22 +2,23 @@
 //! until SIGINT or SIGTERM.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Args;
 
-use crate::reactor::Reactor;
-use crate::sim::{self, Faults, SimConfig};
+use crate::reactor::{CipherPolicy, Reactor, TlsServerConfig};
+use crate::sim::{self, Faults, SimConfig, WebConfig, WebFault, WebFaults, certificate};
 
 use super::{Failure, LogLevel, init_logging, parse_bytes, parse_rate, parse_seconds};
 
 /// `barrage serve`: the flags map one to one onto `SimConfig`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on, IP:PORT (port 0 picks a free one).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8601")]
-    listen: SocketAddr,
+    /// Address to listen on, HOST:PORT (port 0 picks a free one); a name
+    /// (localhost) is resolved at start, and its first address is used.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8601", value_parser = parse_listen)]
+    listen: String,
 
     /// Room messages per second, per room with clients (0.05 is fine; 0 = none).
     #[arg(long, value_name = "PER_SEC", default_value = "2", value_parser = parse_rate, allow_negative_numbers = true)]
@@ -68,12 +69,52 @@ pub(crate) struct ServeArgs {
     /// repeat for more. Web look-ups resolve it; joining it gets nothing.
     #[arg(long, value_name = "VANITY=REAL", value_parser = parse_vanity)]
     vanity: Vec<(u64, u64)>,
+
+    /// Also answer Douyu's web look-ups on HOST:PORT: GET /{id} (the
+    /// mobile room page for a mobile User-Agent, else the desktop one) and
+    /// GET /betard/{rid} (the room's status, JSON).
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    http: Option<String>,
+
+    /// Serve --http as HTTPS, with a self-signed certificate for
+    /// 127.0.0.1 and localhost made at start.
+    #[arg(long)]
+    tls: bool,
+
+    /// A room id that is no room: its pages and status are 404; repeat for more.
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+    web_unknown: Vec<u64>,
+
+    /// Web fault: slow[=SECS] (answers after SECS, 30), 5xx[=N] (every Nth
+    /// request 503, 1), redirect-loop, truncate (half the body, then the
+    /// close), oversize[=BYTES] (a 3 MiB body); repeat for several.
+    #[arg(long, value_name = "KIND[=N]", value_parser = parse_web_fault)]
+    web_fault: Vec<WebFault>,
 }
 
 impl ServeArgs {
-    fn config(&self) -> SimConfig {
-        SimConfig {
-            listen: self.listen,
+    /// The config the flags say, names resolved (and a certificate made
+    /// for `--tls`).
+    fn config(&self) -> Result<SimConfig, Failure> {
+        let web = match &self.http {
+            Some(http) => {
+                let mut faults = WebFaults::default();
+                self.web_fault.iter().for_each(|&fault| faults.add(fault));
+                Some(WebConfig {
+                    listen: resolve(http, "--http")?,
+                    tls: if self.tls { Some(self_signed()?) } else { None },
+                    unknown_rooms: self.web_unknown.iter().copied().collect(),
+                    faults,
+                    ..WebConfig::default()
+                })
+            }
+            None if self.tls || !self.web_unknown.is_empty() || !self.web_fault.is_empty() => {
+                return Err(Failure::Usage("--tls, --web-unknown and --web-fault need --http".into()));
+            }
+            None => None,
+        };
+        Ok(SimConfig {
+            listen: resolve(&self.listen, "--listen")?,
             rate: self.rate,
             heartbeat_timeout: self.heartbeat_timeout,
             seed: self.seed,
@@ -88,8 +129,34 @@ impl ServeArgs {
             },
             status_period: self.status_period,
             vanity: self.vanity.iter().copied().collect(),
-        }
+            web,
+        })
     }
+}
+
+/// `HOST:PORT` to the first address the system's resolver gives.
+fn resolve(addr: &str, flag: &str) -> Result<SocketAddr, Failure> {
+    let mut addrs = addr.to_socket_addrs().map_err(|e| Failure::Usage(format!("{flag} {addr}: {e}")))?;
+    addrs.next().ok_or_else(|| Failure::Usage(format!("{flag} {addr}: the name has no address")))
+}
+
+/// `HOST:PORT`, the port a number (0 too); the host is resolved at start.
+fn parse_listen(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(text.to_string()),
+        _ => Err(format!("expected HOST:PORT, e.g. 127.0.0.1:8601 or localhost:0, not {text:?}")),
+    }
+}
+
+fn parse_web_fault(text: &str) -> Result<WebFault, String> {
+    text.parse()
+}
+
+/// A fresh self-signed certificate for 127.0.0.1 and localhost.
+fn self_signed() -> Result<TlsServerConfig, Failure> {
+    let made = certificate::self_signed_localhost().map_err(|e| Failure::Runtime(e.to_string()))?;
+    TlsServerConfig::from_pem(&made.cert_pem, &made.key_pem, CipherPolicy::Modern)
+        .map_err(|e| Failure::Runtime(format!("cannot set up TLS: {e}")))
 }
 
 /// `6657=6979222`.
@@ -100,17 +167,22 @@ fn parse_vanity(text: &str) -> Result<(u64, u64), String> {
 
 /// A new reactor, the simulator on it, run until stopped.
 pub(crate) fn run(args: &ServeArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
-    let config = args.config();
+    let config = args.config()?;
     config.validate()?;
     init_logging(log_level.unwrap_or(LogLevel::Info));
     let mut reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
-    let server = sim::start(&mut reactor, config)
-        .map_err(|e| Failure::Runtime(format!("cannot listen on {}: {e}", args.listen)))?;
-    // Scripts and tests read the real address (port 0) from this line.
+    let (listen, web) = (config.listen, config.web.as_ref().map(|web| web.listen));
+    let server = sim::start(&mut reactor, config).map_err(|e| {
+        let addrs = web.map_or(listen.to_string(), |web| format!("{listen} and {web}"));
+        Failure::Runtime(format!("cannot listen on {addrs}: {e}"))
+    })?;
+    // Scripts and tests read the real addresses (port 0) from these lines.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {}", server.local_addr())
-        .and_then(|()| stdout.flush())
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let mut lines = format!("listening on {}\n", server.local_addr());
+    if let Some(web) = server.web() {
+        lines.push_str(&format!("web on {}\n", web.base_url()));
+    }
+    stdout.write_all(lines.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| Failure::Runtime(e.to_string()))?;
     reactor.run().map_err(|e| Failure::Runtime(format!("event loop failed: {e}")))
 }
 
@@ -125,18 +197,57 @@ mod tests {
         args: ServeArgs,
     }
 
+    fn parse(flags: &[&str]) -> Result<Serve, clap::Error> {
+        Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))
+    }
+
     #[test]
     fn flags_become_the_config() {
-        let parse = |flags: &[&str]| Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()));
         let args =
             parse(&["--listen", "127.0.0.1:0", "--rate", "0.5", "--fragment", "--drop-every", "7"]).unwrap().args;
-        let config = args.config();
+        let config = args.config().unwrap();
         assert_eq!(config.rate, 0.5);
         assert_eq!(config.faults, Faults { fragment: true, drop_every: Some(7), ..Faults::default() });
         assert_eq!(config.heartbeat_timeout, Duration::from_secs(90));
         assert_eq!(config.max_client_buffer, SimConfig::default().max_client_buffer);
         assert!(parse(&["--stall-after", "0"]).is_err());
-        let zero = parse(&["--heartbeat-timeout", "0"]).unwrap().args.config();
+        let zero = parse(&["--heartbeat-timeout", "0"]).unwrap().args.config().unwrap();
         assert!(zero.validate().is_err(), "a zero heartbeat timeout is refused by the simulator's own check");
+        assert!(config.web.is_none() && config.vanity.is_empty() && config.status_period.is_zero());
+    }
+
+    #[test]
+    fn web_and_status_flags_become_the_config() {
+        let flags = [
+            "--listen=localhost:0",
+            "--http=localhost:0",
+            "--status-period=60",
+            "--vanity=6657=6979222",
+            "--vanity=5232=178432",
+            "--web-unknown=404",
+            "--web-fault=slow=2",
+            "--web-fault=5xx=3",
+            "--web-fault=oversize",
+        ];
+        let config = parse(&flags).unwrap().args.config().unwrap();
+        assert!(config.listen.ip().is_loopback(), "localhost resolved: {}", config.listen);
+        assert_eq!(config.status_period, Duration::from_secs(60));
+        assert_eq!(config.vanity, [(6657, 6979222), (5232, 178432)].into());
+        let web = config.web.unwrap();
+        assert!(web.listen.ip().is_loopback() && web.tls.is_none());
+        assert_eq!(web.unknown_rooms, [404].into());
+        let faults = WebFaults {
+            slow: Some(Duration::from_secs(2)),
+            error_every: Some(3),
+            oversize: Some(sim::web::faults::DEFAULT_OVERSIZE),
+            ..WebFaults::default()
+        };
+        assert_eq!(web.faults, faults);
+
+        for bad in [&["--vanity", "6657"][..], &["--web-fault", "fast"], &["--http", "8080"], &["--listen", "x:y"]] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let without_http = parse(&["--web-fault", "truncate"]).unwrap().args.config();
+        assert!(matches!(without_http, Err(Failure::Usage(_))));
     }
 }

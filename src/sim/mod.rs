@@ -29,6 +29,7 @@
 //! | `outbox` | one client's write path, where the faults happen |
 //! | `hub` | rooms, members, the traffic tick (shared state) |
 //! | `client_conn` | one client connection: requests, replies, heartbeat timeout |
+//! | [`web`] | the web look-ups: room pages, `betard`, their faults |
 //!
 //! # Use
 //!
@@ -56,6 +57,7 @@ pub(crate) mod outbox;
 pub mod status;
 pub mod traffic;
 pub mod vocabulary;
+pub mod web;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -75,9 +77,10 @@ pub use faults::{Corruption, Faults};
 use hub::Hub;
 pub use hub::TICK;
 pub use status::Broadcast;
+pub use web::{WebConfig, WebFault, WebFaults, WebLimits, WebServer};
 
 /// Everything `barrage serve` can be told.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Address to listen on; port 0 picks a free one (see [`SimServer::local_addr`]).
     pub listen: SocketAddr,
@@ -103,6 +106,8 @@ pub struct SimConfig {
     /// pages resolve them; joining one gives no error and no messages, as
     /// on Douyu.
     pub vanity: BTreeMap<u64, u64>,
+    /// Douyu's web look-ups on a second listener; `None`, the default: off.
+    pub web: Option<WebConfig>,
 }
 
 impl Default for SimConfig {
@@ -117,6 +122,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             status_period: Duration::ZERO,
             vanity: BTreeMap::new(),
+            web: None,
         }
     }
 }
@@ -152,6 +158,13 @@ impl SimConfig {
             duration_within("status_period", self.status_period, MIN_STATUS_PERIOD, MAX_INTERVAL)?;
         }
         self.validate_vanity()?;
+        if let Some(web) = &self.web {
+            web.validate()?;
+            if let Some((vanity, real)) = self.vanity.iter().find(|(_, real)| web.unknown_rooms.contains(real)) {
+                let message = format!("vanity {vanity}={real}: {real} is listed as an unknown room");
+                return Err(SettingError::new("vanity", message));
+            }
+        }
         self.faults.validate()
     }
 
@@ -210,6 +223,7 @@ pub struct SimServer {
     local_addr: SocketAddr,
     listener: ConnId,
     periodics: Vec<PeriodicId>,
+    web: Option<WebServer>,
 }
 
 /// Starts a simulator on `reactor`: binds the listener and registers the
@@ -221,7 +235,12 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
     let local_addr = listener.local_addr()?;
     let faults = config.faults.clone();
     let stats_interval = config.stats_interval;
+    let web_config = config.web.clone();
     let hub = Rc::new(RefCell::new(Hub::new(config, Instant::now())));
+    let web = match web_config {
+        Some(web_config) => Some(web::start(reactor, hub.clone(), web_config)?),
+        None => None,
+    };
 
     let acceptor_hub = hub.clone();
     let listener = reactor.listen(listener, move |reactor: &mut Reactor, stream: TcpStream, peer| {
@@ -252,7 +271,7 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
     if faults.any() {
         log::info!("injecting faults: {faults:?}");
     }
-    Ok(SimServer { hub, local_addr, listener, periodics })
+    Ok(SimServer { hub, local_addr, listener, periodics, web })
 }
 
 impl SimServer {
@@ -270,6 +289,11 @@ impl SimServer {
     /// `None` if no client ever joined it.
     pub fn room_messages(&self, room: u64) -> Option<u64> {
         self.hub.borrow().room_messages(room)
+    }
+
+    /// The web listener, if one was asked for (`SimConfig::web`).
+    pub fn web(&self) -> Option<&WebServer> {
+        self.web.as_ref()
     }
 
     /// How many clients have joined room `room` and are still connected.
@@ -295,6 +319,9 @@ impl SimServer {
     /// client gets `error` 52 ("server closing") and a graceful close.
     pub fn shutdown(&self, reactor: &mut Reactor) {
         reactor.remove_listener(self.listener);
+        if let Some(web) = &self.web {
+            web.stop(reactor);
+        }
         for &periodic in &self.periodics {
             reactor.remove_periodic(periodic);
         }

@@ -46,7 +46,7 @@ use crate::rng::{Rng, derive_seed};
 
 /// Keeps status draws apart from the room's message stream, which is
 /// seeded from the same seed and room id.
-const SALT: u64 = 0x5747_4154_5553; // "STATUS"
+const SALT: u64 = 0x5354_4154_5553; // "STATUS"
 
 /// With a period of zero, a show started up to this long before the
 /// simulator did.

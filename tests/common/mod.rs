@@ -214,3 +214,46 @@ pub fn douyu_client(
     };
     (reactor.connect(addr, client).expect("connect"), messages)
 }
+
+/// Runs `client` on a helper thread while `reactor` runs on this one, and
+/// returns what it returned (a blocking client against a server on the
+/// loop). Panics if it takes longer than `deadline`; a panic in `client`
+/// is raised here.
+pub fn run_beside<T: Send + 'static>(
+    reactor: &mut Reactor,
+    deadline: std::time::Duration,
+    client: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    /// Wakes the loop when dropped on the client's thread (also by a
+    /// panic), so that the end is seen at once, not at the next event.
+    struct WakeOnDrop(barrage::reactor::ReactorHandle);
+    impl Drop for WakeOnDrop {
+        fn drop(&mut self) {
+            self.0.add_callback(|_| {});
+        }
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let wake = WakeOnDrop(reactor.handle());
+    let thread = std::thread::spawn(move || {
+        // Dropped in reverse order: the result is sent before the wake-up.
+        let _wake = wake;
+        let sender = sender;
+        let _ = sender.send(client());
+    });
+    let mut result = None;
+    let done = reactor
+        .run_until(std::time::Instant::now() + deadline, |_| match receiver.try_recv() {
+            Ok(value) => {
+                result = Some(value);
+                true
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => true,
+            Err(std::sync::mpsc::TryRecvError::Empty) => false,
+        })
+        .unwrap();
+    assert!(done, "the client finished before the deadline");
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+    result.expect("the client returned")
+}
