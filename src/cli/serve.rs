@@ -1,16 +1,28 @@
 //! `barrage serve`: the simulated Douyu server, on a reactor of its own,
 //! until SIGINT or SIGTERM.
+//!
+//! A signal arrives like any other event (`signal-hook-mio`, a raw handler,
+//! as in `watch`): the loop stops, every client gets `error` 52 and a
+//! graceful close, and once they are gone (or after [`GOODBYE_LIMIT`]; a
+//! second signal cuts it short) the process exits 0.
 
+use std::cell::Cell;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 
-use crate::reactor::{CipherPolicy, Reactor, TlsServerConfig};
-use crate::sim::{self, Faults, SimConfig, WebConfig, WebFault, WebFaults, certificate};
+use crate::reactor::{CipherPolicy, Interest, Reactor, TlsServerConfig};
+use crate::sim::{self, Faults, SimConfig, SimServer, WebConfig, WebFault, WebFaults, certificate};
 
 use super::{Failure, LogLevel, init_logging, parse_bytes, parse_rate, parse_seconds};
+
+/// How long clients get to go after a stop, at most.
+pub(crate) const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
 
 /// `barrage serve`: the flags map one to one onto `SimConfig`.
 #[derive(Debug, Args)]
@@ -165,7 +177,7 @@ fn parse_vanity(text: &str) -> Result<(u64, u64), String> {
     ids.ok_or_else(|| format!("expected VANITY=REAL room ids, e.g. 6657=6979222, not {text:?}"))
 }
 
-/// A new reactor, the simulator on it, run until stopped.
+/// A new reactor, the simulator on it, run until a signal.
 pub(crate) fn run(args: &ServeArgs, log_level: Option<LogLevel>) -> Result<(), Failure> {
     let config = args.config()?;
     config.validate()?;
@@ -183,7 +195,43 @@ pub(crate) fn run(args: &ServeArgs, log_level: Option<LogLevel>) -> Result<(), F
         lines.push_str(&format!("web on {}\n", web.base_url()));
     }
     stdout.write_all(lines.as_bytes()).and_then(|()| stdout.flush()).map_err(|e| Failure::Runtime(e.to_string()))?;
-    reactor.run().map_err(|e| Failure::Runtime(format!("event loop failed: {e}")))
+    run_until_signal(&mut reactor, &server)
+}
+
+/// Runs until SIGINT or SIGTERM, then says goodbye to every client (see
+/// the module docs).
+fn run_until_signal(reactor: &mut Reactor, server: &SimServer) -> Result<(), Failure> {
+    let loop_failed = |e: std::io::Error| Failure::Runtime(format!("event loop failed: {e}"));
+    let signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| Failure::Runtime(format!("cannot watch signals: {e}")))?;
+    let stops = Rc::new(Cell::new(0_u32));
+    let seen = stops.clone();
+    reactor
+        .add_handler(signals, Interest::READABLE, move |reactor, _id, signals: &mut Signals, _ready| {
+            for signal in signals.pending() {
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                seen.set(seen.get() + 1);
+                if seen.get() == 1 {
+                    log::info!("{name}: stopping: every client gets error 52 and a close");
+                } else {
+                    log::warn!("second stop request ({name}): exiting now");
+                }
+                reactor.stop();
+            }
+        })
+        .map_err(|e| Failure::Runtime(format!("cannot watch signals: {e}")))?;
+    reactor.run().map_err(loop_failed)?;
+    server.shutdown(reactor);
+    let deadline = Instant::now() + GOODBYE_LIMIT;
+    let gone = reactor.run_until(deadline, |_| server.stats().clients == 0 || stops.get() > 1).map_err(loop_failed)?;
+    if !gone {
+        log::warn!(
+            "{} clients still connected after {} s; exiting anyway",
+            server.stats().clients,
+            GOODBYE_LIMIT.as_secs()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
