@@ -33,6 +33,7 @@
 //! - [`tls`] — TLS as the transport under a connection (OpenSSL);
 //! - [`raw`] — listeners and raw handlers (any mio source, your own I/O);
 //! - [`dispatcher`] — the callback traits and the [`Context`];
+//! - [`deadline`] — a connection's deadline on one lazily moved timer;
 //! - [`buffer`] — read and write buffers;
 //! - [`timer`] — the hashed timer wheel;
 //! - [`handle`] — the thread-safe [`ReactorHandle`];
@@ -42,6 +43,7 @@
 pub mod buffer;
 pub mod channel;
 pub mod connection;
+pub mod deadline;
 pub mod dispatcher;
 pub mod event_loop;
 pub mod handle;
@@ -51,6 +53,7 @@ pub mod timer;
 pub mod tls;
 
 pub use channel::LoopSender;
+pub use deadline::DeadlineTimer;
 pub use dispatcher::{Acceptor, Context, Dispatcher, Ready};
 pub use event_loop::{PeriodicId, Reactor, ReactorConfig};
 pub use handle::ReactorHandle;

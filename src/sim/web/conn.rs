@@ -19,7 +19,7 @@ use super::Shared;
 use super::faults::{Reply, filler};
 use super::pages::{self, Page, Site};
 use crate::http::server::{parse_request_head, write_response};
-use crate::reactor::{Context, Dispatcher, TimerHandle};
+use crate::reactor::{Context, DeadlineTimer, Dispatcher};
 
 /// The tag of the deadline timer (head, idle, a stalled reader).
 const TIMER_DEADLINE: u64 = 0;
@@ -46,8 +46,7 @@ pub(super) struct WebConn {
     /// The next complete request (or, while a reply streams, the next
     /// progress) must come before this.
     deadline: Instant,
-    /// The armed deadline timer and when it fires (maybe before `deadline`).
-    timer: Option<(Instant, TimerHandle)>,
+    timer: DeadlineTimer,
     /// When the first byte of the request under way came.
     head_started: Option<Instant>,
     /// Bytes of a request not answered yet: tells a slow client from an
@@ -67,7 +66,7 @@ impl WebConn {
             shared,
             connected: false,
             deadline,
-            timer: None,
+            timer: DeadlineTimer::new(TIMER_DEADLINE),
             head_started: None,
             unanswered: 0,
             held: None,
@@ -115,21 +114,10 @@ impl WebConn {
         ctx.close();
     }
 
-    /// Makes sure the deadline timer fires no later than `deadline`.
-    fn arm_timer(&mut self, ctx: &mut Context<'_>) {
-        if let Some((armed, handle)) = self.timer {
-            if armed <= self.deadline {
-                return;
-            }
-            ctx.cancel_timer(handle);
-        }
-        self.timer = Some((self.deadline, ctx.set_timer_at(self.deadline, TIMER_DEADLINE)));
-    }
-
     fn on_deadline(&mut self, ctx: &mut Context<'_>) {
-        self.timer = None;
+        self.timer.fired();
         if Instant::now() < self.deadline {
-            self.arm_timer(ctx);
+            self.timer.arm_by(ctx, self.deadline);
         } else if ctx.pending_output() > 0 {
             log::debug!("web: {}: the client does not read its reply; dropping it", ctx.id());
             ctx.abort();
@@ -155,7 +143,7 @@ impl Dispatcher for WebConn {
 
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
         self.connected = true;
-        self.arm_timer(ctx);
+        self.timer.arm_by(ctx, self.deadline);
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
@@ -199,7 +187,7 @@ impl Dispatcher for WebConn {
             self.head_started = Some(now);
             self.deadline = self.deadline.min(now + limits.head_timeout);
         }
-        self.arm_timer(ctx);
+        self.timer.arm_by(ctx, self.deadline);
         consumed
     }
 
