@@ -3,9 +3,10 @@
 //!
 //! Two deadlines, one timer: a request head must be complete within
 //! `head_timeout` of its first byte, and a silent connection is closed
-//! after `idle_timeout`. The timer is re-armed lazily: a deadline that moves
-//! later (a request answered) is checked when the timer fires; only one
-//! that moves earlier (a head begins) re-arms it at once.
+//! after `idle_timeout`. The timer is re-armed lazily
+//! ([`DeadlineTimer`]): a deadline that moves later (a request answered) is
+//! checked when the timer fires; only one that moves earlier (a head
+//! begins) re-arms it at once.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -15,7 +16,7 @@ use super::pages::{Response, route};
 use super::{MetricsConfig, Table};
 use crate::http::server::{parse_request_head, write_response};
 use crate::monitor::Monitor;
-use crate::reactor::{Context, Dispatcher, TimerHandle};
+use crate::reactor::{Context, DeadlineTimer, Dispatcher};
 
 /// The tag of the connection's only timer.
 const TIMER_DEADLINE: u64 = 0;
@@ -30,8 +31,7 @@ pub(super) struct HttpConn {
     answering: Rc<Cell<bool>>,
     /// The next complete request must arrive before this.
     deadline: Instant,
-    /// The armed timer and when it fires (maybe before `deadline`).
-    timer: Option<(Instant, TimerHandle)>,
+    timer: DeadlineTimer,
     /// When the first byte of the request under way came.
     head_started: Option<Instant>,
     /// Bytes of a request not answered yet (a partial one, or requests held
@@ -54,7 +54,7 @@ impl HttpConn {
             table,
             answering,
             deadline: Instant::now() + config.idle_timeout,
-            timer: None,
+            timer: DeadlineTimer::new(TIMER_DEADLINE),
             head_started: None,
             unanswered: 0,
             closing: false,
@@ -75,17 +75,6 @@ impl HttpConn {
             ctx.close();
         }
     }
-
-    /// Makes sure the timer fires no later than `deadline`.
-    fn arm_timer(&mut self, ctx: &mut Context<'_>) {
-        if let Some((armed, handle)) = self.timer {
-            if armed <= self.deadline {
-                return;
-            }
-            ctx.cancel_timer(handle);
-        }
-        self.timer = Some((self.deadline, ctx.set_timer_at(self.deadline, TIMER_DEADLINE)));
-    }
 }
 
 impl Dispatcher for HttpConn {
@@ -100,7 +89,7 @@ impl Dispatcher for HttpConn {
     }
 
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
-        self.arm_timer(ctx);
+        self.timer.arm_by(ctx, self.deadline);
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
@@ -135,7 +124,7 @@ impl Dispatcher for HttpConn {
             let now = Instant::now();
             self.head_started = Some(now);
             self.deadline = self.deadline.min(now + self.config.head_timeout);
-            self.arm_timer(ctx);
+            self.timer.arm_by(ctx, self.deadline);
         }
         consumed
     }
@@ -147,10 +136,10 @@ impl Dispatcher for HttpConn {
     }
 
     fn handle_timer(&mut self, ctx: &mut Context<'_>, _tag: u64) {
-        self.timer = None;
+        self.timer.fired();
         if Instant::now() < self.deadline {
             // A request came since the timer was set: wait for the next one.
-            self.arm_timer(ctx);
+            self.timer.arm_by(ctx, self.deadline);
             return;
         }
         if ctx.pending_output() > 0 {
