@@ -165,3 +165,27 @@ fn joining_a_vanity_id_gives_no_error_and_no_messages() {
     assert_eq!(live_stat(&vanity), "0");
     assert_eq!(sim.members(6657), 0);
 }
+
+/// The harness the monitor's tests use: the simulator on a thread of its
+/// own, its status changed from the test's thread, read back over HTTP.
+#[test]
+fn a_status_set_from_another_thread_is_what_betard_says_next() {
+    use std::io::{Read, Write};
+    let config = SimConfig { web: Some(sim::WebConfig::default()), ..SimConfig::default() };
+    let sim = common::process::InProcessSim::start_with(config);
+    let web = sim.web.expect("a web listener");
+    let show_status = || {
+        let mut stream = std::net::TcpStream::connect(web).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(b"GET /betard/12 HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let json: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        json["room"]["show_status"].as_u64().unwrap()
+    };
+    assert_eq!(show_status(), 1);
+    sim.set_status(12, LiveStatus::Offline);
+    assert_eq!(show_status(), 2);
+    sim.set_status(12, LiveStatus::Live);
+    assert_eq!(show_status(), 1);
+}

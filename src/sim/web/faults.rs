@@ -1,5 +1,5 @@
 //! The web side's faults: a layer between the pages and the socket that
-//! turns a [`Page`] into what is actually sent, a [`Reply`]. Each fault is
+//! turns a page into what is actually sent, a `Reply`. Each fault is
 //! one field of [`WebFaults`] (one `--web-fault KIND[=N]`); all are off by
 //! default, and any mix may be on.
 //!

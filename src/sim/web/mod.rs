@@ -63,8 +63,8 @@ pub use faults::{WebFault, WebFaults};
 /// The web listener's settings.
 #[derive(Clone)]
 pub struct WebConfig {
-    /// Address to listen on; port 0 picks a free one (see
-    /// [`SimServer::web_addr`](super::SimServer::web_addr)).
+    /// Address to listen on; port 0, the default, picks a free one (see
+    /// [`SimServer::web`](super::SimServer::web)).
     pub listen: SocketAddr,
     /// `Some`: serve HTTPS with this certificate (the one `--tls` makes).
     pub tls: Option<TlsServerConfig>,
