@@ -76,11 +76,15 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Sends `request` and reads until the server closes.
-fn exchange(mut stream: impl Read + Write, request: &str) -> Vec<u8> {
-    stream.write_all(request.as_bytes()).unwrap();
+fn exchange(stream: impl Read + Write, request: &str) -> Vec<u8> {
+    try_exchange(stream, request).expect("the server closes within the deadline")
+}
+
+fn try_exchange(mut stream: impl Read + Write, request: &str) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request.as_bytes())?;
     let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("the server closes within the deadline");
-    bytes
+    stream.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// What the client's decoder makes of everything the server sent.
@@ -232,6 +236,23 @@ fn slow_answers_only_after_a_client_deadline_has_passed() {
 }
 
 #[test]
+fn a_held_reply_still_reaches_a_client_that_has_finished_sending() {
+    let mut web = start(|web| {
+        web.faults.add(WebFault::Slow(Duration::from_millis(100)));
+        web.faults.add(WebFault::Oversize(1 << 20));
+    });
+    let bytes = web.client(|addr| {
+        let mut stream = connect(addr);
+        stream.write_all(request("/betard/1", DESKTOP).as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    assert_eq!(decode("/betard/1", &bytes).unwrap().body.len(), 1 << 20, "held, then streamed whole");
+}
+
+#[test]
 fn every_nth_request_is_a_503() {
     let mut web = start(|web| web.faults.add(WebFault::ServerError { every: 3 }));
     let statuses: Vec<u16> = (1..=6).map(|room| web.get(&format!("/betard/{room}"), DESKTOP).status).collect();
@@ -314,13 +335,14 @@ fn connections_beyond_the_limit_are_refused_until_one_closes() {
         assert!(refused && rest.is_empty(), "the third was refused: {:?}", String::from_utf8_lossy(&rest));
 
         drop(open.pop());
-        // Once the server has seen the close, a newcomer is served.
+        // Once the server has seen the close, a newcomer is served (until
+        // then each is refused: closed, or reset).
         let deadline = Instant::now() + DEADLINE;
         let served = std::iter::from_fn(|| {
-            (Instant::now() < deadline).then(|| exchange(connect(addr), &request("/1", DESKTOP)))
+            (Instant::now() < deadline).then(|| try_exchange(connect(addr), &request("/1", DESKTOP)))
         })
         .take(10_000)
-        .any(|bytes| !bytes.is_empty());
+        .any(|bytes| bytes.is_ok_and(|bytes| !bytes.is_empty()));
         assert!(served, "a place came free");
     });
 }

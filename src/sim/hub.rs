@@ -333,6 +333,7 @@ impl Post<'_> {
             return;
         }
         room.announced = now.status;
+        log::debug!("room {}: now {:?}; telling {} members", room.traffic.room(), now.status, room.members.len());
         let mut frame = Vec::with_capacity(200);
         frame::encode_packet(&mut frame, SERVER_TO_CLIENT, &room.traffic.status_body(now, at_unix_ms));
         self.room_message(room, &frame);

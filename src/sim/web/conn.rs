@@ -4,7 +4,9 @@
 //! A reply is sent at once, or held: `slow` holds it until its moment, and
 //! `oversize` streams its filler a piece at a time as the socket takes it.
 //! While a reply is held, nothing more is read (pipelined requests wait in
-//! the reactor's buffer and TCP), so a connection holds one reply at most.
+//! the reactor's buffer and TCP), so a connection holds one reply at most;
+//! and a client's FIN is read only after it, so a client that has finished
+//! sending still gets its reply whole.
 //!
 //! Deadlines, on one timer as in the metrics endpoint: a request head must
 //! be complete within `head_timeout` of its first byte, a silent
