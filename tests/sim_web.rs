@@ -132,9 +132,12 @@ fn each_page_has_its_content_and_content_type() {
     for key in ["room_name", "owner_name", "nickname", "second_lvl_name"] {
         assert!(room[key].as_str().is_some_and(|s| !s.is_empty()), "{key} in {room}");
     }
-    let (name, owner) = (room["room_name"].as_str().unwrap(), room["nickname"].as_str().unwrap());
-    assert!(mobile.text().contains(&format!("\"nickname\":{}", serde_json::to_string(owner).unwrap())));
-    assert!(!name.is_empty(), "the pages agree on the room's profile");
+    // The pages agree on the room's profile.
+    let page = mobile.text();
+    let embedded = page.split("type=\"application/json\">").nth(1).unwrap().split("</script>").next().unwrap();
+    let info = &serde_json::from_str::<serde_json::Value>(embedded).unwrap()["pageProps"]["roomInfo"];
+    assert_eq!((&info["roomName"], &info["nickname"]), (&room["room_name"], &room["nickname"]));
+    assert_eq!(&info["showTime"], &room["show_time"]);
 }
 
 #[test]
