@@ -122,6 +122,14 @@ pub fn parse_request_head(data: &[u8], max_head: usize) -> Result<Option<Request
 /// The headers are ours, not a client's: a value with a line break in it is
 /// a bug, and is left out rather than sent.
 pub fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) {
+    write_head(out, status, headers, body.len() as u64, keep_alive);
+    out.extend_from_slice(body);
+}
+
+/// Appends the head of a response whose body, `content_length` bytes, the
+/// caller sends after it: for a body streamed in pieces rather than held
+/// whole. Otherwise as [`write_response`].
+pub fn write_head(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], content_length: u64, keep_alive: bool) {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     for (name, value) in headers {
         debug_assert!(head::is_token(name) && head::is_field_value(value), "bad header {name:?}: {value:?}");
@@ -131,12 +139,11 @@ pub fn write_response(out: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], 
     }
     // RFC 9110 §8.6: no Content-Length on a 1xx or 204 (they have no body).
     if !matches!(status, 100..=199 | 204) {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        head.push_str(&format!("Content-Length: {content_length}\r\n"));
     }
     let connection = if keep_alive { "keep-alive" } else { "close" };
     head.push_str(&format!("Connection: {connection}\r\n\r\n"));
     out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
 }
 
 /// The reason phrase of the statuses we send (others get "Unknown"; the
@@ -159,7 +166,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }
@@ -229,6 +238,16 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Type: text/plain\r\n\
              Content-Length: 3\r\nConnection: close\r\n\r\nno\n"
+        );
+    }
+
+    #[test]
+    fn a_head_announces_a_body_sent_later() {
+        let mut out = Vec::new();
+        write_head(&mut out, 200, &[("Content-Type", "text/html")], 3 << 20, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 3145728\r\nConnection: keep-alive\r\n\r\n"
         );
     }
 

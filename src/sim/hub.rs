@@ -1,10 +1,11 @@
-//! The simulator's shared state: rooms, their members, and the one
-//! periodic tick that drives all room traffic.
+//! The simulator's shared state: rooms, their members, their live status,
+//! and the one periodic tick that drives all room traffic.
 //!
-//! Two kinds of code touch it, both on the loop thread: each client's
+//! Three kinds of code touch it, all on the loop thread: each client's
 //! [`ClientConn`](super::client_conn::ClientConn) dispatcher (a client logs
-//! in, joins a room, leaves) and the periodic callbacks (the traffic tick,
-//! the `coalesce` flush, the WebSocket pings, the stats log). So it lives in one
+//! in, joins a room, leaves), the periodic callbacks (the traffic tick,
+//! the `coalesce` flush, the WebSocket pings, the stats log), and the web
+//! pages, which read the rooms' status (`sim::web`). So it lives in one
 //! `Rc<RefCell<Hub>>` they all hold. No borrow is ever held across a
 //! reactor callback: the reactor only *records* sends and closes while a
 //! callback runs and carries them out afterwards, so the dispatchers'
@@ -22,15 +23,27 @@
 //! queued for every member. A room without members makes nothing and keeps
 //! its place in its sequence: when someone joins again, numbering goes on
 //! where it stopped.
+//!
+//! # Status changes
+//!
+//! Each tick also compares every room's status ([`StatusBoard`]) with the
+//! one its members were last told, and on a change sends them one `rss`
+//! (numbered like any room message) before the tick's traffic. As on
+//! Douyu, a change is pushed only to those in the room when it happens: a
+//! room's first member (again) finds its status in `loginres`'s
+//! `live_stat`, and is told nothing of what changed while it was away.
+//! A status set by hand ([`Hub::set_status`]) is pushed at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::outbox::{CloseCause, Delivery, Outbox};
+use super::status::{Broadcast, StatusBoard};
 use super::traffic::RoomTraffic;
 use super::transport::TEXT_EVERY_PINGS;
 use super::{SimConfig, SimStats};
+use crate::douyu::LiveStatus;
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{ConnId, Context, Reactor};
 use crate::rng::derive_seed;
@@ -50,6 +63,8 @@ struct Room {
     members: Vec<ConnId>,
     /// Messages earned and not yet made; always below 1 after a tick.
     credit: f64,
+    /// The status the members were last told of (or found at login).
+    announced: LiveStatus,
 }
 
 /// Rooms, clients, counters. See the module docs.
@@ -68,11 +83,15 @@ pub(crate) struct Hub {
     last_tick: Instant,
     /// The last stats log: when, and the counters then (for rates).
     last_report: (Instant, u64, u64),
+    /// Every room's live status, members or not.
+    pub(crate) status: StatusBoard,
 }
 
 impl Hub {
     pub(crate) fn new(config: SimConfig, now: Instant) -> Self {
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Hub {
+            status: StatusBoard::new(config.seed, config.status_period, now, unix_now),
             config,
             rooms: BTreeMap::new(),
             clients: HashMap::new(),
@@ -112,11 +131,21 @@ impl Hub {
             Some(old) => self.leave(id, old),
             None => {}
         }
+        if self.config.vanity.contains_key(&room) {
+            log::debug!("client {id} joined vanity id {room}: as on Douyu, no error and no messages");
+            return;
+        }
+        let status = self.status.get(room, Instant::now()).status;
         let room_state = self.rooms.entry(room).or_insert_with(|| Room {
             traffic: RoomTraffic::new(seed, room),
             members: Vec::new(),
             credit: 0.0,
+            announced: status,
         });
+        if room_state.members.is_empty() {
+            // What changed while nobody was in is never pushed.
+            room_state.announced = status;
+        }
         room_state.members.push(id);
         log::debug!("client {id} joined room {room} ({} members)", room_state.members.len());
     }
@@ -167,9 +196,28 @@ impl Hub {
         }
     }
 
-    /// The room's `live_stat` for a `loginres` (1 if the room is new).
+    /// The room's `live_stat` for a `loginres` (0 for a vanity id: it is
+    /// no room).
     pub(crate) fn live_stat(&self, room: u64) -> u8 {
-        self.rooms.get(&room).map_or(1, |r| r.traffic.live_stat())
+        if self.config.vanity.contains_key(&room) {
+            return 0;
+        }
+        self.status.get(room, Instant::now()).live_stat()
+    }
+
+    /// Makes `room`'s status `status` now (see `StatusBoard::set`) and, if
+    /// that is a change, tells its members at once.
+    pub(crate) fn set_status(&mut self, reactor: &mut Reactor, room: u64, status: LiveStatus) {
+        let now = Instant::now();
+        if !self.status.set(room, status, now) {
+            return;
+        }
+        log::info!("room {room}: status set to {status:?}");
+        let Hub { rooms, clients, config, stats, corruptions, status: board, .. } = self;
+        if let Some(room_state) = rooms.get_mut(&room) {
+            let mut post = Post { reactor, clients, config, stats, corruptions };
+            post.status(room_state, board.get(room, now), board.unix_ms(now));
+        }
     }
 
     // ----- the periodic work -------------------------------------------------
@@ -181,39 +229,21 @@ impl Hub {
         self.last_tick = now;
         // Borrow the fields separately: rooms are walked while clients and
         // counters change.
-        let Hub { rooms, clients, config, stats, corruptions, .. } = self;
+        let Hub { rooms, clients, config, stats, corruptions, status: board, .. } = self;
+        let rate = config.rate;
+        let mut post = Post { reactor, clients, config, stats, corruptions };
         let mut frame = Vec::new();
-        for room in rooms.values_mut() {
+        for (&id, room) in rooms.iter_mut() {
             if room.members.is_empty() {
                 continue;
             }
-            room.credit += config.rate * elapsed.as_secs_f64();
+            post.status(room, board.get(id, now), board.unix_ms(now));
+            room.credit += rate * elapsed.as_secs_f64();
             while room.credit >= 1.0 && !room.members.is_empty() {
                 room.credit -= 1.0;
                 frame.clear();
                 frame::encode_packet(&mut frame, SERVER_TO_CLIENT, &room.traffic.next_body());
-                stats.room_messages += 1;
-                // Queue it for every member; a member that this closes
-                // (a fault, or too slow) leaves the room at once.
-                room.members.retain(|&id| {
-                    let Some(outbox) = clients.get_mut(&id) else { return false };
-                    match outbox.room_frame(reactor, &frame, config, corruptions) {
-                        Delivery::Sent => stats.frames_sent += 1,
-                        Delivery::Skipped => {}
-                        Delivery::Stalled => {
-                            stats.frames_sent += 1;
-                            stats.fault_stalls += 1;
-                        }
-                        Delivery::Closed(cause) => {
-                            if cause != CloseCause::SlowConsumer {
-                                stats.frames_sent += 1;
-                            }
-                            stats.count_close(cause);
-                            return false;
-                        }
-                    }
-                    true
-                });
+                post.room_message(room, &frame);
             }
             if room.members.is_empty() {
                 room.credit = 0.0;
@@ -285,6 +315,11 @@ impl Hub {
         }
     }
 
+    /// How many clients are in room `room` now.
+    pub(crate) fn members(&self, room: u64) -> usize {
+        self.rooms.get(&room).map_or(0, |r| r.members.len())
+    }
+
     /// The last sequence number room `room` gave out.
     pub(crate) fn room_messages(&self, room: u64) -> Option<u64> {
         self.rooms.get(&room).map(|r| r.traffic.last_seq())
@@ -298,6 +333,57 @@ impl Hub {
             outbox.close_websocket(reactor, close_code::GOING_AWAY, "server closing");
             outbox.close(reactor);
         }
+    }
+}
+
+/// What queuing a room message touches: the hub without its rooms (which
+/// are being walked meanwhile).
+struct Post<'a> {
+    reactor: &'a mut Reactor,
+    clients: &'a mut HashMap<ConnId, Outbox>,
+    config: &'a SimConfig,
+    stats: &'a mut SimStats,
+    corruptions: &'a mut u64,
+}
+
+impl Post<'_> {
+    /// Queues `frame`, made once, for every member of `room`; a member
+    /// this closes (a fault, or too slow) leaves the room at once.
+    fn room_message(&mut self, room: &mut Room, frame: &[u8]) {
+        let Post { reactor, clients, config, stats, corruptions } = self;
+        stats.room_messages += 1;
+        room.members.retain(|&id| {
+            let Some(outbox) = clients.get_mut(&id) else { return false };
+            match outbox.room_frame(reactor, frame, config, corruptions) {
+                Delivery::Sent => stats.frames_sent += 1,
+                Delivery::Skipped => {}
+                Delivery::Stalled => {
+                    stats.frames_sent += 1;
+                    stats.fault_stalls += 1;
+                }
+                Delivery::Closed(cause) => {
+                    if cause != CloseCause::SlowConsumer {
+                        stats.frames_sent += 1;
+                    }
+                    stats.count_close(cause);
+                    return false;
+                }
+            }
+            true
+        });
+    }
+
+    /// Sends `room`'s members one `rss` if its status is no longer the one
+    /// they were told of.
+    fn status(&mut self, room: &mut Room, now: Broadcast, at_unix_ms: u64) {
+        if now.status == room.announced || room.members.is_empty() {
+            return;
+        }
+        room.announced = now.status;
+        log::debug!("room {}: now {:?}; telling {} members", room.traffic.room(), now.status, room.members.len());
+        let mut frame = Vec::with_capacity(200);
+        frame::encode_packet(&mut frame, SERVER_TO_CLIENT, &room.traffic.status_body(now, at_unix_ms));
+        self.room_message(room, &frame);
     }
 }
 

@@ -13,6 +13,11 @@
 //! WebSocket ([`SimConfig::websocket`]), TLS ([`SimConfig::tls`]; by
 //! default offering only what Douyu's endpoint offers), or both (`wss://`).
 //! Every fault works over each, and [`WsFault`] breaks the WebSocket itself.
+//! Rooms go live, off air and into replay loops on a seeded schedule
+//! ([`status`]; by default they stay live), pushed to their members as
+//! `rss`. Optionally a second listener answers Douyu's web look-ups, room
+//! pages and `betard` status, from the same status ([`web`]), with faults
+//! of its own.
 //!
 //! Thousands of clients on one thread: a client costs one connection entry
 //! in the reactor, one small `ClientConn` dispatcher, one `Outbox` and one
@@ -24,10 +29,12 @@
 //! | [`traffic`] | one room's message stream: realistic bodies, numbered |
 //! | [`vocabulary`] | the nicknames, chat lines and gifts the rooms use |
 //! | [`faults`] | the catalogue of faults and the invalid frames |
+//! | [`status`] | each room's live status over time, and statuses set by hand |
 //! | `outbox` | one client's write path, where the faults happen |
 //! | `transport` | TLS and WebSocket settings; the WebSocket layer of a client |
 //! | `hub` | rooms, members, the traffic tick (shared state) |
 //! | `client_conn` | one client connection: requests, replies, heartbeat timeout |
+//! | [`web`] | the web look-ups: room pages, `betard`, their faults |
 //!
 //! # Use
 //!
@@ -52,11 +59,14 @@ pub(crate) mod client_conn;
 pub mod faults;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub mod status;
 pub mod traffic;
 mod transport;
 pub mod vocabulary;
+pub mod web;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -64,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 
+use crate::douyu::LiveStatus;
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{CipherPolicy, ConnId, PeriodicId, Reactor, TlsServerConfig};
 use crate::settings::{SettingError, duration_within};
@@ -71,10 +82,12 @@ use client_conn::ClientConn;
 pub use faults::{Corruption, Faults, WsFault};
 use hub::Hub;
 pub use hub::TICK;
+pub use status::Broadcast;
 pub use transport::{DEFAULT_PING_INTERVAL, SimTls, SimWebSocket, TEXT_EVERY_PINGS};
+pub use web::{WebConfig, WebFault, WebFaults, WebLimits, WebServer};
 
 /// Everything `barrage serve` can be told.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Address to listen on; port 0 picks a free one (see [`SimServer::local_addr`]).
     pub listen: SocketAddr,
@@ -97,6 +110,15 @@ pub struct SimConfig {
     pub tls: Option<SimTls>,
     /// Speak WebSocket: Douyu packets in binary messages (`None`: raw packets).
     pub websocket: Option<SimWebSocket>,
+    /// The length of one broadcast cycle of a room's status schedule (see
+    /// [`status`]); zero, the default: every room stays live.
+    pub status_period: Duration,
+    /// Vanity ids (靓号) and the real room ids they stand for. The web
+    /// pages resolve them; joining one gives no error and no messages, as
+    /// on Douyu.
+    pub vanity: BTreeMap<u64, u64>,
+    /// Douyu's web look-ups on a second listener; `None`, the default: off.
+    pub web: Option<WebConfig>,
 }
 
 impl Default for SimConfig {
@@ -111,6 +133,9 @@ impl Default for SimConfig {
             faults: Faults::default(),
             tls: None,
             websocket: None,
+            status_period: Duration::ZERO,
+            vanity: BTreeMap::new(),
+            web: None,
         }
     }
 }
@@ -119,7 +144,11 @@ impl Default for SimConfig {
 /// second. (Far beyond any real room; it keeps one tick's work bounded.)
 pub const MAX_RATE: f64 = 1_000_000.0;
 
-/// The longest `heartbeat_timeout` and `stats_interval` accepted: one day.
+/// The shortest `status_period` accepted (but zero): its shortest status
+/// then lasts 100 ms, two traffic ticks, so the Douyu side sees it.
+pub const MIN_STATUS_PERIOD: Duration = Duration::from_secs(1);
+
+/// The longest `heartbeat_timeout`, `stats_interval` and `status_period` accepted: one day.
 /// (Timers further out than that are a typo, and `Instant + Duration` must
 /// not overflow.)
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -141,7 +170,36 @@ impl SimConfig {
         if let Some(interval) = self.websocket.as_ref().and_then(|ws| ws.ping_interval) {
             duration_within("ws_ping_interval", interval, Duration::from_millis(1), MAX_INTERVAL)?;
         }
+        if !self.status_period.is_zero() {
+            duration_within("status_period", self.status_period, MIN_STATUS_PERIOD, MAX_INTERVAL)?;
+        }
+        self.validate_vanity()?;
+        if let Some(web) = &self.web {
+            web.validate()?;
+            if let Some((vanity, real)) = self.vanity.iter().find(|(_, real)| web.unknown_rooms.contains(real)) {
+                let message = format!("vanity {vanity}={real}: {real} is listed as an unknown room");
+                return Err(SettingError::new("vanity", message));
+            }
+        }
         self.faults.validate()
+    }
+
+    /// A vanity id is not a real room's id, and a room has at most one.
+    fn validate_vanity(&self) -> Result<(), SettingError> {
+        let mut real_ids = std::collections::BTreeSet::new();
+        for (&vanity, &real) in &self.vanity {
+            let problem = if vanity == 0 || real == 0 {
+                "room ids are positive"
+            } else if self.vanity.contains_key(&real) {
+                "a vanity id stands for a real id, not for another vanity id"
+            } else if !real_ids.insert(real) {
+                "a room has at most one vanity id"
+            } else {
+                continue;
+            };
+            return Err(SettingError::new("vanity", format!("vanity {vanity}={real}: {problem}")));
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +247,7 @@ pub struct SimServer {
     local_addr: SocketAddr,
     listener: ConnId,
     periodics: Vec<PeriodicId>,
+    web: Option<WebServer>,
 }
 
 /// Starts a simulator on `reactor`: binds the listener and registers the
@@ -207,7 +266,12 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
     let stats_interval = config.stats_interval;
     let transport = describe_transport(&config);
     let ping_interval = config.websocket.as_ref().and_then(|ws| ws.ping_interval);
+    let web_config = config.web.clone();
     let hub = Rc::new(RefCell::new(Hub::new(config, Instant::now())));
+    let web = match web_config {
+        Some(web_config) => Some(web::start(reactor, hub.clone(), web_config)?),
+        None => None,
+    };
 
     let acceptor_hub = hub.clone();
     let listener = reactor.listen(listener, move |reactor: &mut Reactor, stream: TcpStream, peer| {
@@ -242,7 +306,7 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
     if faults.any() {
         log::info!("injecting faults: {faults:?}");
     }
-    Ok(SimServer { hub, local_addr, listener, periodics })
+    Ok(SimServer { hub, local_addr, listener, periodics, web })
 }
 
 /// "WebSocket over TLS (TLS 1.2, RSA key exchange, AES256-GCM-SHA384)", for the log.
@@ -275,10 +339,37 @@ impl SimServer {
         self.hub.borrow().room_messages(room)
     }
 
+    /// The web listener, if one was asked for (`SimConfig::web`).
+    pub fn web(&self) -> Option<&WebServer> {
+        self.web.as_ref()
+    }
+
+    /// How many clients have joined room `room` and are still connected.
+    pub fn members(&self, room: u64) -> usize {
+        self.hub.borrow().members(room)
+    }
+
+    /// Room `room`'s status now, as `betard` and `loginres` report it.
+    pub fn broadcast(&self, room: u64) -> Broadcast {
+        self.hub.borrow().status.get(room, Instant::now())
+    }
+
+    /// Makes room `room`'s status `status` now, for a test that needs a
+    /// change at a chosen moment. If that is a change, the room's members
+    /// get one `rss` at once, and the web pages say so from now on. It
+    /// holds until the schedule's own next change (for ever with a
+    /// `status_period` of zero).
+    pub fn set_status(&self, reactor: &mut Reactor, room: u64, status: LiveStatus) {
+        self.hub.borrow_mut().set_status(reactor, room, status);
+    }
+
     /// Stops the simulator: no new connections, no more traffic, and every
     /// client gets `error` 52 ("server closing") and a graceful close.
     pub fn shutdown(&self, reactor: &mut Reactor) {
         reactor.remove_listener(self.listener);
+        if let Some(web) = &self.web {
+            web.stop(reactor);
+        }
         for &periodic in &self.periodics {
             reactor.remove_periodic(periodic);
         }
@@ -316,6 +407,17 @@ mod tests {
         config.websocket = Some(SimWebSocket::default());
         let error = start(&mut Reactor::new().unwrap(), config).err().expect("a bad certificate is refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(bad(|c| c.status_period = Duration::from_millis(999)) == "status_period");
+        assert!(bad(|c| c.status_period = 2 * MAX_INTERVAL) == "status_period");
+        assert!(bad(|c| c.vanity = [(6657, 0)].into()) == "vanity");
+        assert!(bad(|c| c.vanity = [(6657, 6979222), (6979222, 1)].into()) == "vanity");
+        assert!(bad(|c| c.vanity = [(6657, 6979222), (5232, 6979222)].into()) == "vanity");
+        let good = SimConfig {
+            status_period: MIN_STATUS_PERIOD,
+            vanity: [(6657, 6979222), (5232, 178432)].into(),
+            ..SimConfig::default()
+        };
+        assert_eq!(good.validate(), Ok(()));
         let mut reactor = Reactor::new().unwrap();
         let config = SimConfig { rate: -1.0, ..SimConfig::default() };
         let error = start(&mut reactor, config).err().expect("an invalid config is refused");

@@ -12,14 +12,16 @@
 //!
 //! | share | type | what is special about it |
 //! |---|---|---|
-//! | 700 | `chatmsg` | Chinese, emoji, `/`, `@`, `@S`, `@A`, quotes, URLs, empty text, now and then 1–2 KB; a nested `el` list in 1 of 20 |
+//! | 707 | `chatmsg` | Chinese, emoji, `/`, `@`, `@S`, `@A`, quotes, URLs, empty text, now and then 1–2 KB; a nested `el` list in 1 of 20 |
 //! | 150 | `uenter` | an avatar path full of `/` |
 //! | 100 | `dgb` | gifts with counts and combos (`hits` grows while one viewer repeats a gift) |
 //! | 15 | `frank` | a nested list of maps (two levels of escaping) |
-//! | 7 | `rss` | the room goes live, offline, or into a replay loop (only on change) |
 //! | 8 | `spbc` | a site-wide broadcast about *another* room (`rid@=0`, `drid`) |
 //! | 20 | unknown | `anchor_rank2505_change` (nested map and list, `type` not first) or `lucky_wheel_2099`, an invented type with a camelCase key, a repeated key and no final `/` |
 //!
+//! `rss` is not drawn by chance: the room's status follows its schedule
+//! (`sim::status`), and the hub asks for [`RoomTraffic::status_body`] when
+//! it changes. That body takes the next number like any other message.
 //! # The sequence number
 //!
 //! Every message carries the room's sequence number, 1, 2, 3, …, in `cid`,
@@ -35,17 +37,17 @@
 
 use std::fmt::Write;
 
+use super::status::Broadcast;
 use super::vocabulary::{BADGES, GIFTS, LONG_PHRASE, NICKNAMES, TEXTS};
 use crate::douyu::stt;
 use crate::rng::{Rng, derive_seed};
 
 /// The mix of message types: `(weight out of 1000, kind)`.
-const MIX: [(u64, Kind); 7] = [
-    (700, Kind::Chat),
+const MIX: [(u64, Kind); 6] = [
+    (707, Kind::Chat),
     (150, Kind::Enter),
     (100, Kind::Gift),
     (15, Kind::Rank),
-    (7, Kind::Status),
     (8, Kind::Broadcast),
     (20, Kind::Unknown),
 ];
@@ -56,7 +58,6 @@ enum Kind {
     Enter,
     Gift,
     Rank,
-    Status,
     Broadcast,
     Unknown,
 }
@@ -68,14 +69,6 @@ const VIEWERS: u64 = 500;
 /// Where the make-believe clock starts (ms since 1970, in 2026).
 const CLOCK_START_MS: u64 = 1_790_519_453_293;
 
-/// A room's broadcast status, as `rss` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
-    Live,
-    Offline,
-    Loop,
-}
-
 /// One room's message stream.
 #[derive(Clone, Debug)]
 pub struct RoomTraffic {
@@ -85,7 +78,6 @@ pub struct RoomTraffic {
     seq: u64,
     /// The make-believe clock, in ms.
     clock_ms: u64,
-    status: Status,
     /// The last gift: `(uid, gfid, hits)`, to continue a combo.
     combo: (u64, u32, u32),
 }
@@ -93,14 +85,7 @@ pub struct RoomTraffic {
 impl RoomTraffic {
     /// The stream of room `room` for `seed`.
     pub fn new(seed: u64, room: u64) -> Self {
-        RoomTraffic {
-            room,
-            rng: Rng::new(derive_seed(seed, room)),
-            seq: 0,
-            clock_ms: CLOCK_START_MS,
-            status: Status::Live,
-            combo: (0, 0, 0),
-        }
+        RoomTraffic { room, rng: Rng::new(derive_seed(seed, room)), seq: 0, clock_ms: CLOCK_START_MS, combo: (0, 0, 0) }
     }
 
     /// The room id.
@@ -113,11 +98,6 @@ impl RoomTraffic {
         self.seq
     }
 
-    /// `live_stat` for a `loginres`: 1 while live, else 0.
-    pub fn live_stat(&self) -> u8 {
-        u8::from(self.status == Status::Live)
-    }
-
     /// The next message body (STT text, ready for `frame::encode_packet`).
     pub fn next_body(&mut self) -> String {
         self.seq += 1;
@@ -128,7 +108,6 @@ impl RoomTraffic {
             Kind::Enter => self.enter(&mut out),
             Kind::Gift => self.gift(&mut out),
             Kind::Rank => self.rank(&mut out),
-            Kind::Status => self.status_change(&mut out),
             Kind::Broadcast => self.broadcast(&mut out),
             Kind::Unknown if self.rng.one_in(2) => self.anchor_rank(&mut out),
             Kind::Unknown => self.lucky_wheel(&mut out),
@@ -272,30 +251,28 @@ impl RoomTraffic {
         num(out, "cid", self.seq);
     }
 
-    /// `rss`: the broadcast status changed (never "changed" to itself).
-    fn status_change(&mut self, out: &mut String) {
-        let others: Vec<Status> =
-            [Status::Live, Status::Offline, Status::Loop].into_iter().filter(|s| *s != self.status).collect();
-        self.status = *self.rng.pick(&others);
-        let (ss, ivl) = match self.status {
-            Status::Live => (1, 0),
-            Status::Offline => (0, 0),
-            Status::Loop => (0, 1),
-        };
-        stt::push_field(out, "type", "rss");
-        num(out, "rt", 0);
-        num(out, "rtv", 0);
-        num(out, "rid", self.room);
-        num(out, "gid", 0);
-        num(out, "ss", ss);
-        num(out, "code", 0);
-        num(out, "notify", 0);
-        num(out, "endtime", self.clock_ms / 1000);
-        num(out, "nc", 0);
-        num(out, "ivl", ivl);
-        num(out, "sid", 0);
-        num(out, "cts", self.clock_ms);
-        num(out, "cid", self.seq);
+    /// `rss`: the room's status is now `now` (the hub calls this only on
+    /// a change). Numbered like every message; its times are the real
+    /// moment of the change, `at_unix_ms`, as `betard`'s `show_time` is,
+    /// so it draws nothing from the seeded stream.
+    pub fn status_body(&mut self, now: Broadcast, at_unix_ms: u64) -> String {
+        self.seq += 1;
+        let mut out = String::with_capacity(160);
+        stt::push_field(&mut out, "type", "rss");
+        num(&mut out, "rt", 0);
+        num(&mut out, "rtv", 0);
+        num(&mut out, "rid", self.room);
+        num(&mut out, "gid", 0);
+        num(&mut out, "ss", now.ss().into());
+        num(&mut out, "code", 0);
+        num(&mut out, "notify", 0);
+        num(&mut out, "endtime", at_unix_ms / 1000);
+        num(&mut out, "nc", 0);
+        num(&mut out, "ivl", now.ivl().into());
+        num(&mut out, "sid", 0);
+        num(&mut out, "cts", at_unix_ms);
+        num(&mut out, "cid", self.seq);
+        out
     }
 
     /// `spbc`: a big gift in some *other* room, announced site-wide.
@@ -503,9 +480,10 @@ mod tests {
                 }
             }
         }
-        for name in ["chatmsg", "uenter", "dgb", "frank", "rss", "spbc", "anchor_rank2505_change", "lucky_wheel_2099"] {
+        for name in ["chatmsg", "uenter", "dgb", "frank", "spbc", "anchor_rank2505_change", "lucky_wheel_2099"] {
             assert!(types.contains_key(name), "no {name} in {types:?}");
         }
+        assert!(!types.contains_key("rss"), "status changes follow the schedule, not chance");
         assert!(types["chatmsg"] > 3000 && types["chatmsg"] < 4000, "{types:?}");
         assert!(long > 10 && nested_el > 50, "long {long}, nested el {nested_el}");
         for tricky in ["/", "@", "@S 不是斜杠", "@AS@SA@@", "key@=value/", "", "@Alice 你好"] {
@@ -546,17 +524,27 @@ mod tests {
     }
 
     #[test]
-    fn rss_only_reports_changes() {
-        let mut traffic = RoomTraffic::new(11, 5);
-        let mut last = None;
-        for _ in 0..5000 {
-            let message = Message::decode(&traffic.next_body());
-            if message.msg_type() == "rss" {
-                let now = (message.get("ss").unwrap().to_string(), message.get("ivl").unwrap().to_string());
-                assert_ne!(Some(&now), last.as_ref());
-                last = Some(now);
-            }
-        }
-        assert!(last.is_some());
+    fn a_status_body_takes_the_next_number_and_leaves_the_stream_as_it_was() {
+        use crate::douyu::{LiveStatus, MessageView};
+        let mut plain = RoomTraffic::new(11, 5);
+        let mut with_status = RoomTraffic::new(11, 5);
+        assert_eq!(plain.next_body(), with_status.next_body());
+        let replay = Broadcast { status: LiveStatus::Loop, show_time: 1_790_500_000 };
+        let rss = Message::decode(&with_status.status_body(replay, 1_790_500_123_456));
+        assert_eq!(
+            rss.view(),
+            MessageView::RoomStatus(crate::douyu::message::RoomStatus {
+                room_id: Some(5),
+                status: Some(LiveStatus::Loop)
+            })
+        );
+        assert_eq!(
+            (rss.get("cid"), rss.get("endtime"), rss.get("cts")),
+            (Some("2"), Some("1790500123"), Some("1790500123456"))
+        );
+        let next = Message::decode(&with_status.next_body());
+        assert_eq!(next.get("cid"), Some("3"));
+        // The plain stream's message 2, but for its number.
+        assert_eq!(next.to_body().replace("cid@=3", "cid@=2"), Message::decode(&plain.next_body()).to_body());
     }
 }

@@ -84,3 +84,24 @@ pub const GIFTS: [(u32, &str); 8] = [
 
 /// Fan badge names (`bnn`).
 pub const BADGES: [&str; 5] = ["拒绝R", "集团军", "小僵尸", "鱼塘", "夜猫"];
+
+/// Room titles (`room_name`, `roomName`), with what breaks careless page
+/// scrapers: quotes and backslashes (JSON), `<`, `&` and a closing script
+/// tag (HTML), a tab, and an escape sequence that would clear a terminal.
+pub const ROOM_NAMES: [&str; 12] = [
+    "今晚吃鸡，不吃不下播",
+    "【国服第一】冲分中",
+    "新人主播求关注~",
+    "🎮 深夜档 🎮",
+    "户外直播：走遍中国",
+    "A&B 双排 & 聊天",
+    "\"引号\"与\\反斜杠\\",
+    "<b>不是粗体</b>",
+    "</script><script>alert(1)</script>",
+    "tab\there",
+    "\u{1b}[2J清屏主播",
+    "1/2 进度 @S @A",
+];
+
+/// Categories (`second_lvl_name`).
+pub const CATEGORIES: [&str; 8] = ["英雄联盟", "王者荣耀", "绝地求生", "户外", "颜值", "DOTA2", "主机游戏", "一起看"];

@@ -144,3 +144,116 @@ impl Dispatcher for FakeRoomServer {
         self.log.borrow_mut().open -= 1;
     }
 }
+
+/// A Douyu client: the daemon's `ClientSession` in a minimal dispatcher,
+/// recording every message it gets (see [`douyu_client`]).
+struct SessionClient {
+    session: barrage::douyu::ClientSession,
+    messages: Rc<RefCell<Vec<Message>>>,
+    timer: Option<barrage::reactor::TimerHandle>,
+}
+
+impl SessionClient {
+    /// Sends what the session wants sent, records its messages, sets the
+    /// timer for its next deadline.
+    fn pump(&mut self, ctx: &mut Context<'_>) {
+        let mut out = Vec::new();
+        if self.session.poll_transmit(&mut out) {
+            ctx.send(&out);
+        }
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                barrage::douyu::SessionEvent::Message(message) => self.messages.borrow_mut().push(message),
+                barrage::douyu::SessionEvent::Joined => {}
+                barrage::douyu::SessionEvent::Close(_) => ctx.close(),
+            }
+        }
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_timer(timer);
+        }
+        if let Some(deadline) = self.session.next_deadline() {
+            self.timer = Some(ctx.set_timer_at(deadline, 0));
+        }
+    }
+}
+
+impl Dispatcher for SessionClient {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        self.session.on_connected(std::time::Instant::now());
+        self.pump(ctx);
+    }
+
+    fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        let used = self.session.on_bytes(data, std::time::Instant::now());
+        self.pump(ctx);
+        used
+    }
+
+    fn handle_timer(&mut self, ctx: &mut Context<'_>, _tag: u64) {
+        self.timer = None;
+        self.session.on_timeout(std::time::Instant::now());
+        self.pump(ctx);
+    }
+}
+
+/// Connects a client to the Douyu server at `addr`: it logs in to `room`,
+/// joins it, sends a heartbeat every `heartbeat`, and records every
+/// message it gets. Close it with `reactor.close(id)`.
+pub fn douyu_client(
+    reactor: &mut Reactor,
+    addr: std::net::SocketAddr,
+    room: u64,
+    heartbeat: std::time::Duration,
+) -> (barrage::reactor::ConnId, Rc<RefCell<Vec<Message>>>) {
+    let config = barrage::douyu::SessionConfig { heartbeat, ..barrage::douyu::SessionConfig::default() };
+    let messages = Rc::new(RefCell::new(Vec::new()));
+    let client = SessionClient {
+        session: barrage::douyu::ClientSession::new(room, config),
+        messages: messages.clone(),
+        timer: None,
+    };
+    (reactor.connect(addr, client).expect("connect"), messages)
+}
+
+/// Runs `client` on a helper thread while `reactor` runs on this one, and
+/// returns what it returned (a blocking client against a server on the
+/// loop). Panics if it takes longer than `deadline`; a panic in `client`
+/// is raised here.
+pub fn run_beside<T: Send + 'static>(
+    reactor: &mut Reactor,
+    deadline: std::time::Duration,
+    client: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    /// Wakes the loop when dropped on the client's thread (also by a
+    /// panic), so that the end is seen at once, not at the next event.
+    struct WakeOnDrop(barrage::reactor::ReactorHandle);
+    impl Drop for WakeOnDrop {
+        fn drop(&mut self) {
+            self.0.add_callback(|_| {});
+        }
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let wake = WakeOnDrop(reactor.handle());
+    let thread = std::thread::spawn(move || {
+        // Dropped in reverse order: the result is sent before the wake-up.
+        let _wake = wake;
+        let sender = sender;
+        let _ = sender.send(client());
+    });
+    let mut result = None;
+    let done = reactor
+        .run_until(std::time::Instant::now() + deadline, |_| match receiver.try_recv() {
+            Ok(value) => {
+                result = Some(value);
+                true
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => true,
+            Err(std::sync::mpsc::TryRecvError::Empty) => false,
+        })
+        .unwrap();
+    assert!(done, "the client finished before the deadline");
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+    result.expect("the client returned")
+}

@@ -129,30 +129,50 @@ thread_local! {
 /// ask what the server saw (logouts). Stopped and joined when dropped.
 pub struct InProcessSim {
     pub addr: SocketAddr,
+    /// The web listener's address, if the config asked for one.
+    pub web: Option<SocketAddr>,
     pub handle: ReactorHandle,
     pub thread: Option<thread::JoinHandle<()>>,
 }
 
 impl InProcessSim {
     pub fn start(rate: f64) -> InProcessSim {
-        let config = SimConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            rate,
-            stats_interval: None,
-            ..SimConfig::default()
-        };
+        InProcessSim::start_with(SimConfig { rate, ..SimConfig::default() })
+    }
+
+    /// Like [`start`](Self::start), with `config` (its listeners are put on
+    /// ephemeral loopback ports, and it logs no stats).
+    pub fn start_with(mut config: SimConfig) -> InProcessSim {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.stats_interval = None;
+        if let Some(web) = &mut config.web {
+            web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
             let mut reactor = Reactor::new().expect("reactor");
             let server = sim::start(&mut reactor, config).expect("sim::start");
-            let _ = tx.send((server.local_addr(), reactor.handle()));
+            let web = server.web().map(|web| web.local_addr());
+            let _ = tx.send((server.local_addr(), web, reactor.handle()));
             SIM.with(|sim| *sim.borrow_mut() = Some(server));
             let result = reactor.run();
             SIM.with(|sim| sim.borrow_mut().take());
             result.expect("the simulator's loop failed");
         });
-        let (addr, handle) = rx.recv_timeout(DEADLINE).expect("the simulator did not start");
-        InProcessSim { addr, handle, thread: Some(thread) }
+        let (addr, web, handle) = rx.recv_timeout(DEADLINE).expect("the simulator did not start");
+        InProcessSim { addr, web, handle, thread: Some(thread) }
+    }
+
+    /// Makes room `room`'s status `status` now (`SimServer::set_status`):
+    /// its members get an `rss` at once if that is a change. Returns once
+    /// it is done.
+    pub fn set_status(&self, room: u64, status: barrage::douyu::LiveStatus) {
+        let (tx, rx) = mpsc::channel();
+        self.handle.add_callback(move |reactor| {
+            SIM.with(|sim| sim.borrow().as_ref().map(|sim| sim.set_status(reactor, room, status)));
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(DEADLINE).expect("the simulator's loop did not answer");
     }
 
     /// Runs `ask` on the simulator, on its loop thread, and returns the answer.
