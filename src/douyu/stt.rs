@@ -65,6 +65,8 @@
 //!        key   value   key     value (unescaped copy)
 //! ```
 
+use std::ops::Range;
+
 /// Appends `text` to `out` with one level of STT escaping (`@`→`@A`, `/`→`@S`).
 pub fn escape_into(out: &mut String, text: &str) {
     let mut run_start = 0;
@@ -205,6 +207,12 @@ impl Map {
         self.fields.iter().rposition(|(k, _)| &text[k.start..k.end] == key.as_bytes())
     }
 
+    /// The key of the field at `index` (in wire order), as bytes.
+    pub(crate) fn key_bytes_at(&self, index: usize) -> &[u8] {
+        let key = self.fields[index].0;
+        &self.text.as_bytes()[key.start..key.end]
+    }
+
     /// The value of the field at `index` (from `last_index_of`).
     pub(crate) fn value_at(&self, index: usize) -> &str {
         self.fields[index].1.of(&self.text)
@@ -232,6 +240,20 @@ impl Map {
     /// All `(key, value)` fields in wire order, repeated keys included.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         self.fields.iter().map(|(key, value)| (key.of(&self.text), value.of(&self.text)))
+    }
+
+    /// [`iter`](Map::iter) as byte slices, for writers of bytes: slicing a
+    /// `str` checks that both ends fall on character boundaries, which for
+    /// a short field costs about as much as copying it.
+    pub(crate) fn iter_bytes(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        let text = self.text.as_bytes();
+        self.fields.iter().map(|(key, value)| (&text[key.start..key.end], &text[value.start..value.end]))
+    }
+
+    /// Where each field's key and value lie in [`text`](Map::text), in wire
+    /// order: for writers that copy from the text by position.
+    pub(crate) fn spans(&self) -> impl ExactSizeIterator<Item = (Range<usize>, Range<usize>)> + '_ {
+        self.fields.iter().map(|(key, value)| (key.start..key.end, value.start..value.end))
     }
 
     /// Number of fields (repeated keys counted each time).
