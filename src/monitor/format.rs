@@ -85,10 +85,15 @@ fn write_fields_carefully(out: &mut Vec<u8>, message: &Message) {
 }
 
 /// What `write_fields_carefully` writes, for a message in which no byte
-/// needs escaping. Returns false, having written part of it, when a key
+/// needs escaping. Returns false, having written nothing, when a key
 /// repeats or there are too many fields to check cheaply.
 fn write_fields_plainly(out: &mut Vec<u8>, message: &Message) -> bool {
     let map = message.as_map();
+    // Repeats first, in a loop of its own: two small loops keep their
+    // state in registers where one big one would not.
+    if map.len() > KeyTable::MAX_KEYS || has_repeated_keys(map) {
+        return false;
+    }
     let text = map.text().as_bytes();
     let msg_type = message.msg_type().as_bytes();
     // Sized once for the whole line: every key and value is a piece of
@@ -102,11 +107,7 @@ fn write_fields_plainly(out: &mut Vec<u8>, message: &Message) -> bool {
     // Every field is written with a comma before it; the first one's then
     // becomes the opening brace.
     let fields_start = line.end;
-    let mut keys = KeyTable::new();
-    for (index, (key, value)) in map.spans().enumerate() {
-        if index >= KeyTable::MAX_KEYS || keys.insert(map, index).is_some() {
-            return false;
-        }
+    for (key, value) in map.spans() {
         line.put_field(text, key, value);
     }
     if line.end == fields_start {
@@ -171,6 +172,12 @@ impl Line<'_> {
             self.put(b"\"");
         }
     }
+}
+
+/// Whether any key appears twice (at most `KeyTable::MAX_KEYS` fields).
+fn has_repeated_keys(map: &Map) -> bool {
+    let mut keys = KeyTable::new();
+    (0..map.len()).any(|index| keys.insert(map, index).is_some())
 }
 
 /// The fields a JSON line leaves out: every field whose key appears again
