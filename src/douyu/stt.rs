@@ -204,7 +204,8 @@ impl Map {
     #[inline]
     pub(crate) fn last_index_of(&self, key: &str) -> Option<usize> {
         let text = self.text.as_bytes();
-        self.fields.iter().rposition(|(k, _)| &text[k.start..k.end] == key.as_bytes())
+        // Lengths first: most keys differ in length, and that needs no slice.
+        self.fields.iter().rposition(|(k, _)| k.end - k.start == key.len() && &text[k.start..k.end] == key.as_bytes())
     }
 
     /// The key of the field at `index` (in wire order), as bytes.

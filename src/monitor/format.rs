@@ -293,12 +293,22 @@ fn any_needs_escape(bytes: &[u8]) -> bool {
 /// whole.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut copied = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
+    let mut index = 0;
+    while index < bytes.len() {
+        // Nearly every byte is plain: pass 16 at a time while they are.
+        if let Some(sixteen) = bytes[index..].first_chunk::<16>()
+            && !any_needs_escape(sixteen)
+        {
+            index += 16;
+            continue;
+        }
+        let byte = bytes[index];
+        index += 1;
         if !needs_escape(byte) {
             continue;
         }
-        out.extend_from_slice(&bytes[copied..index]);
-        copied = index + 1;
+        out.extend_from_slice(&bytes[copied..index - 1]);
+        copied = index;
         let short = match byte {
             b'"' => b'"',
             b'\\' => b'\\',
