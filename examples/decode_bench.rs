@@ -2,14 +2,27 @@
 //!
 //! Run with `cargo run --release --example decode_bench`.
 //!
-//! Builds a realistic stream from the `protocol.md` fixtures — mostly
-//! `chatmsg` with varied text, plus `uenter`, `dgb`, `pingreq`/`mrkl`, and
-//! some nested rankings (`frank`, `oni`, `anchor_rank2505_change`) and
-//! broadcasts (`spbc`) — encoded as one long byte stream of server packets.
-//! It then times what the daemon does per message: cut frames with
-//! `frame::decode_packet`, decode the body into a `Message`, and, for chat,
-//! look at the typed view. It reports the median of several runs in
-//! messages/s and MB/s (of wire bytes). The goal is at least 1 M messages/s.
+//! Builds two realistic streams, each one long byte stream of server packets:
+//! - **fixtures**: from the `protocol.md` fixtures — mostly `chatmsg` with
+//!   varied text, plus `uenter`, `dgb`, `pingreq`/`mrkl`, and some nested
+//!   rankings (`frank`, `oni`, `anchor_rank2505_change`) and broadcasts
+//!   (`spbc`);
+//! - **simulator**: what `barrage serve` sends (`sim::traffic`, fixed seed):
+//!   chat with emoji, quotes and escapes, longer on average.
+//!
+//! It then times, per message, what the daemon does: cut frames with
+//! `frame::decode_packet`; decode the body into a `Message` and look at the
+//! typed view; and the whole user-space path, frame → STT → the JSON line
+//! `watch` writes, into a reused buffer. It reports the median of several
+//! runs in messages/s and MB/s (of wire bytes). Goals: decoding ≥ 1 M
+//! messages/s, the whole path ≥ 3 M messages/s.
+//!
+//! `--stream fixtures|simulator` and `--work frames|view|json` pick one row;
+//! with `--runs 1 --messages 20000` that makes a short run to count the
+//! instructions of just that work:
+//! `valgrind --tool=callgrind --toggle-collect='decode_bench::run'
+//! target/release/examples/decode_bench --runs 1 --messages 20000 --work json`
+//! (then total ÷ 20,000 per stream).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -17,9 +30,8 @@ use std::time::{Duration, Instant};
 use barrage::douyu::frame::{self, DecoderConfig, SERVER_TO_CLIENT};
 use barrage::douyu::stt;
 use barrage::douyu::{Message, MessageView};
-
-const MESSAGES: usize = 200_000;
-const RUNS: usize = 9;
+use barrage::monitor::format::{Format, write_line};
+use barrage::sim::traffic::RoomTraffic;
 
 const UENTER: &str = "type@=uenter/rid@=9999/uid@=889966309/nn@=观众1/level@=36/ic@=sfijdj@Sajcd@S905199@S35@S34@Sw6810m6ko60u02ox12c7450715f0937i/sahf@=0/fl@=13/bnn@=小僵尸/bl@=13/brid@=9999/if@=1/";
 const DGB: &str = "type@=dgb/rid@=9999/gfid@=824/gs@=0/uid@=5413638/nn@=观众3/ic@=kfzplq_d5@S716564@Sh02n8p3i08kz16fk37m91nqni8f17ve4/eid@=0/eic@=0/level@=39/gfcnt@=10/hits@=10/bcnt@=1/bst@=7/ct@=1/bnn@=集团军/bl@=22/brid@=74960/hc@=w5ul163i2mj4qy41z6136ah86m3hha46/sahf@=0/fc@=0/gpf@=1/pid@=268/bnid@=1/bnl@=1/receive_uid@=204389/receive_nn@=yyfyyf/from@=2/pfm@=8068/pma@=6424539/mss@=6424575/bcst@=1/ce@=1/gfn@=粉丝荧光棒/fl@=21/bnidv2@=10001/bcstv2@=1/abstv2@=1/wbcstv2@=1/";
@@ -93,33 +105,74 @@ fn body(i: usize) -> String {
     }
 }
 
-/// Cuts every packet, decodes every body, reads chat views. Returns the
-/// number of messages and a checksum so nothing is optimized away.
-fn decode_all(wire: &[u8], config: &DecoderConfig) -> (usize, usize) {
+/// The simulator's mix (`barrage serve`): 100 rooms in turn, a fixed seed.
+fn simulator_body(i: usize, rooms: &mut [RoomTraffic]) -> String {
+    let room = i % rooms.len();
+    rooms[room].next_body()
+}
+
+/// What each row does with one decoded packet; returns a number to keep
+/// the work from being optimized away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Cut frames only: how much of the time is STT.
+    Frames,
+    /// Frames, STT into a `Message`, and the typed view of chat.
+    View,
+    /// Frames, STT, and the JSON line the daemon writes (`watch --format
+    /// json`), into one buffer reused from line to line: the whole
+    /// user-space path of a message.
+    Json,
+}
+
+impl Work {
+    /// For `--work`.
+    fn name(self) -> &'static str {
+        match self {
+            Work::Frames => "frames",
+            Work::View => "view",
+            Work::Json => "json",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Work::Frames => "frames only",
+            Work::View => "frames + STT + view",
+            Work::Json => "frames + STT + JSON line",
+        }
+    }
+}
+
+/// Cuts every packet of `wire` and does `work` with it. Returns the number
+/// of messages and a checksum. Never inlined, so that callgrind can count it
+/// alone (`--toggle-collect='decode_bench::run'`).
+#[inline(never)]
+fn run(wire: &[u8], config: &DecoderConfig, work: Work, line: &mut Vec<u8>) -> (usize, usize) {
     let mut pos = 0;
     let mut messages = 0;
     let mut checksum = 0;
     while let Some((packet, used)) = frame::decode_packet(&wire[pos..], config).unwrap() {
         pos += used;
-        let message = Message::decode(&packet.body);
-        checksum += message.fields().len();
-        if let MessageView::Chat(chat) = message.view() {
-            checksum += chat.text.len() + chat.user_id.unwrap_or(0) as usize;
-        }
         messages += 1;
+        match work {
+            Work::Frames => checksum += packet.body.len(),
+            Work::View => {
+                let message = Message::decode(&packet.body);
+                checksum += message.fields().len();
+                if let MessageView::Chat(chat) = message.view() {
+                    checksum += chat.text.len() + chat.user_id.unwrap_or(0) as usize;
+                }
+            }
+            Work::Json => {
+                let message = Message::decode(&packet.body);
+                line.clear();
+                write_line(line, Format::Json, 1_790_519_453_293, 102_965, &message);
+                checksum += line.len();
+            }
+        }
     }
     (messages, checksum)
-}
-
-/// Frames only, for comparison: how much of the time is STT.
-fn frames_only(wire: &[u8], config: &DecoderConfig) -> usize {
-    let mut pos = 0;
-    let mut bytes = 0;
-    while let Some((packet, used)) = frame::decode_packet(&wire[pos..], config).unwrap() {
-        pos += used;
-        bytes += packet.body.len();
-    }
-    bytes
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -127,44 +180,61 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+/// The value after `--name` on the command line, if any.
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|pair| pair[0] == name).map(|pair| pair[1].clone())
+}
+
+fn number_arg(name: &str, default: usize) -> usize {
+    arg(name).map_or(default, |value| value.parse().expect("a number"))
+}
+
 fn main() {
-    let mut wire = Vec::new();
-    for i in 0..MESSAGES {
-        frame::encode_packet(&mut wire, SERVER_TO_CLIENT, &body(i));
-    }
+    let runs = number_arg("--runs", 9);
+    let messages = number_arg("--messages", 200_000);
+    let only_stream = arg("--stream");
+    let only_work = arg("--work");
+    let mut rooms: Vec<RoomTraffic> = (1..=100).map(|room| RoomTraffic::new(14, room)).collect();
+    let streams = [
+        ("fixtures", (0..messages).map(body).collect::<Vec<_>>()),
+        ("simulator", (0..messages).map(|i| simulator_body(i, &mut rooms)).collect()),
+    ];
     let config = DecoderConfig::client();
-    let mb = wire.len() as f64 / 1e6;
-    println!(
-        "stream: {MESSAGES} messages, {mb:.1} MB, {:.0} bytes/message on average",
-        wire.len() as f64 / MESSAGES as f64
-    );
-
-    let mut full = Vec::new();
-    let mut framing = Vec::new();
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        let (messages, checksum) = decode_all(black_box(&wire), &config);
-        full.push(start.elapsed());
-        assert_eq!(messages, MESSAGES);
-        black_box(checksum);
-
-        let start = Instant::now();
-        black_box(frames_only(black_box(&wire), &config));
-        framing.push(start.elapsed());
+    let mut line = Vec::new();
+    for (name, bodies) in streams {
+        if only_stream.as_ref().is_some_and(|only| only != name) {
+            continue;
+        }
+        let mut wire = Vec::new();
+        for body in &bodies {
+            frame::encode_packet(&mut wire, SERVER_TO_CLIENT, body);
+        }
+        let mb = wire.len() as f64 / 1e6;
+        println!(
+            "{name} mix: {messages} messages, {mb:.1} MB, {:.0} bytes/message on average",
+            wire.len() as f64 / messages as f64
+        );
+        for work in [Work::Frames, Work::View, Work::Json] {
+            if only_work.as_ref().is_some_and(|only| only != work.name()) {
+                continue;
+            }
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let start = Instant::now();
+                let (count, checksum) = run(black_box(&wire), &config, work, &mut line);
+                times.push(start.elapsed());
+                assert_eq!(count, messages);
+                black_box(checksum);
+            }
+            let time = median(times).as_secs_f64();
+            println!(
+                "  {:<26}{:>6.2} M messages/s  {:>7.0} MB/s  ({:.0} ns/message, median of {runs})",
+                work.label(),
+                messages as f64 / time / 1e6,
+                mb / time,
+                time * 1e9 / messages as f64
+            );
+        }
     }
-
-    let full = median(full).as_secs_f64();
-    let framing = median(framing).as_secs_f64();
-    println!(
-        "frames + STT + view: {:>6.2} M messages/s  {:>7.0} MB/s  ({:.0} ns/message, median of {RUNS})",
-        MESSAGES as f64 / full / 1e6,
-        mb / full,
-        full * 1e9 / MESSAGES as f64
-    );
-    println!(
-        "frames only:         {:>6.2} M messages/s  {:>7.0} MB/s  ({:.0} ns/message, median of {RUNS})",
-        MESSAGES as f64 / framing / 1e6,
-        mb / framing,
-        framing * 1e9 / MESSAGES as f64
-    );
 }

@@ -46,6 +46,7 @@ impl Message {
     }
 
     /// The value of the last field named `key` (case-sensitive).
+    #[inline]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields.get(key)
     }

@@ -43,14 +43,17 @@
 //! # Memory layout (why decoding is fast)
 //!
 //! The daemon decodes every message of thousands of rooms, so the work per
-//! message matters. Decoding a body allocates exactly twice:
+//! message matters. Decoding a body is one pass ([`scan`]) that stops only
+//! at the bytes STT gives a meaning to, `@` and `/`, found 64 bytes at a
+//! time ([`Specials`]), and it allocates exactly twice:
 //!
 //! - one `String`, `text`, which starts as a plain copy of the body (a single
 //!   `memcpy`). Most keys and values contain no escape, so they already *are*
 //!   their decoded selves inside that copy. The few that do (an avatar path,
-//!   a nested list) are unescaped once more onto the end of `text`. Decoded
-//!   text is never longer than escaped text, so reserving twice the body
-//!   length up front means `text` never grows.
+//!   a nested list) are unescaped once more onto the end of `text`, as the
+//!   scan passes their escapes. Decoded text is never longer than escaped
+//!   text, so reserving twice the body length up front means `text` never
+//!   grows.
 //! - one `Vec` of spans saying where each key and value lies in `text`.
 //!
 //! Lookups return `&str` slices of `text`. Nothing is allocated per field.
@@ -93,21 +96,27 @@ pub fn escape(text: &str) -> String {
 /// One left-to-right scan, so `@AS` becomes `@S` and not `/`. Any other `@`
 /// (dangling at the end, or before another character) is kept as it is.
 pub fn unescape_into(out: &mut String, text: &str) {
-    let mut rest = text;
-    while let Some(at) = rest.find('@') {
-        out.push_str(&rest[..at]);
-        match rest.as_bytes().get(at + 1) {
-            Some(b'A') => out.push('@'),
-            Some(b'S') => out.push('/'),
-            _ => {
-                out.push('@');
-                rest = &rest[at + 1..];
-                continue;
-            }
+    let bytes = text.as_bytes();
+    // Copied up to here; everything before is in `out` already.
+    let mut copied = 0;
+    for at in Specials::new(bytes) {
+        if let Some(meaning) = escape_meaning(bytes, at) {
+            out.push_str(&text[copied..at]);
+            out.push_str(meaning);
+            copied = at + 2;
         }
-        rest = &rest[at + 2..];
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
+}
+
+/// What the escape at `at` stands for, if one starts there: `@A` is `@`,
+/// `@S` is `/`. Nothing else is an escape.
+fn escape_meaning(bytes: &[u8], at: usize) -> Option<&'static str> {
+    match bytes.get(at..at + 2)? {
+        b"@A" => Some("@"),
+        b"@S" => Some("/"),
+        _ => None,
+    }
 }
 
 /// Returns `text` with one level of escaping removed (see [`unescape_into`]).
@@ -183,20 +192,40 @@ pub struct Map {
 
 impl Map {
     /// The value of the **last** field named `key` (exact, case-sensitive match).
+    // Inlined so that a constant `key` (`get("cid")`) is compared without a
+    // call to `memcmp` for every field.
+    #[inline]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.last_index_of(key).map(|index| self.value_at(index))
     }
 
     /// The position of the last field named `key`, for callers that look
     /// the same key up again and again (a message's `type`).
+    #[inline]
     pub(crate) fn last_index_of(&self, key: &str) -> Option<usize> {
         let text = self.text.as_bytes();
-        self.fields.iter().rposition(|(k, _)| &text[k.start..k.end] == key.as_bytes())
+        // Lengths first: most keys differ in length, and that needs no slice.
+        self.fields.iter().rposition(|(k, _)| k.end - k.start == key.len() && &text[k.start..k.end] == key.as_bytes())
+    }
+
+    /// The key of the field at `index` (in wire order), as bytes.
+    pub(crate) fn key_bytes_at(&self, index: usize) -> &[u8] {
+        let key = self.fields[index].0;
+        &self.text.as_bytes()[key.start..key.end]
     }
 
     /// The value of the field at `index` (from `last_index_of`).
     pub(crate) fn value_at(&self, index: usize) -> &str {
         self.fields[index].1.of(&self.text)
+    }
+
+    /// The text that every key and value of the map is a slice of: the
+    /// encoded input, then unescaped copies of the fields that needed them.
+    /// A check that holds for all of it holds for every key and value, and
+    /// one pass over it is cheaper than one per field (the JSON writer asks
+    /// "does anything need escaping?" this way).
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Decodes the value of `key` as a nested map (see the module docs).
@@ -212,6 +241,20 @@ impl Map {
     /// All `(key, value)` fields in wire order, repeated keys included.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         self.fields.iter().map(|(key, value)| (key.of(&self.text), value.of(&self.text)))
+    }
+
+    /// [`iter`](Map::iter) as byte slices, for writers of bytes: slicing a
+    /// `str` checks that both ends fall on character boundaries, which for
+    /// a short field costs about as much as copying it.
+    pub(crate) fn iter_bytes(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        let text = self.text.as_bytes();
+        self.fields.iter().map(|(key, value)| (&text[key.start..key.end], &text[value.start..value.end]))
+    }
+
+    /// Where each field's key and value lie in [`text`](Map::text), in wire
+    /// order: for writers that copy from the text by position.
+    pub(crate) fn spans(&self) -> impl ExactSizeIterator<Item = (Range<usize>, Range<usize>)> + '_ {
+        self.fields.iter().map(|(key, value)| (key.start..key.end, value.start..value.end))
     }
 
     /// Number of fields (repeated keys counted each time).
@@ -270,18 +313,7 @@ impl List {
 /// what is tolerated.
 pub fn decode_map(input: &str) -> Map {
     let mut map = Map { text: copy_with_room(input), fields: Vec::with_capacity(expected_items(input)) };
-    for item in Scanner::new(input, Items::Map) {
-        let (key, value) = match item.separator {
-            Some(at) => (item.start..at, at + 2..item.end),
-            // `//`: nothing at all, skip it.
-            None if item.start == item.end => continue,
-            // `word/` in a map: keep the word as a key with an empty value.
-            None => (item.start..item.end, item.end..item.end),
-        };
-        let key = decoded(&mut map.text, input, key, item.key_escaped);
-        let value = decoded(&mut map.text, input, value, item.value_escaped);
-        map.fields.push((key, value));
-    }
+    scan(input, &mut map);
     map
 }
 
@@ -289,11 +321,7 @@ pub fn decode_map(input: &str) -> Map {
 /// what is tolerated.
 pub fn decode_list(input: &str) -> List {
     let mut list = List { text: copy_with_room(input), items: Vec::with_capacity(expected_items(input)) };
-    for item in Scanner::new(input, Items::List) {
-        let range = item.start..item.end;
-        let span = decoded(&mut list.text, input, range, item.value_escaped);
-        list.items.push(span);
-    }
+    scan(input, &mut list);
     list
 }
 
@@ -305,102 +333,227 @@ fn copy_with_room(input: &str) -> String {
     text
 }
 
-/// Where the decoded form of `input[range]` lies in `text`. Plain text is
-/// already in `text` (whose first part is a copy of `input`); escaped text
-/// is unescaped onto the end of `text`.
-fn decoded(text: &mut String, input: &str, range: Range<usize>, escaped: bool) -> Span {
-    if !escaped {
-        return Span { start: range.start, end: range.end };
-    }
-    let start = text.len();
-    unescape_into(text, &input[range]);
-    Span { start, end: text.len() }
-}
-
 /// How many spans to reserve: a guess from the length (real traffic has a
-/// field every 12 bytes or so), capped so that a huge body does not reserve
-/// a huge vector. A wrong guess costs only a reallocation; counting the
-/// `/`s exactly would cost a pass over the body every time.
+/// field every 12 bytes or so; reserving for one every 6 means a body of
+/// short fields rarely grows the vector), capped at 32 spans. The cap keeps
+/// the vector within 1 KiB, the largest block glibc's per-thread cache
+/// hands back without a search (measured: half the allocator's
+/// instructions): a message lives only until it is written, so its two
+/// blocks are reused for the next one. A wrong guess costs one
+/// reallocation; counting the items exactly would cost a pass over the
+/// body every time.
 fn expected_items(input: &str) -> usize {
-    (input.len() / 12 + 2).min(1024)
+    (input.len() / 6 + 2).min(1024 / size_of::<(Span, Span)>())
 }
 
-/// What the scanner is cutting: map items split at their first `@=`, list
-/// items do not.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Items {
-    Map,
-    List,
+/// What a [`scan`] fills: a [`Map`], whose items split at their first
+/// `@=`, or a [`List`], whose items do not. (A trait rather than a closure
+/// so that the compiler can be told to inline it into the scan.)
+trait Collect {
+    const SPLIT_AT_SEPARATOR: bool;
+    /// The decoded text, which starts as a copy of the input.
+    fn text(&mut self) -> &mut String;
+    /// Adds an item: its key (a map item with a separator) and its last
+    /// part (the value, or the whole item), decoded. An empty `last`
+    /// without a key is an empty item.
+    fn push_item(&mut self, key: Option<Span>, last: Span);
 }
 
-/// One item found by [`Scanner`], as byte positions in the input.
-struct ScannedItem {
-    start: usize,
-    /// Position of the `@=` between key and value, if there is one.
-    separator: Option<usize>,
-    /// Position of the `/` (or the end of the input).
-    end: usize,
-    /// A map key (the text before the separator, or the whole item if
-    /// there is none) holds an `@` to unescape.
-    key_escaped: bool,
-    /// A map value, or a list item, holds an `@` to unescape.
-    value_escaped: bool,
-}
+impl Collect for Map {
+    const SPLIT_AT_SEPARATOR: bool = true;
 
-impl ScannedItem {
-    fn starting_at(start: usize) -> Self {
-        ScannedItem { start, separator: None, end: start, key_escaped: false, value_escaped: false }
+    #[inline(always)]
+    fn text(&mut self) -> &mut String {
+        &mut self.text
     }
-}
 
-/// The single pass behind [`decode_map`] and [`decode_list`]: an iterator
-/// over the items of `input`, each with its separator and whether its parts
-/// need unescaping. It only looks at `/` and `@`; both are ASCII, so every
-/// position it reports is a character boundary.
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    items: Items,
-    /// First byte not yet looked at.
-    pos: usize,
-}
-
-impl<'a> Scanner<'a> {
-    fn new(input: &'a str, items: Items) -> Self {
-        Scanner { bytes: input.as_bytes(), items, pos: 0 }
-    }
-}
-
-impl Iterator for Scanner<'_> {
-    type Item = ScannedItem;
-
-    fn next(&mut self) -> Option<ScannedItem> {
-        let bytes = self.bytes;
-        if self.pos >= bytes.len() {
-            return None;
+    #[inline(always)]
+    fn push_item(&mut self, key: Option<Span>, last: Span) {
+        match key {
+            Some(key) => self.fields.push((key, last)),
+            // `//`: nothing at all, skip it.
+            None if last.start == last.end => {}
+            // `word/` in a map: keep the word as a key with an empty value.
+            None => self.fields.push((last, Span { start: last.end, end: last.end })),
         }
-        let mut item = ScannedItem::starting_at(self.pos);
-        while let Some(offset) = bytes[self.pos..].iter().position(|&b| b == b'/' || b == b'@') {
-            let special = self.pos + offset;
-            self.pos = special + 1;
-            let in_key = self.items == Items::Map && item.separator.is_none();
-            if bytes[special] == b'/' {
-                item.end = special;
-                return Some(item);
-            } else if in_key && bytes.get(self.pos) == Some(&b'=') {
-                item.separator = Some(special);
-                self.pos += 1;
-            } else if in_key {
-                // `@A`, `@S`, or an odd `@` that `unescape_into` will keep.
-                item.key_escaped = true;
-            } else {
-                item.value_escaped = true;
+    }
+}
+
+impl Collect for List {
+    const SPLIT_AT_SEPARATOR: bool = false;
+
+    #[inline(always)]
+    fn text(&mut self) -> &mut String {
+        &mut self.text
+    }
+
+    #[inline(always)]
+    fn push_item(&mut self, _key: Option<Span>, last: Span) {
+        self.items.push(last);
+    }
+}
+
+/// A key, value or list item being scanned. While it holds no escape it
+/// is a plain slice of the input, which `text` starts with a copy of; at
+/// its first escape it gets a copy of its own at the end of `text`, which
+/// each later escape extends.
+struct Part {
+    start: usize,
+    /// Once an escape was found: where the copy starts in `text`, and up
+    /// to where the input has been copied into it.
+    copy: Option<(usize, usize)>,
+}
+
+impl Part {
+    fn at(start: usize) -> Part {
+        Part { start, copy: None }
+    }
+
+    /// The escape at `at` (`@A` or `@S`) stands for `meaning`: copy the
+    /// plain text before it, then the meaning.
+    fn unescape(&mut self, text: &mut String, input: &str, at: usize, meaning: &str) {
+        let (copy_start, copied) = self.copy.unwrap_or((text.len(), self.start));
+        text.push_str(&input[copied..at]);
+        text.push_str(meaning);
+        self.copy = Some((copy_start, at + 2));
+    }
+
+    /// The part ends at `end`: where its decoded text lies in `text`.
+    fn finish(self, text: &mut String, input: &str, end: usize) -> Span {
+        match self.copy {
+            None => Span { start: self.start, end },
+            Some((copy_start, copied)) => {
+                text.push_str(&input[copied..end]);
+                Span { start: copy_start, end: text.len() }
             }
         }
-        // No `/` left: the rest is a final item whose `/` went missing.
-        self.pos = bytes.len();
-        item.end = bytes.len();
-        Some(item)
     }
+}
+
+/// The single pass behind [`decode_map`] and [`decode_list`]: cuts `input`
+/// into items, keys and values, unescapes them, and hands each item to
+/// `into`. It only stops at `/` and `@` (see [`Specials`]); both are ASCII,
+/// so every position it reports is a character boundary.
+///
+/// One loop, inlined into both decoders: the state of the scan then stays
+/// in registers. An escape is undone as the scan passes it, so the few
+/// parts that hold one are not read a second time.
+#[inline(always)]
+fn scan<C: Collect>(input: &str, into: &mut C) {
+    let bytes = input.as_bytes();
+    let mut item_start = 0;
+    // A map item's key, once its separator was found.
+    let mut key = None;
+    let mut part = Part::at(0);
+    for special in Specials::new(bytes) {
+        if bytes[special] == b'/' {
+            let last = part.finish(into.text(), input, special);
+            into.push_item(key.take(), last);
+            item_start = special + 1;
+            part = Part::at(item_start);
+        } else if C::SPLIT_AT_SEPARATOR && key.is_none() && bytes.get(special + 1) == Some(&b'=') {
+            key = Some(part.finish(into.text(), input, special));
+            part = Part::at(special + 2);
+        } else if let Some(meaning) = escape_meaning(bytes, special) {
+            part.unescape(into.text(), input, special, meaning);
+        }
+        // Any other `@` (dangling, or before another byte) stays as it is.
+    }
+    // Text after the last `/`: a final item whose `/` went missing.
+    if item_start < bytes.len() {
+        let last = part.finish(into.text(), input, bytes.len());
+        into.push_item(key, last);
+    }
+}
+
+/// The positions of every `@` and `/` in a text, in order: the only bytes
+/// STT gives a meaning to, so the only ones a decoder stops at.
+///
+/// Asking "is this `@` or `/`?" of each byte in turn costs a compare and a
+/// branch per byte, and a body is hundreds of bytes. Instead this looks at
+/// 64 bytes at a time and makes one `u64` with a bit set for each special
+/// byte ([`special_bytes`], written so that the compiler uses vector
+/// compares), then visits the set bits with `trailing_zeros`. The cost is
+/// per block and per special byte, not per byte: the "structural index" of
+/// simdjson's first stage, without `unsafe` or CPU-specific code.
+struct Specials<'a> {
+    bytes: &'a [u8],
+    /// Where the current block starts in `bytes`.
+    block_start: usize,
+    /// The special bytes of the current block not yet returned: bit `k`
+    /// for the byte at `block_start + k`.
+    marks: u64,
+}
+
+impl<'a> Specials<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Specials { bytes, block_start: 0, marks: block_marks(bytes, 0) }
+    }
+}
+
+impl Iterator for Specials<'_> {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        while self.marks == 0 {
+            self.block_start += BLOCK;
+            if self.block_start >= self.bytes.len() {
+                return None;
+            }
+            self.marks = block_marks(self.bytes, self.block_start);
+        }
+        let position = self.block_start + self.marks.trailing_zeros() as usize;
+        self.marks &= self.marks - 1; // clear the lowest set bit
+        Some(position)
+    }
+}
+
+/// How many bytes [`Specials`] looks at at once: one bit each in a `u64`.
+const BLOCK: usize = 64;
+
+/// The marks of the block of `bytes` at `start`. The last block is shorter:
+/// it is padded with zeros, which are not special.
+fn block_marks(bytes: &[u8], start: usize) -> u64 {
+    let rest = bytes.get(start..).unwrap_or_default();
+    match rest.first_chunk::<BLOCK>() {
+        Some(block) => special_bytes(block),
+        None => {
+            let mut block = [0; BLOCK];
+            block[..rest.len()].copy_from_slice(rest);
+            special_bytes(&block)
+        }
+    }
+}
+
+/// Bit `k` set exactly when byte `k` of `block` is `@` or `/`.
+fn special_bytes(block: &[u8; BLOCK]) -> u64 {
+    // First one byte per byte, 1 for special and 0 for not: a plain loop
+    // over an array, which the compiler turns into 16-byte vector compares.
+    // (Indexed rather than zipped: an unoptimized test build runs this for
+    // every byte received, and iterator adapters cost it a call per byte.)
+    let mut flags = [0; BLOCK];
+    let mut i = 0;
+    while i < BLOCK {
+        flags[i] = u8::from((block[i] == b'@') | (block[i] == b'/'));
+        i += 1;
+    }
+    // Then the 64 flags into 64 bits, eight at a time.
+    let mut marks = 0;
+    for (i, eight) in flags.chunks_exact(8).enumerate() {
+        let eight = u64::from_le_bytes(eight.try_into().expect("chunks of 8"));
+        marks |= gather_flags(eight) << (8 * i);
+    }
+    marks
+}
+
+/// Packs a word of eight 0-or-1 bytes into eight bits (byte `k` → bit `k`)
+/// with one multiplication. The multiplier has one bit per byte, placed so
+/// that byte `k`'s flag lands on bit `56 + k` of the product; every other
+/// partial product lands on a bit of its own below bit 56 (or beyond 64), so
+/// nothing carries into the top byte, which is the answer.
+fn gather_flags(eight: u64) -> u64 {
+    eight.wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
 #[cfg(test)]
@@ -548,6 +701,85 @@ mod tests {
                 let _ = list.iter().count();
                 let _ = unescape(input);
             }
+        }
+
+        #[test]
+        fn specials_are_every_at_and_slash(bytes in prop::collection::vec(any_byte_rich_in_specials(), 0..200)) {
+            let naive: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == b'@' || bytes[i] == b'/').collect();
+            prop_assert_eq!(Specials::new(&bytes).collect::<Vec<_>>(), naive);
+        }
+
+        #[test]
+        fn decoding_matches_the_naive_reference(text in stt_rich_text()) {
+            let map: Vec<(String, String)> = decode_map(&text).iter().map(|(k, v)| (k.into(), v.into())).collect();
+            prop_assert_eq!(map, reference::decode_map(&text));
+            let list: Vec<String> = decode_list(&text).iter().map(String::from).collect();
+            prop_assert_eq!(list, reference::decode_list(&text));
+            prop_assert_eq!(unescape(&text), reference::unescape(&text));
+        }
+    }
+
+    /// Bytes, half of them `@`, `/`, `A`, `S` or `=`.
+    fn any_byte_rich_in_specials() -> impl Strategy<Value = u8> {
+        prop_oneof![any::<u8>(), prop::sample::select(b"@/AS=".to_vec())]
+    }
+
+    /// Text of any length (across several 64-byte blocks), rich in STT's
+    /// special characters, with some multi-byte characters.
+    fn stt_rich_text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![Just("@"), Just("/"), Just("A"), Just("S"), Just("="), Just("x"), Just("é"), Just("鱼")],
+            0..300,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    /// The decoding rules written the plainest way, with `str` methods, to
+    /// hold the single-pass scanner to.
+    mod reference {
+        /// Left to right: `@A` is `@`, `@S` is `/`, anything else is itself.
+        pub fn unescape(text: &str) -> String {
+            let mut out = String::new();
+            let mut chars = text.chars().peekable();
+            while let Some(c) = chars.next() {
+                match (c, chars.peek()) {
+                    ('@', Some('A')) => {
+                        out.push('@');
+                        chars.next();
+                    }
+                    ('@', Some('S')) => {
+                        out.push('/');
+                        chars.next();
+                    }
+                    _ => out.push(c),
+                }
+            }
+            out
+        }
+
+        /// The items between `/`s; a final `/` ends the last item rather
+        /// than starting an empty one.
+        fn items(text: &str) -> Vec<&str> {
+            let mut items: Vec<&str> = text.split('/').collect();
+            if items.last() == Some(&"") {
+                items.pop();
+            }
+            items
+        }
+
+        pub fn decode_map(text: &str) -> Vec<(String, String)> {
+            items(text)
+                .into_iter()
+                .filter(|item| !item.is_empty())
+                .map(|item| match item.split_once("@=") {
+                    Some((key, value)) => (unescape(key), unescape(value)),
+                    None => (unescape(item), String::new()),
+                })
+                .collect()
+        }
+
+        pub fn decode_list(text: &str) -> Vec<String> {
+            items(text).into_iter().map(unescape).collect()
         }
     }
 }

@@ -15,11 +15,13 @@
 //! escape sequences in it are the colours written here, around text that
 //! went through [`visible`] like the rest.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::ops::Range;
 
+use crate::douyu::stt::Map;
 use crate::douyu::{Message, MessageView};
 use crate::monitor::LIVE_TYPE;
-use crate::monitor::shard::fnv1a64;
 use crate::monitor::visible::visible;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,63 +41,305 @@ pub fn write_line(out: &mut Vec<u8>, format: Format, ts_ms: u64, room: u64, mess
     }
 }
 
+// ----- JSON -----------------------------------------------------------------
+//
+// Every message of every room goes through here, so the cost per field
+// matters more than anything else in the daemon. Two ways to write a line:
+//
+// - `write_fields_carefully` is the definition: "last wins" for repeated
+//   keys, each string escaped where it needs it. It handles every body.
+// - `write_fields_plainly` is the fast path for the common body, in which no
+//   byte needs escaping and no key repeats. It copies each field with a few
+//   fixed-size moves and gives up, to the careful path, at a repeated key.
+//
+// The golden test (`tests/golden_json.rs`) and a property test below hold
+// the two to the same bytes.
+
 fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
-    let _ = write!(out, "{{\"ts\":{ts_ms},\"room\":{room},\"type\":");
-    json_string(out, message.msg_type());
-    out.extend_from_slice(b",\"fields\":{");
-    let mut first = true;
-    let mut field = |out: &mut Vec<u8>, key: &str, value: &str| {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        json_string(out, key);
-        out.push(b':');
-        json_string(out, value);
-    };
-    if has_repeated_keys(message) {
-        // Rare: last wins. A map of each key's last position keeps this
-        // linear even for a hostile body with 100,000 fields.
-        let mut last = std::collections::HashMap::with_capacity(message.fields().len());
-        for (index, (key, _)) in message.fields().enumerate() {
-            last.insert(key, index);
-        }
-        for (index, (key, value)) in message.fields().enumerate() {
-            if last.get(key) == Some(&index) {
-                field(out, key, value);
-            }
-        }
-    } else {
-        for (key, value) in message.fields() {
-            field(out, key, value);
-        }
+    let mut numbers = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"ts\":");
+    out.extend_from_slice(numbers.format(ts_ms).as_bytes());
+    out.extend_from_slice(b",\"room\":");
+    out.extend_from_slice(numbers.format(room).as_bytes());
+    out.extend_from_slice(b",\"type\":\"");
+    let rest = out.len();
+    // One look at all of the message's text (every key and value is a
+    // slice of it) tells whether anything needs escaping at all.
+    let plain = !any_needs_escape(message.as_map().text().as_bytes());
+    if !(plain && write_fields_plainly(out, message)) {
+        out.truncate(rest);
+        write_fields_carefully(out, message);
     }
     out.extend_from_slice(b"}}\n");
 }
 
-/// Whether any key appears twice. Runs for every message, so it avoids
-/// comparing every pair of keys: hash them into a stack array, sort, and
-/// look at neighbours. A hash collision only sends a message down the
-/// careful path, which is still right.
-fn has_repeated_keys(message: &Message) -> bool {
-    let mut hashes = [0u64; 64];
-    let count = message.fields().len();
-    if count > hashes.len() {
-        return true;
+/// The rest of the line after `"type":"`, up to the closing brace of
+/// `fields`, for any message.
+fn write_fields_carefully(out: &mut Vec<u8>, message: &Message) {
+    escape_into(out, message.msg_type().as_bytes());
+    out.extend_from_slice(b"\",\"fields\":{");
+    let map = message.as_map();
+    let hidden = HiddenFields::of(map);
+    let mut first = true;
+    for (index, (key, value)) in map.iter_bytes().enumerate() {
+        if hidden.contains(index) {
+            continue;
+        }
+        out.extend_from_slice(if first { b"\"" } else { b",\"" });
+        first = false;
+        escape_into(out, key);
+        out.extend_from_slice(b"\":\"");
+        escape_into(out, value);
+        out.push(b'"');
     }
-    for (slot, (key, _)) in hashes.iter_mut().zip(message.fields()) {
-        *slot = fnv1a64(key.as_bytes());
-    }
-    let hashes = &mut hashes[..count];
-    hashes.sort_unstable();
-    hashes.windows(2).any(|pair| pair[0] == pair[1])
 }
 
-/// A JSON string literal (serde_json does the escaping).
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+/// What `write_fields_carefully` writes, for a message in which no byte
+/// needs escaping. Returns false, having written nothing, when a key
+/// repeats or there are too many fields to check cheaply.
+fn write_fields_plainly(out: &mut Vec<u8>, message: &Message) -> bool {
+    let map = message.as_map();
+    // Repeats first, in a loop of its own: two small loops keep their
+    // state in registers where one big one would not.
+    if map.len() > KeyTable::MAX_KEYS || has_repeated_keys(map) {
+        return false;
+    }
+    let text = map.text().as_bytes();
+    let msg_type = message.msg_type().as_bytes();
+    // Sized once for the whole line: every key and value is a piece of
+    // `text`, a field adds six bytes of quotes and punctuation, and the
+    // last field may spill a window's worth (see `Line::put_field`).
+    let start = out.len();
+    out.resize(start + msg_type.len() + 16 + text.len() + 6 * map.len() + FIELD_WINDOW, 0);
+    let mut line = Line { room: &mut out[start..], end: 0 };
+    line.put(msg_type);
+    line.put(b"\",\"fields\":");
+    // Every field is written with a comma before it; the first one's then
+    // becomes the opening brace.
+    let fields_start = line.end;
+    for (key, value) in map.spans() {
+        line.put_field(text, key, value);
+    }
+    if line.end == fields_start {
+        line.put(b"{");
+    } else {
+        line.room[fields_start] = b'{';
+    }
+    let end = start + line.end;
+    out.truncate(end);
+    true
 }
+
+/// The widest field `Line::put_field` writes in one go:
+/// `,"` + 16-byte key + `":"` + 16-byte value + `"`.
+const FIELD_WINDOW: usize = 2 + 16 + 3 + 16 + 1;
+
+/// A line being written into room made for it beforehand.
+struct Line<'a> {
+    room: &'a mut [u8],
+    /// How much of `room` is written.
+    end: usize,
+}
+
+impl Line<'_> {
+    fn put(&mut self, piece: &[u8]) {
+        self.room[self.end..self.end + piece.len()].copy_from_slice(piece);
+        self.end += piece.len();
+    }
+
+    /// Appends `,"key":"value"`, both pieces of `text`.
+    ///
+    /// Most keys and values are a few bytes long, and copying a few bytes
+    /// whose number is only known at run time takes a call to `memcpy` and
+    /// a handful of bounds checks each. So when both are at most 16 bytes
+    /// (and `text` goes on for 16 bytes after each start), this copies a
+    /// fixed 16 bytes for each into a fixed-size window of the room (one
+    /// vector load and store, bounds checked once) and then counts only the
+    /// real length: the bytes copied past it are overwritten by what comes
+    /// next, or cut off at the end of the line.
+    #[inline(always)]
+    fn put_field(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
+        let (key_len, value_len) = (key.len(), value.len());
+        if key_len <= 16
+            && value_len <= 16
+            && let Some(key16) = text.get(key.start..).and_then(<[u8]>::first_chunk::<16>)
+            && let Some(value16) = text.get(value.start..).and_then(<[u8]>::first_chunk::<16>)
+            && let Some(window) = self.room.get_mut(self.end..).and_then(<[u8]>::first_chunk_mut::<FIELD_WINDOW>)
+        {
+            window[..2].copy_from_slice(b",\"");
+            window[2..18].copy_from_slice(key16);
+            let at = 2 + key_len;
+            window[at..at + 3].copy_from_slice(b"\":\"");
+            window[at + 3..at + 19].copy_from_slice(value16);
+            let at = at + 3 + value_len;
+            window[at] = b'"';
+            self.end += at + 1;
+        } else {
+            self.put(b",\"");
+            self.put(&text[key]);
+            self.put(b"\":\"");
+            self.put(&text[value]);
+            self.put(b"\"");
+        }
+    }
+}
+
+/// Whether any key appears twice (at most `KeyTable::MAX_KEYS` fields).
+fn has_repeated_keys(map: &Map) -> bool {
+    let mut keys = KeyTable::new();
+    (0..map.len()).any(|index| keys.insert(map, index).is_some())
+}
+
+/// The fields a JSON line leaves out: every field whose key appears again
+/// later in the body, so that a repeated key shows once, with its last
+/// value ("last wins", as `Message::get`), at the place of its last
+/// occurrence.
+enum HiddenFields {
+    /// For up to [`KeyTable::MAX_KEYS`] fields: bit `i` for field `i`.
+    Few(u64),
+    /// For more: one flag per field.
+    Many(Vec<bool>),
+}
+
+impl HiddenFields {
+    fn of(map: &Map) -> HiddenFields {
+        if map.len() > KeyTable::MAX_KEYS {
+            // Only a hostile or broken server sends so many fields. A
+            // `HashMap` of each key's last position stays linear however
+            // the keys are chosen.
+            let mut last = HashMap::with_capacity(map.len());
+            for (index, (key, _)) in map.iter_bytes().enumerate() {
+                last.insert(key, index);
+            }
+            return HiddenFields::Many(
+                map.iter_bytes().enumerate().map(|(index, (key, _))| last[key] != index).collect(),
+            );
+        }
+        let mut keys = KeyTable::new();
+        let mut hidden = 0;
+        for index in 0..map.len() {
+            if let Some(earlier) = keys.insert(map, index) {
+                hidden |= 1 << earlier;
+            }
+        }
+        HiddenFields::Few(hidden)
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        match self {
+            HiddenFields::Few(bits) => bits & (1 << index) != 0,
+            HiddenFields::Many(flags) => flags[index],
+        }
+    }
+}
+
+/// The keys of up to 64 fields seen so far, to find a repeat: a small
+/// open-addressing hash table on the stack (no allocation), since every
+/// message is checked and nearly none has a repeat. Each slot holds the
+/// index, plus one (0: empty), of the latest field with a key hashing
+/// there; with twice as many slots as keys, most keys find their slot free
+/// at once.
+struct KeyTable {
+    slots: [u8; 128],
+}
+
+impl KeyTable {
+    const MAX_KEYS: usize = 64;
+
+    fn new() -> Self {
+        KeyTable { slots: [0; 128] }
+    }
+
+    /// Records the key of field `index` (below `MAX_KEYS`) of `map`, and
+    /// returns the index of the previous field with the same key, if any.
+    #[inline(always)]
+    fn insert(&mut self, map: &Map, index: usize) -> Option<usize> {
+        let key = map.key_bytes_at(index);
+        let mut slot = Self::slot_of(key);
+        let mut earlier = None;
+        loop {
+            match self.slots[slot] {
+                0 => break,
+                taken if map.key_bytes_at(usize::from(taken - 1)) == key => {
+                    earlier = Some(usize::from(taken - 1));
+                    break;
+                }
+                _ => slot = (slot + 1) % self.slots.len(),
+            }
+        }
+        self.slots[slot] = index as u8 + 1;
+        earlier
+    }
+
+    /// Where a key starts looking (7 bits). Douyu's keys are short names
+    /// that nearly always differ in length, first or last byte, so only
+    /// those are hashed: a few instructions instead of a loop over the key.
+    /// A clash costs a key comparison, never a wrong answer, and with at
+    /// most 64 keys even keys that all clash stay cheap.
+    fn slot_of(key: &[u8]) -> usize {
+        let (first, last) = (key.first().copied().unwrap_or(0), key.last().copied().unwrap_or(0));
+        let mixed = u32::from_le_bytes([first, last, key.len() as u8, 0]);
+        // Fibonacci hashing: the top bits of a product with 2^32/φ.
+        (mixed.wrapping_mul(0x9E37_79B9) >> 25) as usize
+    }
+}
+
+/// Whether a JSON string must escape `byte`: `"`, `\` and the control
+/// characters below 0x20. These and no others (not DEL, not U+2028): the
+/// JSON lines are byte for byte what serde_json wrote before.
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// Whether any byte of `bytes` needs escaping. No early exit, so that the
+/// compiler checks 16 bytes per step with vector instructions.
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &byte| found | needs_escape(byte))
+}
+
+/// Appends `bytes` as the inside of a JSON string literal (no quotes),
+/// escaped the way serde_json does: the two-character escapes where JSON
+/// has one, else `\u00XX` (lower-case hex). Runs of plain bytes are copied
+/// whole.
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut copied = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        // Nearly every byte is plain: pass 16 at a time while they are.
+        if let Some(sixteen) = bytes[index..].first_chunk::<16>()
+            && !any_needs_escape(sixteen)
+        {
+            index += 16;
+            continue;
+        }
+        let byte = bytes[index];
+        index += 1;
+        if !needs_escape(byte) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[copied..index - 1]);
+        copied = index;
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x08 => b'b',
+            0x0c => b'f',
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]);
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+                continue;
+            }
+        };
+        out.extend_from_slice(&[b'\\', short]);
+    }
+    out.extend_from_slice(&bytes[copied..]);
+}
+
+// ----- text -----------------------------------------------------------------
 
 fn write_text(out: &mut Vec<u8>, room: u64, message: &Message, color: bool) {
     let mut line = TextLine { out, color };
@@ -369,5 +613,104 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["fields"]["nn"], "\x1b]0;t\x07");
         assert_eq!(value["fields"]["txt"], "a\u{202e}b\nc");
+    }
+
+    /// The JSON line as it was first written, with serde_json escaping each
+    /// string and a `HashMap` finding the last of each key: the plainest
+    /// statement of the contract, to hold the fast writer to.
+    fn reference_json_line(ts_ms: u64, room: u64, message: &Message) -> Vec<u8> {
+        let mut out = format!("{{\"ts\":{ts_ms},\"room\":{room},\"type\":").into_bytes();
+        serde_json::to_writer(&mut out, message.msg_type()).unwrap();
+        out.extend_from_slice(b",\"fields\":{");
+        let fields: Vec<(&str, &str)> = message.fields().collect();
+        let last: HashMap<&str, usize> = fields.iter().enumerate().map(|(index, (key, _))| (*key, index)).collect();
+        let shown = fields.iter().enumerate().filter(|(index, (key, _))| last[key] == *index);
+        for (n, (_, (key, value))) in shown.enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, key).unwrap();
+            out.push(b':');
+            serde_json::to_writer(&mut out, value).unwrap();
+        }
+        out.extend_from_slice(b"}}\n");
+        out
+    }
+
+    fn json_line(ts_ms: u64, room: u64, message: &Message) -> Vec<u8> {
+        let mut out = b"(what came before)".to_vec();
+        write_line(&mut out, Format::Json, ts_ms, room, message);
+        out.split_off(b"(what came before)".len())
+    }
+
+    /// Keys and values that need no JSON escaping, of the lengths around
+    /// the fast writer's 16-byte copies; some need STT escaping.
+    fn plain_text() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z]{0,3}", "[a-z0-9_@/]{14,18}", "[a-z鱼]{30,40}", "[a-zA-Z0-9 /@é鱼🐟]{0,20}"]
+    }
+
+    /// Anything, and strings full of what JSON or STT must escape.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,20}",
+            prop::collection::vec(
+                prop_oneof![Just("\""), Just("\\"), Just("\n"), Just("\u{1}"), Just("@"), Just("/"), Just("é")],
+                0..6
+            )
+            .prop_map(|pieces| pieces.concat()),
+        ]
+    }
+
+    /// The fields of a body: all plain (the fast path) or with some hostile
+    /// strings; up to 70 of them (more than 64 take the careful path).
+    fn body_fields() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop_oneof![
+            prop::collection::vec((plain_text(), plain_text()), 0..40),
+            prop::collection::vec((plain_text(), plain_text()), 60..70),
+            prop::collection::vec(
+                (prop_oneof![plain_text(), hostile_text()], prop_oneof![plain_text(), hostile_text()]),
+                0..40
+            ),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn json_escaping_matches_serde_json(text in any::<String>()) {
+            let mut escaped = b"\"".to_vec();
+            escape_into(&mut escaped, text.as_bytes());
+            escaped.push(b'"');
+            prop_assert_eq!(escaped, serde_json::to_vec(&text).unwrap());
+        }
+
+        #[test]
+        fn json_lines_match_the_reference(
+            fields in body_fields(),
+            repeat in any::<prop::sample::Index>(),
+            ts_ms in any::<u64>(),
+            room in any::<u64>(),
+        ) {
+            // Half of the cases repeat one key, the rest keep the keys that
+            // happen to differ.
+            let mut fields = fields;
+            if !fields.is_empty() && ts_ms % 2 == 0 {
+                let copy = fields[repeat.index(fields.len())].0.clone();
+                fields.push((copy, "again".into()));
+            }
+            let body = crate::douyu::stt::encode_map(fields.iter().map(|(k, v)| (k, v)));
+            let message = Message::decode(&body);
+            prop_assert_eq!(
+                String::from_utf8(json_line(ts_ms, room, &message)).unwrap(),
+                String::from_utf8(reference_json_line(ts_ms, room, &message)).unwrap()
+            );
+        }
+
+        #[test]
+        fn json_lines_of_any_body_match_the_reference(body in ".{0,300}") {
+            let message = Message::decode(&body);
+            prop_assert_eq!(json_line(1, 2, &message), reference_json_line(1, 2, &message));
+        }
     }
 }
