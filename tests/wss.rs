@@ -272,6 +272,9 @@ enum Route {
     /// Relay to this server, but pass only its first `n` bytes back, then
     /// close both sides: a handshake cut short.
     CutAfter(SocketAddr, u64),
+    /// No server: read what the client sends and answer nothing, until it
+    /// closes (a TLS server that stopped answering).
+    Hold,
 }
 
 /// A TCP relay on loopback: the first connection it accepts goes the
@@ -328,10 +331,14 @@ impl Drop for Switchboard {
 
 /// Copies `client` ⇄ the route's server until both are done; a half close
 /// is passed on as one.
-fn relay(client: TcpStream, route: Route) {
+fn relay(mut client: TcpStream, route: Route) {
     let (to, limit) = match route {
         Route::To(to) => (to, None),
         Route::CutAfter(to, n) => (to, Some(n)),
+        Route::Hold => {
+            let _ = io::copy(&mut client, &mut io::sink());
+            return;
+        }
     };
     let Ok(server) = TcpStream::connect(to) else { return };
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
@@ -357,6 +364,8 @@ enum Broken {
     WrongHost,
     /// The healthy server, its TLS handshake cut after this many bytes.
     CutAfter(u64),
+    /// A server that accepts and never answers the TLS hello.
+    Silent,
     /// `barrage serve --ws-fault KIND`.
     WebSocket(&'static str),
 }
@@ -399,6 +408,7 @@ fn only_the_room_that_meets_it_fails(test: &str, broken: Broken, expected: &str,
             (Route::To(server.addr.parse().unwrap()), Some(server))
         }
         Broken::CutAfter(n) => (Route::CutAfter(healthy_addr, n), None),
+        Broken::Silent => (Route::Hold, None),
         Broken::WebSocket(kind) => {
             let server = serve_with(&cert, &key, &["--ws-fault", kind]);
             (Route::To(server.addr.parse().unwrap()), Some(server))
@@ -527,6 +537,25 @@ fn an_oversized_frame_fails_only_its_room() {
 fn a_masked_server_frame_fails_only_its_room() {
     let expected = "WebSocket protocol error: masked frame from the server";
     only_the_room_that_meets_it_fails("wss-masked", Broken::WebSocket("masked-frame"), expected, &[]);
+}
+
+/// The server sends the first line of a `101` and then nothing: the
+/// attempt's connect timeout (1 s here) ends it, and the log says where
+/// it stopped.
+#[test]
+fn a_server_that_stops_mid_handshake_fails_only_its_room() {
+    let expected = "connect timed out in the WebSocket handshake";
+    let flags = ["--connect-timeout", "1"];
+    only_the_room_that_meets_it_fails("wss-stall-handshake", Broken::WebSocket("stall-handshake"), expected, &flags);
+}
+
+/// The TCP connect succeeds, the TLS hello gets no answer: the connect
+/// timeout ends the attempt, and the log says it was the TLS handshake.
+#[test]
+fn a_server_silent_in_the_tls_handshake_fails_only_its_room() {
+    let expected = "connect timed out in the TLS handshake";
+    let flags = ["--connect-timeout", "1"];
+    only_the_room_that_meets_it_fails("wss-silent-tls", Broken::Silent, expected, &flags);
 }
 
 // ----- 4. failover ---------------------------------------------------------------------
