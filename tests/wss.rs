@@ -262,6 +262,58 @@ fn legacy_and_modern_tls_both_join() {
     }
 }
 
+/// Past the output's high-water mark rooms stop reading their sockets;
+/// over TLS, decrypted bytes may then wait inside OpenSSL, where no poll
+/// event announces them. Once the output drains every room must read on
+/// at once (not at its next heartbeat, 60 s here), and lose nothing. The
+/// stdout reader stops until watch's loop has used no CPU for a second
+/// (every room has stopped), then reads again.
+#[test]
+fn over_wss_rooms_stopped_by_a_full_output_read_again_once_it_drains() {
+    const ROOMS: [u64; 5] = [91, 92, 93, 94, 95];
+    const IDLE_FOR: Duration = Duration::from_secs(1);
+    let dir = TempDir::new("wss-full-output");
+    let tls = SimTls::self_signed(CipherPolicy::Legacy).unwrap();
+    let cert = write(&dir, "cert.pem", &tls.cert_pem);
+    let config =
+        SimConfig { rate: 1000.0, tls: Some(tls), websocket: Some(SimWebSocket::default()), ..SimConfig::default() };
+    let sim = InProcessSim::start_with(config);
+    let mut watch = watch_wss(&cert, &sim.addr.to_string(), &["--heartbeat", "60"], &ROOMS);
+    watch.wait_for("messages in every room", DEADLINE, |seen| ROOMS.iter().all(|&room| seen.messages(room) >= 100));
+    // The login timer (15 s after connecting) fires once and would wake a
+    // stopped room by itself: let it pass first.
+    let joined = Instant::now();
+    watch.wait_for("16 s of traffic", DEADLINE, |_| joined.elapsed() >= Duration::from_secs(16));
+
+    let made_when_stopped: Vec<u64> = {
+        let _paused = watch.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut last, mut since) = (watch.loop_cpu_ticks(), Instant::now());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let now = watch.loop_cpu_ticks();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= IDLE_FOR {
+                break;
+            }
+            assert!(Instant::now() < deadline, "watch's loop never went idle with its output stopped");
+            thread::sleep(Duration::from_millis(20));
+        }
+        ROOMS.iter().map(|&room| sim.room_messages(room)).collect()
+    };
+    let what = format!("every room reading past cid {made_when_stopped:?} + 500 after the output drained");
+    watch.wait_for(&what, Duration::from_secs(20), |seen| {
+        ROOMS
+            .iter()
+            .zip(&made_when_stopped)
+            .all(|(&room, &made)| seen.room(room).cids.last().is_some_and(|&last| last >= made + 500))
+    });
+    for room in ROOMS {
+        assert_eq!(watch.seen.count(room, "loginres"), 1, "room {room} reconnected\n{}", watch.report());
+        assert_contiguous(&watch.seen.room(room).cids, Some(1), &format!("room {room} across the full output"));
+    }
+}
+
 // ----- 3. a broken endpoint costs only the room that meets it ----------------------------------
 
 /// Where the switchboard sends a connection.
