@@ -8,7 +8,7 @@ use std::process::Command;
 #[test]
 fn demo_streams_rooms_and_ends_with_a_lossless_summary() {
     let stderr = demo_streams_4_rooms_losslessly(&[]);
-    assert!(stderr.contains("server at tcp://127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("server on tcp://127.0.0.1:"), "{stderr}");
 }
 
 /// `--transport wss`: the same over WebSocket and TLS (Douyu's suite, a
@@ -16,7 +16,7 @@ fn demo_streams_rooms_and_ends_with_a_lossless_summary() {
 #[test]
 fn demo_over_wss_streams_rooms_and_ends_with_a_lossless_summary() {
     let stderr = demo_streams_4_rooms_losslessly(&["--transport", "wss"]);
-    assert!(stderr.contains("server at wss://127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("server on wss://127.0.0.1:"), "{stderr}");
 }
 
 /// Runs the demo with 4 rooms at 20/s for 1.5 s (and `flags`): text lines

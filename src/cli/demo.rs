@@ -90,7 +90,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
         None => "Ctrl-C to stop".to_string(),
     };
     log::info!(
-        "demo: a simulated Douyu server at {endpoint}, and {} watched from this one thread; {until}",
+        "demo: a simulated Douyu server on {endpoint}, and {} watched from this one thread; {until}",
         plural(rooms.len() as u64, "room")
     );
     let monitor = Monitor::start(
