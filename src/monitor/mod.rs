@@ -270,7 +270,9 @@ pub(crate) struct MonitorState {
     config: MonitorConfig,
     timing: Timing,
     pub(crate) output: Output,
-    rooms: BTreeMap<u64, RoomSlot>,
+    /// Boxed: a B-tree's nodes are about half full when keys arrive in
+    /// order, and an empty place costs a pointer, not a whole slot.
+    rooms: BTreeMap<u64, Box<RoomSlot>>,
     addresses: AddressBook,
     /// Certificates trusted for `wss://` servers and `https://` look-ups
     /// (built once, if any is one).
@@ -391,7 +393,7 @@ impl Monitor {
             let new = !state.rooms.contains_key(&room);
             let timing = state.timing;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
-            state.rooms.entry(room).or_insert_with(|| RoomSlot {
+            state.rooms.entry(room).or_insert_with(|| Box::new(RoomSlot {
                 life: Lifecycle::new(&timing),
                 real_id: None,
                 live: LiveTracker::default(),
@@ -404,7 +406,7 @@ impl Monitor {
                 messages: 0,
                 last_message: None,
                 sequence: SequenceCheck::default(),
-            });
+            }));
             new
         };
         MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
