@@ -66,9 +66,10 @@ pub(crate) struct Report {
 pub(crate) struct LiveTracker {
     /// The last report.
     reported: Option<Report>,
-    /// Offline was heard at this instant (and Unix second), after live or
-    /// a loop; reported once [`GRACE`] passes with nothing else heard.
-    pending_end: Option<(Instant, u64)>,
+    /// Offline was heard at this instant (and Unix second) from this
+    /// source, after live or a loop; reported once [`GRACE`] passes with
+    /// nothing else heard.
+    pending_end: Option<(Instant, u64, Source)>,
     /// What the login said (its reliability is unconfirmed: shown, never
     /// reported).
     login: Option<LiveStatus>,
@@ -112,7 +113,7 @@ impl LiveTracker {
             }
             (Some(LiveStatus::Offline), LiveStatus::Offline) => None,
             (Some(LiveStatus::Live | LiveStatus::Loop), LiveStatus::Offline) => {
-                self.pending_end.get_or_insert((now, now_unix));
+                self.pending_end.get_or_insert((now, now_unix, source));
                 None
             }
             _ => {
@@ -125,15 +126,15 @@ impl LiveTracker {
 
     /// Reports a pending end once its grace has passed.
     pub(crate) fn on_timeout(&mut self, now: Instant) -> Option<Report> {
-        let (_, heard_unix) = self.pending_end.filter(|(heard, _)| now >= *heard + GRACE)?;
+        let (_, heard_unix, source) = self.pending_end.filter(|(heard, ..)| now >= *heard + GRACE)?;
         self.pending_end = None;
         let lasted = self.reported.map(|report| Duration::from_secs(heard_unix.saturating_sub(report.since)));
-        self.report(Report { status: LiveStatus::Offline, since: heard_unix, source: Source::Push, lasted })
+        self.report(Report { status: LiveStatus::Offline, since: heard_unix, source, lasted })
     }
 
     /// When [`on_timeout`](Self::on_timeout) has work to do.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.pending_end.map(|(heard, _)| heard + GRACE)
+        self.pending_end.map(|(heard, ..)| heard + GRACE)
     }
 
     fn report(&mut self, report: Report) -> Option<Report> {
@@ -224,6 +225,19 @@ mod tests {
         assert_eq!(report.lasted, Some(Duration::from_secs(3600 + 4_380)));
         assert_eq!(human_duration(report.lasted.unwrap()), "2h13m");
         assert_eq!(tracker.on_timeout(deadline + GRACE), None, "once");
+    }
+
+    #[test]
+    fn an_end_says_which_source_told_it() {
+        let mut clock = Clock::new();
+        for source in [Source::Web, Source::Push] {
+            let mut tracker = LiveTracker::default();
+            hear(&mut tracker, &clock, Live, Source::Push);
+            hear(&mut tracker, &clock, Offline, source);
+            clock.secs += 100;
+            let report = tracker.on_timeout(clock.now().0).expect("the end, after the grace");
+            assert_eq!(report.source, source);
+        }
     }
 
     #[test]
