@@ -98,6 +98,10 @@ pub struct MonitorConfig {
     pub web: Option<WebLookups>,
     /// What becomes of a chat message that names another room.
     pub foreign_chat: ForeignChat,
+    /// How long a broadcast may be off before its end is reported
+    /// ([`DEFAULT_LIVE_GRACE`]): streams drop and come back within seconds,
+    /// and an end and a start for each would be noise.
+    pub live_grace: Duration,
     /// Stop ([`StopCause::Count`](super::StopCause::Count)) once this many
     /// messages have been written (after the `types` filter); later ones
     /// are not written.
@@ -150,6 +154,10 @@ pub const MIN_STATUS_CHECK: Duration = Duration::from_secs(30);
 /// How often a room's status is read by default.
 pub const DEFAULT_STATUS_CHECK: Duration = Duration::from_secs(300);
 
+/// [`MonitorConfig::live_grace`] by default: aiodouyu's, the most careful
+/// monitor seen.
+pub const DEFAULT_LIVE_GRACE: Duration = Duration::from_secs(90);
+
 impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig {
@@ -172,6 +180,7 @@ impl Default for MonitorConfig {
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             web: None,
             foreign_chat: ForeignChat::Drop,
+            live_grace: DEFAULT_LIVE_GRACE,
             stop_after_messages: None,
         }
     }
@@ -224,6 +233,7 @@ impl MonitorConfig {
         duration_within("healthy_after", self.healthy_after, Duration::ZERO, MAX_DURATION)?;
         duration_within("backoff_base", self.backoff_base, Duration::from_millis(10), MAX_DURATION)?;
         duration_within("backoff_cap", self.backoff_cap, self.backoff_base, MAX_DURATION)?;
+        duration_within("live_grace", self.live_grace, Duration::ZERO, MAX_DURATION)?;
         if let Some(web) = self.web.as_ref().filter(|web| !web.status_check.is_zero()) {
             duration_within("status_check", web.status_check, MIN_STATUS_CHECK, MAX_DURATION).map_err(|e| {
                 SettingError::new(e.setting, e.message.replace("must be from", "must be 0 (never) or from"))
@@ -317,5 +327,7 @@ mod tests {
         assert!(check(|c| c.rooms = vec![1, 0]).unwrap_err().1.contains("positive"));
         assert!(check(|c| c.servers.clear()).is_err());
         assert_eq!(check(|c| c.flush_timeout = Duration::MAX).unwrap_err().0, "flush_timeout");
+        assert_eq!(check(|c| c.live_grace = Duration::MAX).unwrap_err().0, "live_grace");
+        assert!(check(|c| c.live_grace = Duration::ZERO).is_ok(), "0: every end at once");
     }
 }

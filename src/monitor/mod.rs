@@ -56,8 +56,8 @@ use pacer::Pacer;
 use resolve::{AddressBook, Answer};
 
 pub use config::{
-    DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, DEFAULT_STATUS_CHECK, ForeignChat, MonitorConfig,
-    WebLookups, default_servers,
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_LIVE_GRACE, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, DEFAULT_STATUS_CHECK,
+    ForeignChat, MonitorConfig, WebLookups, default_servers,
 };
 pub use endpoint::{Endpoint, Transport};
 
@@ -392,11 +392,12 @@ impl Monitor {
             let mut state = self.state.borrow_mut();
             let new = !state.rooms.contains_key(&room);
             let timing = state.timing;
+            let grace = state.config.live_grace;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
             state.rooms.entry(room).or_insert_with(|| Box::new(RoomSlot {
                 life: Lifecycle::new(&timing),
                 real_id: None,
-                live: LiveTracker::default(),
+                live: LiveTracker::new(grace),
                 live_timer: None,
                 web,
                 foreign_chat: 0,
