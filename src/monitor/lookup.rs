@@ -5,8 +5,8 @@
 //!
 //! - **Ids.** A room's page (`/{id}`) is read from the mobile site, and from
 //!   the desktop site if that fails; the log says `6657 → 6979222 (room
-//!   name, owner)`. A room waits for its first look-up a few seconds at
-//!   most (the life cycle's `Resolving`), then joins with the id as written
+//!   name, owner)`. A room waits for its first look-up at most
+//!   `look_up_wait` (5 s; the life cycle's `Resolving`), then joins with the id as written
 //!   and says so; a failed look-up is tried again with backoff, and an id
 //!   found later makes the room join again with it. Look-ups block no
 //!   other room: they run a few at a time, paced (`fetch::Fetcher`).
@@ -32,9 +32,6 @@ use super::live::{Report, Source, human_duration};
 /// The type of the output lines that report a room's live status; it
 /// cannot collide with Douyu's own types, which have no dots.
 pub const LIVE_TYPE: &str = "barrage.live";
-
-/// How long one look-up may take, redirects included.
-const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a room knows from the web site, and where its look-ups are.
 #[derive(Debug)]
@@ -68,7 +65,7 @@ impl MonitorState {
     }
 
     fn read_room_page(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, mobile: bool) {
-        let Some((fetcher, request)) = this.borrow().web_request(|web| {
+        let Some((fetcher, request, deadline)) = this.borrow().web_request(|web| {
             let (base, agent) =
                 if mobile { (&web.mobile_base, MOBILE_USER_AGENT) } else { (&web.desktop_base, DESKTOP_USER_AGENT) };
             let url = base.append_path(&web::room_page_path(room)).ok()?;
@@ -77,7 +74,7 @@ impl MonitorState {
             return;
         };
         let weak = Rc::downgrade(this);
-        fetcher.fetch(reactor, request, Instant::now() + LOOKUP_DEADLINE, move |reactor, result| {
+        fetcher.fetch(reactor, request, deadline, move |reactor, result| {
             let Some(this) = weak.upgrade() else { return };
             let found = result.and_then(Response::error_for_status).map(|page| web::parse_room_page(&page.text()));
             match found {
@@ -145,7 +142,7 @@ impl MonitorState {
     /// Reads `room`'s status from `betard`, unless a read is under way or
     /// status checks are off.
     pub(crate) fn check_status(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
-        let Some((fetcher, request)) = this.borrow_mut().web_request_for(room, |web, id| {
+        let Some((fetcher, request, deadline)) = this.borrow_mut().web_request_for(room, |web, id| {
             if web.status_check.is_zero() {
                 return None;
             }
@@ -155,7 +152,7 @@ impl MonitorState {
             return;
         };
         let weak = Rc::downgrade(this);
-        fetcher.fetch(reactor, request, Instant::now() + LOOKUP_DEADLINE, move |reactor, result| {
+        fetcher.fetch(reactor, request, deadline, move |reactor, result| {
             let Some(this) = weak.upgrade() else { return };
             let status = result.and_then(Response::error_for_status).map_err(|e| e.to_string());
             Self::status_read(&this, reactor, room, status.and_then(|page| web::parse_betard(&page.text())));
@@ -283,14 +280,16 @@ impl MonitorState {
         self.write_message(reactor, id, unix_now() * 1000, &Message::decode(&body));
     }
 
-    /// The fetcher and a request built by `build` from the web settings.
+    /// The fetcher, a request built by `build` from the web settings, and
+    /// its deadline.
     fn web_request(
         &self,
         build: impl FnOnce(&super::WebLookups) -> Option<Request>,
-    ) -> Option<(crate::fetch::Fetcher, Request)> {
+    ) -> Option<(crate::fetch::Fetcher, Request, Instant)> {
         let fetcher = self.fetcher.clone()?;
-        let request = build(self.config.web.as_ref()?)?;
-        Some((fetcher, request))
+        let web = self.config.web.as_ref()?;
+        let request = build(web)?;
+        Some((fetcher, request, Instant::now() + web.timeout))
     }
 
     /// Like [`web_request`](Self::web_request), for a status read of `room`
@@ -299,17 +298,17 @@ impl MonitorState {
         &mut self,
         room: u64,
         build: impl FnOnce(&super::WebLookups, u64) -> Option<Request>,
-    ) -> Option<(crate::fetch::Fetcher, Request)> {
+    ) -> Option<(crate::fetch::Fetcher, Request, Instant)> {
         let slot = self.rooms.get(&room)?;
         if slot.web.as_ref().is_none_or(|web| web.status_in_flight) {
             return None;
         }
         let id = slot.id(room);
-        let pair = self.web_request(|web| build(web, id))?;
+        let fetch = self.web_request(|web| build(web, id))?;
         if let Some(web) = self.rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) {
             web.status_in_flight = true;
         }
-        Some(pair)
+        Some(fetch)
     }
 }
 
