@@ -241,7 +241,10 @@ fn a_vanity_id_joins_the_real_room_and_its_messages_carry_the_real_id() {
     let chat: Vec<serde_json::Value> =
         lines.iter().map(|line| json(line)).filter(|line| line["type"] == "chatmsg" && line["room"] == REAL).collect();
     assert!(!chat.is_empty());
-    assert!(chat.iter().all(|line| line["fields"]["rid"].as_str() == Some("6979222")), "the server's rid is the real id");
+    assert!(
+        chat.iter().all(|line| line["fields"]["rid"].as_str() == Some("6979222")),
+        "the server's rid is the real id"
+    );
     let live = live_fields(&lines, REAL);
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!((live[0]["rid"].as_str(), live[0]["status"].as_str()), (Some("6979222"), Some("live")));
@@ -318,6 +321,38 @@ fn failed_look_ups_back_off_while_the_rooms_join_as_written() {
     assert!((5.0..=10.0).contains(&second), "the next one doubles: {second}");
     let waited = failures[1].0.duration_since(failures[0].0).as_secs_f64();
     assert!(waited >= 2.5 - 0.01, "it waited {waited} s as it said");
+}
+
+#[test]
+fn a_slow_look_up_joins_as_written_after_the_wait_and_then_the_real_room() {
+    let mut world = World::start(
+        "slow",
+        &[VANITY],
+        |sim| sim.web.as_mut().unwrap().faults.add(WebFault::Slow(Duration::from_secs(2))),
+        |monitor| monitor.web.as_mut().unwrap().look_up_wait = Duration::from_millis(300),
+    );
+    // (The simulator does not count members of a vanity id: it is no room.)
+    world.wait("the room joined as written", |monitor, _| room(monitor, VANITY).state == RoomState::Joined);
+    assert_eq!(world.room(VANITY).id, VANITY, "not looked up yet");
+    let said = captured::matching(&format!("room {VANITY}: "));
+    assert!(said.iter().any(|(_, line)| line.contains("joining it as written")), "it says so:\n{}", captured::all());
+
+    world.wait("the real room joined", |monitor, sim| {
+        let room = room(monitor, VANITY);
+        sim.members(REAL) == 1 && room.sequence.received >= 5
+    });
+    assert_eq!(world.room(VANITY).id, REAL);
+    assert_eq!(captured::matching(&format!("room {VANITY} → {REAL} (")).len(), 1, "{}", captured::all());
+    let lines = world.finish();
+    let rooms: Vec<(u64, String)> = lines
+        .iter()
+        .map(|line| json(line))
+        .map(|line| (line["room"].as_u64().unwrap(), line["type"].as_str().unwrap().to_string()))
+        .collect();
+    let first_real = rooms.iter().position(|(room, _)| *room == REAL).expect("lines of the real room");
+    assert!(rooms[..first_real].iter().all(|(room, _)| *room == VANITY), "the id as written, then the real one");
+    assert!(rooms[..first_real].iter().any(|(_, kind)| kind == "loginres"), "it did join as written");
+    assert!(rooms[first_real..].iter().all(|(room, _)| *room == REAL), "{rooms:?}");
 }
 
 /// With web fault `fault`, looking up `PLAIN` fails with `error` (from
