@@ -23,7 +23,7 @@ use barrage::monitor::output::Destination;
 use barrage::monitor::{Endpoint, Monitor, MonitorConfig, Room, RoomState, WebLookups};
 use barrage::reactor::Reactor;
 use barrage::sim::{self, SimConfig, SimServer, WebConfig, WebFault};
-use common::process::TempDir;
+use common::process::{InProcessSim, TempDir, Watch, http_get};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 /// A vanity id of the simulator, and the room it stands for.
@@ -502,4 +502,126 @@ fn text_output_says_live_now_replaying_and_ended_after() {
     let lasted = told[2].strip_prefix("[6979222] ○ ended after ").unwrap_or_else(|| panic!("{}", told[2]));
     assert!(lasted.ends_with('s') && lasted[..lasted.len() - 1].parse::<u64>().is_ok(), "seconds: {lasted}");
     assert!(lines.iter().any(|line| line.starts_with("[6979222] ") && line.contains(": ")), "chat, by the real id");
+}
+
+// ----- from the command line ----------------------------------------------------------
+
+/// The body of an HTTP response, parsed as JSON.
+fn json_body(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_else(|| panic!("no body: {response}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Each form a user pastes, on the command line and in the config file,
+/// is looked up and joined as the real room; `/rooms` shows both ids.
+#[test]
+fn every_id_form_resolves_and_rooms_shows_what_was_written() {
+    let vanity = [(6657, 6979222), (5232, 178432), (123455, 5526219), (7001, 7100001), (7002, 7200002)];
+    let sim = InProcessSim::start_with(sim_config(|sim| {
+        sim.rate = 5.0;
+        sim.vanity = vanity.into();
+    }));
+    let dir = TempDir::new("id-forms");
+    let config = dir.path("watch.toml");
+    std::fs::write(&config, "rooms = [\"https://www.douyu.com/7002\", 7003]\n").unwrap();
+    let web = format!("http://{}", sim.web.expect("a web listener"));
+    let server = sim.addr.to_string();
+    let mut watch = Watch::start_with_web(&[
+        "--server",
+        &server,
+        "--web-base",
+        &web,
+        "--metrics",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+        "6657",
+        "douyu.com/5232",
+        "https://www.douyu.com/123455?dyshid=0-4a5f&dyshci=181",
+        "https://m.douyu.com/7001/",
+        "https://www.douyu.com/topic/S11?rid=288016",
+    ]);
+    // What was written, and the room it is.
+    let rooms = [
+        (6657, 6979222),
+        (5232, 178432),
+        (123455, 5526219),
+        (7001, 7100001),
+        (7002, 7200002),
+        (288016, 288016),
+        (7003, 7003),
+    ];
+    watch.wait_for("messages and a status in every room", DEADLINE, |seen| {
+        rooms.iter().all(|&(_, real)| seen.messages(real) >= 3 && seen.count(real, "barrage.live") == 1)
+    });
+    let written: std::collections::BTreeSet<u64> = watch.seen.rooms.keys().copied().collect();
+    assert_eq!(written, rooms.iter().map(|&(_, real)| real).collect(), "lines of real rooms only");
+    let log = watch.stderr();
+    for (vanity, real) in vanity {
+        assert!(log.contains(&format!("room {vanity} → {real} (")), "{vanity} looked up:\n{log}");
+    }
+
+    let metrics = watch.metrics_addr();
+    let listed = json_body(&http_get(metrics, "/rooms"));
+    let mut shown: Vec<(u64, u64)> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|room| (room["written"].as_u64().unwrap(), room["room"].as_u64().unwrap()))
+        .collect();
+    shown.sort();
+    let mut expected = rooms.to_vec();
+    expected.sort();
+    assert_eq!(shown, expected, "{listed}");
+    for room in listed.as_array().unwrap() {
+        assert_eq!(room["live"], "live", "{room}");
+        assert!(room["live_since"].as_u64().is_some(), "{room}");
+        for key in ["name", "owner", "category"] {
+            assert!(room[key].as_str().is_some_and(|value| !value.is_empty()), "{key} of {room}");
+        }
+        assert_eq!(room["foreign_chat"], 0);
+    }
+    let text = http_get(metrics, "/metrics");
+    assert!(text.contains("barrage_rooms_live{status=\"live\"} 7\n"), "{text}");
+    let (status, _) = watch.stop_with("TERM");
+    assert!(status.success(), "{status}\n{}", watch.report());
+}
+
+/// A chat message naming another room is counted in `/metrics` and
+/// `/rooms`, and dropped, or written with `--foreign-chat write`.
+#[test]
+fn chat_of_another_room_is_counted_and_dropped_unless_asked_for() {
+    use common::{FakeDouyu, fake_douyu, packet};
+    for (flags, written) in [(&[][..], false), (&["--foreign-chat", "write"][..], true)] {
+        let mut reactor = Reactor::new().unwrap();
+        let spec = FakeDouyu { chats: 2, text: |cid| format!("chat {cid}"), rss: false, close_after_join: false };
+        let (server, log) = fake_douyu(&mut reactor, spec);
+        let mut args = vec!["--server", &server, "--metrics", "127.0.0.1:0", "7"];
+        args.extend_from_slice(flags);
+        let mut watch = Watch::start(&args);
+        let joined = reactor.run_until(Instant::now() + DEADLINE, |_| log.borrow().joined.contains_key(&7)).unwrap();
+        assert!(joined, "room 7 joined\n{}", watch.report());
+        // Cid 3 names room 8, as Douyu's stray chat does; cid 4 is the room's own.
+        let conn = log.borrow().joined[&7];
+        for (rid, cid) in [("8", "3"), ("7", "4")] {
+            let chat = [("type", "chatmsg"), ("rid", rid), ("nn", "观众"), ("txt", "hi"), ("cid", cid)];
+            assert!(reactor.send(conn, &packet(&chat)));
+        }
+        // Written as the next turn begins (run_until would look again only
+        // after a poll that nothing wakes).
+        let deadline = Instant::now() + DEADLINE;
+        while reactor.pending_output(conn) != Some(0) {
+            assert!(Instant::now() < deadline, "the server wrote them");
+            reactor.turn(Some(Duration::from_millis(5))).unwrap();
+        }
+        watch.wait_for("the room's own last chat", DEADLINE, |seen| seen.room(7).cids.contains(&4));
+        let expected: &[u64] = if written { &[1, 2, 3, 4] } else { &[1, 2, 4] };
+        assert_eq!(watch.seen.room(7).cids, expected, "{flags:?}");
+        assert_eq!(watch.seen.messages(8), 0, "written as the room's, if at all");
+
+        let metrics = watch.metrics_addr();
+        let text = http_get(metrics, "/metrics");
+        assert!(text.contains("barrage_room_foreign_chat_total{room=\"7\"} 1\n"), "{text}");
+        assert_eq!(json_body(&http_get(metrics, "/rooms"))[0]["foreign_chat"], 1);
+    }
 }
