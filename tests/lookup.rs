@@ -253,6 +253,26 @@ fn a_vanity_id_joins_the_real_room_and_its_messages_carry_the_real_id() {
 }
 
 #[test]
+fn a_vanity_id_and_its_real_id_together_join_the_room_once() {
+    let mut world = World::start("both-ids", &[VANITY, REAL], |_| {}, |_| {});
+    world.wait("both looked up, and messages", |monitor, _| {
+        let rooms = monitor.rooms();
+        let joined = rooms.iter().find(|room| room.state == RoomState::Joined);
+        rooms.iter().all(|room| room.id == REAL) && joined.is_some_and(|room| room.sequence.received >= 20)
+    });
+    assert_eq!(world.sim.members(REAL), 1, "one connection to the room");
+    let states: Vec<RoomState> = world.monitor.rooms().iter().map(|room| room.state).collect();
+    assert!(states.contains(&RoomState::Stopped), "one of the two stops: {states:?}");
+    assert_eq!(captured::matching("which is watched already").len(), 1, "{}", captured::all());
+    let lines = world.finish();
+    let mut cids = std::collections::BTreeMap::new();
+    for line in lines.iter().map(|line| json(line)).filter(|line| line["type"] == "chatmsg") {
+        *cids.entry(line["fields"]["cid"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(!cids.is_empty() && cids.values().all(|&n| n == 1), "each message written once: {cids:?}");
+}
+
+#[test]
 fn the_desktop_page_answers_when_the_mobile_one_fails() {
     let mut reactor = Reactor::new().unwrap();
     // Every second request the simulator's web listener gets is a 503.

@@ -8,8 +8,10 @@
 //!   name, owner)`. A room waits for its first look-up at most
 //!   `look_up_wait` (5 s; the life cycle's `Resolving`), then joins with the id as written
 //!   and says so; a failed look-up is tried again with backoff, and an id
-//!   found later makes the room join again with it. Look-ups block no
-//!   other room: they run a few at a time, paced (`fetch::Fetcher`).
+//!   found later makes the room join again with it. Two names of one room
+//!   (a vanity number and its real id) make one connection: the one
+//!   found second stops, and says so. Look-ups block no other room: they
+//!   run a few at a time, paced (`fetch::Fetcher`).
 //! - **Status.** `betard/{rid}` is read after every join and then every
 //!   `status_check`; what it says goes to the room's [`LiveTracker`], with
 //!   the `rss` pushes, and a change becomes one output line of type
@@ -89,6 +91,13 @@ impl MonitorState {
     fn id_found(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, info: web::RoomInfo) {
         let event = {
             let mut state = this.borrow_mut();
+            // Two names of one room (6657 and 6979222, or two addresses):
+            // one connection, or every message would be written twice.
+            let watched_as = state
+                .rooms
+                .iter()
+                .find(|&(&other, slot)| other != room && !slot.is_stopped() && slot.id(other) == info.rid);
+            let watched_as = watched_as.map(|(&other, _)| other);
             let Some(slot) = state.rooms.get_mut(&room) else { return };
             let before = slot.id(room);
             slot.real_id = Some(info.rid);
@@ -107,7 +116,17 @@ impl MonitorState {
                 web.name = info.name.or(web.name.take());
                 web.owner = info.owner.or(web.owner.take());
             }
-            if before != info.rid { Event::IdChanged } else { Event::IdResolved }
+            if let Some(other) = watched_as {
+                log::warn!(
+                    "room {room} is room {}, which is watched already (as {other}): not joining it twice",
+                    info.rid
+                );
+                Event::Shutdown
+            } else if before != info.rid {
+                Event::IdChanged
+            } else {
+                Event::IdResolved
+            }
         };
         MonitorState::handle(this, reactor, room, event);
         // A first answer with a new id: also the end of the wait.
