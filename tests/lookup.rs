@@ -375,6 +375,26 @@ fn a_slow_look_up_joins_as_written_after_the_wait_and_then_the_real_room() {
     assert!(rooms[first_real..].iter().all(|(room, _)| *room == REAL), "{rooms:?}");
 }
 
+#[test]
+fn rooms_waiting_for_their_turn_to_be_looked_up_join_as_written_quietly() {
+    // Look-ups are paced (four at a time, one start per 50 ms): with many
+    // rooms most wait longer than 50 ms, and join as written first.
+    let rooms: Vec<u64> = (1..=40).map(|n| PLAIN + n).collect();
+    let mut world = World::start(
+        "queued",
+        &rooms,
+        |_| {},
+        |monitor| {
+            monitor.web.as_mut().unwrap().look_up_wait = Duration::from_millis(50);
+        },
+    );
+    world.wait("every room joined", |monitor, _| monitor.rooms().iter().all(|room| room.sequence.received > 0));
+    let quiet = captured::matching("joining it as written while look-ups queue");
+    assert!(quiet.len() >= 20 && quiet.iter().all(|(_, line)| line.starts_with("DEBUG")), "{}", captured::all());
+    let loud = captured::matching("joining it as written meanwhile");
+    assert!(loud.len() <= 4, "at most one a fetch in flight:\n{}", captured::all());
+}
+
 /// With web fault `fault`, looking up `PLAIN` fails with `error` (from
 /// both sites, each within `timeout`), and the room joins as written.
 fn a_fault_ends_in(test: &str, fault: WebFault, error: &str, timeout: Duration) -> Duration {
