@@ -273,6 +273,19 @@ fn a_vanity_id_and_its_real_id_together_join_the_room_once() {
 }
 
 #[test]
+fn a_room_name_reaches_the_log_made_safe_for_a_terminal() {
+    // With seed 41, the simulator names the room "\x1b[2J清屏主播": an
+    // escape sequence that clears the screen.
+    let mut world = World::start("name-in-log", &[VANITY], |sim| sim.seed = 41, |_| {});
+    let looked_up = format!("room {VANITY} → {REAL} (");
+    world.wait("the look-up", |_, _| !captured::matching(&looked_up).is_empty());
+    let (_, line) = captured::matching(&looked_up).remove(0);
+    assert!(line.contains("␛[2J清屏主播"), "{line:?}");
+    assert!(!line.chars().any(char::is_control), "no control character reaches the log: {line:?}");
+    assert_eq!(world.room(VANITY).name.as_deref(), Some("\u{1b}[2J清屏主播"), "kept as it is (JSON escapes it)");
+}
+
+#[test]
 fn the_desktop_page_answers_when_the_mobile_one_fails() {
     let mut reactor = Reactor::new().unwrap();
     // Every second request the simulator's web listener gets is a 503.

@@ -30,6 +30,7 @@ use super::MonitorState;
 use super::backoff::Backoff;
 use super::lifecycle::Event;
 use super::live::{Report, Source, human_duration};
+use super::visible::visible;
 
 /// The type of the output lines that report a room's live status; it
 /// cannot collide with Douyu's own types, which have no dots.
@@ -101,7 +102,8 @@ impl MonitorState {
             let Some(slot) = state.rooms.get_mut(&room) else { return };
             let before = slot.id(room);
             slot.real_id = Some(info.rid);
-            let about = match (&info.name, &info.owner) {
+            // The names are the streamer's own: made safe for a terminal.
+            let about = match (info.name.as_deref().map(visible), info.owner.as_deref().map(visible)) {
                 (Some(name), Some(owner)) => format!(" ({name}, {owner})"),
                 (Some(one), None) | (None, Some(one)) => format!(" ({one})"),
                 (None, None) => String::new(),
