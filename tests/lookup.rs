@@ -361,7 +361,7 @@ fn a_slow_look_up_joins_as_written_after_the_wait_and_then_the_real_room() {
     let mut world = World::start(
         "slow",
         &[VANITY],
-        |sim| sim.web.as_mut().unwrap().faults.add(WebFault::Slow(Duration::from_secs(2))),
+        |sim| sim.web.as_mut().unwrap().faults.add(WebFault::Slow(Duration::from_secs(3))),
         |monitor| monitor.web.as_mut().unwrap().look_up_wait = Duration::from_millis(300),
     );
     // (The simulator does not count members of a vanity id: it is no room.)
@@ -497,7 +497,7 @@ fn a_room_that_goes_offline_while_disconnected_is_reported_offline_once_after_th
 
 #[test]
 fn a_drop_and_return_within_the_grace_produces_no_end_and_no_start() {
-    let grace = Duration::from_secs(1);
+    let grace = Duration::from_secs(2);
     let mut world = World::start("drop-and-return", &[PLAIN], |_| {}, quick(grace));
     world.wait("live reported", |monitor, _| reported(&room(monitor, PLAIN)) == Some(LiveStatus::Live));
     let pushes = |monitor: &Monitor| monitor.stats().messages_by_type.get("rss").copied().unwrap_or(0);
