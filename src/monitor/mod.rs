@@ -394,20 +394,22 @@ impl Monitor {
             let timing = state.timing;
             let grace = state.config.live_grace;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
-            state.rooms.entry(room).or_insert_with(|| Box::new(RoomSlot {
-                life: Lifecycle::new(&timing),
-                real_id: None,
-                live: LiveTracker::new(grace),
-                live_timer: None,
-                web,
-                foreign_chat: 0,
-                conn: None,
-                timer: None,
-                server: None,
-                messages: 0,
-                last_message: None,
-                sequence: SequenceCheck::default(),
-            }));
+            state.rooms.entry(room).or_insert_with(|| {
+                Box::new(RoomSlot {
+                    life: Lifecycle::new(&timing),
+                    real_id: None,
+                    live: LiveTracker::new(grace),
+                    live_timer: None,
+                    web,
+                    foreign_chat: 0,
+                    conn: None,
+                    timer: None,
+                    server: None,
+                    messages: 0,
+                    last_message: None,
+                    sequence: SequenceCheck::default(),
+                })
+            });
             new
         };
         MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
