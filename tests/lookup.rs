@@ -9,7 +9,10 @@
 //! clock in `monitor::live` and `monitor::lifecycle`). What the user sees
 //! is checked: the lines written, the rooms' snapshots (what `/rooms`
 //! shows), and the log, captured per thread by a logger of this binary.
-//! Every wait is a condition with a deadline.
+//! The last tests run `barrage watch` itself, against the simulator on a
+//! thread of its own or a minimal fake server, for what the flags, the
+//! config file and `--metrics` show. Every wait is a condition with a
+//! deadline.
 
 mod common;
 
