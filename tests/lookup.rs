@@ -289,6 +289,27 @@ fn a_room_name_reaches_the_log_made_safe_for_a_terminal() {
 }
 
 #[test]
+fn look_ups_over_https_trust_the_ca_file() {
+    use barrage::reactor::{CipherPolicy, TlsServerConfig};
+    let made = sim::certificate::self_signed_localhost().unwrap();
+    let tls = TlsServerConfig::from_pem(&made.cert_pem, &made.key_pem, CipherPolicy::Modern).unwrap();
+    let ca_dir = TempDir::new("https-ca");
+    let ca = ca_dir.path("ca.pem");
+    std::fs::write(&ca, &made.cert_pem).unwrap();
+    let mut world = World::start(
+        "https",
+        &[VANITY],
+        |sim| sim.web.as_mut().unwrap().tls = Some(tls),
+        |monitor| monitor.ca_file = Some(ca),
+    );
+    assert!(world.sim.web().unwrap().base_url().starts_with("https://127.0.0.1:"));
+    world.wait("the real room joined, its status read", |monitor, _| {
+        let room = room(monitor, VANITY);
+        room.id == REAL && room.sequence.received > 0 && reported(&room) == Some(LiveStatus::Live)
+    });
+}
+
+#[test]
 fn the_desktop_page_answers_when_the_mobile_one_fails() {
     let mut reactor = Reactor::new().unwrap();
     // Every second request the simulator's web listener gets is a 503.
