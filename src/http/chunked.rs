@@ -114,7 +114,9 @@ impl ChunkedDecoder {
                 },
                 State::Trailers { seen } => {
                     let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-                        if seen + rest.len() > max_trailers {
+                        // A lone CR may begin the empty line that ends the
+                        // trailers, which does not count.
+                        if rest != b"\r" && seen + rest.len() > max_trailers {
                             return Err(Error::HeadTooLarge { limit: max_trailers });
                         }
                         return Ok((consumed, false));
@@ -227,5 +229,11 @@ mod tests {
             decoder.decode(partial.as_bytes(), &mut Vec::new(), MAX_BODY, MAX_TRAILERS),
             Err(Error::HeadTooLarge { limit: MAX_TRAILERS })
         );
+        // Trailers of exactly the limit, then the empty line cut after its CR.
+        let wire = format!("0\r\nX: {}\r\n", "a".repeat(MAX_TRAILERS - 5));
+        let mut decoder = ChunkedDecoder::default();
+        let first = decoder.decode(&[wire.as_bytes(), b"\r"].concat(), &mut Vec::new(), MAX_BODY, MAX_TRAILERS);
+        assert_eq!(first, Ok((wire.len(), false)));
+        assert_eq!(decoder.decode(b"\r\n", &mut Vec::new(), MAX_BODY, MAX_TRAILERS), Ok((2, true)));
     }
 }
