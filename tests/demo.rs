@@ -72,3 +72,34 @@ fn demo_json_writes_only_json_lines_to_stdout() {
     assert!(stderr.contains("2 rooms,") && stderr.contains("none lost, none duplicated"), "{stderr}");
     assert!(stderr.contains("for 1 s") && !stderr.contains("Ctrl-C"), "{stderr}");
 }
+
+/// The demo looks its vanity id up as `watch` does, and shows that room's
+/// broadcast end (once the grace is over) and start again; the rooms'
+/// status pushes are numbered with their messages, and none is lost.
+#[test]
+fn demo_looks_up_a_vanity_id_and_shows_its_room_end_and_go_live_again() {
+    let output = Command::new(env!("CARGO_BIN_EXE_barrage"))
+        .args(["demo", "--rooms", "2", "--rate", "5", "--duration", "10", "--json"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {}\n{stderr}", output.status);
+    assert!(stderr.contains("room 6657 → 6979222 ("), "{stderr}");
+    let mut seen = common::process::Seen::default();
+    let mut told = Vec::new();
+    for line in stdout.split_inclusive('\n') {
+        seen.record(line);
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        if line["type"] == "barrage.live" && line["room"] == 6979222 {
+            told.push(line["fields"]["status"].as_str().unwrap().to_string());
+        }
+    }
+    // The simulator's seeded schedule: off air 2.7 s in, back at 7.9 s.
+    assert_eq!(told, ["live", "offline", "live"], "{}", seen.summary());
+    assert!(seen.count(6979222, "rss") >= 2 && seen.messages(6979222) >= 10, "{}", seen.summary());
+    assert_eq!(seen.messages(6657), 0, "nothing written under the vanity id");
+    let row = stderr.lines().find(|line| line.starts_with("room 6979222 (6657):")).expect("its summary row");
+    assert!(row.contains(" 0 missing, 0 duplicated"), "{row}");
+    assert!(stderr.contains("2 rooms, and 6657 (as 6979222);") && stderr.contains("none lost, none duplicated"));
+}

@@ -17,7 +17,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::net::SocketAddr;
 use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -596,24 +595,8 @@ fn metrics_flag_serves_prometheus_text_and_room_json() {
     let serve = Serve::start(&["--rate", "50"]);
     let mut watch = Watch::start(&["--server", &serve.addr, "--metrics", "localhost:0", "7", "8"]);
     watch.wait_for("messages in both rooms", DEADLINE, |seen| seen.messages(7) >= 5 && seen.messages(8) >= 5);
-    watch.wait_stderr("the metrics address", DEADLINE, |log| log.contains("metrics on http://"));
-    let log = watch.stderr();
-    let addr: SocketAddr = log
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("an address in the log line");
-
-    let http_get = |path: &str| -> String {
-        use std::io::Write;
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    };
+    let addr = watch.metrics_addr();
+    let http_get = |path: &str| http_get(addr, path);
     let metrics = http_get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("barrage_rooms{state=\"joined\"} 2"), "{metrics}");

@@ -1,5 +1,7 @@
 //! `barrage demo`: the simulated server and the monitor in one process, on
 //! one reactor and one thread, on loopback — what barrage does, at a glance.
+//! Rooms go live, off air and into replay loops on the simulator's schedule,
+//! and one more room is named by a vanity id, looked up as `watch` does.
 //!
 //! Stdout carries the messages only; with `--json` it is pure JSON lines
 //! (the summary goes to stderr), so `barrage demo --json | jq` works.
@@ -12,9 +14,9 @@ use clap::Args;
 
 use crate::monitor::format::Format;
 use crate::monitor::output::Destination;
-use crate::monitor::{Endpoint, Monitor, MonitorConfig};
+use crate::monitor::{DEFAULT_STATUS_CHECK, Endpoint, Monitor, MonitorConfig, WebLookups};
 use crate::reactor::Reactor;
-use crate::sim::{self, SimConfig, SimTls, SimWebSocket};
+use crate::sim::{self, SimConfig, SimTls, SimWebSocket, WebConfig};
 
 use super::watch::run_daemon;
 use super::{
@@ -23,10 +25,20 @@ use super::{
 
 /// The first demo room; rooms are numbered from here.
 const FIRST_ROOM: u64 = 100_001;
+/// A room watched besides, by its vanity id, and the id it stands for.
+const VANITY: (u64, u64) = (6657, 6979222);
+/// How long a simulated broadcast cycle lasts (see `sim::status`), and how
+/// long a stream must be off to be told as ended: a demo's seconds, not the
+/// real 90 s, but longer than a stream's drops (a tenth of a cycle).
+const STATUS_PERIOD: Duration = Duration::from_secs(20);
+const GRACE: Duration = Duration::from_secs(3);
+/// The simulator's seed: with it, 6657's room goes off air 2.7 s in (told
+/// at 5.7 s, once the grace is over) and is back at 7.9 s.
+const SEED: u64 = 41;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// How many rooms to watch (1 to 10000).
+    /// How many rooms to watch (1 to 10000), besides 6657, a vanity id.
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = parse_rooms, allow_negative_numbers = true)]
     rooms: u64,
 
@@ -76,6 +88,10 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             rate: args.rate,
             stats_interval: None,
+            seed: SEED,
+            status_period: STATUS_PERIOD,
+            vanity: [VANITY].into(),
+            web: Some(WebConfig::default()),
             tls,
             websocket: wss.then(SimWebSocket::default),
             ..SimConfig::default()
@@ -84,14 +100,16 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
     .map_err(|e| Failure::Runtime(format!("cannot start the simulated server: {e}")))?;
     let endpoint =
         Endpoint { transport: args.transport.transport(), host: "127.0.0.1".into(), port: server.local_addr().port() };
-    let rooms: Vec<u64> = (FIRST_ROOM..FIRST_ROOM + args.rooms).collect();
+    let rooms: Vec<u64> = [VANITY.0].into_iter().chain(FIRST_ROOM..FIRST_ROOM + args.rooms).collect();
+    let web = server.web().and_then(|web| crate::http::Url::parse(&web.base_url()).ok());
     let until = match args.duration {
         Some(duration) => format!("for {} s", duration.as_secs_f64()),
         None => "Ctrl-C to stop".to_string(),
     };
     log::info!(
-        "demo: a simulated Douyu server on {endpoint}, and {} watched from this one thread; {until}",
-        plural(rooms.len() as u64, "room")
+        "demo: a simulated Douyu server on {endpoint}, and {} (and {}, a vanity id) watched from this one thread; {until}",
+        plural(args.rooms, "room"),
+        VANITY.0
     );
     let monitor = Monitor::start(
         &mut reactor,
@@ -103,6 +121,8 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
             output: Destination::Stdout,
             status_interval: Duration::from_secs(10),
             check_sequence: true,
+            web: Some(WebLookups::new(web, true, DEFAULT_STATUS_CHECK)),
+            live_grace: GRACE,
             ..MonitorConfig::default()
         },
     )
@@ -139,13 +159,17 @@ fn summary(monitor: &Monitor, elapsed: Duration, iterations: u64) -> String {
             (Some(first), Some(last)) => format!("cid {first}–{last}"),
             _ => "no room messages yet".to_string(),
         };
+        let name =
+            if room.written == room.id { room.id.to_string() } else { format!("{} ({})", room.id, room.written) };
         let _ = writeln!(
             out,
-            "room {}: {:>5} messages ({span}), {} missing, {} duplicated",
-            room.id, room.sequence.received, room.sequence.missing, room.sequence.duplicated
+            "room {name}: {:>5} messages ({span}), {} missing, {} duplicated",
+            room.sequence.received, room.sequence.missing, room.sequence.duplicated
         );
     }
     let verdict = if missing == 0 && duplicated == 0 { "none lost, none duplicated" } else { "SEE ABOVE" };
-    let _ = writeln!(out, "{}, {received} numbered messages: {verdict}", plural(rooms.len() as u64, "room"));
+    let numbered = plural(rooms.iter().filter(|room| room.written != VANITY.0).count() as u64, "room");
+    let vanity = rooms.iter().find(|room| room.written == VANITY.0).map_or(VANITY.0, |room| room.id);
+    let _ = writeln!(out, "{numbered}, and {} (as {vanity}); {received} numbered messages: {verdict}", VANITY.0);
     out
 }

@@ -617,6 +617,10 @@ mod tests {
         assert_eq!(none, None, "nothing to look up: no web at all");
         let error = web(&["--status-check", "5", "1"], "").unwrap_err();
         assert!(error.contains("status_check must be 0 (never) or from 30 s"), "{error}");
+        let foreign_chat = |flags: &[&str], file: &str| settings_of(flags, file).map(|s| s.monitor.foreign_chat);
+        assert_eq!(foreign_chat(&["1"], ""), Ok(ForeignChat::Drop), "dropped by default");
+        assert_eq!(foreign_chat(&["1"], "foreign_chat = \"write\""), Ok(ForeignChat::Write));
+        assert_eq!(foreign_chat(&["--foreign-chat", "drop", "1"], "foreign_chat = \"write\""), Ok(ForeignChat::Drop));
         let rooms = ["douyu.com/6657", "https://www.douyu.com/topic/x?rid=288016"];
         assert_eq!(settings_of(&rooms, "").unwrap().monitor.rooms, [6657, 288016]);
     }

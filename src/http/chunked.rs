@@ -73,9 +73,12 @@ impl ChunkedDecoder {
                         return Err(Error::BadChunk(format!("bad chunk size line {}", excerpt(rest))));
                     }
                     let (len, size) = match httparse::parse_chunk_size(rest) {
-                        Ok(httparse::Status::Complete(parsed)) => parsed,
+                        Ok(httparse::Status::Complete(parsed)) if parsed.0 <= MAX_SIZE_LINE => parsed,
+                        // Refused whether it arrived whole or not yet, so
+                        // that where the reads were cut does not matter.
+                        Ok(httparse::Status::Complete(_)) => return Err(size_line_too_long()),
                         Ok(httparse::Status::Partial) if rest.len() > MAX_SIZE_LINE => {
-                            return Err(Error::BadChunk(format!("chunk size line over {MAX_SIZE_LINE} bytes")));
+                            return Err(size_line_too_long());
                         }
                         Ok(httparse::Status::Partial) => return Ok((consumed, false)),
                         // More than 16 hex digits (it would overflow a u64),
@@ -111,7 +114,9 @@ impl ChunkedDecoder {
                 },
                 State::Trailers { seen } => {
                     let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-                        if seen + rest.len() > max_trailers {
+                        // A lone CR may begin the empty line that ends the
+                        // trailers, which does not count.
+                        if rest != b"\r" && seen + rest.len() > max_trailers {
                             return Err(Error::HeadTooLarge { limit: max_trailers });
                         }
                         return Ok((consumed, false));
@@ -130,6 +135,10 @@ impl ChunkedDecoder {
             }
         }
     }
+}
+
+fn size_line_too_long() -> Error {
+    Error::BadChunk(format!("chunk size line over {MAX_SIZE_LINE} bytes"))
 }
 
 #[cfg(test)]
@@ -191,6 +200,11 @@ mod tests {
         }
         let long_extension = [b"1;".to_vec(), vec![b'x'; MAX_SIZE_LINE]].concat();
         assert!(matches!(decode(&long_extension), Err(Error::BadChunk(_))));
+        // The same line whole, in one read.
+        let whole = [long_extension, b"\r\nx\r\n0\r\n\r\n".to_vec()].concat();
+        assert!(matches!(decode(&whole), Err(Error::BadChunk(_))));
+        let longest = [b"1;".to_vec(), vec![b'x'; MAX_SIZE_LINE - 4], b"\r\nx\r\n0\r\n\r\n".to_vec()].concat();
+        assert_eq!(decode(&longest), Ok((b"x".to_vec(), 0)));
     }
 
     #[test]
@@ -215,5 +229,11 @@ mod tests {
             decoder.decode(partial.as_bytes(), &mut Vec::new(), MAX_BODY, MAX_TRAILERS),
             Err(Error::HeadTooLarge { limit: MAX_TRAILERS })
         );
+        // Trailers of exactly the limit, then the empty line cut after its CR.
+        let wire = format!("0\r\nX: {}\r\n", "a".repeat(MAX_TRAILERS - 5));
+        let mut decoder = ChunkedDecoder::default();
+        let first = decoder.decode(&[wire.as_bytes(), b"\r"].concat(), &mut Vec::new(), MAX_BODY, MAX_TRAILERS);
+        assert_eq!(first, Ok((wire.len(), false)));
+        assert_eq!(decoder.decode(b"\r\n", &mut Vec::new(), MAX_BODY, MAX_TRAILERS), Ok((2, true)));
     }
 }

@@ -11,22 +11,28 @@
 pub const MAX_HEADERS: usize = 64;
 
 /// Where the head at the front of `data` ends (just past its blank line),
-/// looking from `from` on. A head ends with an empty line: `\n\r\n` or
-/// `\n\n` (a bare LF is accepted as a line end, as `httparse` does).
+/// looking from `from` on: the first end past `from`. A head ends with an
+/// empty line: `\n\r\n` or `\n\n` (a bare LF is accepted as a line end, as
+/// `httparse` does).
 ///
 /// Pass the length already searched as `from` when more bytes arrive, so a
 /// head that trickles in a byte at a time is still scanned once, not once
-/// per byte.
+/// per byte; or an end found before, to look for the next one.
 pub fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
     // Step back so a line end split across two arrivals is seen whole.
     let mut at = from.saturating_sub(2);
     loop {
         let lf = at + data.get(at..)?.iter().position(|&b| b == b'\n')?;
-        match data.get(lf + 1) {
-            Some(b'\n') => return Some(lf + 2),
-            Some(b'\r') if data.get(lf + 2) == Some(&b'\n') => return Some(lf + 3),
-            _ => at = lf + 1,
+        let end = match data.get(lf + 1) {
+            Some(b'\n') => Some(lf + 2),
+            Some(b'\r') if data.get(lf + 2) == Some(&b'\n') => Some(lf + 3),
+            _ => None,
+        };
+        // Stepping back may find the end passed in again.
+        if let Some(end) = end.filter(|&end| end > from) {
+            return Some(end);
         }
+        at = lf + 1;
     }
 }
 
@@ -139,6 +145,14 @@ mod tests {
             assert_eq!(find_head_end(head, searched), Some(25), "from {searched}");
             assert_eq!(find_head_end(&head[..searched], 0), None);
         }
+    }
+
+    #[test]
+    fn looking_again_from_an_end_finds_the_next_one() {
+        assert_eq!(find_head_end(b"\n\nHTTP/1.1 200 OK\n\n", 2), Some(19));
+        assert_eq!(find_head_end(b"\r\n\n", 3), None);
+        assert_eq!(find_head_end(b"\n\n\n", 2), Some(3));
+        assert_eq!(find_head_end(b"\n\r\n\r\n", 3), Some(5));
     }
 
     #[test]

@@ -454,6 +454,14 @@ mod tests {
     }
 
     #[test]
+    fn leading_bare_newlines_are_skipped_once() {
+        let response = whole(b"\n\nHTTP/1.1 200 OK\nContent-Length: 1\n\nx", false);
+        assert_eq!(response.map(|r| r.body), Ok(b"x".to_vec()));
+        let mut decoder = ResponseDecoder::new(url(), limits());
+        assert_eq!(decoder.decode(b"\r\n\n"), Ok(Progress { consumed: 0, response: None }));
+    }
+
+    #[test]
     fn bytes_after_the_body_are_not_consumed_and_later_ones_are_ignored() {
         let mut decoder = ResponseDecoder::new(url(), limits());
         let wire = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";

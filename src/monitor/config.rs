@@ -102,6 +102,10 @@ pub struct MonitorConfig {
     pub web: Option<WebLookups>,
     /// What becomes of a chat message that names another room.
     pub foreign_chat: ForeignChat,
+    /// How long a broadcast may be off before its end is reported
+    /// ([`DEFAULT_LIVE_GRACE`]): streams drop and come back within seconds,
+    /// and an end and a start for each would be noise.
+    pub live_grace: Duration,
     /// Stop ([`StopCause::Count`](super::StopCause::Count)) once this many
     /// messages have been written (after the `types` filter); later ones
     /// are not written.
@@ -121,6 +125,12 @@ pub struct WebLookups {
     /// Read each room's status after it joins and then every this often
     /// (Douyu pushes changes only while connected); zero: never.
     pub status_check: Duration,
+    /// How long a room waits for its first id look-up before it joins with
+    /// the id as written ([`DEFAULT_LOOK_UP_WAIT`]).
+    pub look_up_wait: Duration,
+    /// How long one request (a room page, a status read) may take,
+    /// redirects included ([`DEFAULT_WEB_TIMEOUT`]).
+    pub timeout: Duration,
 }
 
 impl WebLookups {
@@ -132,6 +142,8 @@ impl WebLookups {
             mobile_base: site(crate::douyu::web::MOBILE_BASE),
             desktop_base: site(crate::douyu::web::DESKTOP_BASE),
             status_check,
+            look_up_wait: DEFAULT_LOOK_UP_WAIT,
+            timeout: DEFAULT_WEB_TIMEOUT,
         }
     }
 }
@@ -153,6 +165,18 @@ pub const MIN_STATUS_CHECK: Duration = Duration::from_secs(30);
 
 /// How often a room's status is read by default.
 pub const DEFAULT_STATUS_CHECK: Duration = Duration::from_secs(300);
+
+/// [`WebLookups::look_up_wait`] by default: a look-up takes well under a
+/// second; a room whose look-up is slower joins with the id as written
+/// meanwhile.
+pub const DEFAULT_LOOK_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// [`WebLookups::timeout`] by default.
+pub const DEFAULT_WEB_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`MonitorConfig::live_grace`] by default: aiodouyu's, the most careful
+/// monitor seen.
+pub const DEFAULT_LIVE_GRACE: Duration = Duration::from_secs(90);
 
 impl Default for MonitorConfig {
     fn default() -> Self {
@@ -177,6 +201,7 @@ impl Default for MonitorConfig {
             flush_timeout: DEFAULT_FLUSH_TIMEOUT,
             web: None,
             foreign_chat: ForeignChat::Drop,
+            live_grace: DEFAULT_LIVE_GRACE,
             stop_after_messages: None,
         }
     }
@@ -232,10 +257,15 @@ impl MonitorConfig {
         duration_within("healthy_after", self.healthy_after, Duration::ZERO, MAX_DURATION)?;
         duration_within("backoff_base", self.backoff_base, Duration::from_millis(10), MAX_DURATION)?;
         duration_within("backoff_cap", self.backoff_cap, self.backoff_base, MAX_DURATION)?;
-        if let Some(web) = self.web.as_ref().filter(|web| !web.status_check.is_zero()) {
-            duration_within("status_check", web.status_check, MIN_STATUS_CHECK, MAX_DURATION).map_err(|e| {
-                SettingError::new(e.setting, e.message.replace("must be from", "must be 0 (never) or from"))
-            })?;
+        duration_within("live_grace", self.live_grace, Duration::ZERO, MAX_DURATION)?;
+        if let Some(web) = &self.web {
+            if !web.status_check.is_zero() {
+                duration_within("status_check", web.status_check, MIN_STATUS_CHECK, MAX_DURATION).map_err(|e| {
+                    SettingError::new(e.setting, e.message.replace("must be from", "must be 0 (never) or from"))
+                })?;
+            }
+            duration_within("look_up_wait", web.look_up_wait, Duration::ZERO, MAX_DURATION)?;
+            duration_within("web_timeout", web.timeout, Duration::from_millis(1), MAX_DURATION)?;
         }
         let heartbeat = self.session.heartbeat;
         let (seconds, ms) = (|d: Duration| d.as_secs_f64(), poll_interval.as_micros() as f64 / 1e3);
@@ -327,5 +357,17 @@ mod tests {
         assert_eq!(check(|c| c.flush_timeout = Duration::MAX).unwrap_err().0, "flush_timeout");
         let both = |c: &mut MonitorConfig| (c.ca_file, c.ca_pem) = (Some("ca.pem".into()), Some(b"PEM".to_vec()));
         assert_eq!(check(both).unwrap_err().0, "ca_file");
+        assert_eq!(check(|c| c.live_grace = Duration::MAX).unwrap_err().0, "live_grace");
+        assert!(check(|c| c.live_grace = Duration::ZERO).is_ok(), "0: every end at once");
+        let web = WebLookups::new(None, true, DEFAULT_STATUS_CHECK);
+        let check_web = |change: fn(&mut WebLookups)| {
+            let mut config = MonitorConfig { web: Some(web.clone()), ..valid.clone() };
+            change(config.web.as_mut().unwrap());
+            config.validate(Duration::ZERO).map_err(|e| e.setting)
+        };
+        assert_eq!(check_web(|_| {}), Ok(()));
+        assert_eq!(check_web(|w| w.timeout = Duration::ZERO), Err("web_timeout"));
+        assert_eq!(check_web(|w| w.look_up_wait = Duration::MAX), Err("look_up_wait"));
+        assert_eq!(check_web(|w| w.status_check = Duration::from_secs(1)), Err("status_check"));
     }
 }

@@ -59,7 +59,24 @@ impl MonitorState {
                 rng: &mut state.rng,
             };
             let joining = matches!(event, Event::Joined { .. });
+            let waiting_for_id = matches!(slot.life.state(), State::Resolving { .. }) && event == Event::Timer;
             slot.life.handle(event, &mut env, &mut actions);
+            if waiting_for_id && slot.life.state() == State::Waiting {
+                // The wait is over and the look-up has not answered: say so,
+                // as a vanity number joined as written receives nothing. Not
+                // loudly while look-ups queue: they are paced, and with many
+                // rooms most join as written first.
+                let queued = state.fetcher.as_ref().map_or(0, |fetcher| fetcher.waiting());
+                let waited = state.timing.look_up_wait.unwrap_or_default().as_secs_f64();
+                if queued > 0 {
+                    log::debug!("room {room}: joining it as written while look-ups queue ({queued} waiting)");
+                } else {
+                    log::info!(
+                        "room {room}: its real id is not known after {waited} s (the look-up is slow); \
+                         joining it as written meanwhile"
+                    );
+                }
+            }
             if joining && let State::Joined { .. } = slot.life.state() {
                 // Douyu pushes status changes only while connected: read it now.
                 let this = this.clone();

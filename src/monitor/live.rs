@@ -13,21 +13,19 @@
 //! |---|---|---|
 //! | nothing yet | any status | report it |
 //! | live | live | nothing (no duplicates); an end pending is off |
-//! | live or loop | offline | an end is pending: report it if nothing but offline is heard for [`GRACE`] |
+//! | live or loop | offline | an end is pending: report it if nothing but offline is heard for the grace |
 //! | offline or loop | live | report live at once |
 //! | live or offline | loop | report the loop at once |
 //! | any | the login's `live_stat` | nothing reported: shown (`/rooms`) until something else is heard |
 //!
-//! A report says since when: the broadcast's start (`show_time` from
-//! `betard`) if known, else when it was heard; an end says how long the
-//! broadcast lasted.
+//! The grace is [`MonitorConfig::live_grace`](super::MonitorConfig::live_grace),
+//! 90 s by default. A report says since when: the broadcast's start
+//! (`show_time` from `betard`) if known, else when it was heard; an end
+//! says how long the broadcast lasted.
 
 use std::time::{Duration, Instant};
 
 use crate::douyu::LiveStatus;
-
-/// How long a stream may be off before its end is reported.
-pub(crate) const GRACE: Duration = Duration::from_secs(90);
 
 /// Where a status came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,19 +60,27 @@ pub(crate) struct Report {
 }
 
 /// One room's status.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct LiveTracker {
+    /// How long a stream may be off before its end is reported.
+    grace: Duration,
     /// The last report.
     reported: Option<Report>,
-    /// Offline was heard at this instant (and Unix second), after live or
-    /// a loop; reported once [`GRACE`] passes with nothing else heard.
-    pending_end: Option<(Instant, u64)>,
+    /// Offline was heard at this instant (and Unix second) from this
+    /// source, after live or a loop; reported once the grace passes with
+    /// nothing else heard.
+    pending_end: Option<(Instant, u64, Source)>,
     /// What the login said (its reliability is unconfirmed: shown, never
     /// reported).
     login: Option<LiveStatus>,
 }
 
 impl LiveTracker {
+    /// A room not heard of yet, whose ends are reported after `grace`.
+    pub(crate) fn new(grace: Duration) -> Self {
+        LiveTracker { grace, reported: None, pending_end: None, login: None }
+    }
+
     /// The status the user was last told.
     pub(crate) fn reported(&self) -> Option<Report> {
         self.reported
@@ -112,7 +118,7 @@ impl LiveTracker {
             }
             (Some(LiveStatus::Offline), LiveStatus::Offline) => None,
             (Some(LiveStatus::Live | LiveStatus::Loop), LiveStatus::Offline) => {
-                self.pending_end.get_or_insert((now, now_unix));
+                self.pending_end.get_or_insert((now, now_unix, source));
                 None
             }
             _ => {
@@ -125,15 +131,15 @@ impl LiveTracker {
 
     /// Reports a pending end once its grace has passed.
     pub(crate) fn on_timeout(&mut self, now: Instant) -> Option<Report> {
-        let (_, heard_unix) = self.pending_end.filter(|(heard, _)| now >= *heard + GRACE)?;
+        let (_, heard_unix, source) = self.pending_end.filter(|(heard, ..)| now >= *heard + self.grace)?;
         self.pending_end = None;
         let lasted = self.reported.map(|report| Duration::from_secs(heard_unix.saturating_sub(report.since)));
-        self.report(Report { status: LiveStatus::Offline, since: heard_unix, source: Source::Push, lasted })
+        self.report(Report { status: LiveStatus::Offline, since: heard_unix, source, lasted })
     }
 
     /// When [`on_timeout`](Self::on_timeout) has work to do.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.pending_end.map(|(heard, _)| heard + GRACE)
+        self.pending_end.map(|(heard, ..)| heard + self.grace)
     }
 
     fn report(&mut self, report: Report) -> Option<Report> {
@@ -156,6 +162,8 @@ pub(crate) fn human_duration(duration: Duration) -> String {
 mod tests {
     use super::*;
     use LiveStatus::*;
+
+    const GRACE: Duration = crate::monitor::DEFAULT_LIVE_GRACE;
 
     struct Clock {
         start: Instant,
@@ -180,7 +188,7 @@ mod tests {
     fn the_first_status_heard_is_reported_whatever_it_is() {
         let clock = Clock::new();
         for status in [Live, Offline, Loop] {
-            let mut tracker = LiveTracker::default();
+            let mut tracker = LiveTracker::new(GRACE);
             assert_eq!(hear(&mut tracker, &clock, status, Source::Web), Some(status));
         }
     }
@@ -188,7 +196,7 @@ mod tests {
     #[test]
     fn live_again_is_not_reported_twice() {
         let clock = Clock::new();
-        let mut tracker = LiveTracker::default();
+        let mut tracker = LiveTracker::new(GRACE);
         assert_eq!(hear(&mut tracker, &clock, Live, Source::Push), Some(Live));
         assert_eq!(hear(&mut tracker, &clock, Live, Source::Web), None);
         assert_eq!(hear(&mut tracker, &clock, Live, Source::Push), None);
@@ -197,7 +205,7 @@ mod tests {
     #[test]
     fn a_drop_and_return_within_the_grace_is_not_an_end_and_a_start() {
         let mut clock = Clock::new();
-        let mut tracker = LiveTracker::default();
+        let mut tracker = LiveTracker::new(GRACE);
         hear(&mut tracker, &clock, Live, Source::Push);
         clock.secs = 100;
         assert_eq!(hear(&mut tracker, &clock, Offline, Source::Push), None, "not yet: it may come back");
@@ -210,7 +218,7 @@ mod tests {
     #[test]
     fn an_end_is_reported_once_the_grace_passes_with_how_long_it_lasted() {
         let mut clock = Clock::new();
-        let mut tracker = LiveTracker::default();
+        let mut tracker = LiveTracker::new(GRACE);
         let (now, unix) = clock.now();
         tracker.heard(Live, Source::Web, Some(unix - 3600), now, unix);
         clock.secs = 4_380;
@@ -227,9 +235,35 @@ mod tests {
     }
 
     #[test]
+    fn the_grace_is_the_trackers_own() {
+        let mut clock = Clock::new();
+        let mut tracker = LiveTracker::new(Duration::from_secs(2));
+        hear(&mut tracker, &clock, Live, Source::Push);
+        hear(&mut tracker, &clock, Offline, Source::Push);
+        assert_eq!(tracker.next_deadline(), Some(clock.now().0 + Duration::from_secs(2)));
+        clock.secs = 1;
+        assert_eq!(tracker.on_timeout(clock.now().0), None);
+        clock.secs = 2;
+        assert_eq!(tracker.on_timeout(clock.now().0).map(|report| report.status), Some(Offline));
+    }
+
+    #[test]
+    fn an_end_says_which_source_told_it() {
+        let mut clock = Clock::new();
+        for source in [Source::Web, Source::Push] {
+            let mut tracker = LiveTracker::new(GRACE);
+            hear(&mut tracker, &clock, Live, Source::Push);
+            hear(&mut tracker, &clock, Offline, source);
+            clock.secs += 100;
+            let report = tracker.on_timeout(clock.now().0).expect("the end, after the grace");
+            assert_eq!(report.source, source);
+        }
+    }
+
+    #[test]
     fn a_loop_is_reported_at_once_and_live_after_it_too() {
         let clock = Clock::new();
-        let mut tracker = LiveTracker::default();
+        let mut tracker = LiveTracker::new(GRACE);
         hear(&mut tracker, &clock, Live, Source::Push);
         assert_eq!(hear(&mut tracker, &clock, Loop, Source::Push), Some(Loop));
         assert_eq!(hear(&mut tracker, &clock, Live, Source::Push), Some(Live));
@@ -238,7 +272,7 @@ mod tests {
     #[test]
     fn the_login_is_shown_until_something_better_is_heard_but_never_reported() {
         let clock = Clock::new();
-        let mut tracker = LiveTracker::default();
+        let mut tracker = LiveTracker::new(GRACE);
         assert_eq!(hear(&mut tracker, &clock, Offline, Source::Login), None);
         assert_eq!(tracker.current(), Some(Offline));
         assert_eq!(hear(&mut tracker, &clock, Live, Source::Web), Some(Live), "the first real report");
@@ -249,7 +283,7 @@ mod tests {
     #[test]
     fn a_late_start_time_is_learned_without_a_new_report() {
         let clock = Clock::new();
-        let mut tracker = LiveTracker::default();
+        let mut tracker = LiveTracker::new(GRACE);
         hear(&mut tracker, &clock, Live, Source::Push);
         let (now, unix) = clock.now();
         assert_eq!(tracker.heard(Live, Source::Web, Some(unix - 600), now, unix), None);

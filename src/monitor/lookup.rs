@@ -5,11 +5,13 @@
 //!
 //! - **Ids.** A room's page (`/{id}`) is read from the mobile site, and from
 //!   the desktop site if that fails; the log says `6657 → 6979222 (room
-//!   name, owner)`. A room waits for its first look-up a few seconds at
-//!   most (the life cycle's `Resolving`), then joins with the id as written
+//!   name, owner)`. A room waits for its first look-up at most
+//!   `look_up_wait` (5 s; the life cycle's `Resolving`), then joins with the id as written
 //!   and says so; a failed look-up is tried again with backoff, and an id
-//!   found later makes the room join again with it. Look-ups block no
-//!   other room: they run a few at a time, paced (`fetch::Fetcher`).
+//!   found later makes the room join again with it. Two names of one room
+//!   (a vanity number and its real id) make one connection: the one
+//!   found second stops, and says so. Look-ups block no other room: they
+//!   run a few at a time, paced (`fetch::Fetcher`).
 //! - **Status.** `betard/{rid}` is read after every join and then every
 //!   `status_check`; what it says goes to the room's [`LiveTracker`], with
 //!   the `rss` pushes, and a change becomes one output line of type
@@ -28,13 +30,11 @@ use super::MonitorState;
 use super::backoff::Backoff;
 use super::lifecycle::Event;
 use super::live::{Report, Source, human_duration};
+use super::visible::visible;
 
 /// The type of the output lines that report a room's live status; it
 /// cannot collide with Douyu's own types, which have no dots.
 pub const LIVE_TYPE: &str = "barrage.live";
-
-/// How long one look-up may take, redirects included.
-const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What a room knows from the web site, and where its look-ups are.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ impl MonitorState {
     }
 
     fn read_room_page(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, mobile: bool) {
-        let Some((fetcher, request)) = this.borrow().web_request(|web| {
+        let Some((fetcher, request, deadline)) = this.borrow().web_request(|web| {
             let (base, agent) =
                 if mobile { (&web.mobile_base, MOBILE_USER_AGENT) } else { (&web.desktop_base, DESKTOP_USER_AGENT) };
             let url = base.append_path(&web::room_page_path(room)).ok()?;
@@ -77,7 +77,7 @@ impl MonitorState {
             return;
         };
         let weak = Rc::downgrade(this);
-        fetcher.fetch(reactor, request, Instant::now() + LOOKUP_DEADLINE, move |reactor, result| {
+        fetcher.fetch(reactor, request, deadline, move |reactor, result| {
             let Some(this) = weak.upgrade() else { return };
             let found = result.and_then(Response::error_for_status).map(|page| web::parse_room_page(&page.text()));
             match found {
@@ -92,10 +92,18 @@ impl MonitorState {
     fn id_found(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, info: web::RoomInfo) {
         let event = {
             let mut state = this.borrow_mut();
+            // Two names of one room (6657 and 6979222, or two addresses):
+            // one connection, or every message would be written twice.
+            let watched_as = state
+                .rooms
+                .iter()
+                .find(|&(&other, slot)| other != room && !slot.is_stopped() && slot.id(other) == info.rid);
+            let watched_as = watched_as.map(|(&other, _)| other);
             let Some(slot) = state.rooms.get_mut(&room) else { return };
             let before = slot.id(room);
             slot.real_id = Some(info.rid);
-            let about = match (&info.name, &info.owner) {
+            // The names are the streamer's own: made safe for a terminal.
+            let about = match (info.name.as_deref().map(visible), info.owner.as_deref().map(visible)) {
                 (Some(name), Some(owner)) => format!(" ({name}, {owner})"),
                 (Some(one), None) | (None, Some(one)) => format!(" ({one})"),
                 (None, None) => String::new(),
@@ -110,7 +118,17 @@ impl MonitorState {
                 web.name = info.name.or(web.name.take());
                 web.owner = info.owner.or(web.owner.take());
             }
-            if before != info.rid { Event::IdChanged } else { Event::IdResolved }
+            if let Some(other) = watched_as {
+                log::warn!(
+                    "room {room} is room {}, which is watched already (as {other}): not joining it twice",
+                    info.rid
+                );
+                Event::Shutdown
+            } else if before != info.rid {
+                Event::IdChanged
+            } else {
+                Event::IdResolved
+            }
         };
         MonitorState::handle(this, reactor, room, event);
         // A first answer with a new id: also the end of the wait.
@@ -145,7 +163,7 @@ impl MonitorState {
     /// Reads `room`'s status from `betard`, unless a read is under way or
     /// status checks are off.
     pub(crate) fn check_status(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
-        let Some((fetcher, request)) = this.borrow_mut().web_request_for(room, |web, id| {
+        let Some((fetcher, request, deadline)) = this.borrow_mut().web_request_for(room, |web, id| {
             if web.status_check.is_zero() {
                 return None;
             }
@@ -155,7 +173,7 @@ impl MonitorState {
             return;
         };
         let weak = Rc::downgrade(this);
-        fetcher.fetch(reactor, request, Instant::now() + LOOKUP_DEADLINE, move |reactor, result| {
+        fetcher.fetch(reactor, request, deadline, move |reactor, result| {
             let Some(this) = weak.upgrade() else { return };
             let status = result.and_then(Response::error_for_status).map_err(|e| e.to_string());
             Self::status_read(&this, reactor, room, status.and_then(|page| web::parse_betard(&page.text())));
@@ -283,14 +301,16 @@ impl MonitorState {
         self.write_message(reactor, id, unix_now() * 1000, &Message::decode(&body));
     }
 
-    /// The fetcher and a request built by `build` from the web settings.
+    /// The fetcher, a request built by `build` from the web settings, and
+    /// its deadline.
     fn web_request(
         &self,
         build: impl FnOnce(&super::WebLookups) -> Option<Request>,
-    ) -> Option<(crate::fetch::Fetcher, Request)> {
+    ) -> Option<(crate::fetch::Fetcher, Request, Instant)> {
         let fetcher = self.fetcher.clone()?;
-        let request = build(self.config.web.as_ref()?)?;
-        Some((fetcher, request))
+        let web = self.config.web.as_ref()?;
+        let request = build(web)?;
+        Some((fetcher, request, Instant::now() + web.timeout))
     }
 
     /// Like [`web_request`](Self::web_request), for a status read of `room`
@@ -299,17 +319,17 @@ impl MonitorState {
         &mut self,
         room: u64,
         build: impl FnOnce(&super::WebLookups, u64) -> Option<Request>,
-    ) -> Option<(crate::fetch::Fetcher, Request)> {
+    ) -> Option<(crate::fetch::Fetcher, Request, Instant)> {
         let slot = self.rooms.get(&room)?;
         if slot.web.as_ref().is_none_or(|web| web.status_in_flight) {
             return None;
         }
         let id = slot.id(room);
-        let pair = self.web_request(|web| build(web, id))?;
+        let fetch = self.web_request(|web| build(web, id))?;
         if let Some(web) = self.rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) {
             web.status_in_flight = true;
         }
-        Some(pair)
+        Some(fetch)
     }
 }
 

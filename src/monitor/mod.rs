@@ -56,8 +56,8 @@ use pacer::Pacer;
 use resolve::{AddressBook, Answer};
 
 pub use config::{
-    DEFAULT_FLUSH_TIMEOUT, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_SERVERS, DEFAULT_STATUS_CHECK, ForeignChat, MonitorConfig,
-    WebLookups, default_servers,
+    DEFAULT_FLUSH_TIMEOUT, DEFAULT_LIVE_GRACE, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_LOOK_UP_WAIT, DEFAULT_SERVERS,
+    DEFAULT_STATUS_CHECK, DEFAULT_WEB_TIMEOUT, ForeignChat, MonitorConfig, WebLookups, default_servers,
 };
 pub use endpoint::{Endpoint, Transport};
 
@@ -270,7 +270,9 @@ pub(crate) struct MonitorState {
     config: MonitorConfig,
     timing: Timing,
     pub(crate) output: Output,
-    rooms: BTreeMap<u64, RoomSlot>,
+    /// Boxed: a B-tree's nodes are about half full when keys arrive in
+    /// order, and an empty place costs a pointer, not a whole slot.
+    rooms: BTreeMap<u64, Box<RoomSlot>>,
     addresses: AddressBook,
     /// Certificates trusted for `wss://` servers and `https://` look-ups
     /// (built once, if any is one).
@@ -357,7 +359,7 @@ impl Monitor {
             failure_window: FAILURE_WINDOW,
             backoff_base: config.backoff_base,
             backoff_cap: config.backoff_cap,
-            look_up_wait: config.web.as_ref().filter(|web| web.resolve_ids).map(|_| LOOK_UP_WAIT),
+            look_up_wait: config.web.as_ref().filter(|web| web.resolve_ids).map(|web| web.look_up_wait),
         };
         let state = Rc::new_cyclic(|this| {
             RefCell::new(MonitorState {
@@ -397,20 +399,23 @@ impl Monitor {
             let mut state = self.state.borrow_mut();
             let new = !state.rooms.contains_key(&room);
             let timing = state.timing;
+            let grace = state.config.live_grace;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
-            state.rooms.entry(room).or_insert_with(|| RoomSlot {
-                life: Lifecycle::new(&timing),
-                real_id: None,
-                live: LiveTracker::default(),
-                live_timer: None,
-                web,
-                foreign_chat: 0,
-                conn: None,
-                timer: None,
-                server: None,
-                messages: 0,
-                last_message: None,
-                sequence: SequenceCheck::default(),
+            state.rooms.entry(room).or_insert_with(|| {
+                Box::new(RoomSlot {
+                    life: Lifecycle::new(&timing),
+                    real_id: None,
+                    live: LiveTracker::new(grace),
+                    live_timer: None,
+                    web,
+                    foreign_chat: 0,
+                    conn: None,
+                    timer: None,
+                    server: None,
+                    messages: 0,
+                    last_message: None,
+                    sequence: SequenceCheck::default(),
+                })
             });
             new
         };
@@ -702,10 +707,6 @@ impl MonitorState {
         }
     }
 }
-
-/// How long a room waits for its id to be looked up before it joins with
-/// the id as written.
-const LOOK_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// A connection that closes sooner than this after opening counts as a
 /// failed attempt, even if it joined.

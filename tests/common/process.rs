@@ -384,21 +384,19 @@ pub struct Watch {
 impl Watch {
     /// `barrage watch --format json --log-level info ARGS…`
     pub fn start(args: &[&str]) -> Watch {
-        // No web look-ups: the tests run offline (those of the look-ups point
-        // them at `barrage serve --http` with --web-base).
-        let mut command = barrage(&[
-            "watch",
-            "--format",
-            "json",
-            "--log-level",
-            "info",
-            "--status-interval",
-            "0",
-            "--resolve",
-            "never",
-            "--status-check",
-            "0",
-        ]);
+        // No web look-ups: the tests run offline (those of the look-ups
+        // point them at the simulator: `start_with_web`).
+        Watch::spawn(&[&["--resolve", "never", "--status-check", "0"], args].concat())
+    }
+
+    /// Like [`start`](Self::start), with the web look-ups as ARGS say
+    /// (they must point them at the simulator with `--web-base`).
+    pub fn start_with_web(args: &[&str]) -> Watch {
+        Watch::spawn(args)
+    }
+
+    fn spawn(args: &[&str]) -> Watch {
+        let mut command = barrage(&["watch", "--format", "json", "--log-level", "info", "--status-interval", "0"]);
         let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn watch");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr_pipe = child.stderr.take().expect("piped stderr");
@@ -519,6 +517,17 @@ impl Watch {
         }
     }
 
+    /// Where `--metrics` serves, from the log line that says so.
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        self.wait_stderr("the metrics address", DEADLINE, |log| log.contains("metrics on http://"));
+        self.stderr()
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|addr| addr.parse().ok())
+            .expect("an address in the log line")
+    }
+
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("try_wait") {
             panic!("watch exited ({status}) but should still run\n{}", self.report());
@@ -578,6 +587,18 @@ impl Drop for Watch {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` from the HTTP server at `addr`, on a connection of its own:
+/// the whole response, head and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// A directory of its own for one test, under cargo's target tmp dir;
