@@ -15,6 +15,7 @@ fn bench_reports_every_room_joined_and_nothing_lost() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
     assert_eq!(report["engine"], "barrage");
+    assert_eq!(report["transport"], "tcp");
     assert_eq!(report["rooms_joined"], 20);
     assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["lost"], 0);
@@ -27,6 +28,35 @@ fn bench_reports_every_room_joined_and_nothing_lost() {
         assert!(report[key].is_u64(), "{key} missing in {report}");
     }
     assert_eq!(report["poll_interval_ms"], 100.0, "bench measures watch's default");
+}
+
+/// `--transport wss`: the simulator speaks WebSocket over TLS (Douyu's
+/// suite, a certificate of its own that the engine trusts), and the engine
+/// joins every room through it.
+#[test]
+fn bench_over_wss_reports_every_room_joined_and_nothing_lost() {
+    let args = ["bench", "--rooms", "20", "--rate", "20", "--duration", "1", "--transport", "wss", "--json"];
+    let output = barrage().args(args).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!((report["engine"].as_str(), report["transport"].as_str()), (Some("barrage"), Some("wss")));
+    assert_eq!(report["rooms_joined"], 20);
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!((report["lost"].as_u64(), report["duplicated"].as_u64()), (Some(0), Some(0)), "{report}");
+    // And the table says how the rooms were reached.
+    let args = ["bench", "--rooms", "5", "--rate", "5", "--duration", "1", "--transport", "wss"];
+    let output = barrage().args(args).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains("over wss"), "{stdout}");
+}
+
+#[test]
+fn bench_refuses_the_tcp_only_peer_over_wss() {
+    let args = ["bench", "--rooms", "5", "--duration", "1", "--transport", "wss", "--peer", "/bin/true"];
+    let output = barrage().args(args).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("barrage: error:") && stderr.contains("--peer"), "{stderr}");
 }
 
 #[test]

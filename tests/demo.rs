@@ -7,8 +7,25 @@ use std::process::Command;
 
 #[test]
 fn demo_streams_rooms_and_ends_with_a_lossless_summary() {
+    let stderr = demo_streams_4_rooms_losslessly(&[]);
+    assert!(stderr.contains("server on tcp://127.0.0.1:"), "{stderr}");
+}
+
+/// `--transport wss`: the same over WebSocket and TLS (Douyu's suite, a
+/// certificate made at start and trusted by the monitor).
+#[test]
+fn demo_over_wss_streams_rooms_and_ends_with_a_lossless_summary() {
+    let stderr = demo_streams_4_rooms_losslessly(&["--transport", "wss"]);
+    assert!(stderr.contains("server on wss://127.0.0.1:"), "{stderr}");
+}
+
+/// Runs the demo with 4 rooms at 20/s for 1.5 s (and `flags`): text lines
+/// tagged with their room, then a summary row per room, none with a loss.
+/// Returns the log.
+fn demo_streams_4_rooms_losslessly(flags: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_barrage"))
         .args(["demo", "--rooms", "4", "--rate", "20", "--duration", "1.5"])
+        .args(flags)
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -23,6 +40,7 @@ fn demo_streams_rooms_and_ends_with_a_lossless_summary() {
         assert!(row.contains(" 0 missing, 0 duplicated"), "{row}");
     }
     assert!(stdout.contains("4 rooms,") && stdout.contains("none lost, none duplicated"), "{stdout}");
+    stderr.into_owned()
 }
 
 #[test]

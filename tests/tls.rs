@@ -193,6 +193,57 @@ fn megabytes_echo_both_ways_with_a_scratch_buffer_smaller_than_a_record() {
     echo_megabytes_both_ways(config);
 }
 
+/// A server that sends one small message every millisecond, each in a
+/// record of its own, then closes.
+struct Ticker {
+    left: u32,
+}
+
+impl Dispatcher for Ticker {
+    fn handle_connect(&mut self, ctx: &mut Context<'_>) {
+        ctx.set_timer(Duration::from_millis(1), 0);
+    }
+    fn handle_read(&mut self, _ctx: &mut Context<'_>, data: &[u8]) -> usize {
+        data.len()
+    }
+    fn handle_timer(&mut self, ctx: &mut Context<'_>, _tag: u64) {
+        ctx.send(&pattern(300, self.left as u8));
+        self.left -= 1;
+        if self.left == 0 {
+            ctx.close();
+        } else {
+            ctx.set_timer(Duration::from_millis(1), 0);
+        }
+    }
+}
+
+#[test]
+fn a_record_that_arrives_alone_costs_the_client_one_socket_read() {
+    // Without read-ahead OpenSSL reads a record's 5-byte header, then its
+    // body; and after it the reactor reads until OpenSSL says WANT_READ,
+    // which costs a read that finds nothing (EAGAIN): three per record. A
+    // short socket read has drained the socket, as for TCP.
+    const RECORDS: u32 = 200;
+    let mut reactor = Reactor::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = server_config(CipherPolicy::Legacy);
+    reactor
+        .listen(listener, move |r: &mut Reactor, stream, _| {
+            r.add_tls_stream(stream, &config, Ticker { left: RECORDS }).unwrap();
+        })
+        .unwrap();
+    let log = Rc::new(RefCell::new(Log::default()));
+    connect(&mut reactor, addr, &trusting_client(), "localhost", Peer::new(&log));
+    run_until(&mut reactor, "every message and the end", |_| log.borrow().count("eof") > 0);
+    let log = log.borrow();
+    assert_eq!(log.received.len(), RECORDS as usize * 300, "errors: {:?}", log.errors);
+    // The server's reads (the client's handshake messages) and the
+    // client's handshake and EOF are a dozen more.
+    let reads = reactor.stats().read_syscalls;
+    assert!(reads <= u64::from(RECORDS) + 20, "{reads} socket reads for {RECORDS} records");
+}
+
 // ----- cipher policies -----------------------------------------------------------
 
 /// Handshakes a default client (trusting the test certificate) with a

@@ -40,6 +40,9 @@ pub struct Measurements<'a> {
 pub struct BenchReport {
     /// "barrage" or "tokio".
     pub engine: String,
+    /// How it reached the simulator: "tcp", or "wss" (WebSocket over TLS).
+    #[serde(default = "tcp")]
+    pub transport: String,
     pub rooms: u64,
     pub rooms_joined: u64,
     /// Messages per second per room the simulator was asked for.
@@ -100,6 +103,10 @@ pub struct BenchReport {
     pub open_files_limit: u64,
 }
 
+fn tcp() -> String {
+    "tcp".to_string()
+}
+
 /// Every syscall the watching process makes for its work, as far as it can
 /// count them: the loop's waits (polls, and sleeps between polls), its
 /// socket reads and writes, its interest changes (`epoll_ctl`), and the
@@ -115,6 +122,7 @@ impl BenchReport {
         let stats = m.loop_stats;
         BenchReport {
             engine: m.engine.to_string(),
+            transport: tcp(),
             rooms: m.rooms,
             rooms_joined: m.rooms_joined,
             rate: m.rate,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::monitor::format::Format;
 use crate::monitor::output::Destination;
-use crate::monitor::{Monitor, MonitorConfig, RoomState};
+use crate::monitor::{Endpoint, Monitor, MonitorConfig, RoomState, Transport};
 use crate::reactor::{Reactor, ReactorConfig};
 
 use super::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
@@ -57,14 +57,30 @@ pub fn check_descriptors(rooms: u64) -> Result<u64, String> {
 pub struct SimulatorProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// How clients reach it.
+    pub transport: Transport,
+    /// Its certificate (PEM) when it speaks TLS: what clients trust.
+    pub cert_pem: Option<Vec<u8>>,
 }
 
 impl SimulatorProcess {
-    /// Starts `exe serve` on an ephemeral loopback port at `rate`.
-    pub fn start(exe: &std::path::Path, rate: f64) -> Result<SimulatorProcess, String> {
-        let mut child = Command::new(exe)
+    /// Starts `exe serve` on an ephemeral loopback port at `rate`, speaking
+    /// `transport`. Over WebSocket it sends no pings (Douyu's server is not
+    /// known to): the rooms' costs are Douyu's traffic only. Over TLS it
+    /// offers what Douyu's endpoint offers, with a certificate of its own.
+    pub fn start(exe: &std::path::Path, rate: f64, transport: Transport) -> Result<SimulatorProcess, String> {
+        let mut command = Command::new(exe);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--stats-interval", "0", "--log-level", "warn"])
-            .args(["--rate", &rate.to_string()])
+            .args(["--rate", &rate.to_string()]);
+        let cert_file = std::env::temp_dir().join(format!("barrage-bench-{}.pem", std::process::id()));
+        if let Transport::WebSocket { tls, .. } = transport {
+            command.args(["--ws", "--ws-ping-interval", "0"]);
+            if tls {
+                command.args(["--tls", "--tls-cert-out"]).arg(&cert_file);
+            }
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -76,7 +92,8 @@ impl SimulatorProcess {
                 let _ = lines.send(line);
             }
         });
-        let mut process = SimulatorProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        let mut process =
+            SimulatorProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), transport, cert_pem: None };
         let line = address_line
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| "the simulator did not report its address".to_string())?;
@@ -84,7 +101,18 @@ impl SimulatorProcess {
             .strip_prefix("listening on ")
             .and_then(|a| a.trim().parse().ok())
             .ok_or_else(|| format!("unexpected simulator output: {line}"))?;
+        // The certificate is written before the address is reported.
+        if process.endpoint().uses_tls() {
+            let pem = std::fs::read(&cert_file).map_err(|e| format!("cannot read the simulator's certificate: {e}"));
+            let _ = std::fs::remove_file(&cert_file);
+            process.cert_pem = Some(pem?);
+        }
         Ok(process)
+    }
+
+    /// Where the watch engine connects.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { transport: self.transport.clone(), host: self.addr.ip().to_string(), port: self.addr.port() }
     }
 }
 
@@ -96,8 +124,12 @@ impl Drop for SimulatorProcess {
 }
 
 /// Measures barrage's own engine (the `watch` monitor on one reactor) in
-/// this process against the simulator at `server`.
-pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limit: u64) -> Result<BenchReport, String> {
+/// this process against `simulator`.
+pub fn measure_barrage(
+    simulator: &SimulatorProcess,
+    config: &BenchConfig,
+    open_files_limit: u64,
+) -> Result<BenchReport, String> {
     let rss_before = rss_bytes("self").unwrap_or(0);
     let reactor_config = ReactorConfig { min_poll_interval: config.poll_interval, ..ReactorConfig::default() };
     let mut reactor = Reactor::with_config(reactor_config).map_err(|e| format!("cannot create the event loop: {e}"))?;
@@ -107,7 +139,8 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
         &mut reactor,
         MonitorConfig {
             rooms,
-            servers: vec![crate::monitor::Endpoint::tcp(server)],
+            servers: vec![simulator.endpoint()],
+            ca_pem: simulator.cert_pem.clone(),
             format: Format::Json,
             // The same writer code as `watch --output`, to a real sink.
             output: Destination::File(config.sink.clone()),
@@ -145,7 +178,7 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
     let output_writes_before = monitor.output_write_syscalls();
     let cpu_before = cpu_seconds("self").unwrap_or(0.0);
     let window_start = Instant::now();
-    reactor.run_until(window_start + config.window, |_| false).map_err(|e| e.to_string())?;
+    run_window(&mut reactor, window_start + config.window).map_err(|e| e.to_string())?;
     let window_secs = window_start.elapsed().as_secs_f64();
     let cpu_secs = cpu_seconds("self").unwrap_or(0.0) - cpu_before;
     let messages = received(&monitor) - received_before;
@@ -168,7 +201,7 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
     let (lost, duplicated) =
         monitor.rooms().iter().fold((0, 0), |(l, d), room| (l + room.sequence.missing, d + room.sequence.duplicated));
 
-    Ok(BenchReport::from_measurements(Measurements {
+    let mut report = BenchReport::from_measurements(Measurements {
         engine: "barrage",
         rooms: config.rooms,
         rooms_joined,
@@ -186,7 +219,17 @@ pub fn measure_barrage(server: SocketAddr, config: &BenchConfig, open_files_limi
         output_write_syscalls: Some(output_write_syscalls),
         poll_interval: config.poll_interval,
         open_files_limit,
-    }))
+    });
+    report.transport = simulator.transport.scheme().to_string();
+    Ok(report)
+}
+
+/// The measured window: the reactor runs until `end`. A function of its
+/// own, never inlined, so that a profiler can count just the window:
+/// `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*run_window*' barrage bench …`.
+#[inline(never)]
+fn run_window(reactor: &mut Reactor, end: Instant) -> std::io::Result<bool> {
+    reactor.run_until(end, |_| false)
 }
 
 /// Runs the tokio peer (`examples/tokio_peer.rs`, built separately) against

@@ -11,7 +11,8 @@ use crate::douyu::SessionConfig;
 use crate::monitor::MonitorConfig;
 
 use super::{
-    Failure, LogLevel, init_logging, log_level, parse_connect_rate, parse_positive_seconds, plural, whole_number,
+    Failure, LogLevel, TransportArg, init_logging, log_level, parse_connect_rate, parse_positive_seconds, plural,
+    whole_number,
 };
 
 #[derive(Debug, Args)]
@@ -49,8 +50,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "FILE", default_value = "/dev/null")]
     sink: PathBuf,
 
+    /// How the rooms reach the simulator. Over wss the simulator sends no
+    /// WebSocket pings, so both carry Douyu's traffic only.
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
+
     /// Also run this peer binary (e.g. target/release/examples/tokio_peer)
-    /// against the same simulator, and print both rows and their ratios.
+    /// against the same simulator, and print both rows and their ratios
+    /// (TCP only: the peer speaks no WebSocket).
     #[arg(long, value_name = "PATH")]
     peer: Option<PathBuf>,
 
@@ -79,6 +86,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
     let monitor = MonitorConfig { session, connects_per_second: args.connect_rate, ..MonitorConfig::default() };
     let poll_interval = args.poll_interval.unwrap_or_else(|| monitor.default_poll_interval());
     monitor.validate(poll_interval)?;
+    if args.peer.is_some() && args.transport != TransportArg::Tcp {
+        return Err(Failure::Usage("--peer runs over TCP only (the tokio peer speaks no WebSocket)".into()));
+    }
     init_logging(log_level(args.log_level, LogLevel::Warn));
     if heartbeat >= args.duration {
         log::warn!(
@@ -100,7 +110,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
 fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration) -> Result<(), String> {
     let open_files_limit = run::check_descriptors(args.rooms)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let simulator = SimulatorProcess::start(&exe, args.rate)?;
+    let simulator = SimulatorProcess::start(&exe, args.rate, args.transport.transport())?;
     let config = BenchConfig {
         rooms: args.rooms,
         first_room: 1,
@@ -112,8 +122,13 @@ fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration
         session,
         poll_interval,
     };
-    log::info!("bench: {} at {}/s against the simulator on {}", plural(args.rooms, "room"), args.rate, simulator.addr);
-    let mut rows = vec![run::measure_barrage(simulator.addr, &config, open_files_limit)?];
+    log::info!(
+        "bench: {} at {}/s against the simulator at {}",
+        plural(args.rooms, "room"),
+        args.rate,
+        simulator.endpoint()
+    );
+    let mut rows = vec![run::measure_barrage(&simulator, &config, open_files_limit)?];
     if let Some(peer) = &args.peer {
         // Fresh room ids, so the peer's connections start clean streams.
         let peer_config = BenchConfig { first_room: args.rooms + 1, ..config.clone() };
@@ -135,6 +150,9 @@ fn print_table(rows: &[BenchReport], heartbeat: Duration) {
         "heartbeat every {} s (--heartbeat); lateness is that of the timers fired in the window",
         heartbeat.as_secs_f64()
     );
+    if let Some(ours) = rows.first().filter(|row| row.transport == "wss") {
+        println!("{} reaches the simulator over wss: WebSocket over TLS 1.2 (AES256-GCM-SHA384)", ours.engine);
+    }
     if let Some(ours) = rows.first().filter(|row| row.poll_interval_ms > 0.0) {
         println!("{} polls its sockets at most every {} ms (--poll-interval)", ours.engine, ours.poll_interval_ms);
     }

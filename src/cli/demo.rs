@@ -14,12 +14,14 @@ use clap::Args;
 
 use crate::monitor::format::Format;
 use crate::monitor::output::Destination;
-use crate::monitor::{DEFAULT_STATUS_CHECK, Monitor, MonitorConfig, WebLookups};
+use crate::monitor::{DEFAULT_STATUS_CHECK, Endpoint, Monitor, MonitorConfig, WebLookups};
 use crate::reactor::Reactor;
-use crate::sim::{self, SimConfig, WebConfig};
+use crate::sim::{self, SimConfig, SimTls, SimWebSocket, WebConfig};
 
 use super::watch::run_daemon;
-use super::{ColorChoice, Failure, LogLevel, init_logging, log_level, plural, stdout_is_terminal, whole_number};
+use super::{
+    ColorChoice, Failure, LogLevel, TransportArg, init_logging, log_level, plural, stdout_is_terminal, whole_number,
+};
 
 /// The first demo room; rooms are numbered from here.
 const FIRST_ROOM: u64 = 100_001;
@@ -52,6 +54,10 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     json: bool,
 
+    /// How the rooms reach the server.
+    #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+    transport: TransportArg,
+
     /// Colour in text output (auto: on a terminal, unless NO_COLOR is set).
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
@@ -68,6 +74,14 @@ fn parse_rooms(text: &str) -> Result<u64, String> {
 pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
     init_logging(log_level(args.log_level, LogLevel::Info));
     let mut reactor = Reactor::new().map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
+    // wss: TLS as Douyu's endpoint offers it, with a certificate made now
+    // and trusted by the monitor below.
+    let wss = args.transport == TransportArg::Wss;
+    let tls = wss
+        .then(|| SimTls::self_signed(crate::reactor::CipherPolicy::Legacy))
+        .transpose()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ca_pem = tls.as_ref().map(|tls| tls.cert_pem.clone());
     let server = sim::start(
         &mut reactor,
         SimConfig {
@@ -78,10 +92,14 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
             status_period: STATUS_PERIOD,
             vanity: [VANITY].into(),
             web: Some(WebConfig::default()),
+            tls,
+            websocket: wss.then(SimWebSocket::default),
             ..SimConfig::default()
         },
     )
     .map_err(|e| Failure::Runtime(format!("cannot start the simulated server: {e}")))?;
+    let endpoint =
+        Endpoint { transport: args.transport.transport(), host: "127.0.0.1".into(), port: server.local_addr().port() };
     let rooms: Vec<u64> = [VANITY.0].into_iter().chain(FIRST_ROOM..FIRST_ROOM + args.rooms).collect();
     let web = server.web().and_then(|web| crate::http::Url::parse(&web.base_url()).ok());
     let until = match args.duration {
@@ -89,8 +107,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
         None => "Ctrl-C to stop".to_string(),
     };
     log::info!(
-        "demo: a simulated Douyu server on {}, and {} (and {}, a vanity id) watched from this one thread; {until}",
-        server.local_addr(),
+        "demo: a simulated Douyu server on {endpoint}, and {} (and {}, a vanity id) watched from this one thread; {until}",
         plural(args.rooms, "room"),
         VANITY.0
     );
@@ -98,7 +115,8 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), Failure> {
         &mut reactor,
         MonitorConfig {
             rooms,
-            servers: vec![crate::monitor::Endpoint::tcp(server.local_addr())],
+            servers: vec![endpoint],
+            ca_pem,
             format: if args.json { Format::Json } else { args.color.text_format(stdout_is_terminal()) },
             output: Destination::Stdout,
             status_interval: Duration::from_secs(10),

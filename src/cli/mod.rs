@@ -135,6 +135,27 @@ impl ColorChoice {
     }
 }
 
+/// `--transport` of `demo` and `bench`: how the monitor reaches the
+/// simulator on loopback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TransportArg {
+    /// Raw TCP, as danmuproxy.douyu.com:8601.
+    #[default]
+    Tcp,
+    /// WebSocket over TLS, as Douyu's web player (wss://…:8501): TLS 1.2
+    /// with Douyu's one suite, a self-signed certificate made at start.
+    Wss,
+}
+
+impl TransportArg {
+    pub(crate) fn transport(self) -> crate::monitor::Transport {
+        match self {
+            TransportArg::Tcp => crate::monitor::Transport::Tcp,
+            TransportArg::Wss => crate::monitor::Transport::WebSocket { tls: true, path: "/".to_string() },
+        }
+    }
+}
+
 /// Why a subcommand failed, which decides the exit status.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Failure {

@@ -65,6 +65,10 @@ pub struct MonitorConfig {
     pub servers: Vec<Endpoint>,
     /// Certificates to trust for TLS servers, instead of the system's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Certificates to trust, PEM held in memory (a simulator's certificate
+    /// made on the spot, as `barrage demo --transport wss` does); instead
+    /// of `ca_file`, which must then be `None`.
+    pub ca_pem: Option<Vec<u8>>,
     pub format: Format,
     /// Only these message types are written (all if `None`).
     pub types: Option<HashSet<String>>,
@@ -180,6 +184,7 @@ impl Default for MonitorConfig {
             rooms: Vec::new(),
             servers: default_servers(),
             ca_file: None,
+            ca_pem: None,
             format: Format::Json,
             types: None,
             session: SessionConfig::default(),
@@ -228,6 +233,9 @@ impl MonitorConfig {
         }
         if self.servers.is_empty() {
             return Err(SettingError::new("servers", "no server to connect to"));
+        }
+        if self.ca_file.is_some() && self.ca_pem.is_some() {
+            return Err(SettingError::new("ca_file", "ca_file and ca_pem both name certificates to trust: give one"));
         }
         if !(self.connects_per_second > 0.0 && self.connects_per_second <= MAX_CONNECT_RATE) {
             return Err(SettingError::new(
@@ -347,6 +355,8 @@ mod tests {
         assert!(check(|c| c.rooms = vec![1, 0]).unwrap_err().1.contains("positive"));
         assert!(check(|c| c.servers.clear()).is_err());
         assert_eq!(check(|c| c.flush_timeout = Duration::MAX).unwrap_err().0, "flush_timeout");
+        let both = |c: &mut MonitorConfig| (c.ca_file, c.ca_pem) = (Some("ca.pem".into()), Some(b"PEM".to_vec()));
+        assert_eq!(check(both).unwrap_err().0, "ca_file");
         assert_eq!(check(|c| c.live_grace = Duration::MAX).unwrap_err().0, "live_grace");
         assert!(check(|c| c.live_grace = Duration::ZERO).is_ok(), "0: every end at once");
         let web = WebLookups::new(None, true, DEFAULT_STATUS_CHECK);

@@ -18,10 +18,25 @@ use crate::reactor::{ConnId, Reactor};
 use crate::websocket::{ClientRequest, Limits, WebSocket};
 
 use super::MonitorState;
+use super::endpoint::Endpoint;
 use super::endpoint::Transport;
-use super::lifecycle::{Action, CloseReason, Env, Event, State};
+use super::lifecycle::{Action, CloseReason, Env, Event, Opening, State};
 use super::resolve::{self, Answer, plural};
 use super::room::{Link, RoomConn, TIMER_LOGOUT};
+
+/// How far connection `conn` to `endpoint` has opened, from what the
+/// reactor knows of it: its peer once the TCP connect is done, its TLS
+/// session once that handshake is; what is left is the WebSocket upgrade
+/// (a TCP room counts as connected as soon as the socket is).
+fn opening(reactor: &Reactor, conn: ConnId, endpoint: &Endpoint) -> Opening {
+    if reactor.peer_addr(conn).is_none() {
+        Opening::Connect
+    } else if endpoint.uses_tls() && reactor.tls_info(conn).is_none() {
+        Opening::Tls
+    } else {
+        Opening::WebSocket
+    }
+}
 
 impl MonitorState {
     /// Feeds `event` to `room`'s life cycle and carries out what it decides.
@@ -32,9 +47,14 @@ impl MonitorState {
             let mut state = this.borrow_mut();
             let state = &mut *state;
             let Some(slot) = state.rooms.get_mut(&room) else { continue };
+            let opening = match (&event, slot.conn, slot.server) {
+                (Event::Timer, Some((_, conn)), Some(server)) => opening(reactor, conn, state.addresses.server(server)),
+                _ => Opening::Connect,
+            };
             let mut env = Env {
                 now: Instant::now(),
                 addresses: state.addresses.all().len(),
+                opening,
                 timing: &state.timing,
                 rng: &mut state.rng,
             };

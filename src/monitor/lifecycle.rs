@@ -32,7 +32,7 @@
 //! | Waiting | the pacer's turn (addresses known) | Connecting | connect to the next address; timer at the connect deadline |
 //! | Waiting | addresses changed | Waiting | queue for the pacer |
 //! | Connecting | connected | LoggingIn | cancel the timer |
-//! | Connecting | timer, deadline passed | *after an attempt* | abort the connection |
+//! | Connecting | timer, deadline passed | *after an attempt* (the reason says how far it opened) | abort the connection |
 //! | LoggingIn | joined | Joined | — |
 //! | Connecting, LoggingIn, Joined | closed | *after an attempt* | — |
 //! | LoggingIn, Joined | id changed | Closing(Reconnect) | log out |
@@ -171,8 +171,9 @@ pub(crate) enum CloseReason {
     /// id, no login response, nothing received for too long, bytes that
     /// are not Douyu packets, or our own logout.
     Session(douyu::CloseReason),
-    /// The connection was not established within the connect timeout.
-    ConnectTimeout,
+    /// The connection was not established within the connect timeout; it
+    /// had got this far.
+    ConnectTimeout(Opening),
     /// The server closed its side.
     ServerClosed,
     /// A socket error (a TLS failure too): its kind, and the system's (or
@@ -198,12 +199,29 @@ impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseReason::Session(reason) => write!(f, "{reason}"),
-            CloseReason::ConnectTimeout => write!(f, "connect timed out"),
+            CloseReason::ConnectTimeout(Opening::Connect) => write!(f, "connect timed out"),
+            CloseReason::ConnectTimeout(Opening::Tls) => write!(f, "connect timed out in the TLS handshake"),
+            CloseReason::ConnectTimeout(Opening::WebSocket) => {
+                write!(f, "connect timed out in the WebSocket handshake")
+            }
             CloseReason::ServerClosed => write!(f, "server closed the connection"),
             CloseReason::Io { message, .. } => write!(f, "{message}"),
             CloseReason::WebSocket(reason) => write!(f, "WebSocket {reason}"),
         }
     }
+}
+
+/// How far a connection still opening has got: a black-holed port, a TLS
+/// server that stopped answering and a WebSocket server that never
+/// finished its `101` call for different fixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// The TCP connect is under way.
+    Connect,
+    /// Connected; the TLS handshake is under way.
+    Tls,
+    /// Connected (TLS too, if any); the WebSocket upgrade is under way.
+    WebSocket,
 }
 
 /// The durations the rules use (from `MonitorConfig`), shared by all rooms.
@@ -226,6 +244,9 @@ pub(crate) struct Env<'a> {
     pub(crate) now: Instant,
     /// Server addresses known now (0 until names resolve).
     pub(crate) addresses: usize,
+    /// How far the room's connection has opened, while it is connecting
+    /// (the reactor knows; the life cycle needs it only for a timeout's reason).
+    pub(crate) opening: Opening,
     pub(crate) timing: &'a Timing,
     /// For the backoff's jitter.
     pub(crate) rng: &'a mut Rng,
@@ -317,7 +338,7 @@ impl Lifecycle {
             }
             (Connecting { attempt, deadline, .. }, Event::Timer) if env.now >= deadline => {
                 actions.push(Action::Abort { attempt });
-                self.attempt_ended(CloseReason::ConnectTimeout, false, Duration::ZERO, env, actions);
+                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), false, Duration::ZERO, env, actions);
             }
             (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
                 self.state = Joined { attempt, address, since };
@@ -447,17 +468,26 @@ mod tests {
         life: Lifecycle,
         now: Instant,
         addresses: usize,
+        /// How far the connection under way has opened, as the reactor would say.
+        opening: Opening,
         rng: Rng,
     }
 
     impl Room {
         fn new(addresses: usize) -> Room {
-            Room { life: Lifecycle::new(&TIMING), now: Instant::now(), addresses, rng: Rng::new(7) }
+            let (now, opening) = (Instant::now(), Opening::Connect);
+            Room { life: Lifecycle::new(&TIMING), now, addresses, opening, rng: Rng::new(7) }
         }
 
         fn on(&mut self, event: Event) -> Vec<Action> {
             let mut actions = Vec::new();
-            let mut env = Env { now: self.now, addresses: self.addresses, timing: &TIMING, rng: &mut self.rng };
+            let mut env = Env {
+                now: self.now,
+                addresses: self.addresses,
+                opening: self.opening,
+                timing: &TIMING,
+                rng: &mut self.rng,
+            };
             self.life.handle(event, &mut env, &mut actions);
             actions
         }
@@ -637,12 +667,39 @@ mod tests {
         room.pass(TIMING.connect_timeout);
         let actions = room.on(Event::Timer);
         assert_eq!(actions[0], Action::Abort { attempt: 1 });
-        assert!(actions.contains(&Action::Retry { reason: CloseReason::ConnectTimeout, delay: Duration::ZERO }));
+        let timed_out = CloseReason::ConnectTimeout(Opening::Connect);
+        assert!(actions.contains(&Action::Retry { reason: timed_out, delay: Duration::ZERO }));
         assert!(actions.contains(&Action::QueueConnect));
         // The aborted connection's close comes later: stale.
         assert_eq!(room.on(Event::Closed { attempt: 1, reason: io_error() }), []);
         let actions = room.on(Event::PacerTurn);
         assert_eq!(actions[0], Action::Connect { attempt: 2, address: 1 });
+    }
+
+    #[test]
+    fn a_connect_timeout_says_how_far_the_connection_got() {
+        let mut said = Vec::new();
+        for opening in [Opening::Connect, Opening::Tls, Opening::WebSocket] {
+            let mut room = Room::new(1);
+            room.on(Event::Added);
+            room.on(Event::PacerTurn);
+            room.opening = opening;
+            room.pass(TIMING.connect_timeout);
+            let actions = room.on(Event::Timer);
+            let Some(Action::Retry { reason, .. }) = actions.iter().find(|a| matches!(a, Action::Retry { .. })) else {
+                panic!("{actions:?}")
+            };
+            assert_eq!(*reason, CloseReason::ConnectTimeout(opening));
+            said.push(reason.to_string());
+        }
+        assert_eq!(
+            said,
+            [
+                "connect timed out",
+                "connect timed out in the TLS handshake",
+                "connect timed out in the WebSocket handshake"
+            ]
+        );
     }
 
     #[test]
@@ -723,7 +780,8 @@ mod tests {
         let mut life = Lifecycle::new(&timing);
         let mut handle = |life: &mut Lifecycle, event: Event, now: Instant| {
             let mut actions = Vec::new();
-            life.handle(event, &mut Env { now, addresses: 1, timing: &timing, rng: &mut rng }, &mut actions);
+            let opening = Opening::Connect;
+            life.handle(event, &mut Env { now, addresses: 1, opening, timing: &timing, rng: &mut rng }, &mut actions);
             actions
         };
         let until = now + Duration::from_secs(5);

@@ -332,11 +332,18 @@ impl Monitor {
             [&web.mobile_base, &web.desktop_base].iter().any(|base| base.scheme() == crate::http::Scheme::Https)
         });
         let tls = if web_tls || config.servers.iter().any(Endpoint::uses_tls) {
-            let config = TlsClientConfig::new(config.ca_file.as_deref()).map_err(|e| match &config.ca_file {
-                Some(path) => io::Error::new(e.kind(), format!("cannot use {} as the CA file: {e}", path.display())),
-                None => io::Error::new(e.kind(), format!("cannot load the system's certificates: {e}")),
+            let trusted = match &config.ca_pem {
+                Some(pem) => TlsClientConfig::with_ca_pem(pem),
+                None => TlsClientConfig::new(config.ca_file.as_deref()),
+            };
+            let trusted = trusted.map_err(|e| match (&config.ca_pem, &config.ca_file) {
+                (Some(_), _) => io::Error::new(e.kind(), format!("cannot use the CA certificates given: {e}")),
+                (None, Some(path)) => {
+                    io::Error::new(e.kind(), format!("cannot use {} as the CA file: {e}", path.display()))
+                }
+                (None, None) => io::Error::new(e.kind(), format!("cannot load the system's certificates: {e}")),
             })?;
-            Some(config)
+            Some(trusted)
         } else {
             None
         };

@@ -145,9 +145,20 @@ impl Transport {
 
     /// Does a read shorter than the buffer mean the socket is drained? For
     /// TCP, yes. Not for TLS: one record per read, and OpenSSL may keep
-    /// decrypted bytes back (see the `tls` module).
+    /// decrypted bytes back (the TLS socket keeps the rule one layer down;
+    /// see the `tls` module).
     fn short_read_drains(&self) -> bool {
         matches!(self, Transport::Plain(_))
+    }
+
+    /// Socket reads the last `read` made: one for TCP; for TLS, what
+    /// OpenSSL asked of the socket since the last count (none, one, or
+    /// more; the handshake's too).
+    fn socket_reads(&mut self) -> u64 {
+        match self {
+            Transport::Plain(_) => 1,
+            Transport::Tls(tls) => tls.take_socket_reads(),
+        }
     }
 
     /// Before our FIN, TLS says goodbye with close_notify. `Ok(false)`:
@@ -594,11 +605,12 @@ impl Reactor {
         let Some(conn) = self.conn_mut(id) else { return };
         if ready.readable || ready.read_closed {
             conn.read_ready = true;
-            // A TLS write that waited to read may go on.
-            if let Transport::Tls(tls) = &mut conn.transport
-                && tls.take_write_wants_read()
-            {
-                conn.write_ready = true;
+            if let Transport::Tls(tls) = &mut conn.transport {
+                tls.on_readable(ready.read_closed || ready.error);
+                // A TLS write that waited to read may go on.
+                if tls.take_write_wants_read() {
+                    conn.write_ready = true;
+                }
             }
         }
         if ready.read_closed {
@@ -744,13 +756,13 @@ impl Reactor {
                 // the ready list for the next iteration.
                 return;
             }
-            self.stats.read_syscalls += 1;
             let read = match conn.transport.read(&mut self.scratch) {
                 // A TLS peer that closes without close_notify while we
                 // close: what we waited for, not an error.
                 Err(e) if discard && e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
                 read => read,
             };
+            self.stats.read_syscalls += conn.transport.socket_reads();
             match read {
                 Ok(0) => {
                     conn.read_ready = false;

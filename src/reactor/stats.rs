@@ -22,7 +22,8 @@ pub struct Stats {
     pub events: u64,
     /// `poll` calls that returned because a timeout expired with no event.
     pub poll_timeouts: u64,
-    /// `read`/`recv` calls on connections (including those that would block).
+    /// `read`/`recv` calls on connections (including those that would
+    /// block; for TLS, those OpenSSL made, the handshake's too).
     pub read_syscalls: u64,
     /// `write`/`send` calls on connections.
     pub write_syscalls: u64,

@@ -3,7 +3,9 @@
 //!
 //! One RSA-2048 key and an X.509 v3 certificate for `127.0.0.1` and
 //! `localhost` (both in the subject alternative names, which is what
-//! host-name checks look at), good for a year. RSA, because Douyu's
+//! host-name checks look at), good for a year; or for other names
+//! ([`self_signed`]), to see a client refuse a certificate it trusts but
+//! that names another host. RSA, because Douyu's
 //! endpoint uses RSA key exchange (`CipherPolicy::Legacy`), and that needs
 //! an RSA key that may encipher. The certificate signs itself, so a client
 //! trusts it by taking the certificate itself as its CA
@@ -30,14 +32,20 @@ pub struct SelfSigned {
 /// Makes a fresh key and a certificate for `127.0.0.1` and `localhost`.
 /// Takes a fraction of a second (the RSA key).
 pub fn self_signed_localhost() -> io::Result<SelfSigned> {
-    build().map_err(|e| io::Error::other(format!("making a self-signed certificate: {e}")))
+    self_signed(&["127.0.0.1"], &["localhost"])
 }
 
-fn build() -> Result<SelfSigned, ErrorStack> {
+/// Makes a fresh key and a certificate for these IP addresses and DNS
+/// names (its common name is the first name, else the first address).
+pub fn self_signed(ips: &[&str], names: &[&str]) -> io::Result<SelfSigned> {
+    build(ips, names).map_err(|e| io::Error::other(format!("making a self-signed certificate: {e}")))
+}
+
+fn build(ips: &[&str], names: &[&str]) -> Result<SelfSigned, ErrorStack> {
     let key = PKey::from_rsa(Rsa::generate(2048)?)?;
 
     let mut name = X509NameBuilder::new()?;
-    name.append_entry_by_text("CN", "localhost")?;
+    name.append_entry_by_text("CN", names.first().or(ips.first()).copied().unwrap_or("barrage"))?;
     name.append_entry_by_text("O", "barrage test")?;
     let name = name.build();
 
@@ -58,9 +66,14 @@ fn build() -> Result<SelfSigned, ErrorStack> {
     // keyEncipherment: RSA key exchange encrypts the premaster secret to it.
     cert.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
     cert.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
-    let names =
-        SubjectAlternativeName::new().ip("127.0.0.1").dns("localhost").build(&cert.x509v3_context(None, None))?;
-    cert.append_extension(names)?;
+    let mut alternatives = SubjectAlternativeName::new();
+    for ip in ips {
+        alternatives.ip(ip);
+    }
+    for name in names {
+        alternatives.dns(name);
+    }
+    cert.append_extension(alternatives.build(&cert.x509v3_context(None, None))?)?;
     cert.sign(&key, MessageDigest::sha256())?;
 
     Ok(SelfSigned { cert_pem: cert.build().to_pem()?, key_pem: key.private_key_to_pem_pkcs8()? })
@@ -84,5 +97,15 @@ mod tests {
         assert_eq!(ips, vec![&[127, 0, 0, 1][..]]);
         assert_eq!(dns, vec!["localhost"]);
         assert_eq!(key.bits(), 2048);
+    }
+
+    #[test]
+    fn a_certificate_for_other_names_names_only_those() {
+        let made = self_signed(&[], &["barrage.invalid"]).unwrap();
+        let cert = X509::from_pem(&made.cert_pem).unwrap();
+        let names = cert.subject_alt_names().expect("SAN");
+        let dns: Vec<&str> = names.iter().filter_map(|n| n.dnsname()).collect();
+        assert_eq!(dns, vec!["barrage.invalid"]);
+        assert!(names.iter().all(|n| n.ipaddress().is_none()), "no address");
     }
 }

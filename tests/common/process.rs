@@ -262,9 +262,25 @@ pub struct RoomSeen {
     pub types: BTreeMap<String, usize>,
     /// Room messages since the latest `loginres`.
     pub since_login: usize,
+    /// Where each `loginres` came: the number of room messages before it.
+    pub logins: Vec<usize>,
 }
 
-pub static NOTHING: RoomSeen = RoomSeen { lines: 0, cids: Vec::new(), types: BTreeMap::new(), since_login: 0 };
+pub static NOTHING: RoomSeen =
+    RoomSeen { lines: 0, cids: Vec::new(), types: BTreeMap::new(), since_login: 0, logins: Vec::new() };
+
+impl RoomSeen {
+    /// The `cid`s of each connection, one run per `loginres` (what came
+    /// before the first one, if anything, is a run of its own).
+    pub fn connections(&self) -> Vec<&[u64]> {
+        let mut starts = self.logins.clone();
+        if starts.first() != Some(&0) {
+            starts.insert(0, 0);
+        }
+        let ends = starts.iter().skip(1).copied().chain([self.cids.len()]);
+        starts.iter().zip(ends).map(|(&start, end)| &self.cids[start..end]).collect()
+    }
+}
 
 /// Everything seen, per room, kept incrementally so that conditions are
 /// cheap to evaluate after every line.
@@ -282,6 +298,7 @@ impl Seen {
         room.lines += 1;
         if line.kind == "loginres" {
             room.since_login = 0;
+            room.logins.push(room.cids.len());
         }
         if let Some(cid) = line.cid {
             room.cids.push(cid);
