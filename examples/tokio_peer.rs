@@ -316,6 +316,9 @@ struct Shared {
     /// Session timer firings in the window: how late after their deadline.
     lateness: LatencyHistogram,
     reconnects: u64,
+    /// The message every task decodes into, one read after another (see
+    /// `ClientSession::on_bytes_with`), as barrage's monitor does.
+    message_buffer: Option<Box<Message>>,
 }
 
 impl Shared {
@@ -333,6 +336,7 @@ impl Shared {
             duplicated: 0,
             lateness: LatencyHistogram::default(),
             reconnects: 0,
+            message_buffer: Some(Box::default()),
         }
     }
 
@@ -534,14 +538,14 @@ impl RoomTask {
 
         session.on_connected(Instant::now());
         loop {
-            // What the last input caused: messages out, bytes to send, a close.
-            let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            // What the last input caused: bytes to send, a close (messages
+            // went out as they were decoded).
             let mut closing = None;
             {
                 let mut shared = self.shared.borrow_mut();
                 while let Some(event) = session.poll_event() {
                     match event {
-                        SessionEvent::Message(message) => shared.deliver(room, ts_ms, &message, &mut sequence),
+                        SessionEvent::Message(message) => shared.deliver(room, unix_ms(), &message, &mut sequence),
                         SessionEvent::Joined => {
                             if !*joined_once {
                                 *joined_once = true;
@@ -586,7 +590,17 @@ impl RoomTask {
                 read = stream.read_buf(&mut received) => match read {
                     Ok(0) => return Ended::failed("server closed the connection"),
                     Ok(_) => {
-                        let consumed = session.on_bytes(&received, Instant::now());
+                        // Each message is written as it is decoded, with
+                        // one clock read for the read.
+                        let now = Instant::now();
+                        let ts_ms = unix_ms();
+                        let mut shared = self.shared.borrow_mut();
+                        let shared = &mut *shared;
+                        let mut buffer = shared.message_buffer.take().unwrap_or_default();
+                        let consumed = session.on_bytes_with(&received, now, &mut buffer, |message| {
+                            shared.deliver(room, ts_ms, message, &mut sequence)
+                        });
+                        shared.message_buffer = Some(buffer);
                         received.drain(..consumed);
                         if received.is_empty() && received.capacity() > KEEP_CAPACITY {
                             received = Vec::new();
@@ -611,6 +625,11 @@ impl RoomTask {
             }
         }
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch, for a line's `ts`.
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A graceful close, as barrage's reactor does it: send our FIN after the

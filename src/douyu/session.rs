@@ -228,10 +228,45 @@ impl ClientSession {
     /// bytes that was; the caller keeps the rest (a partial packet) and passes
     /// it again, followed by the next bytes, on the next call. Each packet
     /// is therefore handled exactly once, in order, however reads split it.
+    /// Its message is queued as a [`SessionEvent::Message`], in order with
+    /// the events it causes.
     ///
     /// Once the session is closed (including by an error in `data`) it
     /// wants no more bytes and returns `data.len()`.
     pub fn on_bytes(&mut self, data: &[u8], now: Instant) -> usize {
+        let mut buffer = Message::default();
+        self.receive(data, now, &mut buffer, |message, events| {
+            events.push_back(SessionEvent::Message(message.clone()));
+        })
+    }
+
+    /// [`on_bytes`](Self::on_bytes) for a busy owner: each message is
+    /// decoded into `buffer` and handed to `deliver` at once, instead of
+    /// being copied into the event queue. `buffer` is any message, reused
+    /// from call to call (and across sessions), so that decoding allocates
+    /// nothing once its buffers have grown. The events a message causes
+    /// (`Joined`, `Close`) are queued as usual, so the owner sees the
+    /// message first.
+    pub fn on_bytes_with(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        buffer: &mut Message,
+        mut deliver: impl FnMut(&Message),
+    ) -> usize {
+        self.receive(data, now, buffer, |message, _| deliver(message))
+    }
+
+    /// What both `on_bytes` do: `deliver` gets each message and the event
+    /// queue.
+    #[inline(always)]
+    fn receive(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        buffer: &mut Message,
+        mut deliver: impl FnMut(&Message, &mut VecDeque<SessionEvent>),
+    ) -> usize {
         if self.state == SessionState::Closed {
             return data.len();
         }
@@ -246,7 +281,8 @@ impl ClientSession {
                     if packet.lossy {
                         self.lossy_messages += 1;
                     }
-                    self.on_message(Message::decode(&packet.body), now);
+                    buffer.decode_from(&packet.body);
+                    self.on_message(buffer, now, &mut deliver);
                 }
                 Ok(None) => return consumed,
                 Err(error) => self.close(CloseReason::Protocol(error)),
@@ -255,10 +291,13 @@ impl ClientSession {
         data.len()
     }
 
-    /// Reacts to one message, then reports it.
-    fn on_message(&mut self, message: Message, now: Instant) {
-        // Decide first, while `view` borrows the message; act after handing
-        // the message over, so that it is reported before what it causes.
+    /// Reacts to one message, and reports it before what it causes.
+    fn on_message(
+        &mut self,
+        message: &Message,
+        now: Instant,
+        deliver: &mut impl FnMut(&Message, &mut VecDeque<SessionEvent>),
+    ) {
         let mut joined = false;
         let mut close = None;
         // Only three types change the session; building a view of the others
@@ -278,7 +317,7 @@ impl ClientSession {
             }
             _ => {}
         }
-        self.events.push_back(SessionEvent::Message(message));
+        deliver(message, &mut self.events);
 
         if joined {
             Request::JoinGroup { room: self.room, group: self.config.group }.encode_into(&mut self.transmit);
