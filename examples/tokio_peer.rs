@@ -488,7 +488,7 @@ impl RoomTask {
             }
             let opened = Instant::now();
             let ended = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.server)).await {
-                Ok(Ok(stream)) => self.connection(stream, &mut joined_once).await,
+                Ok(Ok(stream)) => self.connection(stream, jitter.next_f64(), &mut joined_once).await,
                 Ok(Err(e)) => Ended::failed(format!("cannot connect: {e}")),
                 Err(_) => Ended::failed("connect timed out"),
             };
@@ -520,9 +520,11 @@ impl RoomTask {
     }
 
     /// Drives one connection's session until it closes.
-    async fn connection(&mut self, mut stream: TcpStream, joined_once: &mut bool) -> Ended {
+    /// `heartbeat_jitter` spreads its heartbeats (`ClientSession::with_heartbeat_jitter`).
+    async fn connection(&mut self, mut stream: TcpStream, heartbeat_jitter: f64, joined_once: &mut bool) -> Ended {
         let room = self.room;
-        let mut session = ClientSession::new(room, self.session);
+        // Heartbeats spread as barrage's are.
+        let mut session = ClientSession::new(room, self.session).with_heartbeat_jitter(heartbeat_jitter);
         let mut sequence = Sequence::default();
         let mut received: Vec<u8> = Vec::new();
         let mut transmit: Vec<u8> = Vec::new();

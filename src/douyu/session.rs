@@ -188,8 +188,14 @@ pub struct ClientSession {
     login_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
+    /// How much sooner than `heartbeat` after joining the first beat comes.
+    first_heartbeat_early: Duration,
     lossy_messages: u64,
 }
+
+/// The most [`ClientSession::with_heartbeat_jitter`] brings the first
+/// heartbeat forward: a tenth of the interval.
+pub const HEARTBEAT_JITTER: f64 = 0.1;
 
 impl ClientSession {
     /// A session for `room`, not yet connected.
@@ -205,8 +211,22 @@ impl ClientSession {
             login_deadline: None,
             heartbeat_deadline: None,
             idle_deadline: None,
+            first_heartbeat_early: Duration::ZERO,
             lossy_messages: 0,
         }
+    }
+
+    /// Spreads heartbeats: the first one comes `heartbeat × (1 - u ×
+    /// HEARTBEAT_JITTER)` after joining instead of `heartbeat`, and every
+    /// later one keeps that phase. `u` in `[0, 1)` comes from the owner (a
+    /// random number: the session has no randomness of its own). Rooms
+    /// that join in the same millisecond (a pacer lets many through at
+    /// each step) would otherwise beat in the same millisecond forever,
+    /// and a burst of beats makes the last of them late.
+    pub fn with_heartbeat_jitter(mut self, u: f64) -> Self {
+        let fraction = if u.is_finite() { u.clamp(0.0, 1.0) * HEARTBEAT_JITTER } else { 0.0 };
+        self.first_heartbeat_early = self.config.heartbeat.mul_f64(fraction);
+        self
     }
 
     /// The socket is connected: queue `loginreq` and start the login and idle
@@ -323,7 +343,7 @@ impl ClientSession {
             Request::JoinGroup { room: self.room, group: self.config.group }.encode_into(&mut self.transmit);
             self.state = SessionState::Joined;
             self.login_deadline = None;
-            self.heartbeat_deadline = Some(after(now, self.config.heartbeat));
+            self.heartbeat_deadline = Some(after(now, self.config.heartbeat - self.first_heartbeat_early));
             self.events.push_back(SessionEvent::Joined);
         }
         if let Some(reason) = close {
@@ -561,6 +581,32 @@ mod tests {
         session.on_timeout(start + secs(91));
         assert_eq!(sent(&mut session), heartbeat);
         assert_eq!(session.next_deadline(), Some(start + secs(135)));
+    }
+
+    #[test]
+    fn jitter_brings_the_first_heartbeat_forward_and_the_beat_keeps_that_phase() {
+        let beat = SessionConfig::default().heartbeat;
+        for (u, early) in [(0.0, Duration::ZERO), (0.5, beat.mul_f64(0.05)), (0.999, beat.mul_f64(0.0999))] {
+            let start = Instant::now();
+            let mut session = ClientSession::new(ROOM, SessionConfig::default()).with_heartbeat_jitter(u);
+            session.on_connected(start);
+            session.on_bytes(&server(&["type@=loginres/"]), start);
+            sent(&mut session); // loginreq, joingroup
+            let first = start + beat - early;
+            assert_eq!(session.next_deadline(), Some(first), "u = {u}");
+            session.on_bytes(&server(&["type@=mrkl/"]), first);
+            session.on_timeout(first);
+            assert_eq!(sent(&mut session), Request::Heartbeat.to_packet(), "u = {u}");
+            assert_eq!(session.next_deadline(), Some(first + beat), "then every interval, u = {u}");
+        }
+        // Out of range or not a number: within the tenth, or none.
+        for (u, early) in [(7.0, beat.mul_f64(HEARTBEAT_JITTER)), (-1.0, Duration::ZERO), (f64::NAN, Duration::ZERO)] {
+            let start = Instant::now();
+            let mut session = ClientSession::new(ROOM, SessionConfig::default()).with_heartbeat_jitter(u);
+            session.on_connected(start);
+            session.on_bytes(&server(&["type@=loginres/"]), start);
+            assert_eq!(session.next_deadline(), Some(start + beat - early), "u = {u}");
+        }
     }
 
     #[test]
