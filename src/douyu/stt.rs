@@ -96,27 +96,39 @@ pub fn escape(text: &str) -> String {
 /// One left-to-right scan, so `@AS` becomes `@S` and not `/`. Any other `@`
 /// (dangling at the end, or before another character) is kept as it is.
 pub fn unescape_into(out: &mut String, text: &str) {
-    let bytes = text.as_bytes();
-    // Copied up to here; everything before is in `out` already.
-    let mut copied = 0;
-    for at in Specials::new(bytes) {
-        if let Some(meaning) = escape_meaning(bytes, at) {
-            out.push_str(&text[copied..at]);
-            out.push_str(meaning);
-            copied = at + 2;
-        }
-    }
-    out.push_str(&text[copied..]);
+    unescape_part_into(out, text, 0..text.len());
 }
 
-/// What the escape at `at` stands for, if one starts there: `@A` is `@`,
-/// `@S` is `/`. Nothing else is an escape.
-fn escape_meaning(bytes: &[u8], at: usize) -> Option<&'static str> {
-    match bytes.get(at..at + 2)? {
-        b"@A" => Some("@"),
-        b"@S" => Some("/"),
-        _ => None,
+/// [`unescape_into`] for the part `part` of `input`: the escapes are found
+/// 64 bytes at a time in `input` itself ([`block_marks`]), so a short part
+/// in a longer text costs one block.
+fn unescape_part_into(out: &mut String, input: &str, part: Range<usize>) {
+    let bytes = input.as_bytes();
+    // Copied up to here; everything of the part before is in `out` already.
+    let mut copied = part.start;
+    let mut block = part.start;
+    while block < part.end {
+        let mut marks = block_marks(bytes, block);
+        if part.end - block < BLOCK {
+            marks &= (1 << (part.end - block)) - 1;
+        }
+        while marks != 0 {
+            let at = block + marks.trailing_zeros() as usize;
+            marks &= marks - 1;
+            // An `@` before `A` or `S`, inside the part, is an escape; the
+            // `A` or `S` is not special, so the next mark is past it.
+            let meaning = match bytes.get(at + 1) {
+                Some(b'A') if at + 1 < part.end && bytes[at] == b'@' => '@',
+                Some(b'S') if at + 1 < part.end && bytes[at] == b'@' => '/',
+                _ => continue,
+            };
+            out.push_str(&input[copied..at]);
+            out.push(meaning);
+            copied = at + 2;
+        }
+        block += BLOCK;
     }
+    out.push_str(&input[copied..part.end]);
 }
 
 /// Returns `text` with one level of escaping removed (see [`unescape_into`]).
@@ -184,8 +196,10 @@ impl Span {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Map {
     /// A copy of the encoded input, then unescaped copies of the fields that
-    /// needed it (see the module docs).
+    /// needed it (see the module docs), then [`PADDING`].
     text: String,
+    /// Where the padding starts in `text`.
+    decoded: usize,
     /// One per field, in wire order.
     fields: Vec<Field>,
     /// Where the last field of each key is (see [`KeyIndex`]).
@@ -208,12 +222,17 @@ impl Map {
     pub fn decode_from(&mut self, input: &str) {
         self.text.clear();
         // Room for unescaped copies too, so that `text` never grows.
-        self.text.reserve(input.len() * 2);
+        self.text.reserve(input.len() * 2 + PADDING.len());
         self.text.push_str(input);
-        self.fields.clear();
-        self.fields.reserve(expected_items(input));
-        self.keys.clear();
-        scan(input, self);
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        fields.reserve(expected_items(input));
+        // The scan fills locals, which the compiler keeps in registers.
+        let mut fill = MapFill { input: input.as_bytes(), text: &mut self.text, fields, keys: KeyIndex::default() };
+        scan(input, &mut fill);
+        (self.fields, self.keys) = (fill.fields, fill.keys);
+        self.decoded = self.text.len();
+        self.text.push_str(PADDING);
     }
 
     /// The value of the **last** field named `key` (exact, case-sensitive match).
@@ -293,7 +312,14 @@ impl Map {
     /// one pass over it is cheaper than one per field (the JSON writer asks
     /// "does anything need escaping?" this way).
     pub fn text(&self) -> &str {
-        &self.text
+        &self.text[..self.decoded]
+    }
+
+    /// [`text`](Map::text) followed by [`PADDING`]: a writer that copies
+    /// 16 or 32 bytes at a time from where a key or value starts can do so
+    /// up to the last field.
+    pub(crate) fn padded_text(&self) -> &[u8] {
+        self.text.as_bytes()
     }
 
     /// Decodes the value of `key` as a nested map (see the module docs).
@@ -338,17 +364,31 @@ impl Map {
     pub fn to_stt(&self) -> String {
         encode_map(self.iter())
     }
+}
 
+/// What follows a decoded map's text: spaces, which need no escaping in
+/// any format, and are neither `@` nor `/`.
+pub(crate) const PADDING: &str = "                                ";
+
+/// A map being decoded: the scan's [`Collect`] for [`Map::decode_from`].
+struct MapFill<'a> {
+    input: &'a [u8],
+    /// The map's text, which starts as a copy of `input`.
+    text: &'a mut String,
+    fields: Vec<Field>,
+    keys: KeyIndex,
+}
+
+impl MapFill<'_> {
     /// Adds a decoded field and indexes its key.
     #[inline(always)]
     fn push_field(&mut self, key: Span, value: Span) {
-        let text = self.text.as_bytes();
         let len = key.end - key.start;
-        // The key's first eight bytes in one load when the text goes on
-        // that far (a key is followed by at least `@=`, so nearly always).
-        let word = match text.get(key.start..).and_then(<[u8]>::first_chunk::<8>) {
+        // The key's first eight bytes in one load: a key in place is in
+        // the input, followed by at least `@=`, so nearly always there.
+        let word = match self.input.get(key.start..).and_then(<[u8]>::first_chunk::<8>) {
             Some(eight) => u64::from_le_bytes(*eight),
-            None => word_of_last(&text[key.start..key.end]),
+            None => word_of_last(&self.text.as_bytes()[key.start..key.end]),
         };
         let signature = signature(word, len);
         let index = self.fields.len();
@@ -358,10 +398,10 @@ impl Map {
             return;
         }
         let (fields, text) = (&self.fields, self.text.as_bytes());
-        let key_bytes = &text[key.start..key.end];
         self.keys.insert(signature, index, |other| {
             let field = &fields[other];
-            field.signature == signature && (len <= SIGNED_BYTES || &text[field.key.start..field.key.end] == key_bytes)
+            field.signature == signature
+                && (len <= SIGNED_BYTES || text[field.key.start..field.key.end] == text[key.start..key.end])
         });
     }
 }
@@ -389,14 +429,26 @@ fn word_of_last(bytes: &[u8]) -> u64 {
 }
 
 /// A key's signature: its first seven bytes (of `word`, the key's first
-/// eight) and its length, capped at 255, in one word. Keys of at most
+/// eight) and its length in one word. Keys of at most
 /// seven bytes (nearly all of Douyu's) are equal exactly when their
 /// signatures are; longer ones with equal signatures must be compared.
 #[inline(always)]
 fn signature(word: u64, len: usize) -> u64 {
-    let kept = len.min(SIGNED_BYTES);
-    (word & ((1 << (8 * kept)) - 1)) | ((len.min(255) as u64) << 56)
+    // Past seven bytes the length is kept modulo 256: such keys are
+    // compared byte for byte anyway.
+    (word & KEPT_BYTES[len.min(SIGNED_BYTES)]) | ((len as u64) << 56)
 }
+
+/// Masks of the first 0 to 7 bytes of a word.
+const KEPT_BYTES: [u64; SIGNED_BYTES + 1] = {
+    let mut masks = [0; SIGNED_BYTES + 1];
+    let mut kept = 1;
+    while kept <= SIGNED_BYTES {
+        masks[kept] = (1 << (8 * kept)) - 1;
+        kept += 1;
+    }
+    masks
+};
 
 /// Where the last field of each key is, for up to [`MAX_FIELDS`](Self::MAX_FIELDS)
 /// fields: a small open-addressing hash table of key signatures, filled
@@ -426,10 +478,6 @@ impl KeyIndex {
     /// Fields beyond this are not indexed; only a broken or hostile
     /// server sends that many, and look-ups then walk the fields.
     const MAX_FIELDS: usize = 64;
-
-    fn clear(&mut self) {
-        *self = KeyIndex::default();
-    }
 
     /// Where a signature starts looking: the top seven bits of its product
     /// with 2^64/φ (Fibonacci hashing).
@@ -553,12 +601,12 @@ trait Collect {
     fn push_item(&mut self, key: Option<Span>, last: Span);
 }
 
-impl Collect for Map {
+impl Collect for MapFill<'_> {
     const SPLIT_AT_SEPARATOR: bool = true;
 
     #[inline(always)]
     fn text(&mut self) -> &mut String {
-        &mut self.text
+        self.text
     }
 
     #[inline(always)]
@@ -600,19 +648,20 @@ impl Collect for List {
 fn scan<C: Collect>(input: &str, into: &mut C) {
     let bytes = input.as_bytes();
     let mut item_start = 0;
-    // A map item's first `@=`, once found.
-    let mut separator = None;
+    // Where a map item's value starts, after its first `@=`; 0 until one
+    // is found (a value never starts at 0).
+    let mut value_start = 0;
     // Whether the item holds an escape (`@A`, `@S`).
     let mut escaped = false;
     for special in Specials::new(bytes) {
         if bytes[special] == b'/' {
-            collect_item(input, into, item_start..special, separator, escaped);
+            collect_item(input, into, item_start..special, value_start, escaped);
             item_start = special + 1;
-            separator = None;
+            value_start = 0;
             escaped = false;
         } else {
             match bytes.get(special + 1) {
-                Some(b'=') if C::SPLIT_AT_SEPARATOR && separator.is_none() => separator = Some(special),
+                Some(b'=') if C::SPLIT_AT_SEPARATOR && value_start == 0 => value_start = special + 2,
                 Some(b'A' | b'S') => escaped = true,
                 // Any other `@` (dangling, or before another byte) stays as it is.
                 _ => {}
@@ -621,24 +670,43 @@ fn scan<C: Collect>(input: &str, into: &mut C) {
     }
     // Text after the last `/`: a final item whose `/` went missing.
     if item_start < bytes.len() {
-        collect_item(input, into, item_start..bytes.len(), separator, escaped);
+        collect_item(input, into, item_start..bytes.len(), value_start, escaped);
     }
 }
 
-/// Hands the item at `item` of `input` to `into`: its key (before
-/// `separator`, a map item's first `@=`) and its last part, decoded.
+/// Hands the item at `item` of `input` to `into`: its key (up to the `@=`
+/// before `value_start`, if not 0) and its last part.
 #[inline(always)]
-fn collect_item<C: Collect>(input: &str, into: &mut C, item: Range<usize>, separator: Option<usize>, escaped: bool) {
-    let (key, last) = match separator {
-        Some(at) => (Some(item.start..at), at + 2..item.end),
-        None => (None, item),
-    };
+fn collect_item<C: Collect>(input: &str, into: &mut C, item: Range<usize>, value_start: usize, escaped: bool) {
     if escaped {
-        let key = key.map(|key| unescaped_part(into.text(), input, key));
-        let last = unescaped_part(into.text(), input, last);
-        into.push_item(key, last);
+        return collect_escaped_item(input, into, item, value_start);
+    }
+    if value_start == 0 {
+        into.push_item(None, Span::from(item));
     } else {
-        into.push_item(key.map(Span::from), Span::from(last));
+        into.push_item(
+            Some(Span { start: item.start, end: value_start - 2 }),
+            Span { start: value_start, end: item.end },
+        );
+    }
+}
+
+/// [`collect_item`] for the few items that hold an escape: each part that
+/// holds one is unescaped onto the end of the text. Out of the scan's way.
+#[inline(never)]
+fn collect_escaped_item<C: Collect>(input: &str, into: &mut C, item: Range<usize>, value_start: usize) {
+    // A key rarely holds an escape when its value does: it stays in place.
+    let mut part = |range: Range<usize>, maybe_escaped: bool| {
+        if maybe_escaped { unescaped_part(into.text(), input, range) } else { Span::from(range) }
+    };
+    if value_start == 0 {
+        let last = part(item, true);
+        into.push_item(None, last);
+    } else {
+        let key_escaped = input.as_bytes()[item.start..value_start - 2].contains(&b'@');
+        let key = part(item.start..value_start - 2, key_escaped);
+        let last = part(value_start..item.end, true);
+        into.push_item(Some(key), last);
     }
 }
 
@@ -648,7 +716,7 @@ fn collect_item<C: Collect>(input: &str, into: &mut C, item: Range<usize>, separ
 #[inline(never)]
 fn unescaped_part(text: &mut String, input: &str, part: Range<usize>) -> Span {
     let start = text.len();
-    unescape_into(text, &input[part]);
+    unescape_part_into(text, input, part);
     Span { start, end: text.len() }
 }
 
@@ -885,7 +953,7 @@ mod tests {
             for input in [text.as_str(), joined.as_str()] {
                 let map = decode_map(input);
                 // The reserved room for unescaped copies always suffices.
-                prop_assert!(map.text.len() <= 2 * input.len());
+                prop_assert!(map.text.len() <= 2 * input.len() + PADDING.len());
                 let _ = map.iter().count();
                 let _ = map.to_stt();
                 let list = decode_list(input);

@@ -57,7 +57,8 @@ pub fn write_line(out: &mut Vec<u8>, format: Format, ts_ms: u64, room: u64, mess
 
 fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
     let map = message.as_map();
-    let text = map.text().as_bytes();
+    // Padded, so that fixed-size copies from the last fields stay inside.
+    let text = map.padded_text();
     let msg_type = message.msg_type().as_bytes();
     // Room for the line, made once: every key and value is a piece of
     // `text`, a field adds six bytes of quotes and punctuation, and the
@@ -72,7 +73,7 @@ fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
     line.put(b",\"room\":");
     line.put(numbers.format(room).as_bytes());
     line.put(b",\"type\":\"");
-    let escapes = any_needs_escape(text);
+    let escapes = any_needs_escape(map.text().as_bytes());
     if escapes {
         line.put_escaped(msg_type);
     } else {
@@ -84,7 +85,9 @@ fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
     let fields_start = line.end;
     if !escapes && !map.may_repeat_keys() {
         for (key, value) in map.spans() {
-            line.put_field(text, key, value);
+            if !line.put_short_field(text, &key, &value) {
+                line.put_long_field(text, key, value);
+            }
         }
     } else {
         let hidden = HiddenFields::of(map);
@@ -108,9 +111,9 @@ fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
 /// punctuation, and two numbers of up to 20 digits.
 const LINE_HEAD: usize = 96;
 
-/// The widest field `Line::put_field` writes in one go:
-/// `,"` + 16-byte key + `":"` + 16-byte value + `"`.
-const FIELD_WINDOW: usize = 2 + 16 + 3 + 16 + 1;
+/// The widest field `Line::put_short_field` writes in one go:
+/// `,"` + 16-byte key + `":"` + 32-byte value + `"`.
+const FIELD_WINDOW: usize = 2 + 16 + 3 + 32 + 1;
 
 /// A line being written into room made for it beforehand: `out` up to
 /// `end` is the line so far, and what follows is room (zeros, or bytes
@@ -145,56 +148,67 @@ impl Line<'_> {
         }
     }
 
-    /// Appends `,"key":"value"`, both pieces of `text`, which needs no
-    /// escaping.
+    /// Appends `,"key":"value"`, both pieces of `text`, which need no
+    /// escaping, if the key is at most 16 bytes long and the value at most
+    /// 32; returns whether it did.
     ///
-    /// Most keys and values are a few bytes long, and copying a few bytes
-    /// whose number is only known at run time takes a call to `memcpy` and
-    /// a handful of bounds checks each. So when both are at most 16 bytes
-    /// (and `text` goes on for 16 bytes after each start), this copies a
-    /// fixed 16 bytes for each into a fixed-size window of the room (one
-    /// vector load and store, bounds checked once) and then counts only the
-    /// real length: the bytes copied past it are overwritten by what comes
-    /// next, or cut off at the end of the line.
+    /// Most keys and values are that short, and copying a few bytes whose
+    /// number is only known at run time takes a call to `memcpy` and a
+    /// handful of bounds checks each. So this copies a fixed 16 bytes for
+    /// the key and 32 for the value into a fixed-size window of the room
+    /// (vector loads and stores, bounds checked once) and then counts only
+    /// the real lengths: the bytes copied past them are overwritten by what
+    /// comes next, or cut off at the end of the line. (`text` is padded, so
+    /// the copies never run past its end.)
     #[inline(always)]
-    fn put_field(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
+    fn put_short_field(&mut self, text: &[u8], key: &Range<usize>, value: &Range<usize>) -> bool {
         let (key_len, value_len) = (key.len(), value.len());
         if key_len <= 16
-            && value_len <= 16
-            && let Some(key16) = sixteen_at(text, key.start)
-            && let Some(value16) = sixteen_at(text, value.start)
+            && value_len <= 32
+            && let Some(key16) = text.get(key.start..).and_then(<[u8]>::first_chunk::<16>)
+            && let Some(value32) = text.get(value.start..).and_then(<[u8]>::first_chunk::<32>)
             && let Some(window) = self.out.get_mut(self.end..).and_then(<[u8]>::first_chunk_mut::<FIELD_WINDOW>)
         {
             window[..2].copy_from_slice(b",\"");
             window[2..18].copy_from_slice(key16);
             let at = 2 + key_len;
             window[at..at + 3].copy_from_slice(b"\":\"");
-            window[at + 3..at + 19].copy_from_slice(value16);
+            window[at + 3..at + 35].copy_from_slice(value32);
             let at = at + 3 + value_len;
             window[at] = b'"';
             self.end += at + 1;
+            true
         } else {
-            self.put(b",\"");
-            self.put(&text[key]);
-            self.put(b"\":\"");
-            self.put(&text[value]);
-            self.put(b"\"");
+            false
         }
     }
 
-    /// [`put_field`](Self::put_field) for a field that may need escaping.
-    /// In a message that has a byte to escape, most fields still have
-    /// none: the 16 bytes the plain copy would move tell, and only if they
-    /// hold one (in the field, or just past it) is each string checked and
-    /// escaped on its own.
+    /// Appends `,"key":"value"` of any length, needing no escaping. Out of
+    /// line, so that the loop around [`put_short_field`](Self::put_short_field)
+    /// keeps its state in registers.
+    #[inline(never)]
+    fn put_long_field(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
+        self.put(b",\"");
+        self.put(&text[key]);
+        self.put(b"\":\"");
+        self.put(&text[value]);
+        self.put(b"\"");
+    }
+
+    /// The field `,"key":"value"`, where either may need escaping. In a
+    /// message that has a byte to escape, most fields still have none: the
+    /// bytes the plain copy would move tell, and only if they hold one (in
+    /// the field, or just past it) is each string checked and escaped on
+    /// its own.
     fn put_field_escaped(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
-        if key.len() <= 16
-            && value.len() <= 16
-            && sixteen_at(text, key.start).is_some_and(|key16| !any_needs_escape(key16))
-            && sixteen_at(text, value.start).is_some_and(|value16| !any_needs_escape(value16))
+        let plain =
+            |start: usize, len: usize| text.get(start..start + len).is_some_and(|bytes| !any_needs_escape(bytes));
+        if !(key.len() <= 16
+            && value.len() <= 32
+            && plain(key.start, 16)
+            && plain(value.start, 32)
+            && self.put_short_field(text, &key, &value))
         {
-            self.put_field(text, key, value);
-        } else {
             self.put(b",\"");
             self.put_escaped(&text[key]);
             self.put(b"\":\"");
@@ -202,12 +216,6 @@ impl Line<'_> {
             self.put(b"\"");
         }
     }
-}
-
-/// The 16 bytes of `text` from `start`, if it goes on that far.
-#[inline(always)]
-fn sixteen_at(text: &[u8], start: usize) -> Option<&[u8; 16]> {
-    text.get(start..).and_then(<[u8]>::first_chunk::<16>)
 }
 
 /// The fields a JSON line leaves out: every field whose key appears again
