@@ -49,6 +49,7 @@ impl Message {
     }
 
     /// The `type` field, or `""` if there is none.
+    #[inline]
     pub fn msg_type(&self) -> &str {
         self.type_index.map_or("", |index| self.fields.value_at(index))
     }

@@ -238,14 +238,15 @@ impl Map {
     /// The value of the **last** field named `key` (exact, case-sensitive match).
     // Inlined so that a constant `key` (`get("cid")`) has its signature
     // computed at compile time.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.last_index_of(key).map(|index| self.value_at(index))
     }
 
     /// The position of the last field named `key`: one probe of the key
-    /// index, whatever the number of fields.
-    #[inline]
+    /// index, whatever the number of fields. Always inlined: for a constant
+    /// key the compiler works out its signature and home slot beforehand.
+    #[inline(always)]
     pub(crate) fn last_index_of(&self, key: &str) -> Option<usize> {
         let key = key.as_bytes();
         if !self.keys.complete {
