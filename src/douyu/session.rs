@@ -7,7 +7,10 @@
 //! events ([`ClientSession::poll_event`]) and when to wake it next
 //! ([`ClientSession::next_deadline`]). This is the shape of quinn-proto's
 //! `Connection`: the protocol logic can be tested with a fake clock and
-//! byte vectors, and the same code runs under any event loop.
+//! byte vectors, and the same code runs under any event loop. An owner
+//! that handles many messages takes each one as it is decoded, borrowed
+//! from a buffer it lends, instead of from the event queue
+//! ([`ClientSession::on_bytes_with`]).
 //!
 //! ```text
 //!  Connecting ──on_connected──▶ LoggingIn ──loginres──▶ Joined
@@ -188,8 +191,9 @@ pub struct ClientSession {
     login_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
-    /// How much sooner than `heartbeat` after joining the first beat comes.
-    first_heartbeat_early: Duration,
+    /// How many milliseconds sooner than `heartbeat` after joining the
+    /// first beat comes (small: sessions are many).
+    first_heartbeat_early_ms: u32,
     lossy_messages: u64,
 }
 
@@ -211,7 +215,7 @@ impl ClientSession {
             login_deadline: None,
             heartbeat_deadline: None,
             idle_deadline: None,
-            first_heartbeat_early: Duration::ZERO,
+            first_heartbeat_early_ms: 0,
             lossy_messages: 0,
         }
     }
@@ -225,7 +229,9 @@ impl ClientSession {
     /// and a burst of beats makes the last of them late.
     pub fn with_heartbeat_jitter(mut self, u: f64) -> Self {
         let fraction = if u.is_finite() { u.clamp(0.0, 1.0) * HEARTBEAT_JITTER } else { 0.0 };
-        self.first_heartbeat_early = self.config.heartbeat.mul_f64(fraction);
+        // Whole milliseconds (the reactor's timers tick in those); a
+        // tenth of the longest heartbeat fits.
+        self.first_heartbeat_early_ms = (self.config.heartbeat.as_secs_f64() * fraction * 1000.0) as u32;
         self
     }
 
@@ -343,7 +349,8 @@ impl ClientSession {
             Request::JoinGroup { room: self.room, group: self.config.group }.encode_into(&mut self.transmit);
             self.state = SessionState::Joined;
             self.login_deadline = None;
-            self.heartbeat_deadline = Some(after(now, self.config.heartbeat - self.first_heartbeat_early));
+            let early = Duration::from_millis(self.first_heartbeat_early_ms.into());
+            self.heartbeat_deadline = Some(after(now, self.config.heartbeat.saturating_sub(early)));
             self.events.push_back(SessionEvent::Joined);
         }
         if let Some(reason) = close {
@@ -398,7 +405,14 @@ impl ClientSession {
 
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // Most sessions see a handful of events in their life (messages
+            // go to `on_bytes_with`'s owner): an empty queue gives its room
+            // back, rather than keep it for as long as the room is watched.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Leave politely: queue `logout` (if connected) and close with
@@ -586,7 +600,9 @@ mod tests {
     #[test]
     fn jitter_brings_the_first_heartbeat_forward_and_the_beat_keeps_that_phase() {
         let beat = SessionConfig::default().heartbeat;
-        for (u, early) in [(0.0, Duration::ZERO), (0.5, beat.mul_f64(0.05)), (0.999, beat.mul_f64(0.0999))] {
+        assert_eq!(beat, secs(45));
+        let ms = Duration::from_millis;
+        for (u, early) in [(0.0, Duration::ZERO), (0.5, ms(2250)), (0.999, ms(4495))] {
             let start = Instant::now();
             let mut session = ClientSession::new(ROOM, SessionConfig::default()).with_heartbeat_jitter(u);
             session.on_connected(start);
@@ -600,7 +616,7 @@ mod tests {
             assert_eq!(session.next_deadline(), Some(first + beat), "then every interval, u = {u}");
         }
         // Out of range or not a number: within the tenth, or none.
-        for (u, early) in [(7.0, beat.mul_f64(HEARTBEAT_JITTER)), (-1.0, Duration::ZERO), (f64::NAN, Duration::ZERO)] {
+        for (u, early) in [(7.0, ms(4500)), (-1.0, Duration::ZERO), (f64::NAN, Duration::ZERO)] {
             let start = Instant::now();
             let mut session = ClientSession::new(ROOM, SessionConfig::default()).with_heartbeat_jitter(u);
             session.on_connected(start);
@@ -760,6 +776,48 @@ mod tests {
                 })
                 .collect();
             proptest::prop_assert_eq!(got, bodies);
+        }
+
+        #[test]
+        fn messages_handed_over_as_decoded_are_the_queued_ones(chunk in 1usize..64) {
+            // The same stream through `on_bytes` (queued) and `on_bytes_with`
+            // (handed over, one buffer reused throughout): the same messages,
+            // and the same events after them.
+            let start = Instant::now();
+            let bodies: Vec<String> = ["type@=loginres/live_stat@=1/".to_string(), "type@=rss/ss@=0/".to_string()]
+                .into_iter()
+                .chain((0..20).map(|i| format!("type@=chatmsg/txt@=消息{i}/ic@=a@Sb/")))
+                .chain(["type@=error/code@=52/".to_string(), "type@=chatmsg/txt@=after/".to_string()])
+                .collect();
+            let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+            let wire = server(&refs);
+            let mut queued = ClientSession::new(ROOM, SessionConfig::default());
+            let mut handed = ClientSession::new(ROOM, SessionConfig::default());
+            queued.on_connected(start);
+            handed.on_connected(start);
+            let mut buffer = Message::default();
+            let mut got = Vec::new();
+            let (mut pending_queued, mut pending_handed) = (Vec::new(), Vec::new());
+            for piece in wire.chunks(chunk) {
+                pending_queued.extend_from_slice(piece);
+                let used = queued.on_bytes(&pending_queued, start);
+                pending_queued.drain(..used);
+                pending_handed.extend_from_slice(piece);
+                let used = handed.on_bytes_with(&pending_handed, start, &mut buffer, |m| got.push(m.to_body()));
+                pending_handed.drain(..used);
+            }
+            let (mut expected, mut queued_events) = (Vec::new(), Vec::new());
+            for event in events(&mut queued) {
+                match event {
+                    SessionEvent::Message(m) => expected.push(m.to_body()),
+                    other => queued_events.push(other),
+                }
+            }
+            proptest::prop_assert_eq!(&got, &expected);
+            proptest::prop_assert_eq!(got.len(), 23, "nothing after the error");
+            proptest::prop_assert_eq!(events(&mut handed), queued_events);
+            proptest::prop_assert_eq!(handed.live_status(), Some(LiveStatus::Offline));
+            proptest::prop_assert_eq!(sent(&mut handed), sent(&mut queued));
         }
 
         #[test]

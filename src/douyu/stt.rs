@@ -45,18 +45,26 @@
 //! The daemon decodes every message of thousands of rooms, so the work per
 //! message matters. Decoding a body is one pass ([`scan`]) that stops only
 //! at the bytes STT gives a meaning to, `@` and `/`, found 64 bytes at a
-//! time ([`Specials`]), and it allocates exactly twice:
+//! time ([`Specials`]), and it fills three things:
 //!
-//! - one `String`, `text`, which starts as a plain copy of the body (a single
+//! - a `String`, `text`, which starts as a plain copy of the body (a single
 //!   `memcpy`). Most keys and values contain no escape, so they already *are*
 //!   their decoded selves inside that copy. The few that do (an avatar path,
-//!   a nested list) are unescaped once more onto the end of `text`, as the
-//!   scan passes their escapes. Decoded text is never longer than escaped
-//!   text, so reserving twice the body length up front means `text` never
-//!   grows.
-//! - one `Vec` of spans saying where each key and value lies in `text`.
+//!   a nested list) are unescaped once more onto the end of `text` when
+//!   their item ends. Decoded text is never longer than escaped text, so
+//!   reserving twice the body length up front means `text` never grows. A
+//!   few spaces of padding follow, for writers that copy 16 or 32 bytes at
+//!   a time.
+//! - a `Vec` of spans saying where each key and value lies in `text`.
+//! - a key index ([`KeyIndex`]): a 128-byte hash table from each key's
+//!   signature (its first seven bytes and its length, in one word) to its
+//!   last field, filled as the scan passes each key. A look-up by key is
+//!   then one probe however many fields there are, and a key that repeats
+//!   is noticed on the way.
 //!
-//! Lookups return `&str` slices of `text`. Nothing is allocated per field.
+//! Lookups return `&str` slices of `text`. Nothing is allocated per field,
+//! and a map reused for body after body ([`Map::decode_from`]) allocates
+//! nothing once its buffers have grown.
 //!
 //! ```text
 //! body:  type@=uenter/ic@=a@Sb/
