@@ -236,9 +236,10 @@ impl Map {
         fields.clear();
         fields.reserve(expected_items(input));
         // The scan fills locals, which the compiler keeps in registers.
-        let mut fill = MapFill { input: input.as_bytes(), text: &mut self.text, fields, keys: KeyIndex::default() };
+        self.keys = KeyIndex::default();
+        let mut fill = MapFill { input: input.as_bytes(), text: &mut self.text, fields, keys: &mut self.keys };
         scan(input, &mut fill);
-        (self.fields, self.keys) = (fill.fields, fill.keys);
+        self.fields = fill.fields;
         self.decoded = self.text.len();
         self.text.push_str(PADDING);
     }
@@ -385,7 +386,7 @@ struct MapFill<'a> {
     /// The map's text, which starts as a copy of `input`.
     text: &'a mut String,
     fields: Vec<Field>,
-    keys: KeyIndex,
+    keys: &'a mut KeyIndex,
 }
 
 impl MapFill<'_> {

@@ -201,14 +201,10 @@ impl Line<'_> {
     /// the field, or just past it) is each string checked and escaped on
     /// its own.
     fn put_field_escaped(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
-        let plain =
-            |start: usize, len: usize| text.get(start..start + len).is_some_and(|bytes| !any_needs_escape(bytes));
-        if !(key.len() <= 16
-            && value.len() <= 32
-            && plain(key.start, 16)
-            && plain(value.start, 32)
-            && self.put_short_field(text, &key, &value))
-        {
+        let plain_key = text.get(key.start..).and_then(<[u8]>::first_chunk::<16>).is_some_and(|k| !any_needs_escape(k));
+        let plain_value =
+            text.get(value.start..).and_then(<[u8]>::first_chunk::<32>).is_some_and(|v| !any_needs_escape(v));
+        if !(plain_key && plain_value && self.put_short_field(text, &key, &value)) {
             self.put(b",\"");
             self.put_escaped(&text[key]);
             self.put(b"\":\"");
