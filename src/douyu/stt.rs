@@ -200,8 +200,9 @@ impl Span {
 }
 
 /// A decoded STT map: keys and values unescaped one level, in wire order,
-/// repeated keys kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// repeated keys kept. Two maps are equal when they hold the same fields
+/// in the same order.
+#[derive(Clone, Debug, Default)]
 pub struct Map {
     /// A copy of the encoded input, then unescaped copies of the fields that
     /// needed it (see the module docs), then [`PADDING`].
@@ -214,9 +215,17 @@ pub struct Map {
     keys: KeyIndex,
 }
 
+impl PartialEq for Map {
+    fn eq(&self, other: &Map) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Map {}
+
 /// A field of a [`Map`]: where its key and value lie in the map's text,
 /// and its key's [`signature`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 struct Field {
     key: Span,
     value: Span,
@@ -466,7 +475,7 @@ const KEPT_BYTES: [u64; SIGNED_BYTES + 1] = {
 /// always, however many fields a message has; and a key seen twice is
 /// noticed on the way, so a writer knows at once whether "last wins"
 /// leaves anything out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct KeyIndex {
     /// The index, plus one, of the last field whose key's signature
     /// hashes to the slot (or was pushed on from a taken one); 0: empty.
@@ -887,6 +896,17 @@ mod tests {
         assert_eq!(pairs(&decode_map("word/k@=v/")), [("word", ""), ("k", "v")]);
         assert!(decode_map("").is_empty());
         assert!(decode_map("///").is_empty());
+    }
+
+    #[test]
+    fn maps_are_equal_when_their_fields_are() {
+        assert_eq!(decode_map(""), Map::default());
+        assert_eq!(decode_map("a@=1/b@=x@Sy/"), decode_map("a@=1/b@=x@Sy"));
+        let mut reused = decode_map("zz@=a longer value@S/");
+        reused.decode_from("b@=x@Sy/");
+        assert_eq!(reused, decode_map("b@=x@Sy/"));
+        assert_ne!(decode_map("a@=1/"), decode_map("a@=2/"));
+        assert_ne!(decode_map("a@=1/b@=2/"), decode_map("b@=2/a@=1/"));
     }
 
     #[test]
