@@ -316,6 +316,9 @@ struct Shared {
     /// Session timer firings in the window: how late after their deadline.
     lateness: LatencyHistogram,
     reconnects: u64,
+    /// The message every task decodes into, one read after another (see
+    /// `ClientSession::on_bytes_with`), as barrage's monitor does.
+    message_buffer: Option<Box<Message>>,
 }
 
 impl Shared {
@@ -333,6 +336,7 @@ impl Shared {
             duplicated: 0,
             lateness: LatencyHistogram::default(),
             reconnects: 0,
+            message_buffer: Some(Box::default()),
         }
     }
 
@@ -484,7 +488,7 @@ impl RoomTask {
             }
             let opened = Instant::now();
             let ended = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.server)).await {
-                Ok(Ok(stream)) => self.connection(stream, &mut joined_once).await,
+                Ok(Ok(stream)) => self.connection(stream, jitter.next_f64(), &mut joined_once).await,
                 Ok(Err(e)) => Ended::failed(format!("cannot connect: {e}")),
                 Err(_) => Ended::failed("connect timed out"),
             };
@@ -516,9 +520,11 @@ impl RoomTask {
     }
 
     /// Drives one connection's session until it closes.
-    async fn connection(&mut self, mut stream: TcpStream, joined_once: &mut bool) -> Ended {
+    /// `heartbeat_jitter` spreads its heartbeats (`ClientSession::with_heartbeat_jitter`).
+    async fn connection(&mut self, mut stream: TcpStream, heartbeat_jitter: f64, joined_once: &mut bool) -> Ended {
         let room = self.room;
-        let mut session = ClientSession::new(room, self.session);
+        // Heartbeats spread as barrage's are.
+        let mut session = ClientSession::new(room, self.session).with_heartbeat_jitter(heartbeat_jitter);
         let mut sequence = Sequence::default();
         let mut received: Vec<u8> = Vec::new();
         let mut transmit: Vec<u8> = Vec::new();
@@ -534,14 +540,14 @@ impl RoomTask {
 
         session.on_connected(Instant::now());
         loop {
-            // What the last input caused: messages out, bytes to send, a close.
-            let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            // What the last input caused: bytes to send, a close (messages
+            // went out as they were decoded).
             let mut closing = None;
             {
                 let mut shared = self.shared.borrow_mut();
                 while let Some(event) = session.poll_event() {
                     match event {
-                        SessionEvent::Message(message) => shared.deliver(room, ts_ms, &message, &mut sequence),
+                        SessionEvent::Message(message) => shared.deliver(room, unix_ms(), &message, &mut sequence),
                         SessionEvent::Joined => {
                             if !*joined_once {
                                 *joined_once = true;
@@ -586,7 +592,17 @@ impl RoomTask {
                 read = stream.read_buf(&mut received) => match read {
                     Ok(0) => return Ended::failed("server closed the connection"),
                     Ok(_) => {
-                        let consumed = session.on_bytes(&received, Instant::now());
+                        // Each message is written as it is decoded, with
+                        // one clock read for the read.
+                        let now = Instant::now();
+                        let ts_ms = unix_ms();
+                        let mut shared = self.shared.borrow_mut();
+                        let shared = &mut *shared;
+                        let mut buffer = shared.message_buffer.take().unwrap_or_default();
+                        let consumed = session.on_bytes_with(&received, now, &mut buffer, |message| {
+                            shared.deliver(room, ts_ms, message, &mut sequence)
+                        });
+                        shared.message_buffer = Some(buffer);
                         received.drain(..consumed);
                         if received.is_empty() && received.capacity() > KEEP_CAPACITY {
                             received = Vec::new();
@@ -611,6 +627,11 @@ impl RoomTask {
             }
         }
     }
+}
+
+/// The wall clock in milliseconds since the Unix epoch, for a line's `ts`.
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A graceful close, as barrage's reactor does it: send our FIN after the

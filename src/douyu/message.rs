@@ -35,12 +35,21 @@ pub struct Message {
 impl Message {
     /// Decodes one top-level body (one level of STT).
     pub fn decode(body: &str) -> Message {
-        let fields = stt::decode_map(body);
-        let type_index = fields.last_index_of("type");
-        Message { fields, type_index }
+        let mut message = Message::default();
+        message.decode_from(body);
+        message
+    }
+
+    /// Decodes `body` into this message, replacing it. Its buffers are
+    /// kept: a decoder that reuses one message for every body it receives
+    /// allocates nothing once they are big enough.
+    pub fn decode_from(&mut self, body: &str) {
+        self.fields.decode_from(body);
+        self.type_index = self.fields.last_index_of("type");
     }
 
     /// The `type` field, or `""` if there is none.
+    #[inline]
     pub fn msg_type(&self) -> &str {
         self.type_index.map_or("", |index| self.fields.value_at(index))
     }

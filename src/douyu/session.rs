@@ -7,7 +7,10 @@
 //! events ([`ClientSession::poll_event`]) and when to wake it next
 //! ([`ClientSession::next_deadline`]). This is the shape of quinn-proto's
 //! `Connection`: the protocol logic can be tested with a fake clock and
-//! byte vectors, and the same code runs under any event loop.
+//! byte vectors, and the same code runs under any event loop. An owner
+//! that handles many messages takes each one as it is decoded, borrowed
+//! from a buffer it lends, instead of from the event queue
+//! ([`ClientSession::on_bytes_with`]).
 //!
 //! ```text
 //!  Connecting ──on_connected──▶ LoggingIn ──loginres──▶ Joined
@@ -188,8 +191,15 @@ pub struct ClientSession {
     login_deadline: Option<Instant>,
     heartbeat_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
+    /// How many milliseconds sooner than `heartbeat` after joining the
+    /// first beat comes (small: sessions are many).
+    first_heartbeat_early_ms: u32,
     lossy_messages: u64,
 }
+
+/// The most [`ClientSession::with_heartbeat_jitter`] brings the first
+/// heartbeat forward: a tenth of the interval.
+pub const HEARTBEAT_JITTER: f64 = 0.1;
 
 impl ClientSession {
     /// A session for `room`, not yet connected.
@@ -205,8 +215,24 @@ impl ClientSession {
             login_deadline: None,
             heartbeat_deadline: None,
             idle_deadline: None,
+            first_heartbeat_early_ms: 0,
             lossy_messages: 0,
         }
+    }
+
+    /// Spreads heartbeats: the first one comes `heartbeat × (1 - u ×
+    /// HEARTBEAT_JITTER)` after joining instead of `heartbeat`, and every
+    /// later one keeps that phase. `u` in `[0, 1)` comes from the owner (a
+    /// random number: the session has no randomness of its own). Rooms
+    /// that join in the same millisecond (a pacer lets many through at
+    /// each step) would otherwise beat in the same millisecond forever,
+    /// and a burst of beats makes the last of them late.
+    pub fn with_heartbeat_jitter(mut self, u: f64) -> Self {
+        let fraction = if u.is_finite() { u.clamp(0.0, 1.0) * HEARTBEAT_JITTER } else { 0.0 };
+        // Whole milliseconds (the reactor's timers tick in those); a
+        // tenth of the longest heartbeat fits.
+        self.first_heartbeat_early_ms = (self.config.heartbeat.as_secs_f64() * fraction * 1000.0) as u32;
+        self
     }
 
     /// The socket is connected: queue `loginreq` and start the login and idle
@@ -228,10 +254,45 @@ impl ClientSession {
     /// bytes that was; the caller keeps the rest (a partial packet) and passes
     /// it again, followed by the next bytes, on the next call. Each packet
     /// is therefore handled exactly once, in order, however reads split it.
+    /// Its message is queued as a [`SessionEvent::Message`], in order with
+    /// the events it causes.
     ///
     /// Once the session is closed (including by an error in `data`) it
     /// wants no more bytes and returns `data.len()`.
     pub fn on_bytes(&mut self, data: &[u8], now: Instant) -> usize {
+        let mut buffer = Message::default();
+        self.receive(data, now, &mut buffer, |message, events| {
+            events.push_back(SessionEvent::Message(message.clone()));
+        })
+    }
+
+    /// [`on_bytes`](Self::on_bytes) for a busy owner: each message is
+    /// decoded into `buffer` and handed to `deliver` at once, instead of
+    /// being copied into the event queue. `buffer` is any message, reused
+    /// from call to call (and across sessions), so that decoding allocates
+    /// nothing once its buffers have grown. The events a message causes
+    /// (`Joined`, `Close`) are queued as usual, so the owner sees the
+    /// message first.
+    pub fn on_bytes_with(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        buffer: &mut Message,
+        mut deliver: impl FnMut(&Message),
+    ) -> usize {
+        self.receive(data, now, buffer, |message, _| deliver(message))
+    }
+
+    /// What both `on_bytes` do: `deliver` gets each message and the event
+    /// queue.
+    #[inline(always)]
+    fn receive(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        buffer: &mut Message,
+        mut deliver: impl FnMut(&Message, &mut VecDeque<SessionEvent>),
+    ) -> usize {
         if self.state == SessionState::Closed {
             return data.len();
         }
@@ -246,7 +307,8 @@ impl ClientSession {
                     if packet.lossy {
                         self.lossy_messages += 1;
                     }
-                    self.on_message(Message::decode(&packet.body), now);
+                    buffer.decode_from(&packet.body);
+                    self.on_message(buffer, now, &mut deliver);
                 }
                 Ok(None) => return consumed,
                 Err(error) => self.close(CloseReason::Protocol(error)),
@@ -255,10 +317,13 @@ impl ClientSession {
         data.len()
     }
 
-    /// Reacts to one message, then reports it.
-    fn on_message(&mut self, message: Message, now: Instant) {
-        // Decide first, while `view` borrows the message; act after handing
-        // the message over, so that it is reported before what it causes.
+    /// Reacts to one message, and reports it before what it causes.
+    fn on_message(
+        &mut self,
+        message: &Message,
+        now: Instant,
+        deliver: &mut impl FnMut(&Message, &mut VecDeque<SessionEvent>),
+    ) {
         let mut joined = false;
         let mut close = None;
         // Only three types change the session; building a view of the others
@@ -278,13 +343,14 @@ impl ClientSession {
             }
             _ => {}
         }
-        self.events.push_back(SessionEvent::Message(message));
+        deliver(message, &mut self.events);
 
         if joined {
             Request::JoinGroup { room: self.room, group: self.config.group }.encode_into(&mut self.transmit);
             self.state = SessionState::Joined;
             self.login_deadline = None;
-            self.heartbeat_deadline = Some(after(now, self.config.heartbeat));
+            let early = Duration::from_millis(self.first_heartbeat_early_ms.into());
+            self.heartbeat_deadline = Some(after(now, self.config.heartbeat.saturating_sub(early)));
             self.events.push_back(SessionEvent::Joined);
         }
         if let Some(reason) = close {
@@ -339,7 +405,14 @@ impl ClientSession {
 
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // Most sessions see a handful of events in their life (messages
+            // go to `on_bytes_with`'s owner): an empty queue gives its room
+            // back, rather than keep it for as long as the room is watched.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// Leave politely: queue `logout` (if connected) and close with
@@ -525,6 +598,34 @@ mod tests {
     }
 
     #[test]
+    fn jitter_brings_the_first_heartbeat_forward_and_the_beat_keeps_that_phase() {
+        let beat = SessionConfig::default().heartbeat;
+        assert_eq!(beat, secs(45));
+        let ms = Duration::from_millis;
+        for (u, early) in [(0.0, Duration::ZERO), (0.5, ms(2250)), (0.999, ms(4495))] {
+            let start = Instant::now();
+            let mut session = ClientSession::new(ROOM, SessionConfig::default()).with_heartbeat_jitter(u);
+            session.on_connected(start);
+            session.on_bytes(&server(&["type@=loginres/"]), start);
+            sent(&mut session); // loginreq, joingroup
+            let first = start + beat - early;
+            assert_eq!(session.next_deadline(), Some(first), "u = {u}");
+            session.on_bytes(&server(&["type@=mrkl/"]), first);
+            session.on_timeout(first);
+            assert_eq!(sent(&mut session), Request::Heartbeat.to_packet(), "u = {u}");
+            assert_eq!(session.next_deadline(), Some(first + beat), "then every interval, u = {u}");
+        }
+        // Out of range or not a number: within the tenth, or none.
+        for (u, early) in [(7.0, ms(4500)), (-1.0, Duration::ZERO), (f64::NAN, Duration::ZERO)] {
+            let start = Instant::now();
+            let mut session = ClientSession::new(ROOM, SessionConfig::default()).with_heartbeat_jitter(u);
+            session.on_connected(start);
+            session.on_bytes(&server(&["type@=loginres/"]), start);
+            assert_eq!(session.next_deadline(), Some(start + beat - early), "u = {u}");
+        }
+    }
+
+    #[test]
     fn a_paused_reader_is_not_idle() {
         let start = Instant::now();
         let mut session = joined(start);
@@ -675,6 +776,48 @@ mod tests {
                 })
                 .collect();
             proptest::prop_assert_eq!(got, bodies);
+        }
+
+        #[test]
+        fn messages_handed_over_as_decoded_are_the_queued_ones(chunk in 1usize..64) {
+            // The same stream through `on_bytes` (queued) and `on_bytes_with`
+            // (handed over, one buffer reused throughout): the same messages,
+            // and the same events after them.
+            let start = Instant::now();
+            let bodies: Vec<String> = ["type@=loginres/live_stat@=1/".to_string(), "type@=rss/ss@=0/".to_string()]
+                .into_iter()
+                .chain((0..20).map(|i| format!("type@=chatmsg/txt@=消息{i}/ic@=a@Sb/")))
+                .chain(["type@=error/code@=52/".to_string(), "type@=chatmsg/txt@=after/".to_string()])
+                .collect();
+            let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+            let wire = server(&refs);
+            let mut queued = ClientSession::new(ROOM, SessionConfig::default());
+            let mut handed = ClientSession::new(ROOM, SessionConfig::default());
+            queued.on_connected(start);
+            handed.on_connected(start);
+            let mut buffer = Message::default();
+            let mut got = Vec::new();
+            let (mut pending_queued, mut pending_handed) = (Vec::new(), Vec::new());
+            for piece in wire.chunks(chunk) {
+                pending_queued.extend_from_slice(piece);
+                let used = queued.on_bytes(&pending_queued, start);
+                pending_queued.drain(..used);
+                pending_handed.extend_from_slice(piece);
+                let used = handed.on_bytes_with(&pending_handed, start, &mut buffer, |m| got.push(m.to_body()));
+                pending_handed.drain(..used);
+            }
+            let (mut expected, mut queued_events) = (Vec::new(), Vec::new());
+            for event in events(&mut queued) {
+                match event {
+                    SessionEvent::Message(m) => expected.push(m.to_body()),
+                    other => queued_events.push(other),
+                }
+            }
+            proptest::prop_assert_eq!(&got, &expected);
+            proptest::prop_assert_eq!(got.len(), 23, "nothing after the error");
+            proptest::prop_assert_eq!(events(&mut handed), queued_events);
+            proptest::prop_assert_eq!(handed.live_status(), Some(LiveStatus::Offline));
+            proptest::prop_assert_eq!(sent(&mut handed), sent(&mut queued));
         }
 
         #[test]

@@ -45,18 +45,26 @@
 //! The daemon decodes every message of thousands of rooms, so the work per
 //! message matters. Decoding a body is one pass ([`scan`]) that stops only
 //! at the bytes STT gives a meaning to, `@` and `/`, found 64 bytes at a
-//! time ([`Specials`]), and it allocates exactly twice:
+//! time ([`Specials`]), and it fills three things:
 //!
-//! - one `String`, `text`, which starts as a plain copy of the body (a single
+//! - a `String`, `text`, which starts as a plain copy of the body (a single
 //!   `memcpy`). Most keys and values contain no escape, so they already *are*
 //!   their decoded selves inside that copy. The few that do (an avatar path,
-//!   a nested list) are unescaped once more onto the end of `text`, as the
-//!   scan passes their escapes. Decoded text is never longer than escaped
-//!   text, so reserving twice the body length up front means `text` never
-//!   grows.
-//! - one `Vec` of spans saying where each key and value lies in `text`.
+//!   a nested list) are unescaped once more onto the end of `text` when
+//!   their item ends. Decoded text is never longer than escaped text, so
+//!   reserving twice the body length up front means `text` never grows. A
+//!   few spaces of padding follow, for writers that copy 16 or 32 bytes at
+//!   a time.
+//! - a `Vec` of spans saying where each key and value lies in `text`.
+//! - a key index ([`KeyIndex`]): a 128-byte hash table from each key's
+//!   signature (its first seven bytes and its length, in one word) to its
+//!   last field, filled as the scan passes each key. A look-up by key is
+//!   then one probe however many fields there are, and a key that repeats
+//!   is noticed on the way.
 //!
-//! Lookups return `&str` slices of `text`. Nothing is allocated per field.
+//! Lookups return `&str` slices of `text`. Nothing is allocated per field,
+//! and a map reused for body after body ([`Map::decode_from`]) allocates
+//! nothing once its buffers have grown.
 //!
 //! ```text
 //! body:  type@=uenter/ic@=a@Sb/
@@ -96,27 +104,39 @@ pub fn escape(text: &str) -> String {
 /// One left-to-right scan, so `@AS` becomes `@S` and not `/`. Any other `@`
 /// (dangling at the end, or before another character) is kept as it is.
 pub fn unescape_into(out: &mut String, text: &str) {
-    let bytes = text.as_bytes();
-    // Copied up to here; everything before is in `out` already.
-    let mut copied = 0;
-    for at in Specials::new(bytes) {
-        if let Some(meaning) = escape_meaning(bytes, at) {
-            out.push_str(&text[copied..at]);
-            out.push_str(meaning);
-            copied = at + 2;
-        }
-    }
-    out.push_str(&text[copied..]);
+    unescape_part_into(out, text, 0..text.len());
 }
 
-/// What the escape at `at` stands for, if one starts there: `@A` is `@`,
-/// `@S` is `/`. Nothing else is an escape.
-fn escape_meaning(bytes: &[u8], at: usize) -> Option<&'static str> {
-    match bytes.get(at..at + 2)? {
-        b"@A" => Some("@"),
-        b"@S" => Some("/"),
-        _ => None,
+/// [`unescape_into`] for the part `part` of `input`: the escapes are found
+/// 64 bytes at a time in `input` itself ([`block_marks`]), so a short part
+/// in a longer text costs one block.
+fn unescape_part_into(out: &mut String, input: &str, part: Range<usize>) {
+    let bytes = input.as_bytes();
+    // Copied up to here; everything of the part before is in `out` already.
+    let mut copied = part.start;
+    let mut block = part.start;
+    while block < part.end {
+        let mut marks = block_marks(bytes, block);
+        if part.end - block < BLOCK {
+            marks &= (1 << (part.end - block)) - 1;
+        }
+        while marks != 0 {
+            let at = block + marks.trailing_zeros() as usize;
+            marks &= marks - 1;
+            // An `@` before `A` or `S`, inside the part, is an escape; the
+            // `A` or `S` is not special, so the next mark is past it.
+            let meaning = match bytes.get(at + 1) {
+                Some(b'A') if at + 1 < part.end && bytes[at] == b'@' => '@',
+                Some(b'S') if at + 1 < part.end && bytes[at] == b'@' => '/',
+                _ => continue,
+            };
+            out.push_str(&input[copied..at]);
+            out.push(meaning);
+            copied = at + 2;
+        }
+        block += BLOCK;
     }
+    out.push_str(&input[copied..part.end]);
 }
 
 /// Returns `text` with one level of escaping removed (see [`unescape_into`]).
@@ -180,43 +200,129 @@ impl Span {
 }
 
 /// A decoded STT map: keys and values unescaped one level, in wire order,
-/// repeated keys kept.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// repeated keys kept. Two maps are equal when they hold the same fields
+/// in the same order.
+#[derive(Clone, Debug, Default)]
 pub struct Map {
     /// A copy of the encoded input, then unescaped copies of the fields that
-    /// needed it (see the module docs).
+    /// needed it (see the module docs), then [`PADDING`].
     text: String,
-    /// `(key, value)` spans in `text`, one per field, in wire order.
-    fields: Vec<(Span, Span)>,
+    /// Where the padding starts in `text`.
+    decoded: usize,
+    /// One per field, in wire order.
+    fields: Vec<Field>,
+    /// Where the last field of each key is (see [`KeyIndex`]).
+    keys: KeyIndex,
+}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Map) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Map {}
+
+/// A field of a [`Map`]: where its key and value lie in the map's text,
+/// and its key's [`signature`].
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    key: Span,
+    value: Span,
+    signature: u64,
 }
 
 impl Map {
+    /// Decodes `input` into this map, replacing what it held. Its buffers
+    /// are kept, so a decoder that reuses one map for message after
+    /// message allocates only while they grow.
+    pub fn decode_from(&mut self, input: &str) {
+        self.text.clear();
+        // Room for unescaped copies too, so that `text` never grows.
+        self.text.reserve(input.len() * 2 + PADDING.len());
+        self.text.push_str(input);
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
+        fields.reserve(expected_items(input));
+        // The scan fills locals, which the compiler keeps in registers.
+        self.keys = KeyIndex::default();
+        let mut fill = MapFill { input: input.as_bytes(), text: &mut self.text, fields, keys: &mut self.keys };
+        scan(input, &mut fill);
+        self.fields = fill.fields;
+        self.decoded = self.text.len();
+        self.text.push_str(PADDING);
+    }
+
     /// The value of the **last** field named `key` (exact, case-sensitive match).
-    // Inlined so that a constant `key` (`get("cid")`) is compared without a
-    // call to `memcmp` for every field.
-    #[inline]
+    // Inlined so that a constant `key` (`get("cid")`) has its signature
+    // computed at compile time.
+    #[inline(always)]
     pub fn get(&self, key: &str) -> Option<&str> {
         self.last_index_of(key).map(|index| self.value_at(index))
     }
 
-    /// The position of the last field named `key`, for callers that look
-    /// the same key up again and again (a message's `type`).
-    #[inline]
+    /// The position of the last field named `key`: one probe of the key
+    /// index, whatever the number of fields. Always inlined: for a constant
+    /// key the compiler works out its signature and home slot beforehand.
+    #[inline(always)]
     pub(crate) fn last_index_of(&self, key: &str) -> Option<usize> {
-        let text = self.text.as_bytes();
-        // Lengths first: most keys differ in length, and that needs no slice.
-        self.fields.iter().rposition(|(k, _)| k.end - k.start == key.len() && &text[k.start..k.end] == key.as_bytes())
+        let key = key.as_bytes();
+        if !self.keys.complete {
+            return self.fields.iter().rposition(|field| self.bytes_of(field.key) == key);
+        }
+        let signature = signature(word_of(key), key.len());
+        self.keys.find(signature, |index| self.is_key_at(index, signature, key))
+    }
+
+    /// Whether a later field has the same key as the field at `index`
+    /// (which a writer of "last wins" leaves out). One probe when the map
+    /// [`is_indexed`](Self::is_indexed); otherwise a walk over the later
+    /// fields (a writer of every field should find the last of each key
+    /// another way then).
+    pub(crate) fn is_shadowed(&self, index: usize) -> bool {
+        if self.keys.complete && !self.keys.repeats {
+            return false;
+        }
+        let key = self.key_bytes_at(index);
+        if !self.keys.complete {
+            return self.fields[index + 1..].iter().any(|field| self.bytes_of(field.key) == key);
+        }
+        let signature = self.fields[index].signature;
+        self.keys.find(signature, |other| self.is_key_at(other, signature, key)) != Some(index)
+    }
+
+    /// Whether every field is in the key index (at most
+    /// [`KeyIndex::MAX_FIELDS`] fields).
+    pub(crate) fn is_indexed(&self) -> bool {
+        self.keys.complete
+    }
+
+    /// Whether any key appears more than once. Exact when the map has at
+    /// most [`KeyIndex::MAX_FIELDS`] fields; beyond that, true (the key
+    /// index stops there, and a writer should take its careful path).
+    pub(crate) fn may_repeat_keys(&self) -> bool {
+        self.keys.repeats || !self.keys.complete
+    }
+
+    /// Whether the field at `index` has the key `key`, whose signature is
+    /// `signature`: the signatures tell, unless the key is long.
+    #[inline(always)]
+    fn is_key_at(&self, index: usize, signature: u64, key: &[u8]) -> bool {
+        self.fields[index].signature == signature && (key.len() <= SIGNED_BYTES || self.key_bytes_at(index) == key)
     }
 
     /// The key of the field at `index` (in wire order), as bytes.
     pub(crate) fn key_bytes_at(&self, index: usize) -> &[u8] {
-        let key = self.fields[index].0;
-        &self.text.as_bytes()[key.start..key.end]
+        self.bytes_of(self.fields[index].key)
+    }
+
+    fn bytes_of(&self, span: Span) -> &[u8] {
+        &self.text.as_bytes()[span.start..span.end]
     }
 
     /// The value of the field at `index` (from `last_index_of`).
     pub(crate) fn value_at(&self, index: usize) -> &str {
-        self.fields[index].1.of(&self.text)
+        self.fields[index].value.of(&self.text)
     }
 
     /// The text that every key and value of the map is a slice of: the
@@ -225,7 +331,14 @@ impl Map {
     /// one pass over it is cheaper than one per field (the JSON writer asks
     /// "does anything need escaping?" this way).
     pub fn text(&self) -> &str {
-        &self.text
+        &self.text[..self.decoded]
+    }
+
+    /// [`text`](Map::text) followed by [`PADDING`]: a writer that copies
+    /// 16 or 32 bytes at a time from where a key or value starts can do so
+    /// up to the last field.
+    pub(crate) fn padded_text(&self) -> &[u8] {
+        self.text.as_bytes()
     }
 
     /// Decodes the value of `key` as a nested map (see the module docs).
@@ -240,21 +353,20 @@ impl Map {
 
     /// All `(key, value)` fields in wire order, repeated keys included.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.fields.iter().map(|(key, value)| (key.of(&self.text), value.of(&self.text)))
+        self.fields.iter().map(|field| (field.key.of(&self.text), field.value.of(&self.text)))
     }
 
     /// [`iter`](Map::iter) as byte slices, for writers of bytes: slicing a
     /// `str` checks that both ends fall on character boundaries, which for
     /// a short field costs about as much as copying it.
     pub(crate) fn iter_bytes(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        let text = self.text.as_bytes();
-        self.fields.iter().map(|(key, value)| (&text[key.start..key.end], &text[value.start..value.end]))
+        self.fields.iter().map(|field| (self.bytes_of(field.key), self.bytes_of(field.value)))
     }
 
     /// Where each field's key and value lie in [`text`](Map::text), in wire
     /// order: for writers that copy from the text by position.
     pub(crate) fn spans(&self) -> impl ExactSizeIterator<Item = (Range<usize>, Range<usize>)> + '_ {
-        self.fields.iter().map(|(key, value)| (key.start..key.end, value.start..value.end))
+        self.fields.iter().map(|field| (field.key.start..field.key.end, field.value.start..field.value.end))
     }
 
     /// Number of fields (repeated keys counted each time).
@@ -270,6 +382,155 @@ impl Map {
     /// Encodes the map back to STT (escaping one level again).
     pub fn to_stt(&self) -> String {
         encode_map(self.iter())
+    }
+}
+
+/// What follows a decoded map's text: spaces, which need no escaping in
+/// any format, and are neither `@` nor `/`.
+pub(crate) const PADDING: &str = "                                ";
+
+/// A map being decoded: the scan's [`Collect`] for [`Map::decode_from`].
+struct MapFill<'a> {
+    input: &'a [u8],
+    /// The map's text, which starts as a copy of `input`.
+    text: &'a mut String,
+    fields: Vec<Field>,
+    keys: &'a mut KeyIndex,
+}
+
+impl MapFill<'_> {
+    /// Adds a decoded field and indexes its key.
+    #[inline(always)]
+    fn push_field(&mut self, key: Span, value: Span) {
+        let len = key.end - key.start;
+        // The key's first eight bytes in one load: a key in place is in
+        // the input, followed by at least `@=`, so nearly always there.
+        let word = match self.input.get(key.start..).and_then(<[u8]>::first_chunk::<8>) {
+            Some(eight) => u64::from_le_bytes(*eight),
+            None => word_of_last(&self.text.as_bytes()[key.start..key.end]),
+        };
+        let signature = signature(word, len);
+        let index = self.fields.len();
+        self.fields.push(Field { key, value, signature });
+        if index >= KeyIndex::MAX_FIELDS {
+            self.keys.complete = false;
+            return;
+        }
+        let (fields, text) = (&self.fields, self.text.as_bytes());
+        self.keys.insert(signature, index, |other| {
+            let field = &fields[other];
+            field.signature == signature
+                && (len <= SIGNED_BYTES || text[field.key.start..field.key.end] == text[key.start..key.end])
+        });
+    }
+}
+
+/// How many bytes of a key its signature holds.
+const SIGNED_BYTES: usize = 7;
+
+/// The first eight bytes of `bytes` as a little-endian word (zeros past
+/// the end). For a constant key the compiler works this out beforehand.
+#[inline(always)]
+fn word_of(bytes: &[u8]) -> u64 {
+    let mut word = 0;
+    for (i, &byte) in bytes.iter().take(8).enumerate() {
+        word |= u64::from(byte) << (8 * i);
+    }
+    word
+}
+
+/// [`word_of`] for a key at the very end of a map's text, out of the
+/// scan's way.
+#[cold]
+#[inline(never)]
+fn word_of_last(bytes: &[u8]) -> u64 {
+    word_of(bytes)
+}
+
+/// A key's signature: its first seven bytes (of `word`, the key's first
+/// eight) and its length in one word. Keys of at most
+/// seven bytes (nearly all of Douyu's) are equal exactly when their
+/// signatures are; longer ones with equal signatures must be compared.
+#[inline(always)]
+fn signature(word: u64, len: usize) -> u64 {
+    // Past seven bytes the length is kept modulo 256: such keys are
+    // compared byte for byte anyway.
+    (word & KEPT_BYTES[len.min(SIGNED_BYTES)]) | ((len as u64) << 56)
+}
+
+/// Masks of the first 0 to 7 bytes of a word.
+const KEPT_BYTES: [u64; SIGNED_BYTES + 1] = {
+    let mut masks = [0; SIGNED_BYTES + 1];
+    let mut kept = 1;
+    while kept <= SIGNED_BYTES {
+        masks[kept] = (1 << (8 * kept)) - 1;
+        kept += 1;
+    }
+    masks
+};
+
+/// Where the last field of each key is, for up to [`MAX_FIELDS`](Self::MAX_FIELDS)
+/// fields: a small open-addressing hash table of key signatures, filled
+/// as the scan passes each key. A look-up is then one probe, nearly
+/// always, however many fields a message has; and a key seen twice is
+/// noticed on the way, so a writer knows at once whether "last wins"
+/// leaves anything out.
+#[derive(Clone, Debug)]
+struct KeyIndex {
+    /// The index, plus one, of the last field whose key's signature
+    /// hashes to the slot (or was pushed on from a taken one); 0: empty.
+    /// Twice as many slots as keys, so most keys find theirs free.
+    slots: [u8; 2 * KeyIndex::MAX_FIELDS],
+    /// Every field is indexed (no more than `MAX_FIELDS`).
+    complete: bool,
+    /// Some key was seen twice.
+    repeats: bool,
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        KeyIndex { slots: [0; 2 * KeyIndex::MAX_FIELDS], complete: true, repeats: false }
+    }
+}
+
+impl KeyIndex {
+    /// Fields beyond this are not indexed; only a broken or hostile
+    /// server sends that many, and look-ups then walk the fields.
+    const MAX_FIELDS: usize = 64;
+
+    /// Where a signature starts looking: the top seven bits of its product
+    /// with 2^64/φ (Fibonacci hashing).
+    #[inline(always)]
+    fn home(signature: u64) -> usize {
+        (signature.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize
+    }
+
+    /// Records field `index` under `signature`, in place of an earlier
+    /// field of the same key (`same(earlier)` tells).
+    #[inline(always)]
+    fn insert(&mut self, signature: u64, index: usize, same: impl Fn(usize) -> bool) {
+        let mut slot = Self::home(signature);
+        while let Some(taken) = self.slots[slot].checked_sub(1) {
+            if same(usize::from(taken)) {
+                self.repeats = true;
+                break;
+            }
+            slot = (slot + 1) % self.slots.len();
+        }
+        self.slots[slot] = index as u8 + 1;
+    }
+
+    /// The field recorded under `signature` for which `same` holds.
+    #[inline(always)]
+    fn find(&self, signature: u64, same: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut slot = Self::home(signature);
+        loop {
+            let taken = usize::from(self.slots[slot].checked_sub(1)?);
+            if same(taken) {
+                return Some(taken);
+            }
+            slot = (slot + 1) % self.slots.len();
+        }
     }
 }
 
@@ -312,8 +573,8 @@ impl List {
 /// Decodes one level of an STT map. Never fails; see the module docs for
 /// what is tolerated.
 pub fn decode_map(input: &str) -> Map {
-    let mut map = Map { text: copy_with_room(input), fields: Vec::with_capacity(expected_items(input)) };
-    scan(input, &mut map);
+    let mut map = Map::default();
+    map.decode_from(input);
     map
 }
 
@@ -333,17 +594,17 @@ fn copy_with_room(input: &str) -> String {
     text
 }
 
-/// How many spans to reserve: a guess from the length (real traffic has a
-/// field every 12 bytes or so; reserving for one every 6 means a body of
-/// short fields rarely grows the vector), capped at 32 spans. The cap keeps
-/// the vector within 1 KiB, the largest block glibc's per-thread cache
-/// hands back without a search (measured: half the allocator's
-/// instructions): a message lives only until it is written, so its two
-/// blocks are reused for the next one. A wrong guess costs one
-/// reallocation; counting the items exactly would cost a pass over the
-/// body every time.
+/// How many items to reserve room for: a guess from the length (real
+/// traffic has a field every 12 bytes or so; reserving for one every 6
+/// means a body of short fields rarely grows the vector), capped so that
+/// the vector stays within 1 KiB, the largest block glibc's per-thread
+/// cache hands back without a search (measured: half the allocator's
+/// instructions), for maps and lists decoded once and dropped. A wrong
+/// guess costs one reallocation; counting the items exactly would cost a
+/// pass over the body every time. (A map reused with
+/// [`Map::decode_from`] keeps the room it grew to.)
 fn expected_items(input: &str) -> usize {
-    (input.len() / 6 + 2).min(1024 / size_of::<(Span, Span)>())
+    (input.len() / 6 + 2).min(1024 / size_of::<Field>())
 }
 
 /// What a [`scan`] fills: a [`Map`], whose items split at their first
@@ -359,22 +620,22 @@ trait Collect {
     fn push_item(&mut self, key: Option<Span>, last: Span);
 }
 
-impl Collect for Map {
+impl Collect for MapFill<'_> {
     const SPLIT_AT_SEPARATOR: bool = true;
 
     #[inline(always)]
     fn text(&mut self) -> &mut String {
-        &mut self.text
+        self.text
     }
 
     #[inline(always)]
     fn push_item(&mut self, key: Option<Span>, last: Span) {
         match key {
-            Some(key) => self.fields.push((key, last)),
+            Some(key) => self.push_field(key, last),
             // `//`: nothing at all, skip it.
             None if last.start == last.end => {}
             // `word/` in a map: keep the word as a key with an empty value.
-            None => self.fields.push((last, Span { start: last.end, end: last.end })),
+            None => self.push_field(last, Span { start: last.end, end: last.end }),
         }
     }
 }
@@ -393,76 +654,94 @@ impl Collect for List {
     }
 }
 
-/// A key, value or list item being scanned. While it holds no escape it
-/// is a plain slice of the input, which `text` starts with a copy of; at
-/// its first escape it gets a copy of its own at the end of `text`, which
-/// each later escape extends.
-struct Part {
-    start: usize,
-    /// Once an escape was found: where the copy starts in `text`, and up
-    /// to where the input has been copied into it.
-    copy: Option<(usize, usize)>,
-}
-
-impl Part {
-    fn at(start: usize) -> Part {
-        Part { start, copy: None }
-    }
-
-    /// The escape at `at` (`@A` or `@S`) stands for `meaning`: copy the
-    /// plain text before it, then the meaning.
-    fn unescape(&mut self, text: &mut String, input: &str, at: usize, meaning: &str) {
-        let (copy_start, copied) = self.copy.unwrap_or((text.len(), self.start));
-        text.push_str(&input[copied..at]);
-        text.push_str(meaning);
-        self.copy = Some((copy_start, at + 2));
-    }
-
-    /// The part ends at `end`: where its decoded text lies in `text`.
-    fn finish(self, text: &mut String, input: &str, end: usize) -> Span {
-        match self.copy {
-            None => Span { start: self.start, end },
-            Some((copy_start, copied)) => {
-                text.push_str(&input[copied..end]);
-                Span { start: copy_start, end: text.len() }
-            }
-        }
-    }
-}
-
 /// The single pass behind [`decode_map`] and [`decode_list`]: cuts `input`
-/// into items, keys and values, unescapes them, and hands each item to
+/// into items, finds each map item's separator, and hands each item to
 /// `into`. It only stops at `/` and `@` (see [`Specials`]); both are ASCII,
 /// so every position it reports is a character boundary.
 ///
-/// One loop, inlined into both decoders: the state of the scan then stays
-/// in registers. An escape is undone as the scan passes it, so the few
-/// parts that hold one are not read a second time.
+/// One loop, inlined into both decoders, with little state: the state of
+/// the scan then stays in registers. Most items hold no escape and are
+/// slices of the input as they are; the few that do are noticed on the
+/// way and unescaped when they end ([`unescaped_part`]).
 #[inline(always)]
 fn scan<C: Collect>(input: &str, into: &mut C) {
     let bytes = input.as_bytes();
     let mut item_start = 0;
-    // A map item's key, once its separator was found.
-    let mut key = None;
-    let mut part = Part::at(0);
+    // Where a map item's value starts, after its first `@=`; 0 until one
+    // is found (a value never starts at 0).
+    let mut value_start = 0;
+    // Whether the item holds an escape (`@A`, `@S`).
+    let mut escaped = false;
     for special in Specials::new(bytes) {
         if bytes[special] == b'/' {
-            let last = part.finish(into.text(), input, special);
-            into.push_item(key.take(), last);
+            collect_item(input, into, item_start..special, value_start, escaped);
             item_start = special + 1;
-            part = Part::at(item_start);
-        } else if C::SPLIT_AT_SEPARATOR && key.is_none() && bytes.get(special + 1) == Some(&b'=') {
-            key = Some(part.finish(into.text(), input, special));
-            part = Part::at(special + 2);
-        } else if let Some(meaning) = escape_meaning(bytes, special) {
-            part.unescape(into.text(), input, special, meaning);
+            value_start = 0;
+            escaped = false;
+        } else {
+            match bytes.get(special + 1) {
+                Some(b'=') if C::SPLIT_AT_SEPARATOR && value_start == 0 => value_start = special + 2,
+                Some(b'A' | b'S') => escaped = true,
+                // Any other `@` (dangling, or before another byte) stays as it is.
+                _ => {}
+            }
         }
-        // Any other `@` (dangling, or before another byte) stays as it is.
     }
     // Text after the last `/`: a final item whose `/` went missing.
     if item_start < bytes.len() {
-        let last = part.finish(into.text(), input, bytes.len());
-        into.push_item(key, last);
+        collect_item(input, into, item_start..bytes.len(), value_start, escaped);
+    }
+}
+
+/// Hands the item at `item` of `input` to `into`: its key (up to the `@=`
+/// before `value_start`, if not 0) and its last part.
+#[inline(always)]
+fn collect_item<C: Collect>(input: &str, into: &mut C, item: Range<usize>, value_start: usize, escaped: bool) {
+    if escaped {
+        return collect_escaped_item(input, into, item, value_start);
+    }
+    if value_start == 0 {
+        into.push_item(None, Span::from(item));
+    } else {
+        into.push_item(
+            Some(Span { start: item.start, end: value_start - 2 }),
+            Span { start: value_start, end: item.end },
+        );
+    }
+}
+
+/// [`collect_item`] for the few items that hold an escape: each part that
+/// holds one is unescaped onto the end of the text. Out of the scan's way.
+#[inline(never)]
+fn collect_escaped_item<C: Collect>(input: &str, into: &mut C, item: Range<usize>, value_start: usize) {
+    // A key rarely holds an escape when its value does: it stays in place.
+    let mut part = |range: Range<usize>, maybe_escaped: bool| {
+        if maybe_escaped { unescaped_part(into.text(), input, range) } else { Span::from(range) }
+    };
+    if value_start == 0 {
+        let last = part(item, true);
+        into.push_item(None, last);
+    } else {
+        let key_escaped = input.as_bytes()[item.start..value_start - 2].contains(&b'@');
+        let key = part(item.start..value_start - 2, key_escaped);
+        let last = part(value_start..item.end, true);
+        into.push_item(Some(key), last);
+    }
+}
+
+/// Appends the part of `input` at `part` to `text` with one level of
+/// escaping removed, and says where it lies there. For the few items that
+/// hold an escape, so kept out of line.
+#[inline(never)]
+fn unescaped_part(text: &mut String, input: &str, part: Range<usize>) -> Span {
+    let start = text.len();
+    unescape_part_into(text, input, part);
+    Span { start, end: text.len() }
+}
+
+impl From<Range<usize>> for Span {
+    fn from(range: Range<usize>) -> Span {
+        Span { start: range.start, end: range.end }
     }
 }
 
@@ -620,6 +899,17 @@ mod tests {
     }
 
     #[test]
+    fn maps_are_equal_when_their_fields_are() {
+        assert_eq!(decode_map(""), Map::default());
+        assert_eq!(decode_map("a@=1/b@=x@Sy/"), decode_map("a@=1/b@=x@Sy"));
+        let mut reused = decode_map("zz@=a longer value@S/");
+        reused.decode_from("b@=x@Sy/");
+        assert_eq!(reused, decode_map("b@=x@Sy/"));
+        assert_ne!(decode_map("a@=1/"), decode_map("a@=2/"));
+        assert_ne!(decode_map("a@=1/b@=2/"), decode_map("b@=2/a@=1/"));
+    }
+
+    #[test]
     fn list_items() {
         let items = |s: &str| decode_list(s).iter().map(String::from).collect::<Vec<_>>();
         assert_eq!(items(""), Vec::<String>::new());
@@ -693,7 +983,7 @@ mod tests {
             for input in [text.as_str(), joined.as_str()] {
                 let map = decode_map(input);
                 // The reserved room for unescaped copies always suffices.
-                prop_assert!(map.text.len() <= 2 * input.len());
+                prop_assert!(map.text.len() <= 2 * input.len() + PADDING.len());
                 let _ = map.iter().count();
                 let _ = map.to_stt();
                 let list = decode_list(input);
@@ -716,6 +1006,48 @@ mod tests {
             let list: Vec<String> = decode_list(&text).iter().map(String::from).collect();
             prop_assert_eq!(list, reference::decode_list(&text));
             prop_assert_eq!(unescape(&text), reference::unescape(&text));
+        }
+    }
+
+    /// Keys that clash on purpose: short ones, long ones that share their
+    /// first seven bytes (and length), escapes, the empty key.
+    fn clashing_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ab]{0,3}",
+            "abcdefg[hi]{1,3}",
+            "[a@/]{1,9}",
+            Just("type".to_string()),
+            Just("abcdefgh".to_string()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_key_index_finds_the_last_of_each_key(
+            fields in prop::collection::vec((clashing_key(), "[x-z]{0,3}"), 0..80),
+            reused in prop::collection::vec((clashing_key(), "[x-z]{0,3}"), 0..10),
+        ) {
+            // Decoded into a map that held another message before.
+            let mut map = decode_map(&encode_map(reused));
+            map.decode_from(&encode_map(fields.iter().map(|(k, v)| (k, v))));
+            let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+            for (index, (key, _)) in fields.iter().enumerate() {
+                let last = keys.iter().rposition(|k| k == key).unwrap();
+                prop_assert_eq!(map.get(key), Some(fields[last].1.as_str()), "key {:?}", key);
+                prop_assert_eq!(map.is_shadowed(index), last != index, "field {}", index);
+            }
+            for absent in ["abcdefgj", "abcdefghii", "c", "@@@@@@@@@@"] {
+                if !keys.contains(&absent) {
+                    prop_assert_eq!(map.get(absent), None);
+                }
+            }
+            let repeats = (0..keys.len()).any(|i| keys[..i].contains(&keys[i]));
+            prop_assert_eq!(map.is_indexed(), fields.len() <= KeyIndex::MAX_FIELDS);
+            if map.is_indexed() {
+                prop_assert_eq!(map.may_repeat_keys(), repeats);
+            } else {
+                prop_assert!(map.may_repeat_keys());
+            }
         }
     }
 

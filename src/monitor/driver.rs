@@ -123,7 +123,9 @@ impl MonitorState {
             Action::Connect { attempt, address } => {
                 let (address, server) = *self.addresses.all().get(address)?;
                 let endpoint = self.addresses.server(server);
-                let session = ClientSession::new(slot.id(room), self.config.session);
+                // Rooms joining together get their heartbeats spread.
+                let session =
+                    ClientSession::new(slot.id(room), self.config.session).with_heartbeat_jitter(self.rng.next_f64());
                 let link = match &endpoint.transport {
                     Transport::Tcp => Link::Direct,
                     Transport::WebSocket { path, .. } => {

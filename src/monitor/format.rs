@@ -44,150 +44,174 @@ pub fn write_line(out: &mut Vec<u8>, format: Format, ts_ms: u64, room: u64, mess
 // ----- JSON -----------------------------------------------------------------
 //
 // Every message of every room goes through here, so the cost per field
-// matters more than anything else in the daemon. Two ways to write a line:
+// matters more than anything else in the daemon. The decoded message says
+// at once whether a key repeats (its key index noticed while decoding), and
+// one look at all of its text (every key and value is a slice of it) tells
+// whether any byte needs escaping. For the common message, with neither,
+// each field is copied with a few fixed-size moves. Otherwise fields left
+// out by "last wins" are skipped, and a field is escaped only if it holds
+// a byte that needs it.
 //
-// - `write_fields_carefully` is the definition: "last wins" for repeated
-//   keys, each string escaped where it needs it. It handles every body.
-// - `write_fields_plainly` is the fast path for the common body, in which no
-//   byte needs escaping and no key repeats. It copies each field with a few
-//   fixed-size moves and gives up, to the careful path, at a repeated key.
-//
-// The golden test (`tests/golden_json.rs`) and a property test below hold
-// the two to the same bytes.
+// The golden test (`tests/golden_json.rs`) and property tests below hold
+// the writer to the first one, which let serde_json escape every string.
 
 fn write_json(out: &mut Vec<u8>, ts_ms: u64, room: u64, message: &Message) {
-    let mut numbers = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"ts\":");
-    out.extend_from_slice(numbers.format(ts_ms).as_bytes());
-    out.extend_from_slice(b",\"room\":");
-    out.extend_from_slice(numbers.format(room).as_bytes());
-    out.extend_from_slice(b",\"type\":\"");
-    let rest = out.len();
-    // One look at all of the message's text (every key and value is a
-    // slice of it) tells whether anything needs escaping at all.
-    let plain = !any_needs_escape(message.as_map().text().as_bytes());
-    if !(plain && write_fields_plainly(out, message)) {
-        out.truncate(rest);
-        write_fields_carefully(out, message);
-    }
-    out.extend_from_slice(b"}}\n");
-}
-
-/// The rest of the line after `"type":"`, up to the closing brace of
-/// `fields`, for any message.
-fn write_fields_carefully(out: &mut Vec<u8>, message: &Message) {
-    escape_into(out, message.msg_type().as_bytes());
-    out.extend_from_slice(b"\",\"fields\":{");
     let map = message.as_map();
-    let hidden = HiddenFields::of(map);
-    let mut first = true;
-    for (index, (key, value)) in map.iter_bytes().enumerate() {
-        if hidden.contains(index) {
-            continue;
-        }
-        out.extend_from_slice(if first { b"\"" } else { b",\"" });
-        first = false;
-        escape_into(out, key);
-        out.extend_from_slice(b"\":\"");
-        escape_into(out, value);
-        out.push(b'"');
-    }
-}
-
-/// What `write_fields_carefully` writes, for a message in which no byte
-/// needs escaping. Returns false, having written nothing, when a key
-/// repeats or there are too many fields to check cheaply.
-fn write_fields_plainly(out: &mut Vec<u8>, message: &Message) -> bool {
-    let map = message.as_map();
-    // Repeats first, in a loop of its own: two small loops keep their
-    // state in registers where one big one would not.
-    if map.len() > KeyTable::MAX_KEYS || has_repeated_keys(map) {
-        return false;
-    }
-    let text = map.text().as_bytes();
+    // Padded, so that fixed-size copies from the last fields stay inside.
+    let text = map.padded_text();
     let msg_type = message.msg_type().as_bytes();
-    // Sized once for the whole line: every key and value is a piece of
+    // Room for the line, made once: every key and value is a piece of
     // `text`, a field adds six bytes of quotes and punctuation, and the
     // last field may spill a window's worth (see `Line::put_field`).
+    // Escaping can make it longer; `Line` makes more room then.
     let start = out.len();
-    out.resize(start + msg_type.len() + 16 + text.len() + 6 * map.len() + FIELD_WINDOW, 0);
-    let mut line = Line { room: &mut out[start..], end: 0 };
-    line.put(msg_type);
+    out.resize(start + LINE_HEAD + msg_type.len() + text.len() + 6 * map.len() + FIELD_WINDOW, 0);
+    let mut line = Line { out, end: start };
+    let mut numbers = itoa::Buffer::new();
+    line.put(b"{\"ts\":");
+    line.put(numbers.format(ts_ms).as_bytes());
+    line.put(b",\"room\":");
+    line.put(numbers.format(room).as_bytes());
+    line.put(b",\"type\":\"");
+    let escapes = any_needs_escape(map.text().as_bytes());
+    if escapes {
+        line.put_escaped(msg_type);
+    } else {
+        line.put(msg_type);
+    }
     line.put(b"\",\"fields\":");
     // Every field is written with a comma before it; the first one's then
     // becomes the opening brace.
     let fields_start = line.end;
-    for (key, value) in map.spans() {
-        line.put_field(text, key, value);
+    if !escapes && !map.may_repeat_keys() {
+        for (key, value) in map.spans() {
+            if !line.put_short_field(text, &key, &value) {
+                line.put_long_field(text, key, value);
+            }
+        }
+    } else {
+        let hidden = HiddenFields::of(map);
+        for (index, (key, value)) in map.spans().enumerate() {
+            if !hidden.contains(map, index) {
+                line.put_field_escaped(text, key, value);
+            }
+        }
     }
     if line.end == fields_start {
         line.put(b"{");
     } else {
-        line.room[fields_start] = b'{';
+        line.out[fields_start] = b'{';
     }
-    let end = start + line.end;
+    line.put(b"}}\n");
+    let end = line.end;
     out.truncate(end);
-    true
 }
 
-/// The widest field `Line::put_field` writes in one go:
-/// `,"` + 16-byte key + `":"` + 16-byte value + `"`.
-const FIELD_WINDOW: usize = 2 + 16 + 3 + 16 + 1;
+/// The longest a line's head and tail can be, besides the type: the
+/// punctuation, and two numbers of up to 20 digits.
+const LINE_HEAD: usize = 96;
 
-/// A line being written into room made for it beforehand.
+/// The widest field `Line::put_short_field` writes in one go:
+/// `,"` + 16-byte key + `":"` + 32-byte value + `"`.
+const FIELD_WINDOW: usize = 2 + 16 + 3 + 32 + 1;
+
+/// A line being written into room made for it beforehand: `out` up to
+/// `end` is the line so far, and what follows is room (zeros, or bytes
+/// copied past the end of a field, to be overwritten).
 struct Line<'a> {
-    room: &'a mut [u8],
-    /// How much of `room` is written.
+    out: &'a mut Vec<u8>,
     end: usize,
 }
 
 impl Line<'_> {
+    /// Makes sure `len` bytes of room follow `end`.
+    fn make_room(&mut self, len: usize) {
+        if self.out.len() < self.end + len {
+            self.out.resize(self.end + len + 256, 0);
+        }
+    }
+
     fn put(&mut self, piece: &[u8]) {
-        self.room[self.end..self.end + piece.len()].copy_from_slice(piece);
+        self.make_room(piece.len());
+        self.out[self.end..self.end + piece.len()].copy_from_slice(piece);
         self.end += piece.len();
     }
 
-    /// Appends `,"key":"value"`, both pieces of `text`.
+    /// `bytes` as the inside of a JSON string.
+    fn put_escaped(&mut self, bytes: &[u8]) {
+        if any_needs_escape(bytes) {
+            self.out.truncate(self.end);
+            escape_into(self.out, bytes);
+            self.end = self.out.len();
+        } else {
+            self.put(bytes);
+        }
+    }
+
+    /// Appends `,"key":"value"`, both pieces of `text`, which need no
+    /// escaping, if the key is at most 16 bytes long and the value at most
+    /// 32; returns whether it did.
     ///
-    /// Most keys and values are a few bytes long, and copying a few bytes
-    /// whose number is only known at run time takes a call to `memcpy` and
-    /// a handful of bounds checks each. So when both are at most 16 bytes
-    /// (and `text` goes on for 16 bytes after each start), this copies a
-    /// fixed 16 bytes for each into a fixed-size window of the room (one
-    /// vector load and store, bounds checked once) and then counts only the
-    /// real length: the bytes copied past it are overwritten by what comes
-    /// next, or cut off at the end of the line.
+    /// Most keys and values are that short, and copying a few bytes whose
+    /// number is only known at run time takes a call to `memcpy` and a
+    /// handful of bounds checks each. So this copies a fixed 16 bytes for
+    /// the key and 32 for the value into a fixed-size window of the room
+    /// (vector loads and stores, bounds checked once) and then counts only
+    /// the real lengths: the bytes copied past them are overwritten by what
+    /// comes next, or cut off at the end of the line. (`text` is padded, so
+    /// the copies never run past its end.)
     #[inline(always)]
-    fn put_field(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
+    fn put_short_field(&mut self, text: &[u8], key: &Range<usize>, value: &Range<usize>) -> bool {
         let (key_len, value_len) = (key.len(), value.len());
         if key_len <= 16
-            && value_len <= 16
+            && value_len <= 32
             && let Some(key16) = text.get(key.start..).and_then(<[u8]>::first_chunk::<16>)
-            && let Some(value16) = text.get(value.start..).and_then(<[u8]>::first_chunk::<16>)
-            && let Some(window) = self.room.get_mut(self.end..).and_then(<[u8]>::first_chunk_mut::<FIELD_WINDOW>)
+            && let Some(value32) = text.get(value.start..).and_then(<[u8]>::first_chunk::<32>)
+            && let Some(window) = self.out.get_mut(self.end..).and_then(<[u8]>::first_chunk_mut::<FIELD_WINDOW>)
         {
             window[..2].copy_from_slice(b",\"");
             window[2..18].copy_from_slice(key16);
             let at = 2 + key_len;
             window[at..at + 3].copy_from_slice(b"\":\"");
-            window[at + 3..at + 19].copy_from_slice(value16);
+            window[at + 3..at + 35].copy_from_slice(value32);
             let at = at + 3 + value_len;
             window[at] = b'"';
             self.end += at + 1;
+            true
         } else {
+            false
+        }
+    }
+
+    /// Appends `,"key":"value"` of any length, needing no escaping. Out of
+    /// line, so that the loop around [`put_short_field`](Self::put_short_field)
+    /// keeps its state in registers.
+    #[inline(never)]
+    fn put_long_field(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
+        self.put(b",\"");
+        self.put(&text[key]);
+        self.put(b"\":\"");
+        self.put(&text[value]);
+        self.put(b"\"");
+    }
+
+    /// The field `,"key":"value"`, where either may need escaping. In a
+    /// message that has a byte to escape, most fields still have none: the
+    /// bytes the plain copy would move tell, and only if they hold one (in
+    /// the field, or just past it) is each string checked and escaped on
+    /// its own.
+    fn put_field_escaped(&mut self, text: &[u8], key: Range<usize>, value: Range<usize>) {
+        let plain_key = text.get(key.start..).and_then(<[u8]>::first_chunk::<16>).is_some_and(|k| !any_needs_escape(k));
+        let plain_value =
+            text.get(value.start..).and_then(<[u8]>::first_chunk::<32>).is_some_and(|v| !any_needs_escape(v));
+        if !(plain_key && plain_value && self.put_short_field(text, &key, &value)) {
             self.put(b",\"");
-            self.put(&text[key]);
+            self.put_escaped(&text[key]);
             self.put(b"\":\"");
-            self.put(&text[value]);
+            self.put_escaped(&text[value]);
             self.put(b"\"");
         }
     }
-}
-
-/// Whether any key appears twice (at most `KeyTable::MAX_KEYS` fields).
-fn has_repeated_keys(map: &Map) -> bool {
-    let mut keys = KeyTable::new();
-    (0..map.len()).any(|index| keys.insert(map, index).is_some())
 }
 
 /// The fields a JSON line leaves out: every field whose key appears again
@@ -195,15 +219,21 @@ fn has_repeated_keys(map: &Map) -> bool {
 /// value ("last wins", as `Message::get`), at the place of its last
 /// occurrence.
 enum HiddenFields {
-    /// For up to [`KeyTable::MAX_KEYS`] fields: bit `i` for field `i`.
-    Few(u64),
-    /// For more: one flag per field.
+    /// No key repeats.
+    None,
+    /// The map's key index tells.
+    Indexed,
+    /// For a map with more fields than its index holds: one flag per field.
     Many(Vec<bool>),
 }
 
 impl HiddenFields {
     fn of(map: &Map) -> HiddenFields {
-        if map.len() > KeyTable::MAX_KEYS {
+        if !map.may_repeat_keys() {
+            HiddenFields::None
+        } else if map.is_indexed() {
+            HiddenFields::Indexed
+        } else {
             // Only a hostile or broken server sends so many fields. A
             // `HashMap` of each key's last position stays linear however
             // the keys are chosen.
@@ -211,76 +241,16 @@ impl HiddenFields {
             for (index, (key, _)) in map.iter_bytes().enumerate() {
                 last.insert(key, index);
             }
-            return HiddenFields::Many(
-                map.iter_bytes().enumerate().map(|(index, (key, _))| last[key] != index).collect(),
-            );
+            HiddenFields::Many(map.iter_bytes().enumerate().map(|(index, (key, _))| last[key] != index).collect())
         }
-        let mut keys = KeyTable::new();
-        let mut hidden = 0;
-        for index in 0..map.len() {
-            if let Some(earlier) = keys.insert(map, index) {
-                hidden |= 1 << earlier;
-            }
-        }
-        HiddenFields::Few(hidden)
     }
 
-    fn contains(&self, index: usize) -> bool {
+    fn contains(&self, map: &Map, index: usize) -> bool {
         match self {
-            HiddenFields::Few(bits) => bits & (1 << index) != 0,
+            HiddenFields::None => false,
+            HiddenFields::Indexed => map.is_shadowed(index),
             HiddenFields::Many(flags) => flags[index],
         }
-    }
-}
-
-/// The keys of up to 64 fields seen so far, to find a repeat: a small
-/// open-addressing hash table on the stack (no allocation), since every
-/// message is checked and nearly none has a repeat. Each slot holds the
-/// index, plus one (0: empty), of the latest field with a key hashing
-/// there; with twice as many slots as keys, most keys find their slot free
-/// at once.
-struct KeyTable {
-    slots: [u8; 128],
-}
-
-impl KeyTable {
-    const MAX_KEYS: usize = 64;
-
-    fn new() -> Self {
-        KeyTable { slots: [0; 128] }
-    }
-
-    /// Records the key of field `index` (below `MAX_KEYS`) of `map`, and
-    /// returns the index of the previous field with the same key, if any.
-    #[inline(always)]
-    fn insert(&mut self, map: &Map, index: usize) -> Option<usize> {
-        let key = map.key_bytes_at(index);
-        let mut slot = Self::slot_of(key);
-        let mut earlier = None;
-        loop {
-            match self.slots[slot] {
-                0 => break,
-                taken if map.key_bytes_at(usize::from(taken - 1)) == key => {
-                    earlier = Some(usize::from(taken - 1));
-                    break;
-                }
-                _ => slot = (slot + 1) % self.slots.len(),
-            }
-        }
-        self.slots[slot] = index as u8 + 1;
-        earlier
-    }
-
-    /// Where a key starts looking (7 bits). Douyu's keys are short names
-    /// that nearly always differ in length, first or last byte, so only
-    /// those are hashed: a few instructions instead of a loop over the key.
-    /// A clash costs a key comparison, never a wrong answer, and with at
-    /// most 64 keys even keys that all clash stay cheap.
-    fn slot_of(key: &[u8]) -> usize {
-        let (first, last) = (key.first().copied().unwrap_or(0), key.last().copied().unwrap_or(0));
-        let mixed = u32::from_le_bytes([first, last, key.len() as u8, 0]);
-        // Fibonacci hashing: the top bits of a product with 2^32/φ.
-        (mixed.wrapping_mul(0x9E37_79B9) >> 25) as usize
     }
 }
 

@@ -40,7 +40,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::{LiveStatus, Message, MessageView};
 use crate::fetch::{FetchConfig, Fetcher};
@@ -293,6 +293,11 @@ pub(crate) struct MonitorState {
     stop_cause: Option<StopCause>,
     rng: Rng,
     pub(crate) stats: MonitorStats,
+    /// Messages by type, counted here and copied into `stats` for a snapshot.
+    types: TypeCounts,
+    /// The message every room decodes into, one read after another (see
+    /// `ClientSession::on_bytes_with`); out while a read uses it.
+    message_buffer: Option<Box<Message>>,
     /// Handle to ourselves, for callbacks scheduled on the reactor.
     this: std::rc::Weak<RefCell<MonitorState>>,
 }
@@ -379,6 +384,8 @@ impl Monitor {
                 stop_cause: None,
                 rng: Rng::new(seed),
                 stats: MonitorStats::default(),
+                types: TypeCounts::default(),
+                message_buffer: Some(Box::default()),
                 this: this.clone(),
                 config: config.clone(),
             })
@@ -547,7 +554,10 @@ impl Monitor {
     }
 
     pub fn stats(&self) -> MonitorStats {
-        self.state.borrow().stats.clone()
+        let state = self.state.borrow();
+        let mut stats = state.stats.clone();
+        stats.messages_by_type = state.types.to_map();
+        stats
     }
 
     /// A snapshot of every room.
@@ -605,9 +615,27 @@ impl MonitorState {
         counts
     }
 
+    /// The message buffer for a read to decode into; give it back with
+    /// [`end_read`](Self::end_read).
+    pub(crate) fn start_read(&mut self) -> Box<Message> {
+        self.message_buffer.take().unwrap_or_default()
+    }
+
+    pub(crate) fn end_read(&mut self, buffer: Box<Message>) {
+        self.message_buffer = Some(buffer);
+    }
+
     /// Writes one message the connection of `attempt` received (unless
-    /// filtered) and counts it.
-    pub(crate) fn deliver(&mut self, reactor: &mut Reactor, room: u64, attempt: u64, ts_ms: u64, message: &Message) {
+    /// filtered) and counts it. `received` is when the read that brought
+    /// it returned.
+    pub(crate) fn deliver(
+        &mut self,
+        reactor: &mut Reactor,
+        room: u64,
+        attempt: u64,
+        received: Received,
+        message: &Message,
+    ) {
         let mut id = room;
         let mut foreign = false;
         // Written in any case (every message received is written once); the
@@ -615,7 +643,7 @@ impl MonitorState {
         if let Some(slot) = self.rooms.get_mut(&room).filter(|slot| slot.conn.is_some_and(|(a, _)| a == attempt)) {
             id = slot.id(room);
             slot.messages += 1;
-            slot.last_message = Some(Instant::now());
+            slot.last_message = Some(received.at);
             if self.config.check_sequence
                 && let Some(number) = message.get("cid").and_then(|cid| cid.parse().ok())
             {
@@ -647,23 +675,12 @@ impl MonitorState {
             }
         }
         self.stats.messages += 1;
-        // Types come from the server: count at most MAX_TYPES distinct ones
-        // (each becomes a metrics series), the rest as "other".
-        let kind = message.msg_type();
-        let by_type = &mut self.stats.messages_by_type;
-        let full = by_type.len() >= MAX_TYPES;
-        match by_type.get_mut(kind) {
-            Some(count) => *count += 1,
-            None if !full => {
-                by_type.insert(kind.to_string(), 1);
-            }
-            None => *by_type.entry("other".to_string()).or_insert(0) += 1,
-        }
+        self.types.count(message.msg_type());
         if foreign && self.config.foreign_chat == ForeignChat::Drop {
             self.stats.filtered += 1;
             return;
         }
-        self.write_message(reactor, id, ts_ms, message);
+        self.write_message(reactor, id, received.unix_ms, message);
     }
 
     /// Writes `message` of room `id` as one line, unless `--types` leaves
@@ -716,12 +733,87 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(5);
 /// (each reads up to the reactor's read budget per room) before it logs out.
 const MAX_READ_PASSES_AT_STOP: u32 = 8;
 
-/// Distinct message types counted by name (see `deliver`).
+/// When a read returned: the loop's clock, and the wall clock that stamps
+/// each line. Read once per read, not per message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Received {
+    pub(crate) at: Instant,
+    pub(crate) unix_ms: u64,
+}
+
+impl Received {
+    pub(crate) fn now() -> Received {
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Received { at: Instant::now(), unix_ms }
+    }
+}
+
+/// Distinct message types counted by name (see `TypeCounts`).
 const MAX_TYPES: usize = 256;
+
+/// Messages counted by type. Types come from the server, so at most
+/// `MAX_TYPES` distinct ones are counted by name (each becomes a metrics
+/// series), the rest as "other". A handful of types make nearly all
+/// traffic and arrive in runs, so the type counted last is tried first,
+/// then the short list in order: no hashing per message.
+#[derive(Clone, Debug, Default)]
+struct TypeCounts {
+    counts: Vec<(Box<str>, u64)>,
+    /// Where the type counted last is in `counts`.
+    last: usize,
+}
+
+impl TypeCounts {
+    fn count(&mut self, kind: &str) {
+        if let Some((name, count)) = self.counts.get_mut(self.last)
+            && **name == *kind
+        {
+            *count += 1;
+            return;
+        }
+        let kind = if self.counts.len() < MAX_TYPES || self.counts.iter().any(|(name, _)| **name == *kind) {
+            kind
+        } else {
+            "other"
+        };
+        match self.counts.iter().position(|(name, _)| **name == *kind) {
+            Some(index) => {
+                self.counts[index].1 += 1;
+                self.last = index;
+            }
+            None => {
+                self.last = self.counts.len();
+                self.counts.push((kind.into(), 1));
+            }
+        }
+    }
+
+    fn to_map(&self) -> HashMap<String, u64> {
+        self.counts.iter().map(|(name, count)| (name.to_string(), *count)).collect()
+    }
+}
 
 #[cfg(test)]
 mod tests {
-    use super::SequenceCheck;
+    use super::{MAX_TYPES, SequenceCheck, TypeCounts};
+
+    #[test]
+    fn types_are_counted_by_name_up_to_a_limit_then_as_other() {
+        let mut types = TypeCounts::default();
+        for kind in ["chatmsg", "chatmsg", "uenter", "chatmsg", "dgb", "uenter"] {
+            types.count(kind);
+        }
+        let counts = types.to_map();
+        assert_eq!((counts["chatmsg"], counts["uenter"], counts["dgb"]), (3, 2, 1));
+        for n in 0..MAX_TYPES + 10 {
+            types.count(&format!("new{n}"));
+        }
+        types.count("chatmsg");
+        let counts = types.to_map();
+        assert_eq!(counts.len(), MAX_TYPES + 1, "the first {MAX_TYPES} types and other");
+        assert_eq!(counts["other"], 13, "the types that did not fit");
+        assert_eq!(counts["chatmsg"], 4, "a type counted before still counts by name");
+    }
 
     #[test]
     fn sequence_check_counts_gaps_and_repeats_per_connection() {

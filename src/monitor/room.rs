@@ -16,14 +16,14 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use crate::douyu::{ClientSession, SessionEvent};
+use crate::douyu::{ClientSession, Message, SessionEvent};
 use crate::reactor::{ConnId, Context, DeadlineTimer, Dispatcher};
 use crate::websocket::{self, WebSocket};
 
-use super::MonitorState;
 use super::lifecycle::{CloseReason, Event};
+use super::{MonitorState, Received};
 
 /// `handle_timer` tags.
 pub(crate) const TIMER_SESSION: u64 = 0;
@@ -93,15 +93,16 @@ impl RoomConn {
                 }
             }
         }
-        let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut closing = None;
         let mut joined = false;
         {
             let mut monitor = self.monitor.borrow_mut();
             while let Some(event) = self.session.poll_event() {
                 match event {
+                    // Messages go to the monitor as they are decoded (see
+                    // `handle_read`); only `on_bytes` would queue them.
                     SessionEvent::Message(message) => {
-                        monitor.deliver(ctx.reactor(), self.room, self.attempt, ts_ms, &message)
+                        monitor.deliver(ctx.reactor(), self.room, self.attempt, Received::now(), &message)
                     }
                     SessionEvent::Joined => joined = true,
                     SessionEvent::Close(reason) => closing = Some(reason),
@@ -198,13 +199,24 @@ impl Dispatcher for RoomConn {
         self.pump(ctx);
     }
 
+    /// Every message of the read goes to the monitor as the session
+    /// decodes it, into the monitor's one message buffer: no copy, no
+    /// queue, one clock read for all of them.
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
-        let now = Instant::now();
-        let session = &mut self.session;
+        let received = Received::now();
+        let (room, attempt, session) = (self.room, self.attempt, &mut self.session);
+        let mut monitor = self.monitor.borrow_mut();
+        let mut buffer = monitor.start_read();
+        let reactor = ctx.reactor();
+        let mut deliver = |message: &Message| monitor.deliver(reactor, room, attempt, received, message);
         let consumed = match &mut self.link {
-            Link::Direct => session.on_bytes(data, now),
-            Link::WebSocket(ws) => ws.on_bytes(data, |payload| session.on_bytes(payload, now)),
+            Link::Direct => session.on_bytes_with(data, received.at, &mut buffer, &mut deliver),
+            Link::WebSocket(ws) => {
+                ws.on_bytes(data, |payload| session.on_bytes_with(payload, received.at, &mut buffer, &mut deliver))
+            }
         };
+        monitor.end_read(buffer);
+        drop(monitor);
         self.pump(ctx);
         consumed
     }
