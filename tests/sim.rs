@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use barrage::douyu::frame::{self, CLIENT_TO_SERVER, DecoderConfig, FrameDecoder, FrameError};
 use barrage::douyu::{ClientSession, CloseReason, Message, Request, SessionConfig, SessionEvent, stt};
-use barrage::reactor::{CipherPolicy, ConnId, Context, Dispatcher, Reactor, TimerHandle, TlsClientConfig, TlsInfo};
+use barrage::reactor::{CipherPolicy, Context, Dispatcher, EntryToken, Reactor, TimerHandle, TlsClientConfig, TlsInfo};
 use barrage::sim::certificate::{SelfSigned, self_signed_localhost};
 use barrage::sim::traffic::RoomTraffic;
 use barrage::sim::{self, Faults, SimConfig, SimServer, SimTls, SimWebSocket, WsFault};
@@ -205,7 +205,7 @@ impl Dispatcher for TestClient {
 
 /// A test client's id and what it saw.
 struct Client {
-    id: ConnId,
+    id: EntryToken,
     record: Rc<RefCell<Record>>,
 }
 

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use barrage::reactor::{
-    CipherPolicy, ConnId, Context, Dispatcher, Reactor, ReactorConfig, TlsClientConfig, TlsInfo, TlsServerConfig,
+    CipherPolicy, Context, Dispatcher, EntryToken, Reactor, ReactorConfig, TlsClientConfig, TlsInfo, TlsServerConfig,
 };
 use barrage::sim::certificate::{SelfSigned, self_signed_localhost};
 use mio::net::TcpListener;
@@ -127,7 +127,7 @@ fn tls_server(reactor: &mut Reactor, config: TlsServerConfig, mut make: impl FnM
     addr
 }
 
-fn connect(reactor: &mut Reactor, addr: SocketAddr, config: &TlsClientConfig, name: &str, peer: Peer) -> ConnId {
+fn connect(reactor: &mut Reactor, addr: SocketAddr, config: &TlsClientConfig, name: &str, peer: Peer) -> EntryToken {
     let give_up = peer.give_up_after;
     let id = reactor.connect_tls(addr, config, name, peer).unwrap();
     if let Some(delay) = give_up {

@@ -46,7 +46,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::http::{DEFAULT_REDIRECT_LIMIT, Error, Exchange, Next, Redirects, Request, Response, ResponseLimits, Url};
-use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle, TlsClientConfig};
+use crate::reactor::{EntryToken, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 
 /// Looks up a host's addresses. Runs on a helper thread and may block.
 pub type Resolve = fn(host: &str, port: u16) -> io::Result<Vec<SocketAddr>>;
@@ -141,7 +141,13 @@ enum Stage {
     Abandoned,
     /// Connecting to `addr` or exchanging on `conn`; the `spare` addresses
     /// are tried if this one cannot be connected to.
-    Exchanging { conn: ConnId, addr: SocketAddr, connected: bool, spare: VecDeque<SocketAddr>, exchange: Box<Exchange> },
+    Exchanging {
+        conn: EntryToken,
+        addr: SocketAddr,
+        connected: bool,
+        spare: VecDeque<SocketAddr>,
+        exchange: Box<Exchange>,
+    },
 }
 
 impl Fetcher {
@@ -322,7 +328,7 @@ impl Fetcher {
         id: u64,
         url: &Url,
         mut addresses: VecDeque<SocketAddr>,
-    ) -> Result<(ConnId, SocketAddr, VecDeque<SocketAddr>), Error> {
+    ) -> Result<(EntryToken, SocketAddr, VecDeque<SocketAddr>), Error> {
         let mut last_error = Error::Connect("no address to connect to".into());
         while let Some(addr) = addresses.pop_front() {
             let tls = self.shared.borrow().config.tls.clone();
@@ -343,7 +349,7 @@ impl Fetcher {
         &self,
         reactor: &mut Reactor,
         id: u64,
-        conn: ConnId,
+        conn: EntryToken,
         f: impl FnOnce(&mut Exchange, &mut bool) -> T,
     ) -> Option<T> {
         let mut shared = self.shared.borrow_mut();
@@ -377,7 +383,7 @@ impl Fetcher {
 
     /// The connection of job `id` failed with `error`: before it was up,
     /// try the next address; after, the exchange ends.
-    fn on_transport_error(&self, reactor: &mut Reactor, id: u64, conn: ConnId, error: io::Error) {
+    fn on_transport_error(&self, reactor: &mut Reactor, id: u64, conn: EntryToken, error: io::Error) {
         let (spare, url) = {
             let mut shared = self.shared.borrow_mut();
             let Some(job) = shared.jobs.get_mut(&id) else { return };

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use super::Fetcher;
 use crate::http::{Error, Host, Scheme, Url};
-use crate::reactor::{ConnId, Context, Dispatcher, Reactor, TlsClientConfig};
+use crate::reactor::{Context, Dispatcher, EntryToken, Reactor, TlsClientConfig};
 
 /// Starts a connection to `addr` for `url`, whose events go to job `job`
 /// of `fetcher`: plain for `http`, TLS for `https` (the server's
@@ -20,7 +20,7 @@ pub(super) fn open(
     tls: Option<&TlsClientConfig>,
     fetcher: Fetcher,
     job: u64,
-) -> Result<ConnId, Error> {
+) -> Result<EntryToken, Error> {
     let transport = Transport { fetcher, job };
     let opened = match (url.scheme(), tls) {
         (Scheme::Http, _) => reactor.connect(addr, transport),

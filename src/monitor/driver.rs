@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use std::io;
 
 use crate::douyu::ClientSession;
-use crate::reactor::{ConnId, Reactor};
+use crate::reactor::{EntryToken, Reactor};
 use crate::websocket::{ClientRequest, Limits, WebSocket};
 
 use super::MonitorState;
@@ -28,7 +28,7 @@ use super::room::{Link, RoomConn, TIMER_LOGOUT};
 /// reactor knows of it: its peer once the TCP connect is done, its TLS
 /// session once that handshake is; what is left is the WebSocket upgrade
 /// (a TCP room counts as connected as soon as the socket is).
-fn opening(reactor: &Reactor, conn: ConnId, endpoint: &Endpoint) -> Opening {
+fn opening(reactor: &Reactor, conn: EntryToken, endpoint: &Endpoint) -> Opening {
     if reactor.peer_addr(conn).is_none() {
         Opening::Connect
     } else if endpoint.uses_tls() && reactor.tls_info(conn).is_none() {
@@ -222,7 +222,7 @@ impl MonitorState {
         reactor: &mut Reactor,
         room: u64,
         attempt: u64,
-        conn: ConnId,
+        conn: EntryToken,
         reason: CloseReason,
     ) {
         if let Some(slot) = this.borrow_mut().rooms.get_mut(&room).filter(|slot| slot.conn == Some((attempt, conn))) {

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::{LiveStatus, Message, MessageView};
 use crate::fetch::{FetchConfig, Fetcher};
-use crate::reactor::{ConnId, LoopSender, Reactor, TimerHandle, TlsClientConfig};
+use crate::reactor::{EntryToken, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 use crate::rng::Rng;
 use lifecycle::{Lifecycle, State, Timing};
 use live::{LiveTracker, Source};
@@ -112,7 +112,7 @@ pub struct Room {
     pub written: u64,
     pub state: RoomState,
     /// The reactor entry of its connection, if it has one.
-    pub conn: Option<ConnId>,
+    pub conn: Option<EntryToken>,
     /// Where its current (or last) connection goes, and how.
     pub endpoint: Option<Endpoint>,
     /// Its broadcast status as last reported, and since when (Unix seconds).
@@ -223,7 +223,7 @@ struct RoomSlot {
     /// Chat messages that named another room.
     foreign_chat: u64,
     /// The connection of the current attempt, by attempt number.
-    conn: Option<(u64, ConnId)>,
+    conn: Option<(u64, EntryToken)>,
     /// The life cycle's one timer (connect deadline, end of a backoff).
     timer: Option<TimerHandle>,
     /// The server (by number) of the current or last connection.

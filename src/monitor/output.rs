@@ -11,7 +11,7 @@
 //! Nothing may be dropped and memory must stay bounded, so the bytes handed
 //! over and not yet written are counted. Above `high_water`, rooms stop
 //! reading (their `readable()` says no): TCP then pushes back on the server.
-//! A room that pauses registers its `ConnId`; when the writer has drained
+//! A room that pauses registers its `EntryToken`; when the writer has drained
 //! below `low_water` it tells the loop ([`OutputEvent::Drained`]), which
 //! refreshes those rooms, and they read again.
 //!
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::reactor::{ConnId, LoopSender};
+use crate::reactor::{EntryToken, LoopSender};
 
 pub use super::sink::Destination;
 use super::sink::{Sink, Wrote};
@@ -38,7 +38,7 @@ use super::sink::{Sink, Wrote};
 pub enum OutputEvent {
     /// Unwritten output fell to the low-water mark: these rooms paused for
     /// it and may read again.
-    Drained(BTreeSet<ConnId>),
+    Drained(BTreeSet<EntryToken>),
     /// Nothing more can be written; what follows is thrown away.
     Closed(OutputClosed),
 }
@@ -70,7 +70,7 @@ struct Shared {
     in_flight_lines: AtomicU64,
     /// Rooms waiting for the output to drain (a set: a room asks each time
     /// the reactor consults its `readable()`).
-    paused: Mutex<BTreeSet<ConnId>>,
+    paused: Mutex<BTreeSet<EntryToken>>,
     /// Set once nothing more can be written (the reader left).
     closed: AtomicBool,
     bytes_written: AtomicU64,
@@ -192,7 +192,7 @@ impl Output {
     /// Registers a room that stopped reading because the output is full.
     /// Returns `false` if the output drained meanwhile (the caller should
     /// resume at once) — checked after registering, so no wake-up is lost.
-    pub fn pause(&self, room: ConnId) -> bool {
+    pub fn pause(&self, room: EntryToken) -> bool {
         self.shared.paused.lock().unwrap_or_else(|p| p.into_inner()).insert(room);
         self.is_full()
     }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::douyu::{ClientSession, Message, SessionEvent};
-use crate::reactor::{ConnId, Context, DeadlineTimer, Dispatcher};
+use crate::reactor::{Context, DeadlineTimer, Dispatcher, EntryToken};
 use crate::websocket::{self, WebSocket};
 
 use super::lifecycle::{CloseReason, Event};
@@ -48,7 +48,7 @@ pub(crate) struct RoomConn {
     monitor: Rc<RefCell<MonitorState>>,
     timer: DeadlineTimer,
     /// This connection's reactor entry, known from `handle_connect` on.
-    id: Option<ConnId>,
+    id: Option<EntryToken>,
     /// Why the connection is ending, once known; reported at close.
     close_reason: Option<CloseReason>,
     transmit: Vec<u8>,

@@ -70,7 +70,7 @@ use std::time::Instant;
 use mio::Interest;
 use mio::net::TcpStream;
 
-use super::ConnId;
+use super::EntryToken;
 use super::buffer::{ReadBuffer, WriteBuffer};
 use super::dispatcher::{Context, Dispatcher, Ready};
 use super::event_loop::{Entry, EntryKind, Reactor, TimerTask, deadline_after, entry_in};
@@ -359,14 +359,14 @@ impl Reactor {
     /// once it is established; a failure arrives as `handle_error` and then
     /// `handle_close`. An error returned here (no socket could be created)
     /// means the dispatcher was never attached.
-    pub fn connect(&mut self, addr: SocketAddr, dispatcher: impl Dispatcher + 'static) -> io::Result<ConnId> {
+    pub fn connect(&mut self, addr: SocketAddr, dispatcher: impl Dispatcher + 'static) -> io::Result<EntryToken> {
         let stream = TcpStream::connect(addr)?;
         self.attach(Transport::Plain(stream), Box::new(dispatcher), Phase::Connecting)
     }
 
     /// Attaches an established stream (typically from an acceptor).
     /// `handle_connect` is called on the loop's next pass.
-    pub fn add_stream(&mut self, stream: TcpStream, dispatcher: impl Dispatcher + 'static) -> io::Result<ConnId> {
+    pub fn add_stream(&mut self, stream: TcpStream, dispatcher: impl Dispatcher + 'static) -> io::Result<EntryToken> {
         self.attach(Transport::Plain(stream), Box::new(dispatcher), Phase::Accepted)
     }
 
@@ -387,7 +387,7 @@ impl Reactor {
         config: &TlsClientConfig,
         server_name: &str,
         dispatcher: impl Dispatcher + 'static,
-    ) -> io::Result<ConnId> {
+    ) -> io::Result<EntryToken> {
         let stream = TcpStream::connect(addr)?;
         let tls = TlsStream::client(config, server_name, stream)?;
         self.attach(Transport::Tls(Box::new(tls)), Box::new(dispatcher), Phase::Connecting)
@@ -401,12 +401,17 @@ impl Reactor {
         stream: TcpStream,
         config: &TlsServerConfig,
         dispatcher: impl Dispatcher + 'static,
-    ) -> io::Result<ConnId> {
+    ) -> io::Result<EntryToken> {
         let tls = TlsStream::server(config, stream)?;
         self.attach(Transport::Tls(Box::new(tls)), Box::new(dispatcher), Phase::Accepted)
     }
 
-    fn attach(&mut self, transport: Transport, dispatcher: Box<dyn Dispatcher>, phase: Phase) -> io::Result<ConnId> {
+    fn attach(
+        &mut self,
+        transport: Transport,
+        dispatcher: Box<dyn Dispatcher>,
+        phase: Phase,
+    ) -> io::Result<EntryToken> {
         let id = self.insert_entry(EntryKind::Conn(Connection::new(transport, dispatcher, phase)));
         let conn = conn_in(&mut self.entries, id).expect("just inserted");
         let interest = if phase == Phase::Connecting { Interest::WRITABLE } else { Interest::READABLE };
@@ -425,7 +430,7 @@ impl Reactor {
 
     /// Queues bytes for connection `id`; written when the current callback
     /// returns. Returns `false` if the connection is gone or closing.
-    pub fn send(&mut self, id: ConnId, data: &[u8]) -> bool {
+    pub fn send(&mut self, id: EntryToken, data: &[u8]) -> bool {
         let Some(conn) = self.conn_mut(id) else { return false };
         if conn.close != CloseState::NotClosing {
             return false;
@@ -436,22 +441,22 @@ impl Reactor {
     }
 
     /// Bytes queued for `id` and not yet written (`None` if it is gone).
-    pub fn pending_output(&self, id: ConnId) -> Option<usize> {
+    pub fn pending_output(&self, id: EntryToken) -> Option<usize> {
         self.conn(id).map(|c| c.write_buf.len())
     }
 
-    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+    pub fn peer_addr(&self, id: EntryToken) -> Option<SocketAddr> {
         self.conn(id).and_then(|c| c.peer)
     }
 
     /// The protocol and cipher a TLS connection negotiated; `None` for a
     /// plain connection, one that is gone, or one still in its handshake.
-    pub fn tls_info(&self, id: ConnId) -> Option<TlsInfo> {
+    pub fn tls_info(&self, id: EntryToken) -> Option<TlsInfo> {
         self.conn(id).filter(|c| c.phase == Phase::Open).and_then(|c| c.transport.tls()).map(TlsStream::info)
     }
 
     /// Whether `id` names an open (or opening) connection.
-    pub fn is_open(&self, id: ConnId) -> bool {
+    pub fn is_open(&self, id: EntryToken) -> bool {
         self.conn(id).is_some()
     }
 
@@ -465,7 +470,7 @@ impl Reactor {
     /// Closes at once if there is nothing to wait for: a connect (or a TLS
     /// handshake) still under way, or nothing queued and the peer's FIN
     /// already read.
-    pub fn close(&mut self, id: ConnId) {
+    pub fn close(&mut self, id: EntryToken) {
         let linger = self.config.linger;
         let Some(conn) = self.conn_mut(id) else { return };
         if conn.close != CloseState::NotClosing {
@@ -497,7 +502,7 @@ impl Reactor {
 
     /// Closes at once, dropping queued output; `handle_close` follows as soon
     /// as the current callback returns.
-    pub fn abort(&mut self, id: ConnId) {
+    pub fn abort(&mut self, id: EntryToken) {
         let Some(conn) = self.conn_mut(id) else { return };
         if conn.close == CloseState::Now {
             return;
@@ -509,7 +514,7 @@ impl Reactor {
     /// Asks the reactor to consult `readable()`/`writable()` again, e.g. when
     /// the reason a dispatcher paused reading is gone. Call it from anywhere
     /// on the loop thread; the work happens when the current callback returns.
-    pub fn refresh(&mut self, id: ConnId) {
+    pub fn refresh(&mut self, id: EntryToken) {
         if self.conn(id).is_some() {
             self.mark_dirty(id);
         }
@@ -519,12 +524,12 @@ impl Reactor {
     /// way to ask a connection to do something from outside its callbacks
     /// (a deadline of now runs it on the next iteration). Returns `None` if
     /// the connection is gone.
-    pub fn set_timer(&mut self, id: ConnId, deadline: Instant, tag: u64) -> Option<TimerHandle> {
+    pub fn set_timer(&mut self, id: EntryToken, deadline: Instant, tag: u64) -> Option<TimerHandle> {
         self.conn(id)?;
         Some(self.set_conn_timer(id, deadline, tag))
     }
 
-    pub(crate) fn set_conn_timer(&mut self, id: ConnId, deadline: Instant, tag: u64) -> TimerHandle {
+    pub(crate) fn set_conn_timer(&mut self, id: EntryToken, deadline: Instant, tag: u64) -> TimerHandle {
         let timer = self.add_timer(deadline, TimerTask::Conn { id, tag });
         match self.conn_mut(id) {
             Some(conn) => conn.timers.push(timer),
@@ -535,7 +540,7 @@ impl Reactor {
         timer
     }
 
-    pub(crate) fn forget_conn_timer(&mut self, id: ConnId, timer: TimerHandle) {
+    pub(crate) fn forget_conn_timer(&mut self, id: EntryToken, timer: TimerHandle) {
         if let Some(conn) = self.conn_mut(id) {
             conn.timers.retain(|t| *t != timer);
         }
@@ -543,18 +548,18 @@ impl Reactor {
 
     // ----- the loop's side -----------------------------------------------------
 
-    fn conn(&self, id: ConnId) -> Option<&Connection> {
+    fn conn(&self, id: EntryToken) -> Option<&Connection> {
         match &self.entry(id)?.kind {
             EntryKind::Conn(c) => Some(c),
             _ => None,
         }
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+    fn conn_mut(&mut self, id: EntryToken) -> Option<&mut Connection> {
         conn_in(&mut self.entries, id)
     }
 
-    fn mark_dirty(&mut self, id: ConnId) {
+    fn mark_dirty(&mut self, id: EntryToken) {
         if let Some(conn) = self.conn_mut(id).filter(|c| !c.dirty) {
             conn.dirty = true;
             self.dirty.push(id);
@@ -566,7 +571,7 @@ impl Reactor {
     /// connection is then marked dirty so the reactor settles it.
     pub(crate) fn with_dispatcher<R>(
         &mut self,
-        id: ConnId,
+        id: EntryToken,
         f: impl FnOnce(&mut dyn Dispatcher, &mut Context<'_>) -> R,
     ) -> Option<R> {
         let mut dispatcher = self.conn_mut(id)?.dispatcher.take()?;
@@ -579,7 +584,7 @@ impl Reactor {
     }
 
     /// A readiness event for a connection.
-    pub(crate) fn on_conn_ready(&mut self, id: ConnId, ready: Ready) {
+    pub(crate) fn on_conn_ready(&mut self, id: EntryToken, ready: Ready) {
         let Some(conn) = self.conn_mut(id) else { return };
         if conn.phase == Phase::Connecting {
             if !(ready.writable || ready.error || ready.read_closed || ready.write_closed) {
@@ -657,7 +662,7 @@ impl Reactor {
     /// the list; clearing the flag then would let settling put it there a
     /// second time, and under a steady stream of events the copies would
     /// pile up by one per iteration.
-    pub(crate) fn service_queued_conn(&mut self, id: ConnId) {
+    pub(crate) fn service_queued_conn(&mut self, id: EntryToken) {
         if let Some(conn) = self.conn_mut(id) {
             conn.queued = false;
         }
@@ -666,7 +671,7 @@ impl Reactor {
 
     /// Does all the work a connection has now: finish attaching, hand back
     /// leftovers, read, ask for more output.
-    fn service_conn(&mut self, id: ConnId) {
+    fn service_conn(&mut self, id: EntryToken) {
         // Whatever happens below, settle this connection afterwards: a
         // writable event alone must flush the queued output.
         self.mark_dirty(id);
@@ -699,7 +704,7 @@ impl Reactor {
 
     /// Takes the TLS handshake as far as the socket lets it; what OpenSSL
     /// then waits for becomes the interest (see `desired_interest`).
-    fn continue_handshake(&mut self, id: ConnId) {
+    fn continue_handshake(&mut self, id: EntryToken) {
         let Some(conn) = self.conn_mut(id) else { return };
         let Transport::Tls(tls) = &mut conn.transport else { return };
         let from = tls.state();
@@ -738,7 +743,7 @@ impl Reactor {
     /// Reads while there is data, the dispatcher wants it (or a graceful
     /// close throws it away), and the connection has budget left this
     /// iteration.
-    fn read_some(&mut self, id: ConnId) {
+    fn read_some(&mut self, id: EntryToken) {
         let iteration = self.stats.iterations;
         loop {
             let Some(conn) = conn_in(&mut self.entries, id) else { return };
@@ -818,7 +823,7 @@ impl Reactor {
 
     /// Hands the dispatcher its unconsumed bytes followed by the `fresh`
     /// bytes at the start of the scratch buffer, and keeps what it leaves.
-    fn deliver(&mut self, id: ConnId, fresh: usize) {
+    fn deliver(&mut self, id: EntryToken, fresh: usize) {
         let scratch = std::mem::take(&mut self.scratch);
         let Some(conn) = self.conn_mut(id) else {
             self.scratch = scratch;
@@ -865,7 +870,7 @@ impl Reactor {
     /// Settles one connection after a callback touched it: write what is
     /// queued, move a graceful close along, remember postponed work, and
     /// make the registered interest match the dispatcher's answers.
-    pub(crate) fn refresh_conn(&mut self, id: ConnId) {
+    pub(crate) fn refresh_conn(&mut self, id: EntryToken) {
         let Some(conn) = conn_in(&mut self.entries, id) else { return };
         conn.dirty = false;
         if conn.close == CloseState::Now {
@@ -934,7 +939,7 @@ impl Reactor {
     }
 
     /// An I/O error ends the connection: tell the dispatcher, then close.
-    fn fail(&mut self, id: ConnId, error: io::Error) {
+    fn fail(&mut self, id: EntryToken, error: io::Error) {
         if self.conn(id).is_none_or(|c| c.close == CloseState::Now) {
             return;
         }
@@ -944,7 +949,7 @@ impl Reactor {
 
     /// Closes for real: deregister, cancel timers, `handle_close`, free the
     /// slot. Runs once per connection, from `settle`.
-    pub(crate) fn finish_close(&mut self, id: ConnId) {
+    pub(crate) fn finish_close(&mut self, id: EntryToken) {
         let Some(conn) = conn_in(&mut self.entries, id) else { return };
         if conn.interest.is_some() {
             let _ = self.poll.registry().deregister(conn.transport.socket_mut());
@@ -963,7 +968,7 @@ impl Reactor {
 }
 
 /// The connection `id` names, borrowing only the slab.
-fn conn_in(entries: &mut slab::Slab<Entry>, id: ConnId) -> Option<&mut Connection> {
+fn conn_in(entries: &mut slab::Slab<Entry>, id: EntryToken) -> Option<&mut Connection> {
     match entry_in(entries, id)? {
         EntryKind::Conn(c) => Some(c),
         _ => None,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::ConnId;
+use super::EntryToken;
 use super::event_loop::{Reactor, deadline_after};
 use super::timer::TimerHandle;
 
@@ -141,12 +141,12 @@ impl Ready {
 /// The reactor as seen from inside one connection's callback.
 pub struct Context<'a> {
     pub(crate) reactor: &'a mut Reactor,
-    pub(crate) id: ConnId,
+    pub(crate) id: EntryToken,
 }
 
 impl Context<'_> {
     /// The connection this callback is about.
-    pub fn id(&self) -> ConnId {
+    pub fn id(&self) -> EntryToken {
         self.id
     }
 

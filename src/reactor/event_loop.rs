@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
-use super::ConnId;
+use super::EntryToken;
 use super::channel::ChannelReceiver;
 use super::connection::Connection;
 use super::dispatcher::Ready;
@@ -123,7 +123,7 @@ pub(crate) enum EntryKind {
 
 /// The entry `id` names, borrowing only the slab, so that the caller can use
 /// the reactor's other fields (the registry, the stats) at the same time.
-pub(crate) fn entry_in(entries: &mut Slab<Entry>, id: ConnId) -> Option<&mut EntryKind> {
+pub(crate) fn entry_in(entries: &mut Slab<Entry>, id: EntryToken) -> Option<&mut EntryKind> {
     entries.get_mut(id.index()).filter(|e| e.generation == id.generation).map(|e| &mut e.kind)
 }
 
@@ -138,11 +138,11 @@ pub(crate) enum TimerTask {
     /// One run of a periodic callback, which schedules the next.
     Periodic(PeriodicId),
     /// A connection's own timer, delivered to `handle_timer(tag)`.
-    Conn { id: ConnId, tag: u64 },
+    Conn { id: EntryToken, tag: u64 },
     /// A graceful close took longer than `ReactorConfig::linger`.
-    Linger(ConnId),
+    Linger(EntryToken),
     /// A listener paused after an accept error tries again.
-    RetryAccept(ConnId),
+    RetryAccept(EntryToken),
 }
 
 pub(crate) struct Timer {
@@ -184,11 +184,11 @@ pub struct Reactor {
     periodics: Slab<Periodic>,
     soon: VecDeque<LocalCallback>,
     /// Entries with work that no readiness event will announce again.
-    pub(crate) ready: VecDeque<ConnId>,
+    pub(crate) ready: VecDeque<EntryToken>,
     /// Connections touched by a callback: flush and recompute interest.
-    pub(crate) dirty: Vec<ConnId>,
+    pub(crate) dirty: Vec<EntryToken>,
     /// Connections to close once the current callback has returned.
-    pub(crate) closing: Vec<ConnId>,
+    pub(crate) closing: Vec<EntryToken>,
     pub(crate) scratch: Vec<u8>,
     /// Loop-side ends of channels; taken out while one drains.
     channels: Vec<Option<Box<dyn ChannelReceiver>>>,
@@ -484,7 +484,7 @@ impl Reactor {
             }
             return;
         }
-        let id = ConnId::from_token(token);
+        let id = EntryToken::from_token(token);
         // A stale event (its entry closed earlier in this batch, the slot
         // perhaps reused) fails the generation check and is dropped here.
         let Some(entry) = self.entry(id) else {
@@ -529,19 +529,19 @@ impl Reactor {
 
     // ----- the slab ----------------------------------------------------------
 
-    pub(crate) fn entry(&self, id: ConnId) -> Option<&Entry> {
+    pub(crate) fn entry(&self, id: EntryToken) -> Option<&Entry> {
         self.entries.get(id.index()).filter(|e| e.generation == id.generation)
     }
 
     /// Puts a new entry in the slab and returns its id (its token).
-    pub(crate) fn insert_entry(&mut self, kind: EntryKind) -> ConnId {
+    pub(crate) fn insert_entry(&mut self, kind: EntryKind) -> EntryToken {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         if self.next_generation == u32::MAX {
             self.next_generation = 0;
         }
         let index = self.entries.insert(Entry { generation, kind });
-        ConnId { index: index as u32, generation }
+        EntryToken { index: index as u32, generation }
     }
 
     pub(crate) fn add_channel_receiver(&mut self, receiver: Box<dyn ChannelReceiver>) -> usize {
@@ -779,7 +779,7 @@ fn next_poll_at(
 }
 
 fn describe_token(token: Token) -> String {
-    if token == WAKER { "waker".to_string() } else { ConnId::from_token(token).to_string() }
+    if token == WAKER { "waker".to_string() } else { EntryToken::from_token(token).to_string() }
 }
 
 #[cfg(test)]

@@ -74,18 +74,18 @@ compile_error!("barrage packs a slab index and a generation into one mio Token a
 /// makes such a stale id miss instead of hitting the newcomer. Both travel
 /// inside the mio `Token`, so stale events are recognised for free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId {
+pub struct EntryToken {
     pub(crate) index: u32,
     pub(crate) generation: u32,
 }
 
-impl ConnId {
+impl EntryToken {
     pub(crate) fn token(self) -> mio::Token {
         mio::Token(((self.generation as usize) << 32) | self.index as usize)
     }
 
     pub(crate) fn from_token(token: mio::Token) -> Self {
-        ConnId { index: token.0 as u32, generation: (token.0 >> 32) as u32 }
+        EntryToken { index: token.0 as u32, generation: (token.0 >> 32) as u32 }
     }
 
     /// The slab slot (reused after close; use the whole id to compare).
@@ -94,7 +94,7 @@ impl ConnId {
     }
 }
 
-impl std::fmt::Display for ConnId {
+impl std::fmt::Display for EntryToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "#{}.{}", self.index, self.generation)
     }

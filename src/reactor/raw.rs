@@ -15,7 +15,7 @@ use mio::Interest;
 use mio::event::Source;
 use mio::net::TcpListener;
 
-use super::ConnId;
+use super::EntryToken;
 use super::dispatcher::{Acceptor, Ready};
 use super::event_loop::{EntryKind, Reactor, TimerTask, deadline_after, entry_in};
 
@@ -41,7 +41,7 @@ pub(crate) struct ListenerEntry {
 /// any kind of source.
 trait RawHandler {
     fn source(&mut self) -> &mut dyn Source;
-    fn call(&mut self, reactor: &mut Reactor, id: ConnId, ready: Ready);
+    fn call(&mut self, reactor: &mut Reactor, id: EntryToken, ready: Ready);
 }
 
 struct Handler<S, F> {
@@ -52,12 +52,12 @@ struct Handler<S, F> {
 impl<S, F> RawHandler for Handler<S, F>
 where
     S: Source,
-    F: FnMut(&mut Reactor, ConnId, &mut S, Ready),
+    F: FnMut(&mut Reactor, EntryToken, &mut S, Ready),
 {
     fn source(&mut self) -> &mut dyn Source {
         &mut self.source
     }
-    fn call(&mut self, reactor: &mut Reactor, id: ConnId, ready: Ready) {
+    fn call(&mut self, reactor: &mut Reactor, id: EntryToken, ready: Ready) {
         (self.callback)(reactor, id, &mut self.source, ready)
     }
 }
@@ -76,7 +76,7 @@ impl Reactor {
     /// Listens on `listener`; each accepted connection goes to `on_accept`,
     /// which typically attaches it with [`add_stream`](Reactor::add_stream).
     /// (Taking the closure type directly lets Rust infer its argument types.)
-    pub fn listen<F>(&mut self, listener: TcpListener, on_accept: F) -> io::Result<ConnId>
+    pub fn listen<F>(&mut self, listener: TcpListener, on_accept: F) -> io::Result<EntryToken>
     where
         F: FnMut(&mut Reactor, mio::net::TcpStream, std::net::SocketAddr) + 'static,
     {
@@ -85,7 +85,7 @@ impl Reactor {
 
     /// Like [`listen`](Self::listen), with any [`Acceptor`] (one that also
     /// wants to handle accept errors, say).
-    pub fn listen_with(&mut self, listener: TcpListener, acceptor: impl Acceptor + 'static) -> io::Result<ConnId> {
+    pub fn listen_with(&mut self, listener: TcpListener, acceptor: impl Acceptor + 'static) -> io::Result<EntryToken> {
         let id = self.insert_entry(EntryKind::Listener(ListenerEntry {
             listener,
             acceptor: Some(Box::new(acceptor)),
@@ -102,7 +102,7 @@ impl Reactor {
     }
 
     /// Accepts until `WouldBlock` or the per-iteration budget is used.
-    pub(crate) fn accept_all(&mut self, id: ConnId) {
+    pub(crate) fn accept_all(&mut self, id: EntryToken) {
         let iteration = self.stats.iterations;
         let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id) else { return };
         if entry.budget_iteration != iteration {
@@ -142,7 +142,7 @@ impl Reactor {
     }
 
     /// Puts a listener on the ready list, unless it is there already.
-    pub(crate) fn queue_listener(&mut self, id: ConnId) {
+    pub(crate) fn queue_listener(&mut self, id: EntryToken) {
         if let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id)
             && !entry.queued
         {
@@ -152,21 +152,21 @@ impl Reactor {
     }
 
     /// Continues a listener just taken off the ready list.
-    pub(crate) fn accept_queued(&mut self, id: ConnId) {
+    pub(crate) fn accept_queued(&mut self, id: EntryToken) {
         if let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id) {
             entry.queued = false;
         }
         self.accept_all(id);
     }
 
-    fn put_acceptor_back(&mut self, id: ConnId, acceptor: Box<dyn Acceptor>) {
+    fn put_acceptor_back(&mut self, id: EntryToken, acceptor: Box<dyn Acceptor>) {
         if let Some(EntryKind::Listener(entry)) = entry_in(&mut self.entries, id) {
             entry.acceptor = Some(acceptor);
         }
     }
 
     /// The local address of a listener.
-    pub fn listener_addr(&self, id: ConnId) -> Option<std::net::SocketAddr> {
+    pub fn listener_addr(&self, id: EntryToken) -> Option<std::net::SocketAddr> {
         match &self.entry(id)?.kind {
             EntryKind::Listener(l) => l.listener.local_addr().ok(),
             _ => None,
@@ -174,7 +174,7 @@ impl Reactor {
     }
 
     /// Stops listening and closes the listening socket.
-    pub fn remove_listener(&mut self, id: ConnId) -> bool {
+    pub fn remove_listener(&mut self, id: EntryToken) -> bool {
         if !matches!(self.entry(id).map(|e| &e.kind), Some(EntryKind::Listener(_))) {
             return false;
         }
@@ -186,10 +186,10 @@ impl Reactor {
 
     /// Tornado's `add_handler`: calls `callback(reactor, id, &mut source,
     /// ready)` on every readiness event of `source` for `interest`.
-    pub fn add_handler<S, F>(&mut self, source: S, interest: Interest, callback: F) -> io::Result<ConnId>
+    pub fn add_handler<S, F>(&mut self, source: S, interest: Interest, callback: F) -> io::Result<EntryToken>
     where
         S: Source + 'static,
-        F: FnMut(&mut Reactor, ConnId, &mut S, Ready) + 'static,
+        F: FnMut(&mut Reactor, EntryToken, &mut S, Ready) + 'static,
     {
         let id = self.insert_entry(EntryKind::Raw(RawEntry {
             handler: Some(Box::new(Handler { source, callback })),
@@ -208,7 +208,7 @@ impl Reactor {
     }
 
     /// Tornado's `update_handler`: changes the interest of a raw handler.
-    pub fn update_handler(&mut self, id: ConnId, interest: Interest) -> io::Result<()> {
+    pub fn update_handler(&mut self, id: EntryToken, interest: Interest) -> io::Result<()> {
         let Some(EntryKind::Raw(raw)) = entry_in(&mut self.entries, id) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such handler"));
         };
@@ -227,7 +227,7 @@ impl Reactor {
     }
 
     /// Tornado's `remove_handler`: deregisters and drops the source.
-    pub fn remove_handler(&mut self, id: ConnId) -> bool {
+    pub fn remove_handler(&mut self, id: EntryToken) -> bool {
         let Some(EntryKind::Raw(raw)) = entry_in(&mut self.entries, id) else { return false };
         if raw.handler.is_none() {
             raw.removed = true; // inside its own callback
@@ -239,7 +239,7 @@ impl Reactor {
         true
     }
 
-    pub(crate) fn run_raw(&mut self, id: ConnId, ready: Ready) {
+    pub(crate) fn run_raw(&mut self, id: EntryToken, ready: Ready) {
         let Some(EntryKind::Raw(raw)) = entry_in(&mut self.entries, id) else { return };
         let Some(mut handler) = raw.handler.take() else { return };
         handler.call(self, id, ready);

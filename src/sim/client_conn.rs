@@ -44,7 +44,7 @@ use super::hub::Hub;
 use crate::douyu::Message;
 use crate::douyu::frame::{self, DecoderConfig, FrameError, SERVER_TO_CLIENT};
 use crate::douyu::stt;
-use crate::reactor::{ConnId, Context, Dispatcher, Reactor, TlsServerConfig};
+use crate::reactor::{Context, Dispatcher, EntryToken, Reactor, TlsServerConfig};
 
 /// The tag of the heartbeat timer (the only timer a client has).
 const HEARTBEAT_TIMER: u64 = 1;
@@ -53,7 +53,7 @@ const HEARTBEAT_TIMER: u64 = 1;
 pub(crate) struct ClientConn {
     hub: Rc<RefCell<Hub>>,
     /// Known from `handle_connect` on; `writable()` needs it.
-    id: Option<ConnId>,
+    id: Option<EntryToken>,
     peer: SocketAddr,
     /// Copied from the config, so the hot paths need not borrow the hub.
     heartbeat_timeout: Duration,

@@ -45,7 +45,7 @@ use super::transport::TEXT_EVERY_PINGS;
 use super::{SimConfig, SimStats};
 use crate::douyu::LiveStatus;
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
-use crate::reactor::{ConnId, Context, Reactor};
+use crate::reactor::{Context, EntryToken, Reactor};
 use crate::rng::derive_seed;
 use crate::websocket::{CloseReason, close_code};
 
@@ -60,7 +60,7 @@ const MAX_CATCH_UP: Duration = Duration::from_secs(1);
 struct Room {
     traffic: RoomTraffic,
     /// Members in the order they joined (the order frames are queued in).
-    members: Vec<ConnId>,
+    members: Vec<EntryToken>,
     /// Messages earned and not yet made; always below 1 after a tick.
     credit: f64,
     /// The status the members were last told of (or found at login).
@@ -74,7 +74,7 @@ pub(crate) struct Hub {
     /// and faults that count across rooms (the corruption cycle) repeat
     /// exactly for a seed. (A `HashMap`'s order changes from run to run.)
     rooms: BTreeMap<u64, Room>,
-    clients: HashMap<ConnId, Outbox>,
+    clients: HashMap<EntryToken, Outbox>,
     pub(crate) stats: SimStats,
     /// Bad frames sent so far: picks the next kind of corruption.
     corruptions: u64,
@@ -107,7 +107,7 @@ impl Hub {
 
     /// A client connected. Returns its number (1, 2, …), which seeds its
     /// fault randomness and serves as its `sessionid`.
-    pub(crate) fn add_client(&mut self, id: ConnId, peer: SocketAddr) -> u64 {
+    pub(crate) fn add_client(&mut self, id: EntryToken, peer: SocketAddr) -> u64 {
         self.stats.accepted += 1;
         let number = self.stats.accepted;
         let seed = derive_seed(self.config.seed, number);
@@ -116,14 +116,14 @@ impl Hub {
     }
 
     /// A client's connection closed: it leaves its room and is forgotten.
-    pub(crate) fn remove_client(&mut self, id: ConnId) {
+    pub(crate) fn remove_client(&mut self, id: EntryToken) {
         if let Some(room) = self.clients.remove(&id).and_then(|outbox| outbox.room) {
             self.leave(id, room);
         }
     }
 
     /// Puts a client in `room` (leaving the one it was in, if another).
-    pub(crate) fn join(&mut self, id: ConnId, room: u64) {
+    pub(crate) fn join(&mut self, id: EntryToken, room: u64) {
         let seed = self.config.seed;
         let Some(outbox) = self.clients.get_mut(&id) else { return };
         match outbox.room.replace(room) {
@@ -150,7 +150,7 @@ impl Hub {
         log::debug!("client {id} joined room {room} ({} members)", room_state.members.len());
     }
 
-    fn leave(&mut self, id: ConnId, room: u64) {
+    fn leave(&mut self, id: EntryToken, room: u64) {
         if let Some(room_state) = self.rooms.get_mut(&room) {
             room_state.members.retain(|&member| member != id);
             if room_state.members.is_empty() {
@@ -160,7 +160,7 @@ impl Hub {
     }
 
     /// Queues a reply frame for a client (see [`Outbox::reply`]).
-    pub(crate) fn reply(&mut self, reactor: &mut Reactor, id: ConnId, frame: &[u8]) {
+    pub(crate) fn reply(&mut self, reactor: &mut Reactor, id: EntryToken, frame: &[u8]) {
         let Some(outbox) = self.clients.get_mut(&id) else { return };
         if let Some(cause) = outbox.reply(reactor, frame, &self.config) {
             self.stats.count_close(cause);
@@ -169,7 +169,7 @@ impl Hub {
 
     /// `--ws`: reads a client's bytes through its WebSocket layer (see
     /// [`Outbox::read_websocket`]). Returns the bytes used.
-    pub(crate) fn read_websocket<R>(&mut self, reactor: &mut Reactor, id: ConnId, data: &[u8], reader: R) -> usize
+    pub(crate) fn read_websocket<R>(&mut self, reactor: &mut Reactor, id: EntryToken, data: &[u8], reader: R) -> usize
     where
         R: FnMut(&[u8]) -> usize,
     {
@@ -185,7 +185,7 @@ impl Hub {
     }
 
     /// `fragment`: whether the client has pieces waiting (its `writable()`).
-    pub(crate) fn wants_write(&self, id: ConnId) -> bool {
+    pub(crate) fn wants_write(&self, id: EntryToken) -> bool {
         self.clients.get(&id).is_some_and(Outbox::wants_write)
     }
 
@@ -340,7 +340,7 @@ impl Hub {
 /// are being walked meanwhile).
 struct Post<'a> {
     reactor: &'a mut Reactor,
-    clients: &'a mut HashMap<ConnId, Outbox>,
+    clients: &'a mut HashMap<EntryToken, Outbox>,
     config: &'a SimConfig,
     stats: &'a mut SimStats,
     corruptions: &'a mut u64,

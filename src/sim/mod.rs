@@ -76,7 +76,7 @@ use mio::net::{TcpListener, TcpStream};
 
 use crate::douyu::LiveStatus;
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
-use crate::reactor::{CipherPolicy, ConnId, PeriodicId, Reactor, TlsServerConfig};
+use crate::reactor::{CipherPolicy, EntryToken, PeriodicId, Reactor, TlsServerConfig};
 use crate::settings::{SettingError, duration_within};
 use client_conn::ClientConn;
 pub use faults::{Corruption, Faults, WsFault};
@@ -245,7 +245,7 @@ pub struct SimStats {
 pub struct SimServer {
     hub: Rc<RefCell<Hub>>,
     local_addr: SocketAddr,
-    listener: ConnId,
+    listener: EntryToken,
     periodics: Vec<PeriodicId>,
     web: Option<WebServer>,
 }

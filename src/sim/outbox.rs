@@ -35,7 +35,7 @@ use super::SimConfig;
 use super::faults::{COALESCE_FRAMES, Corruption, MAX_PIECE};
 use super::transport::{Grouping, WsLayer, WsRead};
 use crate::reactor::buffer::WriteBuffer;
-use crate::reactor::{ConnId, Context, Reactor};
+use crate::reactor::{Context, EntryToken, Reactor};
 use crate::rng::{Rng, derive_seed};
 use crate::websocket::CloseReason;
 
@@ -78,7 +78,7 @@ enum Phase {
 /// One client's write path and fault counters.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    id: ConnId,
+    id: EntryToken,
     peer: SocketAddr,
     /// The room this client joined.
     pub(crate) room: Option<u64>,
@@ -112,7 +112,7 @@ struct Wire {
 impl Wire {
     /// Queues bytes: on the reactor connection, or for `fragment` on our
     /// own piece queue, asking the reactor to call `writable()` again.
-    fn write(&mut self, reactor: &mut Reactor, id: ConnId, bytes: &[u8]) {
+    fn write(&mut self, reactor: &mut Reactor, id: EntryToken, bytes: &[u8]) {
         if self.fragment {
             self.pieces.extend(bytes);
             reactor.refresh(id);
@@ -125,7 +125,7 @@ impl Wire {
 impl Outbox {
     /// The outbox of connection `id`; `seed` decides its piece sizes and
     /// the WebSocket layer's cuts.
-    pub(crate) fn new(id: ConnId, peer: SocketAddr, config: &SimConfig, seed: u64) -> Self {
+    pub(crate) fn new(id: EntryToken, peer: SocketAddr, config: &SimConfig, seed: u64) -> Self {
         let websocket = config.websocket.as_ref().map(|ws| Box::new(WsLayer::new(ws.fault, derive_seed(seed, 1))));
         Outbox {
             id,

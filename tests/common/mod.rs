@@ -55,7 +55,7 @@ pub struct ServerLog {
     pub logouts: u32,
     pub heartbeats: u32,
     /// Each joined room's connection on the server side, to send it more.
-    pub joined: HashMap<u64, barrage::reactor::ConnId>,
+    pub joined: HashMap<u64, barrage::reactor::EntryToken>,
 }
 
 /// Starts the fake server on an ephemeral loopback port of `reactor`:
@@ -204,7 +204,7 @@ pub fn douyu_client(
     addr: std::net::SocketAddr,
     room: u64,
     heartbeat: std::time::Duration,
-) -> (barrage::reactor::ConnId, Rc<RefCell<Vec<Message>>>) {
+) -> (barrage::reactor::EntryToken, Rc<RefCell<Vec<Message>>>) {
     let config = barrage::douyu::SessionConfig { heartbeat, ..barrage::douyu::SessionConfig::default() };
     let messages = Rc::new(RefCell::new(Vec::new()));
     let client = SessionClient {

@@ -70,7 +70,7 @@ use std::time::Duration;
 use mio::net::TcpListener;
 
 use super::Monitor;
-use crate::reactor::{ConnId, Reactor};
+use crate::reactor::{EntryToken, Reactor};
 use conn::HttpConn;
 
 /// The limits of the endpoint (see the module docs).
@@ -106,7 +106,7 @@ const TURN_AWAY_REPORT: Duration = Duration::from_secs(10);
 /// A running metrics endpoint: the listener's id and address.
 #[derive(Clone, Copy, Debug)]
 pub struct MetricsServer {
-    listener: ConnId,
+    listener: EntryToken,
     addr: SocketAddr,
 }
 
@@ -117,7 +117,7 @@ impl MetricsServer {
     }
 
     /// The listener's reactor entry.
-    pub fn id(&self) -> ConnId {
+    pub fn id(&self) -> EntryToken {
         self.listener
     }
 
@@ -172,7 +172,7 @@ struct Table {
 }
 
 struct Open {
-    id: ConnId,
+    id: EntryToken,
     /// Holding answers back until the client reads (see `HttpConn`).
     answering: Rc<Cell<bool>>,
 }
@@ -212,7 +212,7 @@ impl Table {
 
     /// Takes the oldest connection that is not `busy` out of the table and
     /// returns it, to be closed; counts a refusal if there is none.
-    fn evict_oldest_idle(&mut self, busy: impl Fn(&Open) -> bool) -> Option<ConnId> {
+    fn evict_oldest_idle(&mut self, busy: impl Fn(&Open) -> bool) -> Option<EntryToken> {
         match self.open.iter().position(|open| !busy(open)) {
             Some(index) => {
                 self.evicted += 1;
@@ -226,7 +226,7 @@ impl Table {
     }
 
     /// A connection closed: its place is free.
-    fn closed(&mut self, id: ConnId) {
+    fn closed(&mut self, id: EntryToken) {
         if let Some(index) = self.open.iter().position(|open| open.id == id) {
             self.open.remove(index);
         }
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn a_full_table_gives_up_its_oldest_idle_connection_and_refuses_when_all_are_busy() {
         let mut table = Table::default();
-        let ids: Vec<ConnId> = (0..4).map(|index| ConnId { index, generation: 7 }).collect();
+        let ids: Vec<EntryToken> = (0..4).map(|index| EntryToken { index, generation: 7 }).collect();
         for &id in &ids {
             table.open.push_back(Open { id, answering: Rc::new(Cell::new(false)) });
         }

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 
 use super::hub::Hub;
-use crate::reactor::{ConnId, Reactor, TlsServerConfig};
+use crate::reactor::{EntryToken, Reactor, TlsServerConfig};
 use crate::settings::{SettingError, duration_within};
 use conn::WebConn;
 pub use faults::{WebFault, WebFaults};
@@ -161,7 +161,7 @@ struct Shared {
 /// A running web listener.
 #[derive(Clone, Debug)]
 pub struct WebServer {
-    listener: ConnId,
+    listener: EntryToken,
     addr: SocketAddr,
     tls: bool,
 }
