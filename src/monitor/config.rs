@@ -110,6 +110,11 @@ pub struct MonitorConfig {
     /// messages have been written (after the `types` filter); later ones
     /// are not written.
     pub stop_after_messages: Option<u64>,
+    /// Seeds the random choices (backoff delays, heartbeat phases,
+    /// WebSocket keys). `None`: a seed from the clock, so that daemons
+    /// started together do not reconnect in lockstep; a fixed seed makes
+    /// those choices repeat from run to run, for tests.
+    pub random_seed: Option<u64>,
 }
 
 /// Where and what to look up on Douyu's web site (see `lookup.rs`).
@@ -203,6 +208,7 @@ impl Default for MonitorConfig {
             foreign_chat: ForeignChat::Drop,
             live_grace: DEFAULT_LIVE_GRACE,
             stop_after_messages: None,
+            random_seed: None,
         }
     }
 }

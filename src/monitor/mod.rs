@@ -356,8 +356,9 @@ impl Monitor {
             .web
             .is_some()
             .then(|| Fetcher::new(reactor, FetchConfig { tls: tls.clone(), ..FetchConfig::default() }));
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let seed = config.random_seed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        });
         let timing = Timing {
             connect_timeout: config.connect_timeout,
             healthy_after: config.healthy_after,
