@@ -5,9 +5,10 @@
 //! names move: they are resolved again when a room is about to connect and
 //! the last answers are older than [`REFRESH`] (no timer needed: addresses
 //! matter only when someone connects), after a room has failed on every
-//! address (at most once per [`MIN_GAP`]), and when asked (SIGHUP). A name that resolves to nothing keeps its last good addresses,
-//! and the log says so. New addresses serve the next connect; a joined room
-//! is never disturbed.
+//! address (at most once per [`MIN_GAP`]), and when asked (SIGHUP). A name
+//! that resolves to nothing keeps its last good addresses, and the log says
+//! so. New addresses serve the next connect; a joined room is never
+//! disturbed.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
