@@ -284,6 +284,14 @@ pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// How many times as fast as it came a recording is played.
+pub(crate) fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
+        _ => Err("expected a speed above 0, e.g. 1 (real time) or 10 (ten times as fast)".to_string()),
+    }
+}
+
 /// New connections per second: any positive number here; its range is the
 /// monitor's to check.
 pub(crate) fn parse_connect_rate(text: &str) -> Result<f64, String> {
@@ -377,6 +385,8 @@ mod tests {
         assert_eq!(parse_rate("0.05"), Ok(0.05));
         assert!(parse_rate("-1").is_err() && parse_rate("inf").is_err() && parse_rate("x").is_err());
         assert!(parse_rate("NaN").is_err() && parse_rate("1e12").is_err());
+        assert_eq!(parse_speed("0.5"), Ok(0.5));
+        assert!(parse_speed("0").is_err() && parse_speed("-1").is_err() && parse_speed("inf").is_err());
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
         for nonsense in ["-3", "NaN", "inf", "1e30", "soon", ""] {
