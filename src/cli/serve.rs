@@ -21,7 +21,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::reactor::{CipherPolicy, Interest, Reactor, TlsServerConfig};
 use crate::sim::{self, Faults, SimConfig, SimServer, SimTls, SimWebSocket, WebConfig, WebFault, WebFaults, WsFault};
 
-use super::{Failure, LogLevel, init_logging, parse_bytes, parse_rate, parse_seconds};
+use super::{Failure, LogLevel, host_port, init_logging, parse_bytes, parse_rate, parse_seconds};
 
 /// How long clients get to go after a stop, at most.
 pub(crate) const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
@@ -226,12 +226,10 @@ fn resolve(addr: &str, flag: &str) -> Result<SocketAddr, Failure> {
     addrs.next().ok_or_else(|| Failure::Usage(format!("{flag} {addr}: the name has no address")))
 }
 
-/// `HOST:PORT`, the port a number (0 too); the host is resolved at start.
+/// `HOST:PORT`, the port from 0 (a free one) to 65535; the host is
+/// resolved at start.
 fn parse_listen(text: &str) -> Result<String, String> {
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(text.to_string()),
-        _ => Err(format!("expected HOST:PORT, e.g. 127.0.0.1:8601 or localhost:0, not {text:?}")),
-    }
+    host_port(text, true)
 }
 
 fn parse_web_fault(text: &str) -> Result<WebFault, String> {
