@@ -62,6 +62,11 @@ fn a_command_line_mistake_exits_2_and_says_what_was_expected() {
             (&["serve", "--listen", "127.0.0.1:70000"], &["port 70000", "out of range (0 to 65535)", "--listen"]),
             (&["serve", "--http", "localhost:99999"], &["port 99999", "out of range (0 to 65535)", "--http"]),
             (&["serve", "--listen", "8601"], &["expected HOST:PORT", "\"8601\""]),
+            (
+                &["serve", "--replay", "no-such-recording.jsonl"],
+                &["cannot read the recording no-such-recording.jsonl: No such file", "(--replay)"],
+            ),
+            (&["serve", "--replay", "x", "--replay-start-rooms", "0"], &["a whole number of rooms from 1"]),
             (&["completions", "tcsh"], &["[possible values: bash"]),
             (&["man", "nope"], &["no subcommand \"nope\"", "watch"]),
             (&["nope"], &["(see 'barrage --help')"]),
