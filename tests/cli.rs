@@ -67,6 +67,7 @@ fn a_command_line_mistake_exits_2_and_says_what_was_expected() {
                 &["cannot read the recording no-such-recording.jsonl: No such file", "(--replay)"],
             ),
             (&["serve", "--replay", "x", "--replay-start-rooms", "0"], &["a whole number of rooms from 1"]),
+            (&["serve", "--speed", "2"], &["required arguments were not provided: --replay <FILE>"]),
             (&["completions", "tcsh"], &["[possible values: bash"]),
             (&["man", "nope"], &["no subcommand \"nope\"", "watch"]),
             (&["nope"], &["(see 'barrage --help')"]),

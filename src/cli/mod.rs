@@ -230,6 +230,11 @@ fn one_line(rendered: &str, subcommand: Option<&str>) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|line| !line.is_empty());
     let first = lines.next().unwrap_or("invalid command line");
     let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if message.ends_with(':') {
+        // "the following required arguments were not provided:" names them below.
+        let named: Vec<&str> = rendered.lines().skip(1).map(str::trim).take_while(|line| !line.is_empty()).collect();
+        message = format!("{message} {}", named.join(", "));
+    }
     for hint in lines.filter(|line| line.starts_with("[possible values:") || line.starts_with("tip:")) {
         message.push(' ');
         message.push_str(hint.strip_prefix("tip: ").map_or(hint.to_string(), |tip| format!("({tip})")).as_str());
@@ -438,6 +443,10 @@ mod tests {
         assert!(typo.contains("(a similar argument exists: '--duration')"), "{typo}");
         assert!(typo.ends_with("(see 'barrage demo --help')"), "{typo}");
         assert!(error(&["barrage", "wach"]).ends_with("(see 'barrage --help')"));
+        assert_eq!(
+            error(&["barrage", "serve", "--speed", "2"]),
+            "the following required arguments were not provided: --replay <FILE> (see 'barrage serve --help')"
+        );
     }
 
     #[test]
