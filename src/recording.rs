@@ -16,10 +16,12 @@
 //! The message is rebuilt through STT ([`stt::push_field`], then
 //! [`Message::decode`]), so it is the same value a live connection would
 //! have produced: fields in their recorded order, every view working.
-//! Depending only on the protocol and `serde_json`, this module serves
-//! `barrage replay` and can serve the simulator.
+//! [`Pace`] says when each line is due when a recording is played in
+//! time. Depending only on the protocol and `serde_json`, this module
+//! serves `barrage replay` and the simulator's `serve --replay`.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -81,6 +83,38 @@ pub fn read_line(line: &str) -> Result<Recorded, LineError> {
         stt::push_field(&mut body, key, value);
     }
     Ok(Recorded { ts_ms: raw.ts, room: raw.room, message: Message::decode(&body) })
+}
+
+/// When each recorded line is due, played `speed` times as fast as it
+/// came: the first at once, each later one after its distance in `ts` from
+/// the first, divided by the speed. A line whose `ts` is earlier than the
+/// first's (another file, a clock step) is due at once.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    speed: f64,
+    /// The first line's `ts`, and when it was due.
+    origin: Option<(u64, Instant)>,
+}
+
+impl Pace {
+    /// `speed`: 1 is real time, 2 twice as fast.
+    ///
+    /// # Panics
+    ///
+    /// Unless `speed` is finite and above 0.
+    pub fn new(speed: f64) -> Self {
+        assert!(speed.is_finite() && speed > 0.0, "a speed above 0, not {speed}");
+        Pace { speed, origin: None }
+    }
+
+    /// When the line received at `ts_ms` is due; the first line asked
+    /// about is due at `now`, and anchors all the others.
+    pub fn due(&mut self, ts_ms: u64, now: Instant) -> Instant {
+        let (first_ts, started) = *self.origin.get_or_insert((ts_ms, now));
+        let offset = Duration::from_millis(ts_ms.saturating_sub(first_ts)).div_f64(self.speed);
+        // A `ts` ages away is no reason to overflow the clock.
+        started.checked_add(offset).unwrap_or(now + Duration::from_secs(86_400 * 365))
+    }
 }
 
 /// serde_json's message without its "at line 1 column 7": a recorded line
@@ -226,6 +260,19 @@ mod tests {
         );
         assert!(error(r#"{"ts":1,"room":2,"type":"a","fields":{}}"#).contains("fields hold \"\""));
         assert!(read_line(r#"{"ts":1,"room":2,"type":"","fields":{}}"#).is_ok(), "an empty message");
+    }
+
+    #[test]
+    fn lines_are_due_at_their_distance_from_the_first_divided_by_the_speed() {
+        let start = Instant::now();
+        let mut pace = Pace::new(2.0);
+        assert_eq!(pace.due(10_000, start), start, "the first at once");
+        // Asked later, the schedule stays anchored on the first line.
+        let later = start + Duration::from_millis(300);
+        assert_eq!(pace.due(11_000, later), start + Duration::from_millis(500));
+        assert_eq!(pace.due(14_000, later), start + Duration::from_secs(2));
+        assert_eq!(pace.due(9_000, later), start, "a ts before the first is due at once");
+        assert!(pace.due(u64::MAX, later) > later, "no overflow");
     }
 
     proptest! {

@@ -230,6 +230,11 @@ fn one_line(rendered: &str, subcommand: Option<&str>) -> String {
     let mut lines = rendered.lines().map(str::trim).filter(|line| !line.is_empty());
     let first = lines.next().unwrap_or("invalid command line");
     let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if message.ends_with(':') {
+        // "the following required arguments were not provided:" names them below.
+        let named: Vec<&str> = rendered.lines().skip(1).map(str::trim).take_while(|line| !line.is_empty()).collect();
+        message = format!("{message} {}", named.join(", "));
+    }
     for hint in lines.filter(|line| line.starts_with("[possible values:") || line.starts_with("tip:")) {
         message.push(' ');
         message.push_str(hint.strip_prefix("tip: ").map_or(hint.to_string(), |tip| format!("({tip})")).as_str());
@@ -281,6 +286,14 @@ pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if (0.0..=sim::MAX_RATE).contains(&rate) => Ok(rate),
         _ => Err(format!("expected messages per second, from 0 to {}", sim::MAX_RATE)),
+    }
+}
+
+/// How many times as fast as it came a recording is played.
+pub(crate) fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
+        _ => Err("expected a speed above 0, e.g. 1 (real time) or 10 (ten times as fast)".to_string()),
     }
 }
 
@@ -377,6 +390,8 @@ mod tests {
         assert_eq!(parse_rate("0.05"), Ok(0.05));
         assert!(parse_rate("-1").is_err() && parse_rate("inf").is_err() && parse_rate("x").is_err());
         assert!(parse_rate("NaN").is_err() && parse_rate("1e12").is_err());
+        assert_eq!(parse_speed("0.5"), Ok(0.5));
+        assert!(parse_speed("0").is_err() && parse_speed("-1").is_err() && parse_speed("inf").is_err());
         assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
         for nonsense in ["-3", "NaN", "inf", "1e30", "soon", ""] {
@@ -428,6 +443,10 @@ mod tests {
         assert!(typo.contains("(a similar argument exists: '--duration')"), "{typo}");
         assert!(typo.ends_with("(see 'barrage demo --help')"), "{typo}");
         assert!(error(&["barrage", "wach"]).ends_with("(see 'barrage --help')"));
+        assert_eq!(
+            error(&["barrage", "serve", "--speed", "2"]),
+            "the following required arguments were not provided: --replay <FILE> (see 'barrage serve --help')"
+        );
     }
 
     #[test]

@@ -14,15 +14,15 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 
 use crate::monitor::format::{Format, write_line};
-use crate::recording::{self, Recorded};
+use crate::recording::{self, Pace, Recorded};
 
 use super::watch::{FormatArg, parse_room, unknown_types};
-use super::{ColorChoice, Failure, plural, stdout_is_terminal};
+use super::{ColorChoice, Failure, parse_speed, plural, stdout_is_terminal};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -53,32 +53,6 @@ pub(crate) struct ReplayArgs {
     speed: Option<f64>,
 }
 
-fn parse_speed(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(speed) if speed.is_finite() && speed > 0.0 => Ok(speed),
-        _ => Err("expected a speed above 0, e.g. 1 (real time) or 10 (ten times as fast)".to_string()),
-    }
-}
-
-/// When each recorded line is due: the first at once, each later one after
-/// its distance in `ts` from the first, divided by the speed. A line whose
-/// `ts` is earlier than the first's (another file, a clock step) is due at
-/// once.
-struct Pace {
-    speed: f64,
-    /// The first line's `ts`, and when it was shown.
-    origin: Option<(u64, Instant)>,
-}
-
-impl Pace {
-    fn due(&mut self, ts_ms: u64, now: Instant) -> Instant {
-        let (first_ts, started) = *self.origin.get_or_insert((ts_ms, now));
-        let offset = Duration::from_millis(ts_ms.saturating_sub(first_ts)).div_f64(self.speed);
-        // A `ts` ages away is no reason to overflow the clock.
-        started.checked_add(offset).unwrap_or(now + Duration::from_secs(86_400 * 365))
-    }
-}
-
 /// What a replay read, for its last word.
 #[derive(Default)]
 struct Tally {
@@ -98,7 +72,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), Failure> {
     let stdin = PathBuf::from("-");
     let files = if args.files.is_empty() { std::slice::from_ref(&stdin) } else { &args.files[..] };
     let mut out = BufWriter::new(io::stdout().lock());
-    let mut pace = args.speed.map(|speed| Pace { speed, origin: None });
+    let mut pace = args.speed.map(Pace::new);
     let mut tally = Tally::default();
     for path in files {
         let reader: Box<dyn BufRead> = if path == Path::new("-") {
@@ -187,23 +161,4 @@ fn replay_one(
         out.write_all(&line_out)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_are_due_at_their_distance_from_the_first_divided_by_the_speed() {
-        let start = Instant::now();
-        let mut pace = Pace { speed: 2.0, origin: None };
-        assert_eq!(pace.due(10_000, start), start, "the first at once");
-        // Asked later, the schedule stays anchored on the first line.
-        let later = start + Duration::from_millis(300);
-        assert_eq!(pace.due(11_000, later), start + Duration::from_millis(500));
-        assert_eq!(pace.due(14_000, later), start + Duration::from_secs(2));
-        assert_eq!(pace.due(9_000, later), start, "a ts before the first is due at once");
-        assert!(pace.due(u64::MAX, later) > later, "no overflow");
-        assert!(parse_speed("0").is_err() && parse_speed("-1").is_err() && parse_speed("inf").is_err());
-    }
 }

@@ -1,5 +1,6 @@
 //! `barrage serve`: the simulated Douyu server, on a reactor of its own,
-//! until SIGINT or SIGTERM.
+//! until SIGINT or SIGTERM; its rooms make up traffic, or play a recording
+//! (`--replay`, see `sim::playback`).
 //!
 //! A signal arrives like any other event (`signal-hook-mio`, a raw handler,
 //! as in `watch`): the loop stops, every client gets `error` 52 and a
@@ -19,9 +20,11 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::reactor::{CipherPolicy, Interest, Reactor, TlsServerConfig};
-use crate::sim::{self, Faults, SimConfig, SimServer, SimTls, SimWebSocket, WebConfig, WebFault, WebFaults, WsFault};
+use crate::sim::{
+    self, Faults, SimConfig, SimReplay, SimServer, SimTls, SimWebSocket, WebConfig, WebFault, WebFaults, WsFault,
+};
 
-use super::{Failure, LogLevel, init_logging, parse_bytes, parse_rate, parse_seconds};
+use super::{Failure, LogLevel, host_port, init_logging, parse_bytes, parse_rate, parse_seconds, parse_speed};
 
 /// How long clients get to go after a stop, at most.
 pub(crate) const GOODBYE_LIMIT: Duration = Duration::from_secs(1);
@@ -35,8 +38,9 @@ pub(crate) struct ServeArgs {
     listen: String,
 
     /// Room messages per second, per room with clients (0.05 is fine; 0 = none).
-    #[arg(long, value_name = "PER_SEC", default_value = "2", value_parser = parse_rate, allow_negative_numbers = true)]
-    rate: f64,
+    /// [default: 2, or 0 with --replay]
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate, allow_negative_numbers = true)]
+    rate: Option<f64>,
 
     /// Drop a client that sends nothing for this many seconds (0.5 is fine).
     #[arg(long, value_name = "SECS", default_value = "90", value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -140,6 +144,32 @@ pub(crate) struct ServeArgs {
     /// Break the WebSocket itself.
     #[arg(long, value_name = "KIND", value_parser = ws_fault_parser())]
     ws_fault: Option<WsFault>,
+
+    /// Play a recording (the JSON lines of `watch --format json`) to the
+    /// rooms: each message goes, as the STT body it came in, to the clients
+    /// in its room (the line's `room`) when it is due by its `ts` (see
+    /// --speed; to within 50 ms), from the moment clients are in --replay-start-rooms rooms;
+    /// a client that joins later gets the rest, as in a live room. The
+    /// recorded session's replies (loginres, pingreq, mrkl, error) and
+    /// barrage's own lines (barrage.live) are left out: the server makes
+    /// its own. A malformed line is logged with its line number and
+    /// skipped. At the end of the recording the rooms fall silent; the
+    /// server goes on (logins, heartbeats) until stopped. Rooms make no
+    /// traffic of their own unless --rate says so. The file is read as it
+    /// plays, so its size does not matter.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+
+    /// With --replay: play X times as fast as it was recorded (1: real
+    /// time, 60: an hour in a minute). [default: 1]
+    #[arg(long, value_name = "X", value_parser = parse_speed, allow_negative_numbers = true, requires = "replay")]
+    speed: Option<f64>,
+
+    /// With --replay: start playing once clients are in N rooms, so that a
+    /// recording of N rooms plays whole to a watcher of all N (rooms are
+    /// joined one after another). [default: 1]
+    #[arg(long, value_name = "N", value_parser = parse_start_rooms, requires = "replay")]
+    replay_start_rooms: Option<usize>,
 }
 
 /// `--ws-fault`'s values, each with what the client sees, from the fault itself.
@@ -175,9 +205,18 @@ impl ServeArgs {
             }
             None => None,
         };
+        let replay = self.replay.as_ref().map(|path| SimReplay {
+            speed: self.speed.unwrap_or(1.0),
+            start_rooms: self.replay_start_rooms.unwrap_or(1),
+            ..SimReplay::new(path)
+        });
+        if let Some(replay) = &replay {
+            sim::playback::open(replay).map_err(|e| Failure::Usage(format!("{e} (--replay)")))?;
+        }
+        let rate = self.rate.unwrap_or(if replay.is_some() { 0.0 } else { 2.0 });
         Ok(SimConfig {
             listen: resolve(&self.listen, "--listen")?,
-            rate: self.rate,
+            rate,
             heartbeat_timeout: self.heartbeat_timeout,
             seed: self.seed,
             max_client_buffer: self.max_client_buffer,
@@ -197,6 +236,7 @@ impl ServeArgs {
             status_period: self.status_period,
             vanity: self.vanity.iter().copied().collect(),
             web,
+            replay,
         })
     }
 
@@ -226,12 +266,14 @@ fn resolve(addr: &str, flag: &str) -> Result<SocketAddr, Failure> {
     addrs.next().ok_or_else(|| Failure::Usage(format!("{flag} {addr}: the name has no address")))
 }
 
-/// `HOST:PORT`, the port a number (0 too); the host is resolved at start.
+/// `HOST:PORT`, the port from 0 (a free one) to 65535; the host is
+/// resolved at start.
 fn parse_listen(text: &str) -> Result<String, String> {
-    match text.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(text.to_string()),
-        _ => Err(format!("expected HOST:PORT, e.g. 127.0.0.1:8601 or localhost:0, not {text:?}")),
-    }
+    host_port(text, true)
+}
+
+fn parse_start_rooms(text: &str) -> Result<usize, String> {
+    super::whole_number(text, 1, 1_000_000, "rooms").map(|rooms| rooms as usize)
 }
 
 fn parse_web_fault(text: &str) -> Result<WebFault, String> {
@@ -339,6 +381,20 @@ mod tests {
         let zero = parse(&["--heartbeat-timeout", "0"]).unwrap().args.config().unwrap();
         assert!(zero.validate().is_err(), "a zero heartbeat timeout is refused by the simulator's own check");
         assert!(config.web.is_none() && config.vanity.is_empty() && config.status_period.is_zero());
+        assert!(config.replay.is_none());
+    }
+
+    #[test]
+    fn replay_flags_become_the_config_and_silence_the_rooms_own_traffic() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let config = parse(&["--replay", file, "--speed", "3", "--replay-start-rooms", "2"]).unwrap().args.config();
+        let config = config.unwrap();
+        assert_eq!(config.replay, Some(SimReplay { speed: 3.0, start_rooms: 2, ..SimReplay::new(file) }));
+        assert_eq!(config.rate, 0.0, "only the recording, unless --rate says otherwise");
+        let mixed = parse(&["--replay", file, "--rate", "1"]).unwrap().args.config().unwrap();
+        assert_eq!((mixed.rate, mixed.replay.unwrap()), (1.0, SimReplay::new(file)));
+        assert_eq!(parse(&[]).unwrap().args.config().unwrap().rate, 2.0);
+        assert!(parse(&["--speed", "2"]).is_err() && parse(&["--replay-start-rooms", "2"]).is_err(), "need --replay");
     }
 
     #[test]

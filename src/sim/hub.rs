@@ -33,12 +33,19 @@
 //! room's first member (again) finds its status in `loginres`'s
 //! `live_stat`, and is told nothing of what changed while it was away.
 //! A status set by hand ([`Hub::set_status`]) is pushed at once.
+//!
+//! # A recording played
+//!
+//! With `SimConfig::replay`, each tick also sends the recorded messages
+//! that are due ([`Playback`]) to their rooms' members, framed once each
+//! like the rooms' own traffic, which goes on beside them at `rate`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::outbox::{CloseCause, Delivery, Outbox};
+use super::playback::{Fed, Playback};
 use super::status::{Broadcast, StatusBoard};
 use super::traffic::RoomTraffic;
 use super::transport::TEXT_EVERY_PINGS;
@@ -85,6 +92,8 @@ pub(crate) struct Hub {
     last_report: (Instant, u64, u64),
     /// Every room's live status, members or not.
     pub(crate) status: StatusBoard,
+    /// `replay`: the recording being played.
+    pub(crate) playback: Option<Playback>,
 }
 
 impl Hub {
@@ -100,6 +109,7 @@ impl Hub {
             ping_rounds: 0,
             last_tick: now,
             last_report: (now, 0, 0),
+            playback: None,
         }
     }
 
@@ -148,6 +158,10 @@ impl Hub {
         }
         room_state.members.push(id);
         log::debug!("client {id} joined room {room} ({} members)", room_state.members.len());
+        if let Some(playback) = self.playback.as_mut().filter(|playback| playback.waiting()) {
+            let rooms = self.rooms.values().filter(|r| !r.members.is_empty()).count();
+            playback.rooms_joined(rooms, Instant::now());
+        }
     }
 
     fn leave(&mut self, id: EntryToken, room: u64) {
@@ -249,6 +263,33 @@ impl Hub {
                 room.credit = 0.0;
             }
         }
+        self.play(reactor, now);
+    }
+
+    /// `replay`: takes the lines the reader handed over, and plays those due.
+    pub(crate) fn feed_playback(&mut self, reactor: &mut Reactor, fed: Fed) {
+        if let Some(playback) = &mut self.playback {
+            playback.feed(fed);
+            self.play(reactor, Instant::now());
+        }
+    }
+
+    /// `replay`: sends every recorded message due by `now` to its room's
+    /// members (to nobody if it has none: as in a live room).
+    fn play(&mut self, reactor: &mut Reactor, now: Instant) {
+        let Hub { rooms, clients, config, stats, corruptions, playback, .. } = self;
+        let Some(playback) = playback else { return };
+        let mut post = Post { reactor, clients, config, stats, corruptions };
+        while let Some(line) = playback.next_due(now) {
+            post.stats.replayed += 1;
+            match rooms.get_mut(&line.room).filter(|room| !room.members.is_empty()) {
+                Some(room) => post.room_message(room, &line.frame),
+                None => post.stats.replayed_unheard += 1,
+            }
+        }
+        if let Some(tally) = playback.take_end() {
+            tally.log(stats.replayed, stats.replayed_unheard);
+        }
     }
 
     /// `coalesce`: writes every client's held frames.
@@ -299,6 +340,13 @@ impl Hub {
                 s.ws_pongs,
                 s.ws_texts,
                 s.ws_refused
+            );
+        }
+        if self.playback.is_some() {
+            log::info!(
+                "recording so far: {} messages played, {} while nobody was in their room",
+                s.replayed,
+                s.replayed_unheard
             );
         }
         self.last_report = (now, s.room_messages, s.frames_sent);

@@ -5,7 +5,8 @@
 //! `loginres` + `pingreq`, `joingroup`, `mrkl` echoes, `logout`), drops
 //! clients that stop sending heartbeats, and makes realistic room traffic
 //! at a chosen rate, every message numbered per room in `cid` so a client
-//! can prove it lost nothing. Faults can be switched on one by one:
+//! can prove it lost nothing; or it plays a recording of a real session
+//! to the rooms again ([`playback`]). Faults can be switched on one by one:
 //! fragmented or coalesced frames, dropped connections, corrupt frames, a
 //! server that stalls.
 //!
@@ -32,6 +33,7 @@
 //! | [`status`] | each room's live status over time, and statuses set by hand |
 //! | `outbox` | one client's write path, where the faults happen |
 //! | `transport` | TLS and WebSocket settings; the WebSocket layer of a client |
+//! | [`playback`] | a recording (`watch --format json`) played to the rooms, in time |
 //! | `hub` | rooms, members, the traffic tick (shared state) |
 //! | `client_conn` | one client connection: requests, replies, heartbeat timeout |
 //! | [`web`] | the web look-ups: room pages, `betard`, their faults |
@@ -59,6 +61,7 @@ pub(crate) mod client_conn;
 pub mod faults;
 pub(crate) mod hub;
 pub(crate) mod outbox;
+pub mod playback;
 pub mod status;
 pub mod traffic;
 mod transport;
@@ -82,6 +85,8 @@ use client_conn::ClientConn;
 pub use faults::{Corruption, Faults, WsFault};
 use hub::Hub;
 pub use hub::TICK;
+use playback::Playback;
+pub use playback::SimReplay;
 pub use status::Broadcast;
 pub use transport::{DEFAULT_PING_INTERVAL, SimTls, SimWebSocket, TEXT_EVERY_PINGS};
 pub use web::{WebConfig, WebFault, WebFaults, WebLimits, WebServer};
@@ -119,6 +124,9 @@ pub struct SimConfig {
     pub vanity: BTreeMap<u64, u64>,
     /// Douyu's web look-ups on a second listener; `None`, the default: off.
     pub web: Option<WebConfig>,
+    /// Play this recording to the rooms' members (see [`playback`]),
+    /// beside the traffic `rate` makes; `None`, the default: none.
+    pub replay: Option<SimReplay>,
 }
 
 impl Default for SimConfig {
@@ -136,6 +144,7 @@ impl Default for SimConfig {
             status_period: Duration::ZERO,
             vanity: BTreeMap::new(),
             web: None,
+            replay: None,
         }
     }
 }
@@ -174,6 +183,9 @@ impl SimConfig {
             duration_within("status_period", self.status_period, MIN_STATUS_PERIOD, MAX_INTERVAL)?;
         }
         self.validate_vanity()?;
+        if let Some(replay) = &self.replay {
+            replay.validate()?;
+        }
         if let Some(web) = &self.web {
             web.validate()?;
             if let Some((vanity, real)) = self.vanity.iter().find(|(_, real)| web.unknown_rooms.contains(real)) {
@@ -238,6 +250,10 @@ pub struct SimStats {
     pub ws_texts: u64,
     /// Connections refused at the WebSocket upgrade (400 or 426).
     pub ws_refused: u64,
+    /// `replay`: recorded messages played (each once, however many clients got it).
+    pub replayed: u64,
+    /// `replay`: recorded messages played while nobody was in their room.
+    pub replayed_unheard: u64,
 }
 
 /// A running simulator: its address and counters. It lives on the loop
@@ -260,6 +276,8 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
         Some(tls) => Some(TlsServerConfig::from_pem(&tls.cert_pem, &tls.key_pem, tls.policy)?),
         None => None,
     };
+    // Opened first: a recording that cannot be read leaves nothing behind.
+    let recording = config.replay.as_ref().map(playback::open).transpose()?;
     let listener = TcpListener::bind(config.listen)?;
     let local_addr = listener.local_addr()?;
     let faults = config.faults.clone();
@@ -267,6 +285,7 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
     let transport = describe_transport(&config);
     let ping_interval = config.websocket.as_ref().and_then(|ws| ws.ping_interval);
     let web_config = config.web.clone();
+    let replay = config.replay.clone();
     let hub = Rc::new(RefCell::new(Hub::new(config, Instant::now())));
     let web = match web_config {
         Some(web_config) => Some(web::start(reactor, hub.clone(), web_config)?),
@@ -301,6 +320,17 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
     if let Some(interval) = stats_interval {
         let report_hub = hub.clone();
         periodics.push(reactor.add_periodic(interval, move |_| report_hub.borrow_mut().report()));
+    }
+    if let (Some(replay), Some(recording)) = (replay, recording) {
+        let feed_hub = hub.clone();
+        let feed = move |reactor: &mut Reactor, fed| feed_hub.borrow_mut().feed_playback(reactor, fed);
+        hub.borrow_mut().playback = Some(Playback::start(reactor, &replay, recording, feed)?);
+        log::info!(
+            "playing {} at {}× once clients are in {}",
+            replay.path.display(),
+            replay.speed,
+            if replay.start_rooms == 1 { "a room".to_string() } else { format!("{} rooms", replay.start_rooms) }
+        );
     }
     log::info!("simulated Douyu server listening on {local_addr} ({transport})");
     if faults.any() {
@@ -373,6 +403,8 @@ impl SimServer {
         for &periodic in &self.periodics {
             reactor.remove_periodic(periodic);
         }
+        // Its reader thread ends at its next batch.
+        self.hub.borrow_mut().playback = None;
         let mut goodbye = Vec::new();
         frame::encode_packet(&mut goodbye, SERVER_TO_CLIENT, "type@=error/code@=52/");
         self.hub.borrow_mut().close_all(reactor, &goodbye);

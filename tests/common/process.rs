@@ -82,14 +82,27 @@ pub fn poll_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 pub struct Serve {
     pub child: Child,
     pub addr: String,
+    /// Its log (warnings and errors), as it comes.
+    pub log: Arc<Mutex<String>>,
 }
 
 impl Serve {
     pub fn start(args: &[&str]) -> Serve {
         let mut command =
             barrage(&["serve", "--listen", "127.0.0.1:0", "--log-level", "warn", "--stats-interval", "0"]);
-        let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
+        let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn serve");
         let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let collected = log.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = collected.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             // Read to the end, so the server never writes into a closed pipe.
@@ -98,7 +111,7 @@ impl Serve {
                 let _ = tx.send(line);
             }
         });
-        let mut guard = Serve { child, addr: String::new() };
+        let mut guard = Serve { child, addr: String::new(), log };
         let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|e| panic!("no 'listening on' line from serve: {e}"));
         let addr: SocketAddr = line
             .strip_prefix("listening on ")
@@ -107,6 +120,21 @@ impl Serve {
         assert_ne!(addr.port(), 0);
         guard.addr = addr.to_string();
         guard
+    }
+}
+
+impl Serve {
+    /// Polls the log every 5 ms until `done` holds; panics at the deadline.
+    pub fn wait_log(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if done(&log) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what} in serve's log:\n{log}");
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
