@@ -140,3 +140,20 @@ fn speed_paces_the_lines_by_their_receive_times() {
         assert!(took >= least, "--speed {speed} took {took:?}, less than {least:?}");
     }
 }
+
+#[test]
+fn barrages_own_live_lines_are_a_type_to_select_without_a_warning() {
+    let live = r#"{"ts":1,"room":7,"type":"barrage.live","fields":{"type":"barrage.live","rid":"7","status":"live","since":"1","source":"web"}}"#;
+    let chat = r#"{"ts":2,"room":7,"type":"chatmsg","fields":{"type":"chatmsg","nn":"a","txt":"hi"}}"#;
+    let recording = format!("{live}\n{chat}\n");
+    let replay = run_command(
+        barrage(&["replay", "--format", "json", "--types", "barrage.live,chat", "-"]),
+        recording.as_bytes(),
+    );
+    assert!(replay.status.success(), "{}", replay.stderr);
+    assert_eq!(replay.stdout, format!("{live}\n"));
+    // Only the typo is warned about.
+    let warning = replay.stderr.trim_end();
+    assert!(warning.starts_with("barrage: warning: --types: unknown message type chat (kept"), "{warning}");
+    assert_eq!(replay.stderr.lines().count(), 1, "{}", replay.stderr);
+}

@@ -42,7 +42,7 @@ use crate::monitor::format::Format;
 use crate::monitor::output::{Destination, OutputClosed};
 use crate::monitor::shard::Shard;
 use crate::monitor::{
-    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, Monitor, MonitorConfig, RoomState, StopCause, WebLookups,
+    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, LIVE_TYPE, Monitor, MonitorConfig, RoomState, StopCause, WebLookups,
     default_servers,
 };
 use crate::reactor::{Interest, Reactor, ReactorConfig};
@@ -391,19 +391,26 @@ fn resolve_metrics(text: &str) -> Result<SocketAddr, Failure> {
     text.to_socket_addrs().map_err(|e| cannot(e.to_string()))?.next().ok_or_else(|| cannot("no address".into()))
 }
 
-/// One warning about the types in `types` never seen from Douyu, if any:
-/// a typo (`chat` for `chatmsg`) would otherwise write nothing, silently.
+/// The types barrage writes itself, besides Douyu's: selectable with
+/// `--types` like any other.
+const OWN_TYPES: [&str; 1] = [LIVE_TYPE];
+
+/// One warning about the types in `types` neither seen from Douyu nor
+/// written by barrage, if any: a typo (`chat` for `chatmsg`) would
+/// otherwise write nothing, silently.
 pub(crate) fn unknown_types<'a>(types: impl Iterator<Item = &'a String>) -> Option<String> {
-    let unknown: BTreeSet<&str> = types.map(String::as_str).filter(|t| !KNOWN_TYPES.contains(t)).collect();
+    let known = |t: &&str| KNOWN_TYPES.contains(t) || OWN_TYPES.contains(t);
+    let unknown: BTreeSet<&str> = types.map(String::as_str).filter(|t| !known(t)).collect();
     if unknown.is_empty() {
         return None;
     }
     let unknown: Vec<&str> = unknown.into_iter().collect();
     Some(format!(
-        "unknown message type{} {} (kept: Douyu adds types; known are {})",
+        "unknown message type{} {} (kept: Douyu adds types; known are {}, and barrage's own {})",
         if unknown.len() == 1 { "" } else { "s" },
         unknown.join(", "),
-        KNOWN_TYPES.join(", ")
+        KNOWN_TYPES.join(", "),
+        OWN_TYPES.join(", ")
     ))
 }
 
@@ -672,8 +679,10 @@ mod tests {
     fn unknown_types_are_named_once_and_known_ones_pass() {
         let types = |names: &[&str]| unknown_types(names.iter().map(|n| n.to_string()).collect::<Vec<_>>().iter());
         assert_eq!(types(&["chatmsg", "dgb", "uenter"]), None);
+        assert_eq!(types(&["barrage.live", "chatmsg"]), None, "barrage's own lines are a type to select");
         let warning = types(&["chat", "chatmsg", "gift"]).unwrap();
         assert!(warning.starts_with("unknown message types chat, gift (kept"), "{warning}");
         assert!(types(&["chat"]).unwrap().starts_with("unknown message type chat (kept"));
+        assert!(warning.ends_with("and barrage's own barrage.live)"), "the known types are listed: {warning}");
     }
 }
