@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::monitor::format::{Format, write_line};
+use crate::monitor::visible::visible;
 use crate::recording::{self, Recorded};
 
 use super::watch::{FormatArg, parse_room, unknown_types};
@@ -166,7 +167,9 @@ fn replay_one(
         let Recorded { ts_ms, room, message } = match recorded {
             Ok(recorded) => recorded,
             Err(why) => {
-                eprintln!("barrage: {name}:{number}: {why}; skipped");
+                // The reason quotes the line (serde names an unknown key),
+                // and the line is the server's text.
+                eprintln!("barrage: {name}:{number}: {}; skipped", visible(&why));
                 tally.skipped += 1;
                 continue;
             }
