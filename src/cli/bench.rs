@@ -9,10 +9,10 @@ use crate::bench::report::BenchReport;
 use crate::bench::run::{self, BenchConfig, SimulatorProcess};
 use crate::douyu::SessionConfig;
 use crate::monitor::MonitorConfig;
+use crate::plural::plural;
 
 use super::{
-    Failure, LogLevel, TransportArg, init_logging, log_level, parse_connect_rate, parse_positive_seconds, plural,
-    whole_number,
+    Failure, LogLevel, TransportArg, init_logging, log_level, parse_connect_rate, parse_positive_seconds, whole_number,
 };
 
 #[derive(Debug, Args)]

@@ -20,10 +20,11 @@ use clap::Args;
 
 use crate::monitor::format::{Format, write_line};
 use crate::monitor::visible::visible;
+use crate::plural::plural;
 use crate::recording::{self, Recorded};
 
 use super::watch::{FormatArg, parse_room, unknown_types};
-use super::{ColorChoice, Failure, plural, stdout_is_terminal};
+use super::{ColorChoice, Failure, stdout_is_terminal};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -130,7 +131,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), Failure> {
     }
     let mut problems = Vec::new();
     if tally.skipped > 0 {
-        problems.push(format!("{} of {} lines skipped as malformed", tally.skipped, tally.lines));
+        problems.push(format!("{} of {} skipped as malformed", tally.skipped, plural(tally.lines, "line")));
     }
     if tally.unreadable > 0 {
         problems.push(format!("{} could not be read to the end", plural(tally.unreadable, "file")));

@@ -45,13 +45,14 @@ use crate::monitor::{
     DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, LIVE_TYPE, Monitor, MonitorConfig, RoomState, StopCause, WebLookups,
     default_servers,
 };
+use crate::plural::plural;
 use crate::reactor::{Interest, Reactor, ReactorConfig};
 use crate::settings::SettingError;
 
 use super::config::FileConfig;
 use super::{
     ColorChoice, Failure, LogLevel, host_port, init_logging, log_level, parse_connect_rate, parse_messages,
-    parse_milliseconds, parse_positive_seconds, parse_seconds, plural, stdout_is_terminal,
+    parse_milliseconds, parse_positive_seconds, parse_seconds, stdout_is_terminal,
 };
 
 /// `barrage watch`: flags override the config file.

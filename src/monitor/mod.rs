@@ -44,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::{LiveStatus, Message, MessageView};
 use crate::fetch::{FetchConfig, Fetcher};
+use crate::plural::plural;
 use crate::reactor::{EntryToken, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 use crate::rng::Rng;
 use lifecycle::{Lifecycle, State, Timing};
@@ -187,7 +188,7 @@ impl std::fmt::Display for StopCause {
         match self {
             StopCause::Signal(name) => write!(f, "{name}"),
             StopCause::Duration => write!(f, "the duration is over"),
-            StopCause::Count(count) => write!(f, "{count} messages written"),
+            StopCause::Count(count) => write!(f, "{} written", plural(*count, "message")),
             StopCause::Output(OutputClosed::ReaderLeft) => write!(f, "the output's reader left"),
             StopCause::Output(OutputClosed::Failed(why)) => write!(f, "output failed: {why}"),
         }
@@ -596,12 +597,12 @@ impl Monitor {
             let rate = (state.stats.messages - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
             last = (Instant::now(), state.stats.messages);
             log::info!(
-                "rooms: {} joined, {} connecting, {} backing off; {:.1} msg/s; {} reconnects",
+                "rooms: {} joined, {} connecting, {} backing off; {:.1} msg/s; {}",
                 count(RoomState::Joined),
                 count(RoomState::Waiting) + count(RoomState::Connecting) + count(RoomState::LoggingIn),
                 count(RoomState::BackingOff),
                 rate,
-                state.stats.reconnects
+                plural(state.stats.reconnects, "reconnect")
             );
         });
     }
