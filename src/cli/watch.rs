@@ -42,8 +42,8 @@ use crate::monitor::format::Format;
 use crate::monitor::output::{Destination, OutputClosed};
 use crate::monitor::shard::Shard;
 use crate::monitor::{
-    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, LIVE_TYPE, Monitor, MonitorConfig, RoomState, StopCause, WebLookups,
-    default_servers,
+    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, LIVE_TYPE, Monitor, MonitorConfig, RoomState, StartError, StopCause,
+    WebLookups, default_servers,
 };
 use crate::plural::plural;
 use crate::reactor::{Interest, Reactor, ReactorConfig};
@@ -346,12 +346,14 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
     let reactor_config = ReactorConfig { min_poll_interval: settings.poll_interval, ..ReactorConfig::default() };
     let mut reactor = Reactor::with_config(reactor_config)
         .map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
-    let monitor = Monitor::start(&mut reactor, settings.monitor.clone()).map_err(|e| {
-        Failure::Runtime(match &settings.monitor.output {
-            Destination::File(path) => format!("cannot open {}: {e}", path.display()),
-            _ => format!("cannot start: {e}"),
-        })
-    })?;
+    let monitor =
+        Monitor::start(&mut reactor, settings.monitor.clone()).map_err(|e| match (e, &settings.monitor.output) {
+            (StartError::Output(e), Destination::File(path)) => {
+                Failure::Runtime(format!("cannot open {}: {e}", path.display()))
+            }
+            (StartError::Setting(e), _) => args.setting_error(e, &file),
+            (e, _) => Failure::Runtime(format!("cannot start: {e}")),
+        })?;
     if let Some(addr) = metrics {
         let server = crate::monitor::metrics::start(&mut reactor, addr, monitor.clone())
             .map_err(|e| Failure::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
