@@ -102,6 +102,47 @@ fn a_config_file_mistake_exits_2_and_names_the_file_line_column_and_key() {
 }
 
 #[test]
+fn a_ca_file_that_cannot_be_used_exits_2_and_names_the_flag_or_the_config_line() {
+    let dir = TempDir::new("cli-ca-file");
+    let write = |name: &str, text: &str| {
+        let path = dir.path(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let missing = dir.path("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let not_pem = write("not.pem", "hello\n");
+    let empty = write("empty.pem", "");
+    let garbled = write("garbled.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let config = write("ca.toml", &format!("rooms = [1]\n\nca_file = {not_pem:?}\n"));
+    let output = dir.path("out.jsonl");
+    let output = output.to_str().unwrap();
+    // Checked whether or not a server needs it: the file is a mistake either way.
+    let watch = |ca_file: &str| -> Vec<String> {
+        ["watch", "--server", "wss://127.0.0.1:1", "--output", output, "--ca-file", ca_file, "1"]
+            .map(String::from)
+            .to_vec()
+    };
+    let cases: Vec<(Vec<String>, Vec<String>)> = vec![
+        (watch(missing), vec![format!("cannot read --ca-file {missing}: No such file or directory")]),
+        (watch(&not_pem), vec![format!("--ca-file {not_pem} holds no PEM certificate")]),
+        (watch(&empty), vec![format!("--ca-file {empty} holds no PEM certificate")]),
+        (watch(&garbled), vec![format!("--ca-file {garbled} holds no PEM certificate OpenSSL can read (")]),
+        (
+            ["watch", "--server", CLOSED, "--config", &config].map(String::from).to_vec(),
+            vec![format!("{config}:3:1: ca_file: {not_pem} holds no PEM certificate")],
+        ),
+    ];
+    for (args, mentions) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mentions: Vec<&str> = mentions.iter().map(String::as_str).collect();
+        check_errors(2, &[(&args, &mentions)]);
+        let stderr = run_barrage(&args).stderr;
+        assert!(!stderr.contains("out.jsonl") && !stderr.contains("crypto/"), "{stderr}");
+    }
+}
+
+#[test]
 fn a_failure_while_running_exits_1_and_names_what_failed() {
     let dir = TempDir::new("cli-runtime");
     let nowhere = dir.path("no-such-dir").join("out.jsonl");

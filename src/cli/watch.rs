@@ -6,8 +6,9 @@
 //! the exception: those on the command line and those in the file are
 //! watched together (so a unit file can add one room to a shared config),
 //! and the command line's stay through every reload. Then `--shard` keeps
-//! its share. The settings are checked by [`MonitorConfig::validate`]; a
-//! mistake exits 2, and names the flag, or the file, line and column.
+//! its share. The settings are checked by [`MonitorConfig::validate`], and
+//! the CA file is read and parsed; a mistake exits 2, and names the flag,
+//! or the file, line and column.
 //!
 //! The loop: signals arrive like any other event — `signal-hook-mio` turns
 //! them into a readable mio source, registered as a raw handler, so a
@@ -26,12 +27,13 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
@@ -46,6 +48,7 @@ use crate::monitor::{
     WebLookups, default_servers,
 };
 use crate::plural::plural;
+use crate::reactor::tls::first_reason;
 use crate::reactor::{Interest, Reactor, ReactorConfig};
 use crate::settings::SettingError;
 
@@ -318,6 +321,24 @@ impl WatchArgs {
             None => error.into(),
         }
     }
+
+    /// The certificates in the CA file (`path`, from `--ca-file` or the
+    /// config's `ca_file`), read and parsed now: a missing or wrong file is
+    /// a mistake to fix before starting, named by the flag or the line
+    /// that gave it; and what was checked is what the monitor trusts.
+    fn read_ca_file(&self, path: &Path, file: &FileConfig) -> Result<Vec<u8>, Failure> {
+        let (place, named) = match file.place_of("ca_file").filter(|_| self.ca_file.is_none()) {
+            Some(place) => (format!("{place}: ca_file: "), path.display().to_string()),
+            None => (String::new(), format!("--ca-file {}", path.display())),
+        };
+        let refuse = |why: String| Failure::Usage(format!("{place}{why}"));
+        let pem = std::fs::read(path).map_err(|e| refuse(format!("cannot read {named}: {e}")))?;
+        match X509::stack_from_pem(&pem) {
+            Ok(certificates) if !certificates.is_empty() => Ok(pem),
+            Ok(_) => Err(refuse(format!("{named} holds no PEM certificate"))),
+            Err(e) => Err(refuse(format!("{named} holds no PEM certificate OpenSSL can read ({})", first_reason(&e)))),
+        }
+    }
 }
 
 /// `barrage watch`: flags and config file merged and checked, the monitor
@@ -327,8 +348,11 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
         Some(path) => FileConfig::load(path).map_err(Failure::Usage)?,
         None => FileConfig::default(),
     };
-    let settings = args.settings(&file);
+    let mut settings = args.settings(&file);
     settings.monitor.validate(settings.poll_interval).map_err(|e| args.setting_error(e, &file))?;
+    if let Some(path) = settings.monitor.ca_file.take() {
+        settings.monitor.ca_pem = Some(args.read_ca_file(&path, &file)?);
+    }
     let idle_shard = settings.monitor.rooms.is_empty() && settings.shard != Shard::ALL;
     if settings.monitor.rooms.is_empty() && !idle_shard {
         return Err(Failure::Usage("no rooms to watch: give room ids, or rooms = [...] in --config".into()));
