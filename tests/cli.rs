@@ -53,6 +53,12 @@ fn a_command_line_mistake_exits_2_and_says_what_was_expected() {
             (&["demo", "--rooms", "0"], &["from 1 to 10000"]),
             (&["bench", "--rooms", "-1"], &["expected a whole number of rooms"]),
             (&["bench", "--connect-rate", "0"], &["connect_rate must be above 0", "(--connect-rate)"]),
+            // Told before barrage is measured, not after.
+            (
+                &["bench", "--peer", "/nonexistent/tokio_peer"],
+                &["cannot run --peer /nonexistent/tokio_peer: No such file"],
+            ),
+            (&["bench", "--peer", "./Cargo.toml"], &["cannot run --peer ./Cargo.toml: not executable"]),
             (&["replay", "--speed", "0"], &["expected a speed above 0"]),
             (
                 &["serve", "--drop-every", "0"],
