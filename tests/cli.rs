@@ -47,6 +47,11 @@ fn a_command_line_mistake_exits_2_and_says_what_was_expected() {
             (&["watch", "--server", CLOSED, "--count", "0", "1"], &["at least 1"]),
             (&["watch", "--server", CLOSED, "--duration", "0", "1"], &["above 0"]),
             (&["watch", "--server", CLOSED, "--metrics", "9100", "1"], &["expected HOST:PORT"]),
+            // As `serve --listen` takes it; a port already taken is a failure while running.
+            (
+                &["watch", "--server", CLOSED, "--metrics", "no-such-host.invalid:9100", "1"],
+                &["cannot resolve --metrics no-such-host.invalid:9100"],
+            ),
             (&["watch", "--server", CLOSED], &["no rooms to watch"]),
             (&["watch", "--heartbeet", "45", "1"], &["a similar argument exists: '--heartbeat'"]),
             (&["demo", "--rooms", "-1"], &["expected a whole number of rooms from 1 to 10000", "barrage demo --help"]),
@@ -86,6 +91,7 @@ fn a_config_file_mistake_exits_2_and_names_the_file_line_column_and_key() {
     let shard = write("shard.toml", "rooms = [1]\n\nshard = \"4/4\"\n");
     let syntax = write("syntax.toml", "rooms = [1,\n");
     let metrics = write("metrics.toml", "rooms = [1]\nmetrics = \"localhost\"\n");
+    let unresolved = write("unresolved.toml", "rooms = [1]\nmetrics = \"no-such-host.invalid:9100\"\n");
     let missing = dir.path("missing.toml");
     let missing = missing.to_str().unwrap();
     let config = |path| -> Vec<&str> { vec!["watch", "--server", CLOSED, "--config", path] };
@@ -98,6 +104,7 @@ fn a_config_file_mistake_exits_2_and_names_the_file_line_column_and_key() {
             (&config(&shard), &[&format!("{shard}:3:1: shard: expected K/N")]),
             (&config(&syntax), &[&format!("{syntax}:1:12: unclosed array")]),
             (&config(&metrics), &[&format!("{metrics}:2:1: metrics: expected HOST:PORT")]),
+            (&config(&unresolved), &[&format!("{unresolved}:2:1: metrics: cannot resolve no-such-host.invalid:9100")]),
             (&config(missing), &["cannot read", missing]),
         ],
     );

@@ -366,7 +366,8 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
     if let Err(shortfall) = crate::bench::run::check_descriptors(settings.monitor.rooms.len() as u64) {
         log::warn!("{shortfall}; until then some rooms will fail to connect");
     }
-    let metrics = settings.metrics.as_deref().map(resolve_metrics).transpose()?;
+    let metrics_place = file.place_of("metrics").filter(|_| args.metrics.is_none());
+    let metrics = settings.metrics.as_deref().map(|text| resolve_metrics(text, metrics_place)).transpose()?;
     let reactor_config = ReactorConfig { min_poll_interval: settings.poll_interval, ..ReactorConfig::default() };
     let mut reactor = Reactor::with_config(reactor_config)
         .map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
@@ -412,9 +413,16 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
 }
 
 /// `--metrics HOST:PORT` to the address to listen on (the first the name
-/// resolves to).
-fn resolve_metrics(text: &str) -> Result<SocketAddr, Failure> {
-    let cannot = |why: String| Failure::Runtime(format!("cannot resolve --metrics {text}: {why}"));
+/// resolves to). A name that resolves to nothing is a mistake in the
+/// setting (named by its flag, or `place` in the config file), as `serve
+/// --listen` takes it; a port that cannot be had is a failure while running.
+fn resolve_metrics(text: &str, place: Option<&str>) -> Result<SocketAddr, Failure> {
+    let cannot = |why: String| {
+        Failure::Usage(match place {
+            Some(place) => format!("{place}: metrics: cannot resolve {text}: {why}"),
+            None => format!("cannot resolve --metrics {text}: {why}"),
+        })
+    };
     text.to_socket_addrs().map_err(|e| cannot(e.to_string()))?.next().ok_or_else(|| cannot("no address".into()))
 }
 
