@@ -47,6 +47,7 @@ pub mod douyu;
 pub mod fetch;
 pub mod http;
 pub mod monitor;
+mod plural;
 pub mod reactor;
 pub mod recording;
 pub mod rng;

@@ -47,12 +47,23 @@ fn a_command_line_mistake_exits_2_and_says_what_was_expected() {
             (&["watch", "--server", CLOSED, "--count", "0", "1"], &["at least 1"]),
             (&["watch", "--server", CLOSED, "--duration", "0", "1"], &["above 0"]),
             (&["watch", "--server", CLOSED, "--metrics", "9100", "1"], &["expected HOST:PORT"]),
+            // As `serve --listen` takes it; a port already taken is a failure while running.
+            (
+                &["watch", "--server", CLOSED, "--metrics", "no-such-host.invalid:9100", "1"],
+                &["cannot resolve --metrics no-such-host.invalid:9100"],
+            ),
             (&["watch", "--server", CLOSED], &["no rooms to watch"]),
             (&["watch", "--heartbeet", "45", "1"], &["a similar argument exists: '--heartbeat'"]),
             (&["demo", "--rooms", "-1"], &["expected a whole number of rooms from 1 to 10000", "barrage demo --help"]),
             (&["demo", "--rooms", "0"], &["from 1 to 10000"]),
             (&["bench", "--rooms", "-1"], &["expected a whole number of rooms"]),
             (&["bench", "--connect-rate", "0"], &["connect_rate must be above 0", "(--connect-rate)"]),
+            // Told before barrage is measured, not after.
+            (
+                &["bench", "--peer", "/nonexistent/tokio_peer"],
+                &["cannot run --peer /nonexistent/tokio_peer: No such file"],
+            ),
+            (&["bench", "--peer", "./Cargo.toml"], &["cannot run --peer ./Cargo.toml: not executable"]),
             (&["replay", "--speed", "0"], &["expected a speed above 0"]),
             (
                 &["serve", "--drop-every", "0"],
@@ -89,6 +100,7 @@ fn a_config_file_mistake_exits_2_and_names_the_file_line_column_and_key() {
     let shard = write("shard.toml", "rooms = [1]\n\nshard = \"4/4\"\n");
     let syntax = write("syntax.toml", "rooms = [1,\n");
     let metrics = write("metrics.toml", "rooms = [1]\nmetrics = \"localhost\"\n");
+    let unresolved = write("unresolved.toml", "rooms = [1]\nmetrics = \"no-such-host.invalid:9100\"\n");
     let missing = dir.path("missing.toml");
     let missing = missing.to_str().unwrap();
     let config = |path| -> Vec<&str> { vec!["watch", "--server", CLOSED, "--config", path] };
@@ -101,6 +113,7 @@ fn a_config_file_mistake_exits_2_and_names_the_file_line_column_and_key() {
             (&config(&shard), &[&format!("{shard}:3:1: shard: expected K/N")]),
             (&config(&syntax), &[&format!("{syntax}:1:12: unclosed array")]),
             (&config(&metrics), &[&format!("{metrics}:2:1: metrics: expected HOST:PORT")]),
+            (&config(&unresolved), &[&format!("{unresolved}:2:1: metrics: cannot resolve no-such-host.invalid:9100")]),
             (&config(missing), &["cannot read", missing]),
         ],
     );
@@ -108,6 +121,47 @@ fn a_config_file_mistake_exits_2_and_names_the_file_line_column_and_key() {
     let mut args = config(&heartbeat);
     args.extend(["--heartbeat", "300"]);
     check_errors(2, &[(&args, &["heartbeat (300 s)", "(--heartbeat)"])]);
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_used_exits_2_and_names_the_flag_or_the_config_line() {
+    let dir = TempDir::new("cli-ca-file");
+    let write = |name: &str, text: &str| {
+        let path = dir.path(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let missing = dir.path("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let not_pem = write("not.pem", "hello\n");
+    let empty = write("empty.pem", "");
+    let garbled = write("garbled.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let config = write("ca.toml", &format!("rooms = [1]\n\nca_file = {not_pem:?}\n"));
+    let output = dir.path("out.jsonl");
+    let output = output.to_str().unwrap();
+    // Checked whether or not a server needs it: the file is a mistake either way.
+    let watch = |ca_file: &str| -> Vec<String> {
+        ["watch", "--server", "wss://127.0.0.1:1", "--output", output, "--ca-file", ca_file, "1"]
+            .map(String::from)
+            .to_vec()
+    };
+    let cases: Vec<(Vec<String>, Vec<String>)> = vec![
+        (watch(missing), vec![format!("cannot read --ca-file {missing}: No such file or directory")]),
+        (watch(&not_pem), vec![format!("--ca-file {not_pem} holds no PEM certificate")]),
+        (watch(&empty), vec![format!("--ca-file {empty} holds no PEM certificate")]),
+        (watch(&garbled), vec![format!("--ca-file {garbled} holds no PEM certificate OpenSSL can read (")]),
+        (
+            ["watch", "--server", CLOSED, "--config", &config].map(String::from).to_vec(),
+            vec![format!("{config}:3:1: ca_file: {not_pem} holds no PEM certificate")],
+        ),
+    ];
+    for (args, mentions) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mentions: Vec<&str> = mentions.iter().map(String::as_str).collect();
+        check_errors(2, &[(&args, &mentions)]);
+        let stderr = run_barrage(&args).stderr;
+        assert!(!stderr.contains("out.jsonl") && !stderr.contains("crypto/"), "{stderr}");
+    }
 }
 
 #[test]

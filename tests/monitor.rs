@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use barrage::monitor::format::Format;
 use barrage::monitor::output::Destination;
-use barrage::monitor::{Monitor, MonitorConfig, RoomState, StopCause};
+use barrage::monitor::{Monitor, MonitorConfig, RoomState, StartError, StopCause};
 use barrage::reactor::Reactor;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -321,4 +321,29 @@ fn a_room_added_again_while_its_old_connection_closes_gets_exactly_one_connectio
     assert_eq!(log.borrow().logins[&5], 2);
     assert_eq!(log.borrow().logouts, 1);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_start_that_fails_says_which_part_of_the_config_could_not_be_used() {
+    let mut reactor = Reactor::new().unwrap();
+    let mut start = |config: MonitorConfig| match Monitor::start(&mut reactor, config) {
+        Ok(_) => panic!("started"),
+        Err(e) => e,
+    };
+    let output = temp_path("start-errors.jsonl");
+    let nowhere = temp_path("no-such-dir").join("out.jsonl");
+    let error = start(config("127.0.0.1:1".into(), vec![1], nowhere));
+    assert!(matches!(error, StartError::Output(_)), "{error:?}");
+    assert!(error.to_string().starts_with("cannot open the output: "), "{error}");
+
+    // Certificates that cannot be used are no fault of the output.
+    let mut bad_trust = config("wss://127.0.0.1:1".into(), vec![1], output.clone());
+    bad_trust.ca_pem = Some(b"not a certificate".to_vec());
+    let error = start(bad_trust);
+    assert!(matches!(error, StartError::Trust(_)), "{error:?}");
+    assert!(error.to_string().starts_with("cannot use the CA certificates given: "), "{error}");
+
+    let error = start(config("127.0.0.1:1".into(), vec![0], output.clone()));
+    assert!(matches!(&error, StartError::Setting(e) if e.setting == "rooms"), "{error:?}");
+    let _ = std::fs::remove_file(&output);
 }

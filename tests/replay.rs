@@ -282,3 +282,31 @@ fn a_hostile_recording_comes_back_field_for_field_under_faults_and_over_wss() {
         );
     }
 }
+
+#[test]
+fn barrages_own_live_lines_are_a_type_to_select_without_a_warning() {
+    let live = r#"{"ts":1,"room":7,"type":"barrage.live","fields":{"type":"barrage.live","rid":"7","status":"live","since":"1","source":"web"}}"#;
+    let chat = r#"{"ts":2,"room":7,"type":"chatmsg","fields":{"type":"chatmsg","nn":"a","txt":"hi"}}"#;
+    let recording = format!("{live}\n{chat}\n");
+    let replay = run_command(
+        barrage(&["replay", "--format", "json", "--types", "barrage.live,chat", "-"]),
+        recording.as_bytes(),
+    );
+    assert!(replay.status.success(), "{}", replay.stderr);
+    assert_eq!(replay.stdout, format!("{live}\n"));
+    // Only the typo is warned about.
+    let warning = replay.stderr.trim_end();
+    assert!(warning.starts_with("barrage: warning: --types: unknown message type chat (kept"), "{warning}");
+    assert_eq!(replay.stderr.lines().count(), 1, "{}", replay.stderr);
+}
+
+#[test]
+fn a_malformed_lines_report_shows_control_characters_harmlessly() {
+    // A key that retitles the terminal's window, escaped as JSON keeps it.
+    let line = r#"{"ts":1,"room":7,"type":"chatmsg","fields":{"type":"chatmsg"},"\u001b]0;owned\u0007":1}"#;
+    let replay = run_command(barrage(&["replay", "-"]), format!("{line}\n").as_bytes());
+    assert_eq!(replay.status.code(), Some(1), "{}", replay.stderr);
+    let report = replay.stderr.lines().next().unwrap();
+    assert!(!replay.stderr.contains(['\x1b', '\x07']), "raw control bytes: {:?}", replay.stderr);
+    assert!(report.starts_with("barrage: stdin:1: not a recorded message: unknown field `␛]0;owned␇`"), "{report}");
+}

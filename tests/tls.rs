@@ -497,3 +497,19 @@ fn a_paused_reader_with_decrypted_bytes_held_back_loses_no_byte_and_no_edge() {
     assert!(log.received == payload, "complete and in order");
     assert!(log.count("pause") >= payload.len() / 7_777, "it paused {} times", log.count("pause"));
 }
+
+#[test]
+fn a_ca_file_that_cannot_be_used_is_told_in_one_reason_not_openssls_whole_stack() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (path, reason) in [(dir.join("missing.pem"), "no such file"), (not_pem, "no certificate")] {
+        let error = TlsClientConfig::new(Some(&path)).err().expect("refused").to_string();
+        let prefix = format!("TLS configuration (CA file {}): ", path.display());
+        let said = error.strip_prefix(&prefix).unwrap_or_else(|| panic!("{error}"));
+        // One reason: no `error:…:file.c:line:` entries.
+        assert!(said.to_lowercase().contains(reason) && !said.contains(':'), "{error}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -646,6 +646,20 @@ fn count_writes_exactly_that_many_messages_then_stops_gracefully() {
     assert!(watch.stderr().contains("shutting down (40 messages written)"), "{}", watch.report());
 }
 
+/// `--count 1`: the reason reads as English.
+#[test]
+fn count_of_one_stops_after_one_message_and_says_so_in_the_singular() {
+    let sim = InProcessSim::start(200.0);
+    let addr = sim.addr.to_string();
+    let mut watch = Watch::start(&["--server", &addr, "--types", "chatmsg", "--count", "1", "105"]);
+    let status = wait_exit(&mut watch.child, DEADLINE).unwrap_or_else(|| panic!("still running\n{}", watch.report()));
+    assert!(status.success(), "exit status {status}\n{}", watch.report());
+    watch.read_to_end(DEADLINE);
+    let lines = watch.seen.lines;
+    assert_eq!(lines, 1, "{}", watch.report());
+    assert!(watch.stderr().contains("shutting down (1 message written)"), "{}", watch.report());
+}
+
 // ----- 12. what the log says -------------------------------------------------------------
 
 /// A reload that changes a setting other than rooms says it waits for a

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::monitor::format::Format;
 use crate::monitor::output::Destination;
 use crate::monitor::{Endpoint, Monitor, MonitorConfig, RoomState, Transport};
+use crate::plural::plural;
 use crate::reactor::{Reactor, ReactorConfig};
 
 use super::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
@@ -45,8 +46,9 @@ pub fn check_descriptors(rooms: u64) -> Result<u64, String> {
     let limit = raise_open_files_limit().map_err(|e| format!("cannot read or raise the open-files limit: {e}"))?;
     if limit < rooms + SPARE_DESCRIPTORS {
         return Err(format!(
-            "{rooms} rooms need about {} open files, but the hard limit is {limit} \
+            "{} need about {} open files, but the hard limit is {limit} \
              (raise it: `ulimit -Hn`, LimitNOFILE= in systemd)",
+            plural(rooms, "room"),
             rooms + SPARE_DESCRIPTORS
         ));
     }
@@ -168,7 +170,7 @@ pub fn measure_barrage(
     let join_secs = started.elapsed().as_secs_f64();
     let rooms_joined = joined(&monitor);
     if !all_joined {
-        log::warn!("only {rooms_joined} of {} rooms joined within {:?}", config.rooms, config.join_deadline);
+        log::warn!("only {rooms_joined} of {} joined within {:?}", plural(config.rooms, "room"), config.join_deadline);
     }
     let rss_joined = rss_bytes("self").unwrap_or(0);
 
@@ -192,8 +194,8 @@ pub fn measure_barrage(
     let unwritten = monitor.finish_output(Duration::from_secs(10));
     if unwritten.lines > 0 {
         return Err(format!(
-            "{} messages ({} bytes) of output were not written to {}",
-            unwritten.lines,
+            "{} ({} bytes) of output were not written to {}",
+            plural(unwritten.lines, "message"),
             unwritten.bytes,
             config.sink.display()
         ));

@@ -1,6 +1,6 @@
 //! `barrage bench`: rooms, memory, CPU and timer lateness, measured.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -9,10 +9,10 @@ use crate::bench::report::BenchReport;
 use crate::bench::run::{self, BenchConfig, SimulatorProcess};
 use crate::douyu::SessionConfig;
 use crate::monitor::MonitorConfig;
+use crate::plural::plural;
 
 use super::{
-    Failure, LogLevel, TransportArg, init_logging, log_level, parse_connect_rate, parse_positive_seconds, plural,
-    whole_number,
+    Failure, LogLevel, TransportArg, init_logging, log_level, parse_connect_rate, parse_positive_seconds, whole_number,
 };
 
 #[derive(Debug, Args)]
@@ -89,6 +89,9 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
     if args.peer.is_some() && args.transport != TransportArg::Tcp {
         return Err(Failure::Usage("--peer runs over TCP only (the tokio peer speaks no WebSocket)".into()));
     }
+    if let Some(peer) = &args.peer {
+        check_peer(peer)?;
+    }
     init_logging(log_level(args.log_level, LogLevel::Warn));
     if heartbeat >= args.duration {
         log::warn!(
@@ -105,6 +108,23 @@ pub(crate) fn run(args: &BenchArgs) -> Result<(), Failure> {
         .open(&args.sink)
         .map_err(|e| Failure::Runtime(format!("cannot write to --sink {}: {e}", args.sink.display())))?;
     run_checked(args, session, poll_interval).map_err(Failure::Runtime)
+}
+
+/// A `--peer` path that names no program is a mistake to tell now, not
+/// after the measurement of barrage (a bare name is looked up in `PATH`
+/// when it runs).
+fn check_peer(peer: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    if peer.components().count() < 2 {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(Failure::Usage(format!("cannot run --peer {}: {why}", peer.display())));
+    match std::fs::metadata(peer) {
+        Err(e) => refuse(e.to_string()),
+        Ok(file) if !file.is_file() => refuse("not a file".into()),
+        Ok(file) if file.permissions().mode() & 0o111 == 0 => refuse("not executable".into()),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn run_checked(args: &BenchArgs, session: SessionConfig, poll_interval: Duration) -> Result<(), String> {

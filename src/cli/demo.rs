@@ -15,13 +15,12 @@ use clap::Args;
 use crate::monitor::format::Format;
 use crate::monitor::output::Destination;
 use crate::monitor::{DEFAULT_STATUS_CHECK, Endpoint, Monitor, MonitorConfig, WebLookups};
+use crate::plural::{noun_for, plural};
 use crate::reactor::Reactor;
 use crate::sim::{self, SimConfig, SimTls, SimWebSocket, WebConfig};
 
 use super::watch::run_daemon;
-use super::{
-    ColorChoice, Failure, LogLevel, TransportArg, init_logging, log_level, plural, stdout_is_terminal, whole_number,
-};
+use super::{ColorChoice, Failure, LogLevel, TransportArg, init_logging, log_level, stdout_is_terminal, whole_number};
 
 /// The first demo room; rooms are numbered from here.
 const FIRST_ROOM: u64 = 100_001;
@@ -150,9 +149,9 @@ fn summary(monitor: &Monitor, elapsed: Duration, iterations: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n── demo summary ({:.1} s, {} loop iterations, one thread) ──",
+        "\n── demo summary ({:.1} s, {}, one thread) ──",
         elapsed.as_secs_f64(),
-        iterations
+        plural(iterations, "loop iteration")
     );
     for room in &rooms {
         let span = match (room.sequence.first, room.sequence.last) {
@@ -163,13 +162,17 @@ fn summary(monitor: &Monitor, elapsed: Duration, iterations: u64) -> String {
             if room.written == room.id { room.id.to_string() } else { format!("{} ({})", room.id, room.written) };
         let _ = writeln!(
             out,
-            "room {name}: {:>5} messages ({span}), {} missing, {} duplicated",
-            room.sequence.received, room.sequence.missing, room.sequence.duplicated
+            "room {name}: {:>5} {} ({span}), {} missing, {} duplicated",
+            room.sequence.received,
+            noun_for(room.sequence.received, "message"),
+            room.sequence.missing,
+            room.sequence.duplicated
         );
     }
     let verdict = if missing == 0 && duplicated == 0 { "none lost, none duplicated" } else { "SEE ABOVE" };
     let numbered = plural(rooms.iter().filter(|room| room.written != VANITY.0).count() as u64, "room");
     let vanity = rooms.iter().find(|room| room.written == VANITY.0).map_or(VANITY.0, |room| room.id);
-    let _ = writeln!(out, "{numbered}, and {} (as {vanity}); {received} numbered messages: {verdict}", VANITY.0);
+    let received = plural(received, "numbered message");
+    let _ = writeln!(out, "{numbered}, and {} (as {vanity}); {received}: {verdict}", VANITY.0);
     out
 }

@@ -275,11 +275,6 @@ pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
-/// "1 message", "2 messages".
-pub(crate) fn plural(count: u64, noun: &str) -> String {
-    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
-}
-
 // ----- value parsers: each checks a form, its error says what it expected ------
 
 pub(crate) fn parse_rate(text: &str) -> Result<f64, String> {

@@ -19,10 +19,12 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::monitor::format::{Format, write_line};
+use crate::monitor::visible::visible;
+use crate::plural::plural;
 use crate::recording::{self, Pace, Recorded};
 
 use super::watch::{FormatArg, parse_room, unknown_types};
-use super::{ColorChoice, Failure, parse_speed, plural, stdout_is_terminal};
+use super::{ColorChoice, Failure, parse_speed, stdout_is_terminal};
 
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
@@ -103,7 +105,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<(), Failure> {
     }
     let mut problems = Vec::new();
     if tally.skipped > 0 {
-        problems.push(format!("{} of {} lines skipped as malformed", tally.skipped, tally.lines));
+        problems.push(format!("{} of {} skipped as malformed", tally.skipped, plural(tally.lines, "line")));
     }
     if tally.unreadable > 0 {
         problems.push(format!("{} could not be read to the end", plural(tally.unreadable, "file")));
@@ -140,7 +142,9 @@ fn replay_one(
         let Recorded { ts_ms, room, message } = match recorded {
             Ok(recorded) => recorded,
             Err(why) => {
-                eprintln!("barrage: {name}:{number}: {why}; skipped");
+                // The reason quotes the line (serde names an unknown key),
+                // and the line is the server's text.
+                eprintln!("barrage: {name}:{number}: {}; skipped", visible(&why));
                 tally.skipped += 1;
                 continue;
             }

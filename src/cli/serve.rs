@@ -19,6 +19,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::plural::plural;
 use crate::reactor::{CipherPolicy, Interest, Reactor, TlsServerConfig};
 use crate::sim::{
     self, Faults, SimConfig, SimReplay, SimServer, SimTls, SimWebSocket, WebConfig, WebFault, WebFaults, WsFault,
@@ -345,8 +346,8 @@ fn run_until_signal(reactor: &mut Reactor, server: &SimServer) -> Result<(), Fai
     let gone = reactor.run_until(deadline, |_| server.stats().clients == 0 || stops.get() > 1).map_err(loop_failed)?;
     if !gone {
         log::warn!(
-            "{} clients still connected after {} s; exiting anyway",
-            server.stats().clients,
+            "{} still connected after {} s; exiting anyway",
+            plural(server.stats().clients as u64, "client"),
             GOODBYE_LIMIT.as_secs()
         );
     }

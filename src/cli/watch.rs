@@ -6,8 +6,9 @@
 //! the exception: those on the command line and those in the file are
 //! watched together (so a unit file can add one room to a shared config),
 //! and the command line's stay through every reload. Then `--shard` keeps
-//! its share. The settings are checked by [`MonitorConfig::validate`]; a
-//! mistake exits 2, and names the flag, or the file, line and column.
+//! its share. The settings are checked by [`MonitorConfig::validate`], and
+//! the CA file is read and parsed; a mistake exits 2, and names the flag,
+//! or the file, line and column.
 //!
 //! The loop: signals arrive like any other event — `signal-hook-mio` turns
 //! them into a readable mio source, registered as a raw handler, so a
@@ -26,12 +27,13 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook_mio::v1_0::Signals;
@@ -42,16 +44,18 @@ use crate::monitor::format::Format;
 use crate::monitor::output::{Destination, OutputClosed};
 use crate::monitor::shard::Shard;
 use crate::monitor::{
-    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, Monitor, MonitorConfig, RoomState, StopCause, WebLookups,
-    default_servers,
+    DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, LIVE_TYPE, Monitor, MonitorConfig, RoomState, StartError, StopCause,
+    WebLookups, default_servers,
 };
+use crate::plural::plural;
+use crate::reactor::tls::first_reason;
 use crate::reactor::{Interest, Reactor, ReactorConfig};
 use crate::settings::SettingError;
 
 use super::config::FileConfig;
 use super::{
     ColorChoice, Failure, LogLevel, host_port, init_logging, log_level, parse_connect_rate, parse_messages,
-    parse_milliseconds, parse_positive_seconds, parse_seconds, plural, stdout_is_terminal,
+    parse_milliseconds, parse_positive_seconds, parse_seconds, stdout_is_terminal,
 };
 
 /// `barrage watch`: flags override the config file.
@@ -317,6 +321,24 @@ impl WatchArgs {
             None => error.into(),
         }
     }
+
+    /// The certificates in the CA file (`path`, from `--ca-file` or the
+    /// config's `ca_file`), read and parsed now: a missing or wrong file is
+    /// a mistake to fix before starting, named by the flag or the line
+    /// that gave it; and what was checked is what the monitor trusts.
+    fn read_ca_file(&self, path: &Path, file: &FileConfig) -> Result<Vec<u8>, Failure> {
+        let (place, named) = match file.place_of("ca_file").filter(|_| self.ca_file.is_none()) {
+            Some(place) => (format!("{place}: ca_file: "), path.display().to_string()),
+            None => (String::new(), format!("--ca-file {}", path.display())),
+        };
+        let refuse = |why: String| Failure::Usage(format!("{place}{why}"));
+        let pem = std::fs::read(path).map_err(|e| refuse(format!("cannot read {named}: {e}")))?;
+        match X509::stack_from_pem(&pem) {
+            Ok(certificates) if !certificates.is_empty() => Ok(pem),
+            Ok(_) => Err(refuse(format!("{named} holds no PEM certificate"))),
+            Err(e) => Err(refuse(format!("{named} holds no PEM certificate OpenSSL can read ({})", first_reason(&e)))),
+        }
+    }
 }
 
 /// `barrage watch`: flags and config file merged and checked, the monitor
@@ -326,8 +348,11 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
         Some(path) => FileConfig::load(path).map_err(Failure::Usage)?,
         None => FileConfig::default(),
     };
-    let settings = args.settings(&file);
+    let mut settings = args.settings(&file);
     settings.monitor.validate(settings.poll_interval).map_err(|e| args.setting_error(e, &file))?;
+    if let Some(path) = settings.monitor.ca_file.take() {
+        settings.monitor.ca_pem = Some(args.read_ca_file(&path, &file)?);
+    }
     let idle_shard = settings.monitor.rooms.is_empty() && settings.shard != Shard::ALL;
     if settings.monitor.rooms.is_empty() && !idle_shard {
         return Err(Failure::Usage("no rooms to watch: give room ids, or rooms = [...] in --config".into()));
@@ -341,16 +366,19 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
     if let Err(shortfall) = crate::bench::run::check_descriptors(settings.monitor.rooms.len() as u64) {
         log::warn!("{shortfall}; until then some rooms will fail to connect");
     }
-    let metrics = settings.metrics.as_deref().map(resolve_metrics).transpose()?;
+    let metrics_place = file.place_of("metrics").filter(|_| args.metrics.is_none());
+    let metrics = settings.metrics.as_deref().map(|text| resolve_metrics(text, metrics_place)).transpose()?;
     let reactor_config = ReactorConfig { min_poll_interval: settings.poll_interval, ..ReactorConfig::default() };
     let mut reactor = Reactor::with_config(reactor_config)
         .map_err(|e| Failure::Runtime(format!("cannot create the event loop: {e}")))?;
-    let monitor = Monitor::start(&mut reactor, settings.monitor.clone()).map_err(|e| {
-        Failure::Runtime(match &settings.monitor.output {
-            Destination::File(path) => format!("cannot open {}: {e}", path.display()),
-            _ => format!("cannot start: {e}"),
-        })
-    })?;
+    let monitor =
+        Monitor::start(&mut reactor, settings.monitor.clone()).map_err(|e| match (e, &settings.monitor.output) {
+            (StartError::Output(e), Destination::File(path)) => {
+                Failure::Runtime(format!("cannot open {}: {e}", path.display()))
+            }
+            (StartError::Setting(e), _) => args.setting_error(e, &file),
+            (e, _) => Failure::Runtime(format!("cannot start: {e}")),
+        })?;
     if let Some(addr) = metrics {
         let server = crate::monitor::metrics::start(&mut reactor, addr, monitor.clone())
             .map_err(|e| Failure::Runtime(format!("cannot serve metrics on {addr}: {e}")))?;
@@ -385,25 +413,39 @@ pub(crate) fn run(args: &WatchArgs) -> Result<(), Failure> {
 }
 
 /// `--metrics HOST:PORT` to the address to listen on (the first the name
-/// resolves to).
-fn resolve_metrics(text: &str) -> Result<SocketAddr, Failure> {
-    let cannot = |why: String| Failure::Runtime(format!("cannot resolve --metrics {text}: {why}"));
+/// resolves to). A name that resolves to nothing is a mistake in the
+/// setting (named by its flag, or `place` in the config file), as `serve
+/// --listen` takes it; a port that cannot be had is a failure while running.
+fn resolve_metrics(text: &str, place: Option<&str>) -> Result<SocketAddr, Failure> {
+    let cannot = |why: String| {
+        Failure::Usage(match place {
+            Some(place) => format!("{place}: metrics: cannot resolve {text}: {why}"),
+            None => format!("cannot resolve --metrics {text}: {why}"),
+        })
+    };
     text.to_socket_addrs().map_err(|e| cannot(e.to_string()))?.next().ok_or_else(|| cannot("no address".into()))
 }
 
-/// One warning about the types in `types` never seen from Douyu, if any:
-/// a typo (`chat` for `chatmsg`) would otherwise write nothing, silently.
+/// The types barrage writes itself, besides Douyu's: selectable with
+/// `--types` like any other.
+const OWN_TYPES: [&str; 1] = [LIVE_TYPE];
+
+/// One warning about the types in `types` neither seen from Douyu nor
+/// written by barrage, if any: a typo (`chat` for `chatmsg`) would
+/// otherwise write nothing, silently.
 pub(crate) fn unknown_types<'a>(types: impl Iterator<Item = &'a String>) -> Option<String> {
-    let unknown: BTreeSet<&str> = types.map(String::as_str).filter(|t| !KNOWN_TYPES.contains(t)).collect();
+    let known = |t: &&str| KNOWN_TYPES.contains(t) || OWN_TYPES.contains(t);
+    let unknown: BTreeSet<&str> = types.map(String::as_str).filter(|t| !known(t)).collect();
     if unknown.is_empty() {
         return None;
     }
     let unknown: Vec<&str> = unknown.into_iter().collect();
     Some(format!(
-        "unknown message type{} {} (kept: Douyu adds types; known are {})",
+        "unknown message type{} {} (kept: Douyu adds types; known are {}, and barrage's own {})",
         if unknown.len() == 1 { "" } else { "s" },
         unknown.join(", "),
-        KNOWN_TYPES.join(", ")
+        KNOWN_TYPES.join(", "),
+        OWN_TYPES.join(", ")
     ))
 }
 
@@ -672,8 +714,10 @@ mod tests {
     fn unknown_types_are_named_once_and_known_ones_pass() {
         let types = |names: &[&str]| unknown_types(names.iter().map(|n| n.to_string()).collect::<Vec<_>>().iter());
         assert_eq!(types(&["chatmsg", "dgb", "uenter"]), None);
+        assert_eq!(types(&["barrage.live", "chatmsg"]), None, "barrage's own lines are a type to select");
         let warning = types(&["chat", "chatmsg", "gift"]).unwrap();
         assert!(warning.starts_with("unknown message types chat, gift (kept"), "{warning}");
         assert!(types(&["chat"]).unwrap().starts_with("unknown message type chat (kept"));
+        assert!(warning.ends_with("and barrage's own barrage.live)"), "the known types are listed: {warning}");
     }
 }

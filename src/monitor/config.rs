@@ -8,6 +8,8 @@
 //! and no duration over a day.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::io;
 use std::time::Duration;
 
 use super::endpoint::Endpoint;
@@ -306,6 +308,39 @@ impl MonitorConfig {
         let session = &self.session;
         let slack = session.idle_timeout.saturating_sub(session.heartbeat);
         DEFAULT_POLL_INTERVAL.min(session.heartbeat / 2).min(slack / 2)
+    }
+}
+
+/// Why [`Monitor::start`](super::Monitor::start) refused to start: which
+/// part of its configuration could not be used, so a caller can tell the
+/// user what to fix.
+#[derive(Debug)]
+pub enum StartError {
+    /// A setting out of its range ([`MonitorConfig::validate`]).
+    Setting(SettingError),
+    /// The output could not be opened.
+    Output(io::Error),
+    /// The certificates to trust could not be loaded: `ca_pem`, `ca_file`,
+    /// or the system's (the message says which).
+    Trust(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Setting(e) => write!(f, "{e}"),
+            StartError::Output(e) => write!(f, "cannot open the output: {e}"),
+            StartError::Trust(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Setting(e) => Some(e),
+            StartError::Output(e) | StartError::Trust(e) => Some(e),
+        }
     }
 }
 

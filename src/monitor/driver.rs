@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use std::io;
 
 use crate::douyu::ClientSession;
+use crate::plural::plural;
 use crate::reactor::{EntryToken, Reactor};
 use crate::websocket::{ClientRequest, Limits, WebSocket};
 
@@ -21,7 +22,7 @@ use super::MonitorState;
 use super::endpoint::Endpoint;
 use super::endpoint::Transport;
 use super::lifecycle::{Action, CloseReason, Env, Event, Opening, State};
-use super::resolve::{self, Answer, plural};
+use super::resolve::{self, Answer};
 use super::room::{Link, RoomConn, TIMER_LOGOUT};
 
 /// How far connection `conn` to `endpoint` has opened, from what the
@@ -314,7 +315,7 @@ impl MonitorState {
         if !changed {
             return;
         }
-        log::info!("servers resolved to {}", plural(count, "address"));
+        log::info!("servers resolved to {}", plural(count as u64, "address"));
         let rooms: Vec<u64> = this.borrow().rooms.keys().copied().collect();
         for room in rooms {
             MonitorState::handle(this, reactor, room, Event::AddressesChanged);

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::{LiveStatus, Message, MessageView};
 use crate::fetch::{FetchConfig, Fetcher};
+use crate::plural::plural;
 use crate::reactor::{EntryToken, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 use crate::rng::Rng;
 use lifecycle::{Lifecycle, State, Timing};
@@ -57,7 +58,7 @@ use resolve::{AddressBook, Answer};
 
 pub use config::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_LIVE_GRACE, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_LOOK_UP_WAIT, DEFAULT_SERVERS,
-    DEFAULT_STATUS_CHECK, DEFAULT_WEB_TIMEOUT, ForeignChat, MonitorConfig, WebLookups, default_servers,
+    DEFAULT_STATUS_CHECK, DEFAULT_WEB_TIMEOUT, ForeignChat, MonitorConfig, StartError, WebLookups, default_servers,
 };
 pub use endpoint::{Endpoint, Transport};
 
@@ -187,7 +188,7 @@ impl std::fmt::Display for StopCause {
         match self {
             StopCause::Signal(name) => write!(f, "{name}"),
             StopCause::Duration => write!(f, "the duration is over"),
-            StopCause::Count(count) => write!(f, "{count} messages written"),
+            StopCause::Count(count) => write!(f, "{} written", plural(*count, "message")),
             StopCause::Output(OutputClosed::ReaderLeft) => write!(f, "the output's reader left"),
             StopCause::Output(OutputClosed::Failed(why)) => write!(f, "output failed: {why}"),
         }
@@ -313,12 +314,9 @@ impl Monitor {
     /// starts connecting every room, paced.
     ///
     /// The settings are checked first ([`MonitorConfig::validate`], against
-    /// the reactor's poll interval): an error of kind `InvalidInput` names
-    /// the setting.
-    pub fn start(reactor: &mut Reactor, config: MonitorConfig) -> io::Result<Monitor> {
-        config
-            .validate(reactor.min_poll_interval())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.message))?;
+    /// the reactor's poll interval); the error says what could not be used.
+    pub fn start(reactor: &mut Reactor, config: MonitorConfig) -> Result<Monitor, StartError> {
+        config.validate(reactor.min_poll_interval()).map_err(StartError::Setting)?;
         // Callbacks from other threads (the output's writer, the DNS
         // thread) find the monitor through a slot filled in once it exists.
         let this_slot: Rc<RefCell<std::rc::Weak<RefCell<MonitorState>>>> = Rc::default();
@@ -327,7 +325,7 @@ impl Monitor {
             let Some(state) = slot.borrow().upgrade() else { return };
             Monitor { state }.on_output_event(reactor, event);
         });
-        let output = Output::open(config.output.clone(), config.output_limits, events)?;
+        let output = Output::open(config.output.clone(), config.output_limits, events).map_err(StartError::Output)?;
         let slot = this_slot.clone();
         let resolver = reactor.channel(move |reactor: &mut Reactor, answers: Vec<Answer>| {
             let Some(state) = slot.borrow().upgrade() else { return };
@@ -347,7 +345,8 @@ impl Monitor {
                     io::Error::new(e.kind(), format!("cannot use {} as the CA file: {e}", path.display()))
                 }
                 (None, None) => io::Error::new(e.kind(), format!("cannot load the system's certificates: {e}")),
-            })?;
+            });
+            let trusted = trusted.map_err(StartError::Trust)?;
             Some(trusted)
         } else {
             None
@@ -596,12 +595,12 @@ impl Monitor {
             let rate = (state.stats.messages - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
             last = (Instant::now(), state.stats.messages);
             log::info!(
-                "rooms: {} joined, {} connecting, {} backing off; {:.1} msg/s; {} reconnects",
+                "rooms: {} joined, {} connecting, {} backing off; {:.1} msg/s; {}",
                 count(RoomState::Joined),
                 count(RoomState::Waiting) + count(RoomState::Connecting) + count(RoomState::LoggingIn),
                 count(RoomState::BackingOff),
                 rate,
-                state.stats.reconnects
+                plural(state.stats.reconnects, "reconnect")
             );
         });
     }

@@ -14,6 +14,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
+use crate::plural::plural;
 use crate::reactor::LoopSender;
 
 /// How old answers may get before a connect asks for new ones.
@@ -89,7 +90,10 @@ impl AddressBook {
                 Ok(found) if !found.is_empty() => *known = found,
                 Ok(_) | Err(_) if !known.is_empty() => {
                     let why = answer.err().unwrap_or_else(|| "no addresses".into());
-                    log::warn!("cannot resolve {server} ({why}); keeping its last {}", plural(known.len(), "address"));
+                    log::warn!(
+                        "cannot resolve {server} ({why}); keeping its last {}",
+                        plural(known.len() as u64, "address")
+                    );
                 }
                 Ok(_) => log::warn!("cannot resolve {server}: no addresses"),
                 Err(why) => log::warn!("cannot resolve {server}: {why}"),
@@ -104,15 +108,6 @@ impl AddressBook {
         let changed = all != self.all;
         self.all = all;
         changed
-    }
-}
-
-/// "1 address", "2 addresses".
-pub(crate) fn plural(count: usize, noun: &str) -> String {
-    match (count, noun.ends_with('s')) {
-        (1, _) => format!("1 {noun}"),
-        (_, true) => format!("{count} {noun}es"),
-        (_, false) => format!("{count} {noun}s"),
     }
 }
 
@@ -137,13 +132,5 @@ mod tests {
         assert!(book.update(vec![Ok(vec![addr("10.0.0.9:1")]), Err("x".into())]), "a moved name is followed");
         assert_eq!(book.all()[0], (addr("10.0.0.9:1"), 0));
         assert!(book.server(1).uses_tls());
-    }
-
-    #[test]
-    fn plurals_read_right() {
-        assert_eq!(plural(1, "address"), "1 address");
-        assert_eq!(plural(3, "address"), "3 addresses");
-        assert_eq!(plural(2, "room"), "2 rooms");
-        assert_eq!(plural(0, "room"), "0 rooms");
     }
 }

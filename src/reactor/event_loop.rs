@@ -18,6 +18,7 @@ use super::handle::{ReactorHandle, Shared};
 use super::raw::{ListenerEntry, RawEntry};
 use super::stats::Stats;
 use super::timer::{TimerHandle, TimerWheel};
+use crate::plural::plural;
 use crate::rng::Rng;
 
 /// The waker's token: no slab entry can have it (index `u32::MAX` is never
@@ -421,10 +422,10 @@ impl Reactor {
         if log::log_enabled!(log::Level::Trace) {
             let tokens: Vec<String> = events.iter().map(|e| describe_token(e.token())).collect();
             log::trace!(
-                "iteration {}: poll(timeout {:?}) woke with {} events [{}]",
+                "iteration {}: poll(timeout {:?}) woke with {} [{}]",
                 self.stats.iterations,
                 timeout,
-                tokens.len(),
+                plural(tokens.len() as u64, "event"),
                 tokens.join(" ")
             );
         }
@@ -721,7 +722,7 @@ impl Reactor {
             self.settle();
         }
         if fired > 0 {
-            log::trace!("iteration {}: {} timers fired", self.stats.iterations, fired);
+            log::trace!("iteration {}: {} fired", self.stats.iterations, plural(u64::from(fired), "timer"));
         }
     }
 

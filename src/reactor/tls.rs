@@ -532,5 +532,11 @@ fn describe(error: openssl::ssl::Error, ssl: &SslRef, doing: &str) -> io::Error 
 }
 
 fn config_error(what: &str, error: ErrorStack) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("TLS configuration ({what}): {error}"))
+    io::Error::new(io::ErrorKind::InvalidInput, format!("TLS configuration ({what}): {}", first_reason(&error)))
+}
+
+/// What went wrong, in OpenSSL's words: the first reason on its error
+/// stack (the whole stack is mostly where, in OpenSSL's own sources).
+pub fn first_reason(error: &ErrorStack) -> String {
+    error.errors().iter().find_map(openssl::error::Error::reason).map_or_else(|| error.to_string(), str::to_string)
 }

@@ -52,6 +52,7 @@ use super::transport::TEXT_EVERY_PINGS;
 use super::{SimConfig, SimStats};
 use crate::douyu::LiveStatus;
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
+use crate::plural::plural;
 use crate::reactor::{Context, EntryToken, Reactor};
 use crate::rng::derive_seed;
 use crate::websocket::{CloseReason, close_code};
@@ -157,7 +158,7 @@ impl Hub {
             room_state.announced = status;
         }
         room_state.members.push(id);
-        log::debug!("client {id} joined room {room} ({} members)", room_state.members.len());
+        log::debug!("client {id} joined room {room} ({})", plural(room_state.members.len() as u64, "member"));
         if let Some(playback) = self.playback.as_mut().filter(|playback| playback.waiting()) {
             let rooms = self.rooms.values().filter(|r| !r.members.is_empty()).count();
             playback.rooms_joined(rooms, Instant::now());
@@ -320,26 +321,26 @@ impl Hub {
         let secs = now.saturating_duration_since(then).as_secs_f64().max(1e-3);
         let s = self.snapshot();
         log::info!(
-            "{} clients in {} rooms; {:.1} room messages/s made, {:.1} frames/s sent; dropped so far: \
-             {} silent, {} slow, {} bad frame; faults so far: {} drops, {} corruptions, {} stalls",
-            s.clients,
-            s.rooms,
+            "{} in {}; {:.1} room messages/s made, {:.1} frames/s sent; dropped so far: \
+             {} silent, {} slow, {} bad frame; faults so far: {}, {}, {}",
+            plural(s.clients as u64, "client"),
+            plural(s.rooms as u64, "room"),
             (s.room_messages - messages_then) as f64 / secs,
             (s.frames_sent - frames_then) as f64 / secs,
             s.dropped_idle,
             s.dropped_slow,
             s.dropped_bad_frame,
-            s.fault_drops,
-            s.fault_corruptions,
-            s.fault_stalls,
+            plural(s.fault_drops, "drop"),
+            plural(s.fault_corruptions, "corruption"),
+            plural(s.fault_stalls, "stall"),
         );
         if self.config.websocket.is_some() {
             log::info!(
-                "WebSocket so far: {} pings, {} pongs, {} text frames sent; {} upgrades refused",
-                s.ws_pings,
-                s.ws_pongs,
-                s.ws_texts,
-                s.ws_refused
+                "WebSocket so far: {}, {}, {} sent; {} refused",
+                plural(s.ws_pings, "ping"),
+                plural(s.ws_pongs, "pong"),
+                plural(s.ws_texts, "text frame"),
+                plural(s.ws_refused, "upgrade")
             );
         }
         if self.playback.is_some() {
@@ -428,7 +429,12 @@ impl Post<'_> {
             return;
         }
         room.announced = now.status;
-        log::debug!("room {}: now {:?}; telling {} members", room.traffic.room(), now.status, room.members.len());
+        log::debug!(
+            "room {}: now {:?}; telling {}",
+            room.traffic.room(),
+            now.status,
+            plural(room.members.len() as u64, "member")
+        );
         let mut frame = Vec::with_capacity(200);
         frame::encode_packet(&mut frame, SERVER_TO_CLIENT, &room.traffic.status_body(now, at_unix_ms));
         self.room_message(room, &frame);

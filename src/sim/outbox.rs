@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use super::SimConfig;
 use super::faults::{COALESCE_FRAMES, Corruption, MAX_PIECE};
 use super::transport::{Grouping, WsLayer, WsRead};
+use crate::plural::plural;
 use crate::reactor::buffer::WriteBuffer;
 use crate::reactor::{Context, EntryToken, Reactor};
 use crate::rng::{Rng, derive_seed};
@@ -190,9 +191,10 @@ impl Outbox {
             let corruption = Corruption::nth(*corruptions);
             *corruptions += 1;
             log::info!(
-                "client {} ({}): sending a bad frame ({corruption:?}) after {count} room messages (--corrupt-every)",
+                "client {} ({}): sending a bad frame ({corruption:?}) after {} (--corrupt-every)",
                 self.id,
-                self.peer
+                self.peer,
+                plural(count, "room message")
             );
             self.flush_held(reactor);
             self.write(reactor, &corruption.frame(), Grouping::OneMessage);
@@ -200,16 +202,22 @@ impl Outbox {
             return Delivery::Closed(CloseCause::Corrupted(corruption));
         }
         if every(config.faults.drop_every) {
-            log::info!("client {} ({}): closing after {count} room messages (--drop-every)", self.id, self.peer);
+            log::info!(
+                "client {} ({}): closing after {} (--drop-every)",
+                self.id,
+                self.peer,
+                plural(count, "room message")
+            );
             self.flush_held(reactor);
             self.close(reactor);
             return Delivery::Closed(CloseCause::DropFault);
         }
         if config.faults.stall_after == Some(count) {
             log::info!(
-                "client {} ({}): stalling after {count} room messages: no more writes (--stall-after)",
+                "client {} ({}): stalling after {}: no more writes (--stall-after)",
                 self.id,
-                self.peer
+                self.peer,
+                plural(count, "room message")
             );
             self.flush_held(reactor);
             self.phase = Phase::Stalled;

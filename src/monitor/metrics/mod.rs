@@ -70,6 +70,7 @@ use std::time::Duration;
 use mio::net::TcpListener;
 
 use super::Monitor;
+use crate::plural::plural;
 use crate::reactor::{EntryToken, Reactor};
 use conn::HttpConn;
 
@@ -191,9 +192,9 @@ impl Table {
         if !table.report_scheduled {
             table.report_scheduled = true;
             log::warn!(
-                "metrics: {} connections open (the limit): newcomers replace the oldest idle ones; \
+                "metrics: {} open (the limit): newcomers replace the oldest idle ones; \
                  counting for {} s",
-                table.open.len() + usize::from(evicted.is_some()),
+                plural((table.open.len() + usize::from(evicted.is_some())) as u64, "connection"),
                 TURN_AWAY_REPORT.as_secs()
             );
             let this = this.clone();
@@ -202,8 +203,9 @@ impl Table {
                 table.report_scheduled = false;
                 let (evicted, refused) = (std::mem::take(&mut table.evicted), std::mem::take(&mut table.refused));
                 log::warn!(
-                    "metrics: in the last {} s, {evicted} connections closed to make room and {refused} refused",
-                    TURN_AWAY_REPORT.as_secs()
+                    "metrics: in the last {} s, {} closed to make room and {refused} refused",
+                    TURN_AWAY_REPORT.as_secs(),
+                    plural(evicted, "connection")
                 );
             });
         }

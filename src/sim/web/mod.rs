@@ -55,6 +55,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 
 use super::hub::Hub;
+use crate::plural::plural;
 use crate::reactor::{EntryToken, Reactor, TlsServerConfig};
 use crate::settings::{SettingError, duration_within};
 use conn::WebConn;
@@ -198,7 +199,10 @@ pub(super) fn start(reactor: &mut Reactor, hub: Rc<RefCell<Hub>>, config: WebCon
             shared.refused.set(shared.refused.get() + 1);
             let how_many = shared.refused.get();
             if how_many == 1 {
-                log::warn!("web: {} connections open (the limit): refusing newcomers", limits.max_connections);
+                log::warn!(
+                    "web: {} open (the limit): refusing newcomers",
+                    plural(limits.max_connections as u64, "connection")
+                );
             }
             log::debug!("web: refusing {peer} ({how_many} so far)");
             return;
