@@ -1,25 +1,31 @@
 //! Fetching URLs on the reactor: the sans-IO [`http`](crate::http) client,
 //! driven by the event loop.
 //!
-//! A [`Fetcher`] takes requests, each with a deadline and a callback, and
-//! calls the callback exactly once with the response or the reason there is
-//! none. One fetch goes through these stages:
+//! A [`Fetcher`] takes requests, each with a priority, a timeout and a
+//! callback, and calls the callback exactly once with the response or the
+//! reason there is none. One fetch goes through these stages:
 //!
 //! ```text
 //!  Waiting ──slot free, gap passed──▶ Resolving ──addresses──▶ Exchanging ──response──▶ callback
-//!     │      (at most max_in_flight   (helper thread;          (Exchange on │  3xx: Redirects says
-//!     │       run; starts paced)       skipped for an IP)       a connection)│  Follow ─▶ Resolving
-//!     └──────────── deadline ──────────────┴──────────────────────┴──────────▶ callback(Timeout)
+//!  (no clock:  (at most max_in_flight   (helper thread;          (Exchange on │  3xx: Redirects says
+//!   urgent     run; starts paced;       skipped for an IP)       a connection)│  Follow ─▶ Resolving
+//!   first)     the deadline is armed) ────────┴── deadline ──────┴──────────▶ callback(Timeout)
 //! ```
 //!
 //! - **Slots.** At most [`FetchConfig::max_in_flight`] fetches run at once,
-//!   the rest wait in order, and one starts at most every
+//!   the rest wait, [`Priority::Urgent`] ones before [`Priority::Background`]
+//!   ones and each kind in order, and one starts at most every
 //!   [`FetchConfig::min_start_gap`]: a daemon resolving a thousand rooms
-//!   asks Douyu's web servers politely. A redirect keeps its fetch's slot.
-//! - **Deadline.** One reactor timer per fetch, armed when it is submitted,
-//!   covers everything: waiting for a slot, the lookup, connecting, every
-//!   redirect. When it fires the callback gets [`Error::Timeout`] and the
-//!   connection is dropped.
+//!   asks Douyu's web servers politely. The defaults allow at most 20
+//!   starts a second (fewer when answers take longer than 200 ms). A
+//!   redirect keeps its fetch's slot. The queue holds what callers submit:
+//!   they bound it (the monitor has at most one look-up of each kind per
+//!   room waiting).
+//! - **Deadline.** One reactor timer per fetch, armed when it *starts*
+//!   (gets a slot), covers the lookup, connecting and every redirect: its
+//!   timeout measures the server, not the queue, so a fetch that waited
+//!   long still gets its full time. When it fires the callback gets
+//!   [`Error::Timeout`] and the connection is dropped.
 //! - **Lookups** block in the system's resolver ([`FetchConfig::resolve`]),
 //!   so they run on a helper thread each and come back through a reactor channel. A thread cannot be
 //!   stopped: a fetch whose deadline passes mid-lookup answers its callback
@@ -46,6 +52,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::http::{DEFAULT_REDIRECT_LIMIT, Error, Exchange, Next, Redirects, Request, Response, ResponseLimits, Url};
+use crate::reactor::event_loop::deadline_after;
 use crate::reactor::{EntryToken, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 
 /// Looks up a host's addresses. Runs on a helper thread and may block.
@@ -87,6 +94,16 @@ impl Default for FetchConfig {
     }
 }
 
+/// Which waiting fetches start first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Someone waits on the answer (a room's id, before it can join the
+    /// right room): starts before every waiting `Background` fetch.
+    Urgent,
+    /// Routine (a periodic status read): starts when no urgent fetch waits.
+    Background,
+}
+
 /// What a fetch's callback gets.
 pub type Callback = Box<dyn FnOnce(&mut Reactor, Result<Response, Error>)>;
 
@@ -102,8 +119,12 @@ struct Shared {
     /// Where lookup threads send their answers.
     lookups: LoopSender<Lookup>,
     jobs: HashMap<u64, Job>,
-    /// Fetches not started yet, oldest first.
-    waiting: VecDeque<u64>,
+    /// Fetches not started yet, oldest first, by priority.
+    urgent: VecDeque<u64>,
+    background: VecDeque<u64>,
+    /// The backlog was reported (see [`BACKLOG_NOTICE`]); cleared once the
+    /// queue is empty again.
+    backlog_noticed: bool,
     /// Fetches holding a slot.
     running: usize,
     next_id: u64,
@@ -111,6 +132,11 @@ struct Shared {
     /// Set while a timer waits for the start gap to pass.
     pacer: Option<TimerHandle>,
 }
+
+/// Fetches waiting at once that earn one log line (per backlog, not per
+/// fetch): enough that the last waits minutes, as when a daemon starts
+/// with thousands of rooms.
+const BACKLOG_NOTICE: usize = 1000;
 
 /// A lookup thread's answer.
 struct Lookup {
@@ -123,8 +149,10 @@ struct Job {
     /// The request being sent: the caller's, or the latest redirect's.
     request: Request,
     redirects: Redirects,
-    deadline: Instant,
-    deadline_timer: TimerHandle,
+    /// How long it may run once started.
+    timeout: Duration,
+    /// Set when it starts: when its time is up, and the timer for that.
+    deadline: Option<(Instant, TimerHandle)>,
     /// Taken when the callback is called.
     callback: Option<Callback>,
     stage: Stage,
@@ -132,8 +160,8 @@ struct Job {
 
 /// Where a fetch is, with what that stage needs.
 enum Stage {
-    /// Queued for a slot.
-    Waiting,
+    /// Queued for a slot, no clock running.
+    Waiting { since: Instant },
     /// A helper thread is looking up the host.
     Resolving,
     /// Answered already (its deadline passed mid-lookup), but its lookup
@@ -171,7 +199,9 @@ impl Fetcher {
                 config,
                 lookups,
                 jobs: HashMap::new(),
-                waiting: VecDeque::new(),
+                urgent: VecDeque::new(),
+                background: VecDeque::new(),
+                backlog_noticed: false,
                 running: 0,
                 next_id: 0,
                 last_start: None,
@@ -183,13 +213,15 @@ impl Fetcher {
 
     /// Fetches `request`, following redirects, and calls `callback` once
     /// with the final response (any status: see
-    /// [`Response::error_for_status`]) or the error, at the latest at
-    /// `deadline`.
+    /// [`Response::error_for_status`]) or the error, at the latest
+    /// `timeout` after the fetch starts. It waits for a slot first, as long
+    /// as it takes (see the module docs), `priority` saying where in line.
     pub fn fetch(
         &self,
         reactor: &mut Reactor,
         request: Request,
-        deadline: Instant,
+        priority: Priority,
+        timeout: Duration,
         callback: impl FnOnce(&mut Reactor, Result<Response, Error>) + 'static,
     ) {
         if let Err(error) = request.validate() {
@@ -199,13 +231,26 @@ impl Fetcher {
         let mut shared = self.shared.borrow_mut();
         let id = shared.next_id;
         shared.next_id += 1;
-        let fetcher = self.clone();
-        let deadline_timer = reactor.call_at(deadline, move |reactor| fetcher.on_deadline(reactor, id));
         let redirects = Redirects::new(request.url(), shared.config.max_redirects);
         let callback: Callback = Box::new(callback);
-        let job = Job { request, redirects, deadline, deadline_timer, callback: Some(callback), stage: Stage::Waiting };
+        let stage = Stage::Waiting { since: Instant::now() };
+        let job = Job { request, redirects, timeout, deadline: None, callback: Some(callback), stage };
         shared.jobs.insert(id, job);
-        shared.waiting.push_back(id);
+        match priority {
+            Priority::Urgent => shared.urgent.push_back(id),
+            Priority::Background => shared.background.push_back(id),
+        }
+        let waiting = shared.urgent.len() + shared.background.len();
+        if waiting >= BACKLOG_NOTICE && !shared.backlog_noticed {
+            shared.backlog_noticed = true;
+            let config = &shared.config;
+            log::info!(
+                "{waiting} web requests wait their turn (at most {} at once, one start every {:?}); \
+                 each gets its full timeout once it starts",
+                config.max_in_flight,
+                config.min_start_gap
+            );
+        }
         // Started from the loop, so that no callback runs inside `fetch`.
         let fetcher = self.clone();
         reactor.call_soon(move |reactor| fetcher.pump(reactor));
@@ -218,15 +263,21 @@ impl Fetcher {
 
     /// Fetches waiting for a slot.
     pub fn waiting(&self) -> usize {
-        self.shared.borrow().waiting.len()
+        let shared = self.shared.borrow();
+        shared.urgent.len() + shared.background.len()
     }
 
-    /// Starts waiting fetches while slots are free and the gap allows.
+    /// Starts waiting fetches while slots are free and the gap allows; a
+    /// fetch's clock starts here.
     fn pump(&self, reactor: &mut Reactor) {
         loop {
             let id = {
                 let mut shared = self.shared.borrow_mut();
-                if shared.running >= shared.config.max_in_flight || shared.waiting.is_empty() {
+                if shared.urgent.is_empty() && shared.background.is_empty() {
+                    shared.backlog_noticed = false;
+                    return;
+                }
+                if shared.running >= shared.config.max_in_flight {
                     return;
                 }
                 let now = Instant::now();
@@ -244,7 +295,16 @@ impl Fetcher {
                 }
                 shared.running += 1;
                 shared.last_start = Some(now);
-                shared.waiting.pop_front().expect("checked non-empty")
+                let id = shared.urgent.pop_front().or_else(|| shared.background.pop_front()).expect("checked");
+                let job = shared.jobs.get_mut(&id).expect("a waiting fetch has its job");
+                if let Stage::Waiting { since } = job.stage {
+                    log::debug!("fetch {id}: starts after waiting {:?}", now - since);
+                }
+                let deadline = deadline_after(now, job.timeout);
+                let fetcher = self.clone();
+                let timer = reactor.call_at(deadline, move |reactor| fetcher.on_deadline(reactor, id));
+                job.deadline = Some((deadline, timer));
+                id
             };
             self.start(reactor, id);
         }
@@ -291,7 +351,7 @@ impl Fetcher {
                 self.pump(reactor);
                 return;
             }
-            Stage::Waiting | Stage::Exchanging { .. } => return,
+            Stage::Waiting { .. } | Stage::Exchanging { .. } => return,
         }
         drop(shared);
         match lookup.addresses {
@@ -306,8 +366,8 @@ impl Fetcher {
     fn connect(&self, reactor: &mut Reactor, id: u64, addresses: VecDeque<SocketAddr>) {
         let (exchange, url) = {
             let shared = self.shared.borrow();
-            let Some(job) = shared.jobs.get(&id) else { return };
-            (Exchange::new(&job.request, shared.config.limits, job.deadline), job.request.url().clone())
+            let Some(Job { request, deadline: Some((deadline, _)), .. }) = shared.jobs.get(&id) else { return };
+            (Exchange::new(request, shared.config.limits, *deadline), request.url().clone())
         };
         let opened = exchange.and_then(|exchange| Ok((exchange, self.open(reactor, id, &url, addresses)?)));
         match opened {
@@ -424,14 +484,8 @@ impl Fetcher {
         let mut shared = self.shared.borrow_mut();
         let Some(job) = shared.jobs.get_mut(&id) else { return };
         match &mut job.stage {
-            Stage::Waiting => {
-                let job = shared.jobs.remove(&id).expect("just seen");
-                shared.waiting.retain(|&waiting| waiting != id);
-                drop(shared);
-                if let Some(callback) = job.callback {
-                    callback(reactor, Err(Error::Timeout));
-                }
-            }
+            // The clock starts with the fetch: a waiting one has no timer.
+            Stage::Waiting { .. } | Stage::Abandoned => {}
             Stage::Resolving => {
                 job.stage = Stage::Abandoned;
                 let callback = job.callback.take();
@@ -440,7 +494,6 @@ impl Fetcher {
                     callback(reactor, Err(Error::Timeout));
                 }
             }
-            Stage::Abandoned => {}
             Stage::Exchanging { conn, .. } => {
                 let conn = *conn;
                 drop(shared);
@@ -473,7 +526,9 @@ impl Fetcher {
     fn finish(&self, reactor: &mut Reactor, id: u64, result: Result<Response, Error>) {
         let Some(job) = self.shared.borrow_mut().jobs.remove(&id) else { return };
         self.shared.borrow_mut().running -= 1;
-        reactor.remove_timeout(job.deadline_timer);
+        if let Some((_, timer)) = job.deadline {
+            reactor.remove_timeout(timer);
+        }
         match &result {
             Ok(response) => log::debug!("fetch {id}: {} from {}", response.status, response.url),
             Err(error) => log::debug!("fetch {id}: {error}"),
