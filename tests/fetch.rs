@@ -18,6 +18,8 @@ use barrage::http::{Error, Request, Response, Url};
 use barrage::reactor::{CipherPolicy, Context, Dispatcher, Reactor, TlsClientConfig, TlsServerConfig};
 use mio::net::TcpListener;
 
+mod common;
+
 /// How long past a fetch's own deadline a test waits for its callback.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -161,15 +163,20 @@ fn closed_port() -> Url {
     Url::parse(&format!("http://{addr}/")).unwrap()
 }
 
+/// The addresses of `hole.test`, set by the test that uses it.
+static HOLE_TEST: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+
 /// Set to let `stuck.test` lookups finish.
 static RELEASE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
 /// A resolver for tests, so lookups need no DNS: `web.test` has two
 /// addresses, the first one with nobody listening (127.0.0.2: loopback, but
 /// not where the test servers bind); `stuck.test` answers only once
-/// [`RELEASE`] is set (or after 20 s); other names do not exist.
+/// [`RELEASE`] is set (or after 20 s); `hole.test` has [`HOLE_TEST`]'s;
+/// other names do not exist.
 fn fake_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     match host {
+        "hole.test" => Ok(HOLE_TEST.lock().unwrap().clone()),
         "web.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 1], port))]),
         "stuck.test" => {
             let (released, wake) = &RELEASE;
@@ -424,6 +431,43 @@ fn names_go_to_the_resolver_and_each_address_is_tried_in_turn() {
     let unknown = Url::parse("http://unknown.test/").unwrap();
     let (result, _) = get(&mut reactor, &fetcher, unknown, Duration::from_secs(10));
     assert_eq!(result.unwrap_err(), Error::Resolve("unknown.test: no such host".into()));
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn an_address_that_drops_packets_costs_only_its_share_and_the_next_one_answers_in_time() {
+    let (_listener, _queued, hole) = common::black_hole();
+    let mut reactor = Reactor::new().unwrap();
+    let (base, log) = serve(&mut reactor, |_, _, _| ok("second address"));
+    let server = SocketAddr::from(([127, 0, 0, 1], base.port()));
+    let url = Url::parse(&format!("http://hole.test:{}/x", base.port())).unwrap();
+
+    // Two addresses and 2 s: the first may take 1 s (not the connect
+    // timeout's 5 s), and the second has the rest.
+    *HOLE_TEST.lock().unwrap() = vec![hole, server];
+    let config = FetchConfig { min_start_gap: Duration::ZERO, resolve: fake_resolve, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let timeout = Duration::from_secs(2);
+    let submitted = Instant::now();
+    let (result, at) = get(&mut reactor, &fetcher, url.clone(), timeout);
+    assert_eq!(result.unwrap().text(), "second address");
+    let took = at - submitted;
+    assert!(took >= timeout / 2, "the first address had its share: {took:?}");
+    assert!(took < timeout, "answered within the timeout: {took:?}");
+    assert_eq!(log.borrow().requests, ["GET /x"]);
+
+    // The connect timeout bounds an address however much time is left:
+    // with none answering, the fetch fails then, naming the address, and
+    // its slot is free long before its timeout.
+    *HOLE_TEST.lock().unwrap() = vec![hole];
+    let connect_timeout = Duration::from_millis(300);
+    let config = FetchConfig { connect_timeout, resolve: fake_resolve, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let submitted = Instant::now();
+    let (result, at) = get(&mut reactor, &fetcher, url, Duration::from_secs(10));
+    assert_eq!(result.unwrap_err(), Error::Connect(format!("{hole}: no connection within its time")));
+    let took = at - submitted;
+    assert!(took >= connect_timeout && took < Duration::from_secs(5), "failed after {took:?}");
 }
 
 #[test]

@@ -33,6 +33,10 @@
 //!   more than `max_in_flight` lookup threads, even against a resolver that
 //!   hangs.
 //! - **Addresses** are tried in the resolver's order until one connects.
+//!   Each gets at most [`FetchConfig::connect_timeout`], and no more than
+//!   its share of the time left (divided among the addresses not tried
+//!   yet): an address that drops packets (a broken IPv6 route) costs a
+//!   share, not the whole deadline.
 //! - **One connection per request** (`Connection: close`, see
 //!   [`http::request`](crate::http::request)): no pool, nothing to expire.
 //!
@@ -70,6 +74,10 @@ pub struct FetchConfig {
     pub max_in_flight: usize,
     /// Least time between two fetches starting (50 ms).
     pub min_start_gap: Duration,
+    /// How long one address may take to connect (the TLS handshake
+    /// included) before the next is tried, and at most its share of the
+    /// time left (5 s, as [`MonitorConfig::connect_timeout`](crate::monitor::MonitorConfig::connect_timeout)).
+    pub connect_timeout: Duration,
     /// Redirects followed per fetch (5).
     pub max_redirects: usize,
     /// Caps on the response's head and body.
@@ -86,6 +94,7 @@ impl Default for FetchConfig {
         FetchConfig {
             max_in_flight: 4,
             min_start_gap: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(5),
             max_redirects: DEFAULT_REDIRECT_LIMIT,
             limits: ResponseLimits::default(),
             resolve: system_resolve,
@@ -168,14 +177,35 @@ enum Stage {
     /// thread still runs: the slot is held until that thread is done.
     Abandoned,
     /// Connecting to `addr` or exchanging on `conn`; the `spare` addresses
-    /// are tried if this one cannot be connected to.
+    /// are tried if this one cannot be connected to (in time: the
+    /// `connect_timer`, until `connected`).
     Exchanging {
         conn: EntryToken,
         addr: SocketAddr,
         connected: bool,
+        connect_timer: Option<TimerHandle>,
         spare: VecDeque<SocketAddr>,
         exchange: Box<Exchange>,
     },
+}
+
+/// A connection started by [`Fetcher::open`], and the addresses left.
+struct Opened {
+    conn: EntryToken,
+    addr: SocketAddr,
+    connect_timer: Option<TimerHandle>,
+    spare: VecDeque<SocketAddr>,
+}
+
+/// How long one address may take to connect, of `addresses_left` (it
+/// included) sharing the `remaining` time: `connect_timeout`, and no more
+/// than an even share, so that an address that drops packets leaves the
+/// others their turn. `None` when that is all the time left: the fetch's
+/// own deadline ends it then.
+fn connect_budget(connect_timeout: Duration, remaining: Duration, addresses_left: usize) -> Option<Duration> {
+    let share = remaining / u32::try_from(addresses_left.max(1)).unwrap_or(u32::MAX);
+    let budget = connect_timeout.min(share);
+    (budget < remaining).then_some(budget)
 }
 
 impl Fetcher {
@@ -364,36 +394,48 @@ impl Fetcher {
     /// Opens a connection to the first of `addresses` that takes one, with
     /// a new exchange for the job's request.
     fn connect(&self, reactor: &mut Reactor, id: u64, addresses: VecDeque<SocketAddr>) {
-        let (exchange, url) = {
+        let (exchange, url, deadline) = {
             let shared = self.shared.borrow();
             let Some(Job { request, deadline: Some((deadline, _)), .. }) = shared.jobs.get(&id) else { return };
-            (Exchange::new(request, shared.config.limits, *deadline), request.url().clone())
+            (Exchange::new(request, shared.config.limits, *deadline), request.url().clone(), *deadline)
         };
-        let opened = exchange.and_then(|exchange| Ok((exchange, self.open(reactor, id, &url, addresses)?)));
+        let opened = exchange.and_then(|exchange| Ok((exchange, self.open(reactor, id, &url, deadline, addresses)?)));
         match opened {
-            Ok((exchange, (conn, addr, spare))) => {
+            Ok((exchange, Opened { conn, addr, connect_timer, spare })) => {
                 if let Some(job) = self.shared.borrow_mut().jobs.get_mut(&id) {
-                    job.stage = Stage::Exchanging { conn, addr, connected: false, spare, exchange: Box::new(exchange) };
+                    let exchange = Box::new(exchange);
+                    job.stage = Stage::Exchanging { conn, addr, connected: false, connect_timer, spare, exchange };
                 }
             }
             Err(error) => self.complete(reactor, id, Err(error)),
         }
     }
 
-    /// Starts a connection to the first of `addresses` that can be tried;
-    /// returns it, its address and the addresses left.
+    /// Starts a connection to the first of `addresses` that can be tried,
+    /// timed by [`connect_budget`] unless the fetch's deadline comes first.
     fn open(
         &self,
         reactor: &mut Reactor,
         id: u64,
         url: &Url,
+        deadline: Instant,
         mut addresses: VecDeque<SocketAddr>,
-    ) -> Result<(EntryToken, SocketAddr, VecDeque<SocketAddr>), Error> {
+    ) -> Result<Opened, Error> {
         let mut last_error = Error::Connect("no address to connect to".into());
         while let Some(addr) = addresses.pop_front() {
-            let tls = self.shared.borrow().config.tls.clone();
+            let (tls, connect_timeout) = {
+                let shared = self.shared.borrow();
+                (shared.config.tls.clone(), shared.config.connect_timeout)
+            };
             match transport::open(reactor, url, addr, tls.as_ref(), self.clone(), id) {
-                Ok(conn) => return Ok((conn, addr, addresses)),
+                Ok(conn) => {
+                    let now = Instant::now();
+                    let budget =
+                        connect_budget(connect_timeout, deadline.saturating_duration_since(now), 1 + addresses.len());
+                    let connect_timer =
+                        budget.and_then(|budget| reactor.set_timer(conn, now + budget, transport::CONNECT_TIMER));
+                    return Ok(Opened { conn, addr, connect_timer, spare: addresses });
+                }
                 // This address failed at once (unreachable, say): the next.
                 Err(Error::Connect(e)) => last_error = Error::Connect(e),
                 Err(other) => return Err(other),
@@ -410,18 +452,17 @@ impl Fetcher {
         reactor: &mut Reactor,
         id: u64,
         conn: EntryToken,
-        f: impl FnOnce(&mut Exchange, &mut bool) -> T,
+        f: impl FnOnce(&mut Exchange) -> T,
     ) -> Option<T> {
         let mut shared = self.shared.borrow_mut();
-        let Some(Job { stage: Stage::Exchanging { conn: current, connected, exchange, .. }, .. }) =
-            shared.jobs.get_mut(&id)
+        let Some(Job { stage: Stage::Exchanging { conn: current, exchange, .. }, .. }) = shared.jobs.get_mut(&id)
         else {
             return None;
         };
         if *current != conn {
             return None;
         }
-        let result = f(exchange, connected);
+        let result = f(exchange);
         let mut out = Vec::new();
         if exchange.poll_transmit(&mut out) {
             reactor.send(conn, &out);
@@ -441,13 +482,46 @@ impl Fetcher {
         Some(result)
     }
 
+    /// The connection of job `id` is up (its TLS handshake done, for
+    /// https): its connect timer is not needed any more.
+    fn on_connected(&self, reactor: &mut Reactor, id: u64, conn: EntryToken) {
+        let timer = match self.shared.borrow_mut().jobs.get_mut(&id) {
+            Some(Job { stage: Stage::Exchanging { conn: current, connected, connect_timer, .. }, .. })
+                if *current == conn =>
+            {
+                *connected = true;
+                connect_timer.take()
+            }
+            _ => return,
+        };
+        if let Some(timer) = timer {
+            reactor.remove_timeout(timer);
+        }
+        self.with_exchange(reactor, id, conn, Exchange::handle_connected);
+    }
+
+    /// The connection of job `id` did not come up within its budget: drop
+    /// it and move on, as if it had failed.
+    fn on_connect_timeout(&self, reactor: &mut Reactor, id: u64, conn: EntryToken) {
+        let connecting = matches!(
+            self.shared.borrow().jobs.get(&id),
+            Some(Job { stage: Stage::Exchanging { conn: current, connected: false, .. }, .. }) if *current == conn
+        );
+        if connecting {
+            reactor.abort(conn);
+            let error = io::Error::new(io::ErrorKind::TimedOut, "no connection within its time");
+            self.on_transport_error(reactor, id, conn, error);
+        }
+    }
+
     /// The connection of job `id` failed with `error`: before it was up,
     /// try the next address; after, the exchange ends.
     fn on_transport_error(&self, reactor: &mut Reactor, id: u64, conn: EntryToken, error: io::Error) {
-        let (spare, url) = {
+        let (spare, url, deadline) = {
             let mut shared = self.shared.borrow_mut();
             let Some(job) = shared.jobs.get_mut(&id) else { return };
             let url = job.request.url().clone();
+            let Some((deadline, _)) = job.deadline else { return };
             match &mut job.stage {
                 Stage::Exchanging { conn: current, addr, connected, spare, .. } if *current == conn => {
                     log::debug!("fetch {id}: connection to {addr} failed: {error}");
@@ -458,20 +532,20 @@ impl Fetcher {
                             Error::Connect(format!("{addr}: {error}"))
                         };
                         drop(shared);
-                        self.with_exchange(reactor, id, conn, |exchange, _| exchange.handle_error(error));
+                        self.with_exchange(reactor, id, conn, |exchange| exchange.handle_error(error));
                         return;
                     }
-                    (std::mem::take(spare), url)
+                    (std::mem::take(spare), url, deadline)
                 }
                 _ => return,
             }
         };
-        match self.open(reactor, id, &url, spare) {
-            Ok((next_conn, next_addr, rest)) => {
-                if let Some(Job { stage: Stage::Exchanging { conn, addr, spare, .. }, .. }) =
+        match self.open(reactor, id, &url, deadline, spare) {
+            Ok(next) => {
+                if let Some(Job { stage: Stage::Exchanging { conn, addr, connect_timer, spare, .. }, .. }) =
                     self.shared.borrow_mut().jobs.get_mut(&id)
                 {
-                    (*conn, *addr, *spare) = (next_conn, next_addr, rest);
+                    (*conn, *addr, *connect_timer, *spare) = (next.conn, next.addr, next.connect_timer, next.spare);
                 }
             }
             Err(error) => self.complete(reactor, id, Err(error)),
@@ -497,7 +571,7 @@ impl Fetcher {
             Stage::Exchanging { conn, .. } => {
                 let conn = *conn;
                 drop(shared);
-                self.with_exchange(reactor, id, conn, |exchange, _| exchange.handle_timeout(now));
+                self.with_exchange(reactor, id, conn, |exchange| exchange.handle_timeout(now));
             }
         }
     }
@@ -537,5 +611,27 @@ impl Fetcher {
         if let Some(callback) = job.callback {
             callback(reactor, result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn each_address_gets_the_connect_timeout_or_its_share_of_the_time_left() {
+        // Plenty of time: the connect timeout bounds each address.
+        assert_eq!(connect_budget(2 * SECOND, 10 * SECOND, 2), Some(2 * SECOND));
+        assert_eq!(connect_budget(2 * SECOND, 10 * SECOND, 1), Some(2 * SECOND));
+        // Little time: an even share, so the next address has its turn.
+        assert_eq!(connect_budget(5 * SECOND, 6 * SECOND, 3), Some(2 * SECOND));
+        assert_eq!(connect_budget(5 * SECOND, SECOND, 2), Some(SECOND / 2));
+        // The last address with no more than the time left: the fetch's
+        // deadline ends it, no timer of its own.
+        assert_eq!(connect_budget(5 * SECOND, 3 * SECOND, 1), None);
+        assert_eq!(connect_budget(5 * SECOND, Duration::ZERO, 2), None);
+        assert_eq!(connect_budget(5 * SECOND, SECOND, 0), None, "no address left is one");
     }
 }
