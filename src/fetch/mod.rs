@@ -7,9 +7,9 @@
 //!
 //! ```text
 //!  Waiting ──slot free, gap passed──▶ Resolving ──addresses──▶ Exchanging ──response──▶ callback
-//!  (no clock:  (at most max_in_flight   (helper thread;          (Exchange on │  3xx: Redirects says
-//!   urgent     run; starts paced;       skipped for an IP)       a connection)│  Follow ─▶ Resolving
-//!   first)     the deadline is armed) ────────┴── deadline ──────┴──────────▶ callback(Timeout)
+//!  (urgent     (at most max_in_flight  (helper thread;          (Exchange on │  3xx: Redirects says
+//!   first;      run; starts paced;      skipped for an IP)       a connection)│  Follow ─▶ Resolving
+//!   no clock)   the deadline is armed)     └──────── deadline ───────┴──────────▶ callback(Timeout)
 //! ```
 //!
 //! - **Slots.** At most [`FetchConfig::max_in_flight`] fetches run at once,
