@@ -41,7 +41,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use barrage::fetch::{FetchConfig, Fetcher};
+use barrage::fetch::{FetchConfig, Fetcher, Priority};
 use barrage::http::server::{parse_request_head, write_response};
 use barrage::http::{Request, Response, Url};
 use barrage::reactor::{Context, Dispatcher, Reactor};
@@ -167,7 +167,7 @@ fn send(reactor: &mut Reactor, chain: Rc<RefCell<Chain>>, step: u32, next: Next,
     }
     let fetcher = chain.borrow().fetcher.clone();
     let read_back = next.read_back;
-    fetcher.fetch(reactor, next.request, Instant::now() + STEP_TIMEOUT, move |reactor, result| {
+    fetcher.fetch(reactor, next.request, Priority::Urgent, STEP_TIMEOUT, move |reactor, result| {
         let decision = result.map_err(|e| e.to_string()).and_then(|response| {
             println!("step {step}: {} {}", response.status, response.reason);
             read_back(&mut chain.borrow_mut().session, &response)

@@ -12,11 +12,13 @@ use std::rc::Rc;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use barrage::fetch::{FetchConfig, Fetcher};
+use barrage::fetch::{FetchConfig, Fetcher, Priority};
 use barrage::http::server::{RequestHead, parse_request_head, write_response};
 use barrage::http::{Error, Request, Response, Url};
 use barrage::reactor::{CipherPolicy, Context, Dispatcher, Reactor, TlsClientConfig, TlsServerConfig};
 use mio::net::TcpListener;
+
+mod common;
 
 /// How long past a fetch's own deadline a test waits for its callback.
 const GRACE: Duration = Duration::from_secs(5);
@@ -161,15 +163,20 @@ fn closed_port() -> Url {
     Url::parse(&format!("http://{addr}/")).unwrap()
 }
 
+/// The addresses of `hole.test`, set by the test that uses it.
+static HOLE_TEST: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+
 /// Set to let `stuck.test` lookups finish.
 static RELEASE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
 
 /// A resolver for tests, so lookups need no DNS: `web.test` has two
 /// addresses, the first one with nobody listening (127.0.0.2: loopback, but
 /// not where the test servers bind); `stuck.test` answers only once
-/// [`RELEASE`] is set (or after 20 s); other names do not exist.
+/// [`RELEASE`] is set (or after 20 s); `hole.test` has [`HOLE_TEST`]'s;
+/// other names do not exist.
 fn fake_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     match host {
+        "hole.test" => Ok(HOLE_TEST.lock().unwrap().clone()),
         "web.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 2], port)), SocketAddr::from(([127, 0, 0, 1], port))]),
         "stuck.test" => {
             let (released, wake) = &RELEASE;
@@ -186,10 +193,20 @@ fn fake_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 /// A fetch's outcome and when its callback ran.
 type Outcome = Rc<RefCell<Option<(Result<Response, Error>, Instant)>>>;
 
-fn submit(reactor: &mut Reactor, fetcher: &Fetcher, request: Request, deadline: Instant) -> Outcome {
+fn submit(reactor: &mut Reactor, fetcher: &Fetcher, request: Request, timeout: Duration) -> Outcome {
+    submit_as(reactor, fetcher, request, Priority::Urgent, timeout)
+}
+
+fn submit_as(
+    reactor: &mut Reactor,
+    fetcher: &Fetcher,
+    request: Request,
+    priority: Priority,
+    timeout: Duration,
+) -> Outcome {
     let outcome: Outcome = Rc::new(RefCell::new(None));
     let slot = outcome.clone();
-    fetcher.fetch(reactor, request, deadline, move |_, result| {
+    fetcher.fetch(reactor, request, priority, timeout, move |_, result| {
         assert!(slot.borrow().is_none(), "a callback runs once");
         *slot.borrow_mut() = Some((result, Instant::now()));
     });
@@ -197,21 +214,22 @@ fn submit(reactor: &mut Reactor, fetcher: &Fetcher, request: Request, deadline: 
 }
 
 /// Fetches `request` and runs the loop until its callback ran (at the
-/// latest `GRACE` after `deadline`).
-fn fetch_by(
+/// latest `GRACE` after its timeout: nothing else waits for a slot).
+fn fetch_within(
     reactor: &mut Reactor,
     fetcher: &Fetcher,
     request: Request,
-    deadline: Instant,
+    timeout: Duration,
 ) -> (Result<Response, Error>, Instant) {
-    let outcome = submit(reactor, fetcher, request, deadline);
+    let deadline = Instant::now() + timeout;
+    let outcome = submit(reactor, fetcher, request, timeout);
     let done = reactor.run_until(deadline + GRACE, |_| outcome.borrow().is_some()).unwrap();
     assert!(done, "no callback within {GRACE:?} of the deadline");
     outcome.take().unwrap()
 }
 
 fn get(reactor: &mut Reactor, fetcher: &Fetcher, url: Url, within: Duration) -> (Result<Response, Error>, Instant) {
-    fetch_by(reactor, fetcher, Request::get(url), Instant::now() + within)
+    fetch_within(reactor, fetcher, Request::get(url), within)
 }
 
 fn setup() -> (Reactor, Fetcher) {
@@ -231,20 +249,24 @@ fn a_chain_of_requests_each_started_by_the_last_ones_callback() {
         ("POST", "/logout") if body == b"token=tok-1" => ok("bye"),
         _ => Reply::Close(response(403, &[], b"no")),
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let timeout = Duration::from_secs(10);
+    let deadline = Instant::now() + 3 * timeout;
     let texts = Rc::new(RefCell::new(Vec::new()));
 
     let (f, b, t) = (fetcher.clone(), base.clone(), texts.clone());
-    fetcher.fetch(&mut reactor, Request::get(base.append_path("/login").unwrap()), deadline, move |reactor, result| {
+    let login = Request::get(base.append_path("/login").unwrap());
+    fetcher.fetch(&mut reactor, login, Priority::Urgent, timeout, move |reactor, result| {
         let token = result.unwrap().text();
         t.borrow_mut().push(token.clone());
         let poll = Request::post(b.append_path("/poll").unwrap(), format!("token={token}"));
         let (f2, t2) = (f.clone(), t.clone());
-        f.fetch(reactor, poll, deadline, move |reactor, result| {
+        f.fetch(reactor, poll, Priority::Urgent, timeout, move |reactor, result| {
             t2.borrow_mut().push(result.unwrap().text());
             let logout = Request::post(b.append_path("/logout").unwrap(), format!("token={token}"));
             let t3 = t2.clone();
-            f2.fetch(reactor, logout, deadline, move |_, result| t3.borrow_mut().push(result.unwrap().text()));
+            let push =
+                move |_: &mut Reactor, result: Result<Response, Error>| t3.borrow_mut().push(result.unwrap().text());
+            f2.fetch(reactor, logout, Priority::Urgent, timeout, push);
         });
     });
     let done = reactor.run_until(deadline, |_| texts.borrow().len() == 3).unwrap();
@@ -300,8 +322,9 @@ fn a_redirect_loop_and_too_many_redirects_are_errors() {
 fn a_server_that_never_answers_times_out_at_the_deadline() {
     let (mut reactor, fetcher) = setup();
     let (base, log) = serve(&mut reactor, |_, _, _| Reply::Hold(Vec::new()));
-    let deadline = Instant::now() + Duration::from_millis(300);
-    let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(base), deadline);
+    let timeout = Duration::from_millis(300);
+    let deadline = Instant::now() + timeout;
+    let (result, at) = fetch_within(&mut reactor, &fetcher, Request::get(base), timeout);
     assert_eq!(result.unwrap_err(), Error::Timeout);
     assert!(at >= deadline, "not before the deadline");
     assert_eq!(log.borrow().requests.len(), 1, "the request did arrive");
@@ -314,8 +337,9 @@ fn a_slow_body_times_out_at_the_deadline() {
     let (base, _) = serve(&mut reactor, |_, _, _| {
         Reply::Hold(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a little".to_vec())
     });
-    let deadline = Instant::now() + Duration::from_millis(300);
-    let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(base), deadline);
+    let timeout = Duration::from_millis(300);
+    let deadline = Instant::now() + timeout;
+    let (result, at) = fetch_within(&mut reactor, &fetcher, Request::get(base), timeout);
     assert_eq!(result.unwrap_err(), Error::Timeout);
     assert!(at >= deadline);
 }
@@ -334,7 +358,7 @@ fn an_oversized_body_fails_before_the_deadline() {
     let within = Duration::from_secs(10);
     for path in ["/announced", "/streamed"] {
         let deadline = Instant::now() + within;
-        let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(base.append_path(path).unwrap()), deadline);
+        let (result, at) = fetch_within(&mut reactor, &fetcher, Request::get(base.append_path(path).unwrap()), within);
         assert_eq!(result.unwrap_err(), Error::BodyTooLarge { limit: 64 * 1024 }, "{path}");
         assert!(at < deadline, "{path}: failed at once, not at the deadline");
     }
@@ -348,8 +372,9 @@ fn a_truncated_body_is_an_error() {
         _ => Reply::Close(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec()),
     });
     for path in ["/length", "/chunked"] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(base.append_path(path).unwrap()), deadline);
+        let within = Duration::from_secs(10);
+        let deadline = Instant::now() + within;
+        let (result, at) = fetch_within(&mut reactor, &fetcher, Request::get(base.append_path(path).unwrap()), within);
         assert_eq!(result.unwrap_err(), Error::Truncated, "{path}");
         assert!(at < deadline);
     }
@@ -373,8 +398,9 @@ fn a_chunked_body_and_a_close_delimited_one_arrive_whole() {
 #[test]
 fn connection_refused_fails_at_once() {
     let (mut reactor, fetcher) = setup();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(closed_port()), deadline);
+    let within = Duration::from_secs(10);
+    let deadline = Instant::now() + within;
+    let (result, at) = fetch_within(&mut reactor, &fetcher, Request::get(closed_port()), within);
     assert!(matches!(result, Err(Error::Connect(ref why)) if why.contains("refused")), "{result:?}");
     assert!(at < deadline);
 }
@@ -408,25 +434,59 @@ fn names_go_to_the_resolver_and_each_address_is_tried_in_turn() {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
+fn an_address_that_drops_packets_costs_only_its_share_and_the_next_one_answers_in_time() {
+    let (_listener, _queued, hole) = common::black_hole();
+    let mut reactor = Reactor::new().unwrap();
+    let (base, log) = serve(&mut reactor, |_, _, _| ok("second address"));
+    let server = SocketAddr::from(([127, 0, 0, 1], base.port()));
+    let url = Url::parse(&format!("http://hole.test:{}/x", base.port())).unwrap();
+
+    // Two addresses and 2 s: the first may take 1 s (not the connect
+    // timeout's 5 s), and the second has the rest.
+    *HOLE_TEST.lock().unwrap() = vec![hole, server];
+    let config = FetchConfig { min_start_gap: Duration::ZERO, resolve: fake_resolve, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let timeout = Duration::from_secs(2);
+    let submitted = Instant::now();
+    let (result, at) = get(&mut reactor, &fetcher, url.clone(), timeout);
+    assert_eq!(result.unwrap().text(), "second address");
+    let took = at - submitted;
+    assert!(took >= timeout / 2, "the first address had its share: {took:?}");
+    assert!(took < timeout, "answered within the timeout: {took:?}");
+    assert_eq!(log.borrow().requests, ["GET /x"]);
+
+    // The connect timeout bounds an address however much time is left:
+    // with none answering, the fetch fails then, naming the address, and
+    // its slot is free long before its timeout.
+    *HOLE_TEST.lock().unwrap() = vec![hole];
+    let connect_timeout = Duration::from_millis(300);
+    let config = FetchConfig { connect_timeout, resolve: fake_resolve, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let submitted = Instant::now();
+    let (result, at) = get(&mut reactor, &fetcher, url, Duration::from_secs(10));
+    assert_eq!(result.unwrap_err(), Error::Connect(format!("{hole}: no connection within its time")));
+    let took = at - submitted;
+    assert!(took >= connect_timeout && took < Duration::from_secs(5), "failed after {took:?}");
+}
+
+#[test]
 fn a_lookup_that_outlives_its_deadline_answers_at_the_deadline_and_holds_its_slot_until_done() {
     let mut reactor = Reactor::new().unwrap();
     let config = FetchConfig { max_in_flight: 1, resolve: fake_resolve, ..FetchConfig::default() };
     let fetcher = Fetcher::new(&mut reactor, config);
     let (base, log) = serve(&mut reactor, |_, _, _| ok("after the lookup"));
     let stuck = Url::parse(&format!("http://stuck.test:{}/stuck", base.port())).unwrap();
-    let deadline = Instant::now() + Duration::from_millis(200);
-    let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(stuck), deadline);
+    let timeout = Duration::from_millis(200);
+    let deadline = Instant::now() + timeout;
+    let (result, at) = fetch_within(&mut reactor, &fetcher, Request::get(stuck), timeout);
     assert_eq!(result.unwrap_err(), Error::Timeout);
     assert!(at >= deadline);
 
     // The lookup thread still runs: its slot stays taken, so at most
     // max_in_flight threads exist however long lookups hang.
-    let next = submit(
-        &mut reactor,
-        &fetcher,
-        Request::get(base.append_path("/next").unwrap()),
-        Instant::now() + Duration::from_secs(10),
-    );
+    let next =
+        submit(&mut reactor, &fetcher, Request::get(base.append_path("/next").unwrap()), Duration::from_secs(10));
     reactor.turn(Some(Duration::ZERO)).unwrap();
     assert_eq!((fetcher.running(), fetcher.waiting()), (1, 1));
 
@@ -444,8 +504,9 @@ fn at_most_max_in_flight_run_at_once_and_all_finish() {
         Reply::Later(Duration::from_millis(50), response(200, &[], target.as_bytes()))
     });
     let deadline = Instant::now() + Duration::from_secs(20);
+    let timeout = Duration::from_secs(10);
     let outcomes: Vec<Outcome> = (0..10)
-        .map(|i| submit(&mut reactor, &fetcher, Request::get(base.append_path(&format!("/{i}")).unwrap()), deadline))
+        .map(|i| submit(&mut reactor, &fetcher, Request::get(base.append_path(&format!("/{i}")).unwrap()), timeout))
         .collect();
     assert_eq!((fetcher.running(), fetcher.waiting()), (0, 10), "nothing starts inside fetch()");
     let done = reactor.run_until(deadline, |_| outcomes.iter().all(|o| o.borrow().is_some())).unwrap();
@@ -468,7 +529,7 @@ fn starts_are_paced_by_the_minimum_gap() {
     let submitted = Instant::now();
     let deadline = submitted + Duration::from_secs(10);
     for _ in 0..2 {
-        submit(&mut reactor, &fetcher, Request::get(base.clone()), deadline);
+        submit(&mut reactor, &fetcher, Request::get(base.clone()), Duration::from_secs(10));
     }
     assert!(reactor.run_until(deadline, |_| fetcher.running() == 1).unwrap());
     assert_eq!(fetcher.waiting(), 1, "the second waits for the gap");
@@ -478,17 +539,50 @@ fn starts_are_paced_by_the_minimum_gap() {
 }
 
 #[test]
-fn a_fetch_waiting_for_a_slot_times_out_at_its_own_deadline() {
+fn a_fetch_that_waited_for_a_slot_longer_than_its_timeout_still_gets_all_of_it() {
     let mut reactor = Reactor::new().unwrap();
-    let fetcher = Fetcher::new(&mut reactor, FetchConfig { max_in_flight: 1, ..FetchConfig::default() });
-    let (base, _) = serve(&mut reactor, |_, _, _| Reply::Hold(Vec::new()));
-    let long = submit(&mut reactor, &fetcher, Request::get(base.clone()), Instant::now() + Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_millis(200);
-    let (result, at) = fetch_by(&mut reactor, &fetcher, Request::get(base), deadline);
-    assert_eq!(result.unwrap_err(), Error::Timeout);
-    assert!(at >= deadline);
-    assert!(long.borrow().is_none(), "the first is still running");
-    assert_eq!((fetcher.running(), fetcher.waiting()), (1, 0));
+    let config = FetchConfig { max_in_flight: 1, min_start_gap: Duration::ZERO, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    // Each answer takes 400 ms, well within the 1 s timeout; one at a
+    // time, the fourth waits 1.2 s for its turn.
+    let hold = Duration::from_millis(400);
+    let (base, log) =
+        serve(&mut reactor, move |_, target, _| Reply::Later(hold, response(200, &[], target.as_bytes())));
+    let timeout = Duration::from_secs(1);
+    let submitted = Instant::now();
+    let outcomes: Vec<Outcome> = (0..4)
+        .map(|i| submit(&mut reactor, &fetcher, Request::get(base.append_path(&format!("/{i}")).unwrap()), timeout))
+        .collect();
+    let done = |_: &mut Reactor| outcomes.iter().all(|o| o.borrow().is_some());
+    assert!(reactor.run_until(submitted + 4 * hold + GRACE, done).unwrap());
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let (result, at) = outcome.take().unwrap();
+        assert_eq!(result.unwrap().text(), format!("/{i}"), "answered, however long it waited");
+        if i == 3 {
+            assert!(at - submitted > timeout, "the last waited past its timeout: {:?}", at - submitted);
+        }
+    }
+    assert_eq!(log.borrow().max_unanswered, 1);
+}
+
+#[test]
+fn urgent_fetches_start_before_background_ones_and_each_kind_in_order() {
+    let mut reactor = Reactor::new().unwrap();
+    let config = FetchConfig { max_in_flight: 1, min_start_gap: Duration::ZERO, ..FetchConfig::default() };
+    let fetcher = Fetcher::new(&mut reactor, config);
+    let (base, log) = serve(&mut reactor, |_, _, _| ok(""));
+    let timeout = Duration::from_secs(10);
+    use Priority::{Background, Urgent};
+    let order = [("/b1", Background), ("/u1", Urgent), ("/b2", Background), ("/u2", Urgent)];
+    let outcomes: Vec<Outcome> = order
+        .into_iter()
+        .map(|(path, priority)| {
+            submit_as(&mut reactor, &fetcher, Request::get(base.append_path(path).unwrap()), priority, timeout)
+        })
+        .collect();
+    let done = |_: &mut Reactor| outcomes.iter().all(|o| o.borrow().is_some());
+    assert!(reactor.run_until(Instant::now() + timeout + GRACE, done).unwrap());
+    assert_eq!(log.borrow().requests, ["GET /u1", "GET /u2", "GET /b1", "GET /b2"]);
 }
 
 /// Starts an HTTPS server (a self-signed certificate for 127.0.0.1 and
@@ -534,7 +628,7 @@ fn https_without_a_tls_config_is_refused_and_bad_requests_fail_through_the_callb
     assert_eq!(result.unwrap_err(), Error::TlsUnavailable);
 
     let bad = Request::get(Url::parse("http://127.0.0.1:9/").unwrap()).header("X", "a\r\nb");
-    let outcome = submit(&mut reactor, &fetcher, bad, Instant::now() + Duration::from_secs(10));
+    let outcome = submit(&mut reactor, &fetcher, bad, Duration::from_secs(10));
     assert!(outcome.borrow().is_none(), "not called inside fetch()");
     assert!(reactor.run_until(Instant::now() + GRACE, |_| outcome.borrow().is_some()).unwrap());
     assert!(matches!(outcome.take().unwrap().0, Err(Error::InvalidRequest(_))));

@@ -181,29 +181,10 @@ fn a_joined_room_holds_one_timer_not_its_spent_connect_timeout() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// A loopback address whose connects hang, as a black-holed one's do: a
-/// listener that never accepts, its accept queue filled up (std listens
-/// with a backlog of 128). Linux drops further SYNs then, so a connect
-/// neither completes nor fails. (Other systems may refuse instead.)
-#[cfg(target_os = "linux")]
-fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>, std::net::SocketAddr) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut queued = Vec::new();
-    for _ in 0..4096 {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Ok(stream) => queued.push(stream),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, queued, addr),
-            Err(e) => panic!("filling the accept queue: {e}"),
-        }
-    }
-    panic!("the accept queue never filled");
-}
-
 #[test]
 #[cfg(target_os = "linux")]
 fn a_connect_that_hangs_times_out_and_the_room_moves_to_the_next_address() {
-    let (_listener, _queued, hole) = black_hole();
+    let (_listener, _queued, hole) = common::black_hole();
     let mut reactor = Reactor::new().unwrap();
     let (server, _log) = fake_server(&mut reactor, 0);
     let path = temp_path("connect-timeout.jsonl");

@@ -90,7 +90,9 @@ pub(crate) struct WatchArgs {
 
     /// Read each room's live status from Douyu's web site after it joins
     /// and then every this many seconds (Douyu pushes changes only while a
-    /// room is connected); 0 = never, else at least 30. [default: 300]
+    /// room is connected); 0 = never, else at least 30. The site is asked
+    /// at most 20 times a second, so with more rooms than 20 × SECS each is
+    /// read about every rooms ÷ 20 seconds instead. [default: 300]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub(crate) status_check: Option<Duration>,
 
@@ -152,7 +154,7 @@ pub(crate) struct WatchArgs {
 
     /// Give up on a server address that has not opened the connection (the
     /// TCP connect, and the TLS and WebSocket handshakes) within this many
-    /// seconds, and try the next one. [default: 5]
+    /// seconds, and try the next one; web look-ups too. [default: 5]
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub(crate) connect_timeout: Option<Duration>,
 

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use super::Fetcher;
-use crate::http::{Error, Host, Scheme, Url};
+use crate::http::{Error, Exchange, Host, Scheme, Url};
 use crate::reactor::{Context, Dispatcher, EntryToken, Reactor, TlsClientConfig};
 
 /// Starts a connection to `addr` for `url`, whose events go to job `job`
@@ -36,6 +36,9 @@ pub(super) fn open(
     opened.map_err(|e| Error::Connect(format!("{addr}: {e}")))
 }
 
+/// The tag of a connection's connect timer (its only timer).
+pub(super) const CONNECT_TIMER: u64 = 1;
+
 /// A connection's events, passed to its fetch.
 struct Transport {
     fetcher: Fetcher,
@@ -45,23 +48,27 @@ struct Transport {
 impl Dispatcher for Transport {
     fn handle_connect(&mut self, ctx: &mut Context<'_>) {
         let conn = ctx.id();
-        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange, connected| {
-            *connected = true;
-            exchange.handle_connected();
-        });
+        self.fetcher.on_connected(ctx.reactor(), self.job, conn);
+    }
+
+    fn handle_timer(&mut self, ctx: &mut Context<'_>, tag: u64) {
+        if tag == CONNECT_TIMER {
+            let conn = ctx.id();
+            self.fetcher.on_connect_timeout(ctx.reactor(), self.job, conn);
+        }
     }
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
         let conn = ctx.id();
         // A connection its fetch has left (timed out, say) wants nothing.
         self.fetcher
-            .with_exchange(ctx.reactor(), self.job, conn, |exchange, _| exchange.handle_bytes(data))
+            .with_exchange(ctx.reactor(), self.job, conn, |exchange| exchange.handle_bytes(data))
             .unwrap_or(data.len())
     }
 
     fn handle_eof(&mut self, ctx: &mut Context<'_>) {
         let conn = ctx.id();
-        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange, _| exchange.handle_eof());
+        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, Exchange::handle_eof);
         ctx.close();
     }
 
@@ -74,7 +81,7 @@ impl Dispatcher for Transport {
     /// must not wait for its deadline.
     fn handle_close(&mut self, ctx: &mut Context<'_>) {
         let conn = ctx.id();
-        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange, _| {
+        self.fetcher.with_exchange(ctx.reactor(), self.job, conn, |exchange| {
             exchange.handle_error(Error::Io("the connection closed".into()));
         });
     }

@@ -11,11 +11,17 @@
 //!   found later makes the room join again with it. Two names of one room
 //!   (a vanity number and its real id) make one connection: the one
 //!   found second stops, and says so. Look-ups block no other room: they
-//!   run a few at a time, paced (`fetch::Fetcher`).
+//!   run a few at a time, paced (`fetch::Fetcher`), before any status read
+//!   ([`Priority::Urgent`]). A look-up's `timeout` starts when it is sent,
+//!   so with thousands of rooms queued each still gets its full time, and
+//!   only a failed answer sends it to the desktop site.
 //! - **Status.** `betard/{rid}` is read after every join and then every
 //!   `status_check`; what it says goes to the room's [`LiveTracker`], with
 //!   the `rss` pushes, and a change becomes one output line of type
-//!   [`LIVE_TYPE`].
+//!   [`LIVE_TYPE`]. A room has at most one read waiting
+//!   ([`Priority::Background`]), so when rooms outnumber what the fetcher
+//!   starts in a `status_check` (20 a second), reads do not pile up: each
+//!   room is read about every rooms ÷ 20 s instead.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -23,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::douyu::web::{self, DESKTOP_USER_AGENT, DOUYU_REFERER, MOBILE_USER_AGENT};
 use crate::douyu::{LiveStatus, Message, stt};
+use crate::fetch::Priority;
 use crate::http::{Request, Response};
 use crate::reactor::Reactor;
 
@@ -68,7 +75,7 @@ impl MonitorState {
     }
 
     fn read_room_page(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, mobile: bool) {
-        let Some((fetcher, request, deadline)) = this.borrow().web_request(|web| {
+        let Some((fetcher, request, timeout)) = this.borrow().web_request(|web| {
             let (base, agent) =
                 if mobile { (&web.mobile_base, MOBILE_USER_AGENT) } else { (&web.desktop_base, DESKTOP_USER_AGENT) };
             let url = base.append_path(&web::room_page_path(room)).ok()?;
@@ -77,7 +84,8 @@ impl MonitorState {
             return;
         };
         let weak = Rc::downgrade(this);
-        fetcher.fetch(reactor, request, deadline, move |reactor, result| {
+        // Urgent: the room waits on its id to join the right room.
+        fetcher.fetch(reactor, request, Priority::Urgent, timeout, move |reactor, result| {
             let Some(this) = weak.upgrade() else { return };
             let found = result.and_then(Response::error_for_status).map(|page| web::parse_room_page(&page.text()));
             match found {
@@ -163,7 +171,7 @@ impl MonitorState {
     /// Reads `room`'s status from `betard`, unless a read is under way or
     /// status checks are off.
     pub(crate) fn check_status(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
-        let Some((fetcher, request, deadline)) = this.borrow_mut().web_request_for(room, |web, id| {
+        let Some((fetcher, request, timeout)) = this.borrow_mut().web_request_for(room, |web, id| {
             if web.status_check.is_zero() {
                 return None;
             }
@@ -173,7 +181,7 @@ impl MonitorState {
             return;
         };
         let weak = Rc::downgrade(this);
-        fetcher.fetch(reactor, request, deadline, move |reactor, result| {
+        fetcher.fetch(reactor, request, Priority::Background, timeout, move |reactor, result| {
             let Some(this) = weak.upgrade() else { return };
             let status = result.and_then(Response::error_for_status).map_err(|e| e.to_string());
             Self::status_read(&this, reactor, room, status.and_then(|page| web::parse_betard(&page.text())));
@@ -302,15 +310,15 @@ impl MonitorState {
     }
 
     /// The fetcher, a request built by `build` from the web settings, and
-    /// its deadline.
+    /// its timeout (which counts from when the fetch starts, not from now).
     fn web_request(
         &self,
         build: impl FnOnce(&super::WebLookups) -> Option<Request>,
-    ) -> Option<(crate::fetch::Fetcher, Request, Instant)> {
+    ) -> Option<(crate::fetch::Fetcher, Request, Duration)> {
         let fetcher = self.fetcher.clone()?;
         let web = self.config.web.as_ref()?;
         let request = build(web)?;
-        Some((fetcher, request, Instant::now() + web.timeout))
+        Some((fetcher, request, web.timeout))
     }
 
     /// Like [`web_request`](Self::web_request), for a status read of `room`
@@ -319,7 +327,7 @@ impl MonitorState {
         &mut self,
         room: u64,
         build: impl FnOnce(&super::WebLookups, u64) -> Option<Request>,
-    ) -> Option<(crate::fetch::Fetcher, Request, Instant)> {
+    ) -> Option<(crate::fetch::Fetcher, Request, Duration)> {
         let slot = self.rooms.get(&room)?;
         if slot.web.as_ref().is_none_or(|web| web.status_in_flight) {
             return None;

@@ -351,10 +351,12 @@ impl Monitor {
         } else {
             None
         };
-        let fetcher = config
-            .web
-            .is_some()
-            .then(|| Fetcher::new(reactor, FetchConfig { tls: tls.clone(), ..FetchConfig::default() }));
+        let fetcher = config.web.is_some().then(|| {
+            Fetcher::new(
+                reactor,
+                FetchConfig { tls: tls.clone(), connect_timeout: config.connect_timeout, ..FetchConfig::default() },
+            )
+        });
         let seed = config.random_seed.unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
         });

@@ -257,3 +257,22 @@ pub fn run_beside<T: Send + 'static>(
     }
     result.expect("the client returned")
 }
+
+/// A loopback address whose connects hang, as a black-holed one's do: a
+/// listener that never accepts, its accept queue filled up (std listens
+/// with a backlog of 128). Linux drops further SYNs then, so a connect
+/// neither completes nor fails. (Other systems may refuse instead.)
+#[cfg(target_os = "linux")]
+pub fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4096 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)) {
+            Ok(stream) => queued.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, queued, addr),
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    panic!("the accept queue never filled");
+}
