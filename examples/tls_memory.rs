@@ -21,7 +21,11 @@
 //! - `openssl-defaults+release`: the same plus `SSL_MODE_RELEASE_BUFFERS`;
 //! - `barrage`: `TlsClientConfig` as the reactor ships it (release
 //!   buffers, no session tickets, no session cache);
-//! - `barrage-keep-buffers`: the same without `RELEASE_BUFFERS`.
+//! - `barrage-keep-buffers`: the same without `RELEASE_BUFFERS`;
+//! - `barrage-tls1.2-max`: the same offering TLS 1.2 only, so the hello
+//!   carries no TLS 1.3 key share, which OpenSSL keeps for the connection's
+//!   life when the server picks TLS 1.2 (measured, not shipped: the client
+//!   also talks to servers that offer TLS 1.3).
 
 #![forbid(unsafe_code)]
 
@@ -37,11 +41,11 @@ use barrage::bench::process::rss_bytes;
 use barrage::reactor::{CipherPolicy, Context, Dispatcher, Reactor, TlsClientConfig, TlsServerConfig};
 use barrage::sim::certificate::self_signed_localhost;
 use mio::net::TcpListener;
-use openssl::ssl::{SslContextBuilder, SslMethod, SslMode, SslOptions, SslSessionCacheMode, SslVerifyMode};
+use openssl::ssl::{SslContextBuilder, SslMethod, SslMode, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 
-const VARIANTS: [&str; 5] =
-    ["plain", "openssl-defaults", "openssl-defaults+release", "barrage", "barrage-keep-buffers"];
+const VARIANTS: [&str; 6] =
+    ["plain", "openssl-defaults", "openssl-defaults+release", "barrage", "barrage-keep-buffers", "barrage-tls1.2-max"];
 const REPLY: usize = 20 * 1024;
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -173,6 +177,20 @@ fn client_config(variant: &str, dir: &Path) -> io::Result<Option<TlsClientConfig
             builder.set_verify(SslVerifyMode::PEER);
             builder.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_TICKET);
             builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+            for cert in X509::stack_from_pem(&ca).map_err(io::Error::other)? {
+                builder.cert_store_mut().add_cert(cert).map_err(io::Error::other)?;
+            }
+            Some(TlsClientConfig::from_builder(builder))
+        }
+        "barrage-tls1.2-max" => {
+            // TlsClientConfig's settings, spelled out, offering TLS 1.2 only.
+            let mut builder = SslContextBuilder::new(SslMethod::tls_client()).map_err(io::Error::other)?;
+            builder.set_verify(SslVerifyMode::PEER);
+            builder.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_TICKET);
+            builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+            builder.set_mode(SslMode::RELEASE_BUFFERS);
+            builder.set_read_ahead(true);
+            builder.set_max_proto_version(Some(SslVersion::TLS1_2)).map_err(io::Error::other)?;
             for cert in X509::stack_from_pem(&ca).map_err(io::Error::other)? {
                 builder.cert_store_mut().add_cert(cert).map_err(io::Error::other)?;
             }

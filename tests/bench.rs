@@ -20,7 +20,7 @@ fn bench_reports_every_room_joined_and_nothing_lost() {
     assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["lost"], 0);
     assert_eq!(report["duplicated"], 0);
-    for key in ["cpu_secs", "rss_per_room_bytes", "lateness_p99_ms", "syscalls_per_message", "join_secs"] {
+    for key in ["cpu_secs", "rss_per_room_bytes", "lateness_p99_ms", "syscalls_per_message", "join_secs", "stop_secs"] {
         assert!(report[key].is_number(), "{key} missing in {report}");
     }
     // Every part of the syscall count is reported.
@@ -28,6 +28,10 @@ fn bench_reports_every_room_joined_and_nothing_lost() {
         assert!(report[key].is_u64(), "{key} missing in {report}");
     }
     assert_eq!(report["poll_interval_ms"], 100.0, "bench measures watch's default");
+    // The stop's peak, measured apart from the joins'.
+    for key in ["rss_stop_start_bytes", "rss_stop_peak_bytes"] {
+        assert!(report[key].as_u64().is_some_and(|bytes| bytes > 0), "{key} missing in {report}");
+    }
 }
 
 /// `--transport wss`: the simulator speaks WebSocket over TLS (Douyu's

@@ -571,7 +571,15 @@ fn tls_memory_measures_every_variant_against_its_server_child() {
     let (lines, status) = memory.finish();
     let transcript = memory.transcript();
     assert!(status.success(), "exit status {status}\n{transcript}");
-    for variant in ["plain", "openssl-defaults", "openssl-defaults+release", "barrage", "barrage-keep-buffers"] {
+    let variants = [
+        "plain",
+        "openssl-defaults",
+        "openssl-defaults+release",
+        "barrage",
+        "barrage-keep-buffers",
+        "barrage-tls1.2-max",
+    ];
+    for variant in variants {
         let prefix = format!("{variant}: ");
         let line = lines
             .iter()

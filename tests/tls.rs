@@ -426,6 +426,91 @@ fn a_graceful_close_delivers_everything_then_close_notify() {
     assert_eq!(server_log.borrow().events, vec!["connect", "close"], "errors: {:?}", server_log.borrow().errors);
 }
 
+/// What a blocking OpenSSL server on a std socket saw of a client that
+/// greets it and closes; it answers the close only when told to.
+#[derive(Debug, PartialEq)]
+enum PeerSaw {
+    /// The greeting, then our close_notify, then our FIN.
+    GreetingThenCloseNotifyThenEof(Vec<u8>),
+    /// After its own close_notify and FIN, once the client had closed: a
+    /// quiet end (`Ok(0)`), not a reset.
+    QuietEnd,
+}
+
+#[test]
+fn once_its_close_notify_is_out_a_closing_connection_drops_tls_and_lingers_as_tcp_until_the_peers_fin() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tell_peer, peer_told) = std::sync::mpsc::channel::<()>();
+    let (peer_says, from_peer) = std::sync::mpsc::channel::<PeerSaw>();
+    let peer = std::thread::spawn(move || {
+        use openssl::ssl::{ShutdownResult, SslAcceptor, SslMethod};
+        use std::io::Read;
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        let cert = certificate();
+        acceptor.set_certificate(&openssl::x509::X509::from_pem(&cert.cert_pem).unwrap()).unwrap();
+        acceptor.set_private_key(&openssl::pkey::PKey::private_key_from_pem(&cert.key_pem).unwrap()).unwrap();
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut tls = acceptor.build().accept(tcp).unwrap();
+        let mut greeting = Vec::new();
+        // Ends at the client's close_notify (a cut without one is an error).
+        tls.read_to_end(&mut greeting).unwrap();
+        assert_eq!(tls.get_mut().read(&mut [0; 64]).unwrap(), 0, "the client's FIN follows its close_notify");
+        peer_says.send(PeerSaw::GreetingThenCloseNotifyThenEof(greeting)).unwrap();
+        peer_told.recv().unwrap();
+        // Our close_notify (the client must read it, or its close would be
+        // a reset), then our FIN.
+        assert!(matches!(tls.shutdown(), Ok(ShutdownResult::Received)));
+        tls.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+        peer_told.recv().unwrap();
+        let end = tls.get_mut().read(&mut [0; 64]);
+        assert!(matches!(end, Ok(0)), "after the client closed: {end:?}");
+        peer_says.send(PeerSaw::QuietEnd).unwrap();
+    });
+
+    // Long enough that only the peer's FIN can end the linger in time.
+    let mut reactor = Reactor::with_config(ReactorConfig { linger: DEADLINE * 3, ..ReactorConfig::default() }).unwrap();
+    // A bystander on the same loop, open throughout.
+    let (bystander_server, bystander_client) = (Rc::new(RefCell::new(Log::default())), Shared::default());
+    let bystander_server2 = bystander_server.clone();
+    let bystander_addr = tls_server(&mut reactor, server_config(CipherPolicy::Modern), move || Peer {
+        echo: true,
+        ..Peer::new(&bystander_server2)
+    });
+    let bystander = Peer { greeting: b"ping".to_vec(), ..Peer::new(&bystander_client) };
+    connect(&mut reactor, bystander_addr, &trusting_client(), "localhost", bystander);
+
+    let log = Shared::default();
+    let closer = Peer { greeting: b"goodbye".to_vec(), close_after_greeting: true, ..Peer::new(&log) };
+    let id = connect(&mut reactor, addr, &trusting_client(), "localhost", closer);
+    let mut saw = None;
+    run_until(&mut reactor, "the peer read our close_notify and FIN", |_| {
+        saw = from_peer.try_recv().ok();
+        saw.is_some() || peer.is_finished()
+    });
+    assert_eq!(saw, Some(PeerSaw::GreetingThenCloseNotifyThenEof(b"goodbye".to_vec())));
+    assert!(log.borrow().info.is_some(), "it spoke TLS");
+    assert!(reactor.is_open(id), "it lingers, waiting for the peer's FIN");
+    assert_eq!(reactor.tls_info(id), None, "without its TLS state");
+
+    tell_peer.send(()).unwrap();
+    run_until(&mut reactor, "the lingering connection closed", |_| log.borrow().count("close") > 0);
+    assert_eq!(log.borrow().events, vec!["connect", "close"], "errors: {:?}", log.borrow().errors);
+    tell_peer.send(()).unwrap();
+    let mut saw = None;
+    run_until(&mut reactor, "the peer's last read", |_| {
+        saw = from_peer.try_recv().ok();
+        saw.is_some() || peer.is_finished()
+    });
+    peer.join().unwrap();
+    assert_eq!(saw, Some(PeerSaw::QuietEnd));
+
+    run_until(&mut reactor, "the bystander's echo", |_| bystander_client.borrow().received == b"ping");
+    assert_eq!(bystander_client.borrow().events, vec!["connect"], "errors: {:?}", bystander_client.borrow().errors);
+    assert_eq!(bystander_server.borrow().events, vec!["connect"], "errors: {:?}", bystander_server.borrow().errors);
+}
+
 // ----- pausing -------------------------------------------------------------------------
 
 /// Reads `chunk` bytes, then pauses (`readable()` false) until a timer

@@ -20,8 +20,25 @@ pub fn cpu_seconds(pid: &str) -> io::Result<f64> {
 
 /// Resident set size of process `pid`, in bytes.
 pub fn rss_bytes(pid: &str) -> io::Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most this process has had resident (`VmHWM`) since it started or
+/// since the last [`reset_peak_rss`], in bytes.
+pub fn peak_rss_bytes() -> io::Result<u64> {
+    status_bytes("self", "VmHWM:")
+}
+
+/// Starts the peak over from the current RSS, so that [`peak_rss_bytes`]
+/// covers what comes next: a stop's spike, not the joins' (Linux 4.0 on).
+pub fn reset_peak_rss() -> io::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5")
+}
+
+/// A `/proc/{pid}/status` field given in kB, in bytes.
+fn status_bytes(pid: &str, field: &str) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| bad("status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).ok_or_else(|| bad("status"))?;
     let kib: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).ok_or_else(|| bad("status"))?;
     Ok(kib * 1024)
 }
@@ -59,6 +76,18 @@ mod tests {
         assert!(cpu_seconds("self").unwrap() >= before);
         let rss = rss_bytes("self").unwrap();
         assert!(rss > 1 << 20 && rss < 1 << 40, "rss {rss}");
+        // The peak remembers 64 MiB touched and given back; a reset forgets
+        // them. The kernel sums its per-CPU counts for the peak only
+        // roughly: hence the slack.
+        let block = std::hint::black_box(vec![1u8; 64 << 20]);
+        let holding = rss_bytes("self").unwrap();
+        drop(block);
+        let slack = 8 << 20;
+        let peak = peak_rss_bytes().unwrap();
+        assert!(peak + slack >= holding, "peak {peak}, {holding} while holding the block");
+        reset_peak_rss().unwrap();
+        let peak = peak_rss_bytes().unwrap();
+        assert!(peak + (32 << 20) < holding, "peak {peak} after the reset, {holding} while holding the block");
         assert!(raise_open_files_limit().unwrap() >= 1024);
     }
 }

@@ -64,6 +64,16 @@ pub struct BenchReport {
     pub rss_before_bytes: u64,
     pub rss_joined_bytes: u64,
     pub rss_per_room_bytes: f64,
+    /// The stop after the window (every room logs out and closes
+    /// gracefully): how long until the last connection closed, the RSS
+    /// when it began, and the most resident during it. `None` where the
+    /// engine does not measure it.
+    #[serde(default)]
+    pub stop_secs: Option<f64>,
+    #[serde(default)]
+    pub rss_stop_start_bytes: Option<u64>,
+    #[serde(default)]
+    pub rss_stop_peak_bytes: Option<u64>,
     /// Timers (heartbeats, idle checks) that fired during the window, and
     /// how late: with too few, the percentiles mean little.
     #[serde(default)]
@@ -139,6 +149,9 @@ impl BenchReport {
             rss_joined_bytes: m.rss_joined_bytes,
             rss_per_room_bytes: m.rss_joined_bytes.saturating_sub(m.rss_before_bytes) as f64
                 / m.rooms_joined.max(1) as f64,
+            stop_secs: None,
+            rss_stop_start_bytes: None,
+            rss_stop_peak_bytes: None,
             timers_fired: m.lateness.count(),
             lateness_p50_ms: ms(m.lateness.quantile(0.5)),
             lateness_p99_ms: ms(m.lateness.quantile(0.99)),

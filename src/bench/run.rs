@@ -15,7 +15,7 @@ use crate::monitor::{Endpoint, Monitor, MonitorConfig, RoomState, Transport};
 use crate::plural::plural;
 use crate::reactor::{Reactor, ReactorConfig};
 
-use super::process::{cpu_seconds, raise_open_files_limit, rss_bytes};
+use super::process::{cpu_seconds, peak_rss_bytes, raise_open_files_limit, reset_peak_rss, rss_bytes};
 use super::report::{BenchReport, Measurements};
 
 /// What to measure.
@@ -189,8 +189,19 @@ pub fn measure_barrage(
     // seconds hides that.
     let output_write_syscalls = monitor.output_write_syscalls() - output_writes_before;
 
+    // The stop: every room logs out and closes gracefully. Its peak is what
+    // a memory limit must leave room for, so it is measured apart from the
+    // joins' (which the peak would otherwise remember).
+    let rss_stop_start = rss_bytes("self").ok();
+    let peak_reset = reset_peak_rss().is_ok();
+    let stop_start = Instant::now();
     monitor.shutdown(&mut reactor);
-    let _ = reactor.run_until(Instant::now() + Duration::from_secs(3), |_| monitor.is_idle());
+    let stopped = reactor.run_until(stop_start + Duration::from_secs(10), |_| monitor.is_idle()).unwrap_or(false);
+    let stop_secs = stop_start.elapsed().as_secs_f64();
+    let rss_stop_peak = if peak_reset { peak_rss_bytes().ok() } else { None };
+    if !stopped {
+        log::warn!("not every room closed within 10 s of the stop");
+    }
     let unwritten = monitor.finish_output(Duration::from_secs(10));
     if unwritten.lines > 0 {
         return Err(format!(
@@ -223,6 +234,9 @@ pub fn measure_barrage(
         open_files_limit,
     });
     report.transport = simulator.transport.scheme().to_string();
+    report.stop_secs = Some(stop_secs);
+    report.rss_stop_start_bytes = rss_stop_start;
+    report.rss_stop_peak_bytes = rss_stop_peak;
     Ok(report)
 }
 

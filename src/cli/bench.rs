@@ -180,6 +180,18 @@ fn print_table(rows: &[BenchReport], heartbeat: Duration) {
     for row in rows {
         println!("{}", row.row());
     }
+    if let Some(ours) = rows.first()
+        && let (Some(secs), Some(start), Some(peak)) =
+            (ours.stop_secs, ours.rss_stop_start_bytes, ours.rss_stop_peak_bytes)
+    {
+        let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+        println!(
+            "{} stopped in {secs:.2} s: RSS {:.1} MiB at the stop, {:.1} MiB at its peak",
+            ours.engine,
+            mib(start),
+            mib(peak)
+        );
+    }
     if let [ours, peer] = rows {
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),

@@ -51,7 +51,6 @@ pub(crate) struct RoomConn {
     id: Option<EntryToken>,
     /// Why the connection is ending, once known; reported at close.
     close_reason: Option<CloseReason>,
-    transmit: Vec<u8>,
 }
 
 impl RoomConn {
@@ -62,17 +61,7 @@ impl RoomConn {
         link: Link,
         monitor: Rc<RefCell<MonitorState>>,
     ) -> Self {
-        RoomConn {
-            room,
-            attempt,
-            session,
-            link,
-            monitor,
-            timer: DeadlineTimer::new(),
-            id: None,
-            close_reason: None,
-            transmit: Vec::new(),
-        }
+        RoomConn { room, attempt, session, link, monitor, timer: DeadlineTimer::new(), id: None, close_reason: None }
     }
 
     /// After every input: act on the WebSocket's news, write the session's
@@ -112,17 +101,19 @@ impl RoomConn {
         if joined {
             MonitorState::handle(&self.monitor, ctx.reactor(), self.room, Event::Joined { attempt: self.attempt });
         }
-        if self.session.poll_transmit(&mut self.transmit) {
+        // A room sends a few packets a minute: a buffer for them is made
+        // when there are some, rather than kept for the room's life.
+        let mut transmit = Vec::new();
+        if self.session.poll_transmit(&mut transmit) {
             match &mut self.link {
-                Link::Direct => ctx.send(&self.transmit),
+                Link::Direct => ctx.send(&transmit),
                 Link::WebSocket(ws) => {
-                    for packet in packets(&self.transmit) {
+                    for packet in packets(&transmit) {
                         // Refused only once the WebSocket is closing: nothing to do.
                         let _ = ws.send_binary(packet);
                     }
                 }
             }
-            self.transmit.clear();
         }
         if let Some(reason) = link_closed {
             self.send_link_output(ctx);
@@ -155,11 +146,11 @@ impl RoomConn {
 
     /// Sends what the WebSocket queued: frames, pongs, the handshake.
     fn send_link_output(&mut self, ctx: &mut Context<'_>) {
+        let mut frames = Vec::new();
         if let Link::WebSocket(ws) = &mut self.link
-            && ws.poll_transmit(&mut self.transmit)
+            && ws.poll_transmit(&mut frames)
         {
-            ctx.send(&self.transmit);
-            self.transmit.clear();
+            ctx.send(&frames);
         }
     }
 }

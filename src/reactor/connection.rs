@@ -60,8 +60,12 @@
 //! `handle_connect`, during which the interest is what the handshake waits
 //! for; `read_ready` is cleared only when OpenSSL says the socket is
 //! drained, never after a short read; and a graceful close sends the TLS
-//! close_notify when the output is written, before the FIN, then waits for
-//! the peer's FIN (or its close_notify) as above.
+//! close_notify when the output is written, before the FIN. Once the
+//! close_notify is out, TLS has nothing left to say: the TLS state is
+//! dropped (OpenSSL's session and the record buffer the alert took, about
+//! 34 KB), and the connection lingers as a plain TCP one, on the same
+//! socket and poll registration, throwing away whatever comes (the peer's
+//! close_notify too) until the peer's FIN.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -98,8 +102,9 @@ pub(crate) enum CloseState {
     /// `close()` was called: write what is queued. Input is still read,
     /// and thrown away.
     Flushing,
-    /// Everything is written and our FIN is sent (`shutdown(Write)`).
-    /// Input is read and thrown away until the peer's FIN, then we close.
+    /// Everything is written and our FIN is sent (`shutdown(Write)`; over
+    /// TLS, after our close_notify, and the TLS state is gone). Input is
+    /// read and thrown away until the peer's FIN, then we close.
     FinSent,
     /// Close now, dropping queued output.
     Now,
@@ -167,6 +172,15 @@ impl Transport {
         match self {
             Transport::Plain(_) => Ok(true),
             Transport::Tls(tls) => tls.send_close_notify(),
+        }
+    }
+
+    /// Drops the TLS state and keeps the socket. Only once our
+    /// close_notify is out: after it, the connection sends nothing and what
+    /// it reads is thrown away, which plain TCP does as well.
+    fn end_tls(&mut self) {
+        if let Transport::Tls(tls) = self {
+            *self = Transport::Plain(tls.take_socket());
         }
     }
 }
@@ -450,7 +464,8 @@ impl Reactor {
     }
 
     /// The protocol and cipher a TLS connection negotiated; `None` for a
-    /// plain connection, one that is gone, or one still in its handshake.
+    /// plain connection, one that is gone, one still in its handshake, or
+    /// one closing whose close_notify is out (its TLS state is freed then).
     pub fn tls_info(&self, id: EntryToken) -> Option<TlsInfo> {
         self.conn(id).filter(|c| c.phase == Phase::Open).and_then(|c| c.transport.tls()).map(TlsStream::info)
     }
@@ -905,6 +920,9 @@ impl Reactor {
                     let goodbye = if conn.transport.tls().is_some() { "close_notify and FIN" } else { "FIN" };
                     log::debug!("{id}: output written, {goodbye} sent; waiting for the peer's");
                     conn.close = CloseState::FinSent;
+                    // Lingering needs no TLS, and a stop closes every
+                    // connection at once: free its memory now.
+                    conn.transport.end_tls();
                 }
                 Ok(false) => {
                     log::trace!("{id}: close_notify waits for the socket to take it");

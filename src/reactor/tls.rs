@@ -66,6 +66,13 @@
 //! session 1 KB) plus malloc's headers; `examples/tls_memory.rs` measures
 //! it. A plain TCP connection pays nothing for all this: the TLS state
 //! lives behind one `Box`, in space the connection had spare.
+//!
+//! Sending close_notify makes OpenSSL allocate a record buffer that it
+//! keeps until the `SSL` is freed (`RELEASE_BUFFERS` does not cover
+//! alerts). A stop closes every connection at once, and each one lingers
+//! until the peer's FIN: so the reactor frees the TLS state as soon as the
+//! close_notify is out ([`TlsStream::take_socket`]), and the connection
+//! lingers as plain TCP.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -269,12 +276,20 @@ pub(crate) enum HandshakeStep {
 /// the module docs), and a count of the reads it makes, for the loop's
 /// statistics.
 struct Socket {
-    tcp: TcpStream,
+    /// There for as long as OpenSSL uses it: [`TlsStream::take_socket`]
+    /// takes it only to drop the TLS state and keep the connection.
+    tcp: Option<TcpStream>,
     /// The last read was shorter than asked, and no edge came since.
     drained: bool,
     /// The peer has closed: read on to the EOF.
     peer_closed: bool,
     reads: u64,
+}
+
+impl Socket {
+    fn tcp(&mut self) -> io::Result<&mut TcpStream> {
+        self.tcp.as_mut().ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
 }
 
 impl Read for Socket {
@@ -283,7 +298,7 @@ impl Read for Socket {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.reads += 1;
-        let n = self.tcp.read(buf)?;
+        let n = self.tcp()?.read(buf)?;
         self.drained = n > 0 && n < buf.len() && !self.peer_closed;
         Ok(n)
     }
@@ -291,11 +306,11 @@ impl Read for Socket {
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tcp.write(buf)
+        self.tcp()?.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tcp.flush()
+        self.tcp()?.flush()
     }
 }
 
@@ -331,7 +346,7 @@ impl TlsStream {
     }
 
     fn new(ssl: Ssl, tcp: TcpStream) -> io::Result<Self> {
-        let socket = Socket { tcp, drained: false, peer_closed: false, reads: 0 };
+        let socket = Socket { tcp: Some(tcp), drained: false, peer_closed: false, reads: 0 };
         let stream = SslStream::new(ssl, socket).map_err(|e| config_error("stream", e))?;
         Ok(TlsStream {
             stream,
@@ -343,11 +358,18 @@ impl TlsStream {
     }
 
     pub(crate) fn socket(&self) -> &TcpStream {
-        &self.stream.get_ref().tcp
+        self.stream.get_ref().tcp.as_ref().expect(SOCKET_KEPT)
     }
 
     pub(crate) fn socket_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream.get_mut().tcp
+        self.stream.get_mut().tcp.as_mut().expect(SOCKET_KEPT)
+    }
+
+    /// Takes the socket out from under OpenSSL, which must then be dropped:
+    /// TLS ends here and the TCP connection goes on, its descriptor and its
+    /// poll registration untouched.
+    pub(crate) fn take_socket(&mut self) -> TcpStream {
+        self.stream.get_mut().tcp.take().expect(SOCKET_KEPT)
     }
 
     /// A readable edge came (`peer_closed`: the peer's FIN too): the socket
@@ -493,6 +515,8 @@ impl Write for TlsStream {
         Ok(())
     }
 }
+
+const SOCKET_KEPT: &str = "a TlsStream keeps its socket until take_socket, and is dropped then";
 
 /// `Some(want)` if `error` only says OpenSSL must wait.
 fn blocked_on(error: &openssl::ssl::Error) -> Option<Want> {

@@ -306,7 +306,8 @@ impl WebSocket {
         };
         if let Some(len) = head_len {
             self.phase = Phase::Open;
-            self.transmit.append(&mut self.held);
+            // Only the handshake holds frames back: the buffer goes too.
+            append_owned(&mut self.transmit, std::mem::take(&mut self.held));
             self.events.push_back(Event::Opened);
             return Ok(len);
         }
@@ -536,18 +537,27 @@ impl WebSocket {
         frame::encode_frame(out, fin, opcode, mask, payload);
     }
 
-    /// Appends all bytes waiting to be sent to `out`; false if there were none.
+    /// Appends all bytes waiting to be sent to `out`; false if there were
+    /// none. Into an empty `out` the buffer moves whole (`out`'s own is
+    /// dropped). None is kept: a client sends a few frames a minute, and
+    /// the upgrade request's buffer would stay for the connection's life.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
         if self.transmit.is_empty() {
             return false;
         }
-        out.append(&mut self.transmit);
+        append_owned(out, std::mem::take(&mut self.transmit));
         true
     }
 
     /// The next event, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // A connection has two events in its life, `Opened` and
+            // `Closed`: the queue gives its room back in between.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     pub fn state(&self) -> State {
@@ -570,6 +580,15 @@ impl WebSocket {
     /// Payload bytes the reader left for later (at most `max_unread`).
     pub fn unread(&self) -> usize {
         self.stream.unread()
+    }
+}
+
+/// `out` followed by `bytes`, reusing `bytes`' buffer when `out` is empty.
+fn append_owned(out: &mut Vec<u8>, bytes: Vec<u8>) {
+    if out.is_empty() {
+        *out = bytes;
+    } else {
+        out.extend_from_slice(&bytes);
     }
 }
 

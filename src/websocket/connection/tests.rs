@@ -197,6 +197,31 @@ fn frames_sent_while_handshaking_wait_behind_the_handshake() {
     assert_eq!(frames(&sent), [(true, Opcode::Binary, b"loginreq".to_vec())]);
 }
 
+/// What a connection holds at rest, beyond its own struct.
+fn heap_held(ws: &WebSocket) -> usize {
+    ws.transmit.capacity() + ws.held.capacity() + ws.events.capacity() + ws.stream.unread()
+}
+
+#[test]
+fn an_open_connection_keeps_nothing_of_its_handshake_once_drained() {
+    let mut client = client_with(Limits::default());
+    client.send_binary(b"loginreq").unwrap();
+    let mut server = WebSocket::server(Limits::default());
+    let request = transmit(&mut client);
+    assert_eq!(server.on_bytes(&request, ignore), request.len());
+    let answer = transmit(&mut server);
+    assert_eq!(client.on_bytes(&answer, ignore), answer.len());
+    assert_eq!(events(&mut client), vec![Event::Opened]);
+    assert_eq!(frames(&transmit(&mut client)), [(true, Opcode::Binary, b"loginreq".to_vec())]);
+    assert_eq!(heap_held(&client), 0, "the request, the held frames, the event queue");
+    // And a heartbeat's frame does not stay either.
+    client.send_binary(b"mrkl").unwrap();
+    assert!(!transmit(&mut client).is_empty());
+    assert_eq!(heap_held(&client), 0);
+    assert_eq!(events(&mut server), vec![Event::Opened]);
+    assert_eq!(heap_held(&server), 0);
+}
+
 #[test]
 fn frames_waiting_for_a_failed_or_abandoned_handshake_are_dropped() {
     let mut refused = client_with(Limits::default());
