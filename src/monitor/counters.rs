@@ -1,6 +1,7 @@
 //! What the monitor counts per message, cheaply: messages by type (for
 //! the metrics) and, with `check_sequence`, gaps and repeats in each room's
-//! numbered messages.
+//! numbered messages. Both take server-chosen input, so both are bounded:
+//! at most `MAX_TYPES` names, and a gap count that saturates.
 
 use std::collections::HashMap;
 
@@ -72,7 +73,9 @@ impl SequenceCheck {
         self.first.get_or_insert(number);
         match self.current {
             Some(previous) if number <= previous => self.duplicated += 1,
-            Some(previous) => self.missing += number - previous - 1,
+            // The numbers are the server's: two jumps near u64::MAX (on two
+            // connections) would overflow a plain sum.
+            Some(previous) => self.missing = self.missing.saturating_add(number - previous - 1),
             None => {}
         }
         if self.current.is_none_or(|previous| number > previous) {
@@ -120,5 +123,18 @@ mod tests {
         check.record(40);
         check.record(41);
         assert_eq!((check.missing, check.first, check.last), (1, Some(1), Some(41)));
+    }
+
+    #[test]
+    fn sequence_check_survives_server_chosen_jumps_of_any_size() {
+        let mut check = SequenceCheck::default();
+        // Two connections, each jumping from the bottom to the top.
+        for _ in 0..2 {
+            check.record(1);
+            check.record(u64::MAX);
+            check.connection_ended();
+        }
+        assert_eq!(check.missing, u64::MAX, "saturated, not wrapped (or a panic)");
+        assert_eq!((check.received, check.first, check.last), (4, Some(1), Some(u64::MAX)));
     }
 }
