@@ -62,7 +62,7 @@ impl MonitorState {
             let joining = matches!(event, Event::Joined { .. });
             let waiting_for_id = matches!(slot.life.state(), State::Resolving { .. }) && event == Event::Timer;
             slot.life.handle(event, &mut env, &mut actions);
-            if waiting_for_id && slot.life.state() == State::Waiting {
+            if waiting_for_id && matches!(slot.life.state(), State::Waiting { .. }) {
                 // The wait is over and the look-up has not answered: say so,
                 // as a vanity number joined as written receives nothing. Not
                 // loudly while look-ups queue: they are paced, and with many

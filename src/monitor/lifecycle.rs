@@ -30,7 +30,8 @@
 //! | Stopped | added (look-ups off) | Waiting | queue for the pacer |
 //! | Resolving | id resolved, or timer (wait over) | Waiting | cancel the timer, queue for the pacer |
 //! | Waiting | the pacer's turn (addresses known) | Connecting | connect to the next address; timer at the connect deadline |
-//! | Waiting | addresses changed | Waiting | queue for the pacer |
+//! | Waiting | the pacer's turn (no addresses yet) | Waiting (not queued) | — |
+//! | Waiting (not queued) | addresses changed | Waiting (queued) | queue for the pacer |
 //! | Connecting | connected | LoggingIn | cancel the timer |
 //! | Connecting | timer, deadline passed | *after an attempt* (the reason says how far it opened) | abort the connection |
 //! | LoggingIn | joined | Joined | — |
@@ -73,8 +74,12 @@ pub(crate) enum State {
     /// Waiting for its real id to be looked up (vanity numbers join
     /// nothing), at most until `until`; then it joins with what it has.
     Resolving { until: Instant },
-    /// Wants to connect: waiting for the pacer, or for addresses.
-    Waiting,
+    /// Wants to connect: waiting for the pacer (`queued`: a turn was
+    /// asked for), or for addresses. The flag lives here, not beside the
+    /// state, so leaving Waiting forgets it: a room stopped while queued
+    /// and added again is queued again (the old entry only gives an early
+    /// turn).
+    Waiting { queued: bool },
     /// Attempt `attempt` to address number `address` is under way; it must
     /// be connected by `deadline`.
     Connecting { attempt: u64, address: usize, deadline: Instant },
@@ -263,8 +268,6 @@ pub(crate) struct Lifecycle {
     next_address: usize,
     /// Attempts that failed in a row since the last success or backoff.
     failed_addresses: usize,
-    /// On the pacer's queue already.
-    queued: bool,
     /// Attempts that ended and were tried again.
     reconnects: u64,
 }
@@ -278,7 +281,6 @@ impl Lifecycle {
             backoff: Backoff::with_limits(timing.backoff_base, timing.backoff_cap),
             next_address: 0,
             failed_addresses: 0,
-            queued: false,
             reconnects: 0,
         }
     }
@@ -319,11 +321,11 @@ impl Lifecycle {
                 // connection has closed.
                 self.state = Closing { attempt, then: Then::Reconnect };
             }
-            (Waiting, Event::AddressesChanged) => self.queue(actions),
-            (Waiting, Event::PacerTurn) => {
-                self.queued = false;
+            (Waiting { queued: false }, Event::AddressesChanged) => self.wait(actions),
+            (Waiting { .. }, Event::PacerTurn) => {
                 if env.addresses == 0 {
-                    return; // queued again when addresses come
+                    self.state = Waiting { queued: false }; // queued again when addresses come
+                    return;
                 }
                 self.attempt += 1;
                 let address = self.next_address % env.addresses;
@@ -375,11 +377,11 @@ impl Lifecycle {
             (Closing { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
                 self.state = Closing { attempt, then: leaving(&event) };
             }
-            (Resolving { .. } | Waiting | BackingOff { .. } | Stopped, Event::Removed) => {
+            (Resolving { .. } | Waiting { .. } | BackingOff { .. } | Stopped, Event::Removed) => {
                 actions.push(Action::CancelTimer);
                 actions.push(Action::Forget);
             }
-            (Resolving { .. } | Waiting | BackingOff { .. }, Event::Shutdown) => {
+            (Resolving { .. } | Waiting { .. } | BackingOff { .. }, Event::Shutdown) => {
                 self.state = Stopped;
                 actions.push(Action::CancelTimer);
             }
@@ -391,15 +393,8 @@ impl Lifecycle {
 
     /// Waiting, and on the pacer's queue.
     fn wait(&mut self, actions: &mut Vec<Action>) {
-        self.state = State::Waiting;
-        self.queue(actions);
-    }
-
-    fn queue(&mut self, actions: &mut Vec<Action>) {
-        if !self.queued {
-            self.queued = true;
-            actions.push(Action::QueueConnect);
-        }
+        self.state = State::Waiting { queued: true };
+        actions.push(Action::QueueConnect);
     }
 
     /// The current attempt ended: when and where to try again (see the
@@ -545,7 +540,7 @@ mod tests {
         let mut room = Room::new(0);
         room.on(Event::Added);
         assert_eq!(room.on(Event::PacerTurn), [], "nothing to connect to yet");
-        assert_eq!(room.life.state(), State::Waiting);
+        assert_eq!(room.life.state(), State::Waiting { queued: false });
         room.addresses = 2;
         assert_eq!(room.on(Event::AddressesChanged), [Action::QueueConnect]);
         assert_eq!(room.on(Event::AddressesChanged), [], "queued once");
@@ -762,6 +757,19 @@ mod tests {
         let shut_down = CloseReason::Session(douyu::CloseReason::Shutdown);
         assert_eq!(room.on(Event::Closed { attempt, reason: shut_down }), [Action::QueueConnect]);
         assert_eq!(room.on(Event::PacerTurn)[0], Action::Connect { attempt: attempt + 1, address: 0 });
+    }
+
+    #[test]
+    fn a_room_stopped_while_queued_and_added_again_connects() {
+        // Stopped (as the second name of a room already watched) while on
+        // the pacer's queue, then added again by a reload.
+        let mut room = Room::new(1);
+        assert_eq!(room.on(Event::Added), [Action::QueueConnect]);
+        room.on(Event::Shutdown);
+        assert_eq!(room.on(Event::Added), [Action::QueueConnect], "queued again");
+        // The old queue entry comes first: an early turn, nothing worse.
+        assert_eq!(room.on(Event::PacerTurn)[0], Action::Connect { attempt: 1, address: 0 });
+        assert_eq!(room.on(Event::PacerTurn), [], "the new entry finds it connecting");
     }
 
     #[test]

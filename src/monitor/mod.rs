@@ -96,7 +96,7 @@ impl RoomState {
 
     fn of(state: State) -> Self {
         match state {
-            State::Resolving { .. } | State::Waiting => RoomState::Waiting,
+            State::Resolving { .. } | State::Waiting { .. } => RoomState::Waiting,
             State::Connecting { .. } => RoomState::Connecting,
             State::LoggingIn { .. } => RoomState::LoggingIn,
             State::Joined { .. } => RoomState::Joined,
