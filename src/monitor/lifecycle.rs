@@ -43,7 +43,8 @@
 //! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
 //! | Connecting | removed / shutdown | Closing(Forget / Stop) | abort |
 //! | LoggingIn, Joined | removed / shutdown | Closing(Forget / Stop) | log out |
-//! | Closing(Reconnect) | removed / shutdown | Closing(Forget / Stop) | — |
+//! | Closing(Reconnect or Stop) | removed | Closing(Forget) | — |
+//! | Closing(Reconnect) | shutdown | Closing(Stop) | — |
 //! | Resolving, Waiting, BackingOff, Stopped | removed | forgotten | cancel the timer, forget |
 //! | Resolving, Waiting, BackingOff | shutdown | Stopped | cancel the timer |
 //!
@@ -374,8 +375,13 @@ impl Lifecycle {
                 self.state = Closing { attempt, then: leaving(&event) };
                 actions.push(Action::LogOut { attempt });
             }
-            (Closing { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
-                self.state = Closing { attempt, then: leaving(&event) };
+            // A removal overrides what was to follow a close; a shutdown
+            // only a reconnect (a removed room stays removed).
+            (Closing { attempt, then: Then::Reconnect | Then::Stop }, Event::Removed) => {
+                self.state = Closing { attempt, then: Then::Forget };
+            }
+            (Closing { attempt, then: Then::Reconnect }, Event::Shutdown) => {
+                self.state = Closing { attempt, then: Then::Stop };
             }
             (Resolving { .. } | Waiting { .. } | BackingOff { .. } | Stopped, Event::Removed) => {
                 actions.push(Action::CancelTimer);
@@ -745,6 +751,26 @@ mod tests {
         room.on(Event::PacerTurn);
         room.closes(io_error());
         assert_eq!(room.on(Event::Removed), [Action::CancelTimer, Action::Forget]);
+    }
+
+    #[test]
+    fn a_removed_room_stays_removed_when_a_shutdown_comes_while_it_closes() {
+        let shut_down = CloseReason::Session(douyu::CloseReason::Shutdown);
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        room.on(Event::Removed);
+        assert_eq!(room.on(Event::Shutdown), []);
+        assert_eq!(
+            room.on(Event::Closed { attempt, reason: shut_down.clone() }),
+            [Action::Forget],
+            "not listed as stopped"
+        );
+        // A removal wins over a shutdown the other way round too.
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        room.on(Event::Shutdown);
+        room.on(Event::Removed);
+        assert_eq!(room.on(Event::Closed { attempt, reason: shut_down }), [Action::Forget]);
     }
 
     #[test]
