@@ -39,6 +39,7 @@
 //! | LoggingIn, Joined | id changed | Closing(Reconnect) | log out |
 //! | Connecting | id changed | Waiting | abort, cancel the timer, queue for the pacer |
 //! | BackingOff | timer, time passed | Waiting | queue for the pacer |
+//! | Resolving, Connecting, BackingOff | timer, before the state's deadline | (unchanged) | timer at the deadline again |
 //! | Closing(any) | closed | Waiting / forgotten / Stopped | queue for the pacer / forget / — |
 //! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
 //! | Connecting | removed / shutdown | Closing(Forget / Stop) | abort |
@@ -131,8 +132,10 @@ pub(crate) enum Event {
         attempt: u64,
         reason: CloseReason,
     },
-    /// The room's timer fired (maybe early, or left over: deadlines are
-    /// checked against `now`).
+    /// The room's timer fired. The reactor's wheel never fires early, but
+    /// the rules do not lean on that: a timer before the state's deadline
+    /// is set again for it (and one left over in a state without a
+    /// deadline changes nothing).
     Timer,
 }
 
@@ -311,7 +314,12 @@ impl Lifecycle {
                 actions.push(Action::CancelTimer);
                 self.wait(actions);
             }
-            (Resolving { until }, Event::Timer) if env.now >= until => self.wait(actions),
+            (Resolving { until: at } | Connecting { deadline: at, .. } | BackingOff { until: at }, Event::Timer)
+                if env.now < at =>
+            {
+                actions.push(Action::SetTimer(at));
+            }
+            (Resolving { .. }, Event::Timer) => self.wait(actions),
             (Connecting { attempt, .. }, Event::IdChanged) => {
                 actions.push(Action::CancelTimer);
                 actions.push(Action::Abort { attempt });
@@ -339,7 +347,7 @@ impl Lifecycle {
                 self.state = LoggingIn { attempt, address, since: env.now };
                 actions.push(Action::CancelTimer);
             }
-            (Connecting { attempt, deadline, .. }, Event::Timer) if env.now >= deadline => {
+            (Connecting { attempt, .. }, Event::Timer) => {
                 actions.push(Action::Abort { attempt });
                 self.attempt_ended(CloseReason::ConnectTimeout(env.opening), false, Duration::ZERO, env, actions);
             }
@@ -360,7 +368,7 @@ impl Lifecycle {
                 self.state = Closing { attempt, then: Then::Reconnect };
                 actions.push(Action::LogOut { attempt });
             }
-            (BackingOff { until }, Event::Timer) if env.now >= until => self.wait(actions),
+            (BackingOff { .. }, Event::Timer) => self.wait(actions),
             (Closing { attempt, then }, Event::Closed { attempt: a, .. }) if a == attempt => match then {
                 Then::Reconnect => self.wait(actions),
                 Then::Forget => actions.push(Action::Forget),
@@ -595,17 +603,16 @@ mod tests {
     }
 
     #[test]
-    fn a_timer_before_the_backoff_ends_changes_nothing() {
+    fn a_timer_before_the_backoff_ends_is_set_again_for_its_end() {
         let mut room = Room::new(1);
-        room.on(Event::Added);
-        room.on(Event::PacerTurn);
-        room.life.backoff = Backoff::with_limits(Duration::from_secs(10), Duration::from_secs(60));
-        let delay = room.closes(io_error());
+        room.joined();
+        // A wrong room id waits the longest delay, without jitter.
+        let delay = room.closes(CloseReason::Session(douyu::CloseReason::BadRoomId));
+        let until = room.now + delay;
         room.pass(delay / 2);
-        if !delay.is_zero() {
-            assert_eq!(room.on(Event::Timer), []);
-        }
-        room.pass(delay);
+        assert_eq!(room.on(Event::Timer), [Action::SetTimer(until)], "early: not lost, set again");
+        assert!(matches!(room.life.state(), State::BackingOff { .. }));
+        room.pass(delay / 2);
         assert_eq!(room.on(Event::Timer), [Action::QueueConnect]);
     }
 
@@ -663,8 +670,9 @@ mod tests {
         let mut room = Room::new(2);
         room.on(Event::Added);
         room.on(Event::PacerTurn);
+        let deadline = room.now + TIMING.connect_timeout;
         room.pass(Duration::from_secs(1));
-        assert_eq!(room.on(Event::Timer), [], "not yet");
+        assert_eq!(room.on(Event::Timer), [Action::SetTimer(deadline)], "not yet: set again");
         room.pass(TIMING.connect_timeout);
         let actions = room.on(Event::Timer);
         assert_eq!(actions[0], Action::Abort { attempt: 1 });
@@ -825,7 +833,8 @@ mod tests {
         // Or the look-up takes too long: the room joins with the id as written.
         let mut slow = Lifecycle::new(&timing);
         handle(&mut slow, Event::Added, now);
-        assert_eq!(handle(&mut slow, Event::Timer, now + Duration::from_secs(1)), [], "not yet");
+        let early = now + Duration::from_secs(1);
+        assert_eq!(handle(&mut slow, Event::Timer, early), [Action::SetTimer(until)], "not yet: set again");
         assert_eq!(handle(&mut slow, Event::Timer, until), [Action::QueueConnect]);
         assert_eq!(handle(&mut slow, Event::IdResolved, until), [], "a late answer changes nothing here");
     }
