@@ -349,20 +349,20 @@ impl Lifecycle {
             }
             (Connecting { attempt, .. }, Event::Timer) => {
                 actions.push(Action::Abort { attempt });
-                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), false, Duration::ZERO, env, actions);
+                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), Reached::Nothing, env, actions);
             }
             (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
                 self.state = Joined { attempt, address, since };
             }
             (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 actions.push(Action::CancelTimer);
-                self.attempt_ended(reason, false, Duration::ZERO, env, actions);
+                self.attempt_ended(reason, Reached::Nothing, env, actions);
             }
             (LoggingIn { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                self.attempt_ended(reason, false, env.now.saturating_duration_since(since), env, actions);
+                self.attempt_ended(reason, Reached::Connected { since }, env, actions);
             }
             (Joined { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                self.attempt_ended(reason, true, env.now.saturating_duration_since(since), env, actions);
+                self.attempt_ended(reason, Reached::Joined { since }, env, actions);
             }
             (LoggingIn { attempt, .. } | Joined { attempt, .. }, Event::IdChanged) => {
                 self.state = Closing { attempt, then: Then::Reconnect };
@@ -413,16 +413,14 @@ impl Lifecycle {
 
     /// The current attempt ended: when and where to try again (see the
     /// module documentation).
-    fn attempt_ended(
-        &mut self,
-        reason: CloseReason,
-        joined: bool,
-        lived: Duration,
-        env: &mut Env<'_>,
-        actions: &mut Vec<Action>,
-    ) {
+    fn attempt_ended(&mut self, reason: CloseReason, reached: Reached, env: &mut Env<'_>, actions: &mut Vec<Action>) {
         self.reconnects += 1;
         self.next_address += 1;
+        let (joined, lived) = match reached {
+            Reached::Nothing => (false, Duration::ZERO),
+            Reached::Connected { since } => (false, env.now.saturating_duration_since(since)),
+            Reached::Joined { since } => (true, env.now.saturating_duration_since(since)),
+        };
         if lived >= env.timing.healthy_after {
             self.backoff.reset();
         }
@@ -431,8 +429,9 @@ impl Lifecycle {
             self.failed_addresses = 0;
         }
         let delay = if reason.is_bad_room_id() {
+            // Wrong on every server: no failover, and the longest delay there is.
             self.failed_addresses = 0;
-            self.backoff.ceiling().max(env.timing.backoff_cap)
+            env.timing.backoff_cap
         } else if failed && self.failed_addresses + 1 < env.addresses.max(1) {
             self.failed_addresses += 1;
             Duration::ZERO
@@ -452,6 +451,17 @@ impl Lifecycle {
             actions.push(Action::SetTimer(until));
         }
     }
+}
+
+/// How far an attempt got before it ended: what tells a failure.
+#[derive(Clone, Copy, Debug)]
+enum Reached {
+    /// It never connected (refused, timed out, no socket).
+    Nothing,
+    /// It connected at `since` and never joined.
+    Connected { since: Instant },
+    /// It connected at `since` and joined.
+    Joined { since: Instant },
 }
 
 /// Where a removal or a shutdown leads once the connection has closed.
