@@ -21,7 +21,7 @@ use crate::websocket::{ClientRequest, Limits, WebSocket};
 use super::MonitorState;
 use super::endpoint::Endpoint;
 use super::endpoint::Transport;
-use super::lifecycle::{Action, CloseReason, Env, Event, Opening, State};
+use super::lifecycle::{Action, CloseReason, Env, Event, Opening};
 use super::resolve::{self, Answer};
 use super::room::{Link, RoomConn, TIMER_LOGOUT};
 
@@ -59,40 +59,7 @@ impl MonitorState {
                 timing: &state.timing,
                 rng: &mut state.rng,
             };
-            let joining = matches!(event, Event::Joined { .. });
-            let waiting_for_id = matches!(slot.life.state(), State::Resolving { .. }) && event == Event::Timer;
             slot.life.handle(event, &mut env, &mut actions);
-            if waiting_for_id && matches!(slot.life.state(), State::Waiting { .. }) {
-                // The wait is over and the look-up has not answered: say so,
-                // as a vanity number joined as written receives nothing. Not
-                // loudly while look-ups queue: they are paced, and with many
-                // rooms most join as written first.
-                let queued = state.fetcher.as_ref().map_or(0, |fetcher| fetcher.waiting());
-                let waited = state.timing.look_up_wait.unwrap_or_default().as_secs_f64();
-                if queued > 0 {
-                    log::debug!("room {room}: joining it as written while look-ups queue ({queued} waiting)");
-                } else {
-                    log::info!(
-                        "room {room}: its real id is not known after {waited} s (the look-up is slow); \
-                         joining it as written meanwhile"
-                    );
-                }
-            }
-            if joining && let State::Joined { .. } = slot.life.state() {
-                // Douyu pushes status changes only while connected: read it now.
-                let this = this.clone();
-                reactor.call_soon(move |reactor| MonitorState::check_status(&this, reactor, room));
-            }
-            if joining && let (State::Joined { .. }, Some(server)) = (slot.life.state(), slot.server) {
-                // Joining through another server than the first tells of a
-                // blocked port or a server down: worth saying.
-                let endpoint = state.addresses.server(server);
-                if server == 0 {
-                    log::debug!("room {room}: joined via {endpoint}");
-                } else {
-                    log::info!("room {room}: joined via {endpoint}");
-                }
-            }
             for action in actions.drain(..) {
                 if let Some(next) = state.apply(this, reactor, room, action) {
                     events.push((room, next));
@@ -213,6 +180,34 @@ impl MonitorState {
                 }
             }
             Action::AddressesExhausted => self.resolve(resolve::MIN_GAP),
+            Action::JoinAsWritten => {
+                // Not loudly while look-ups queue: they are paced, and with
+                // many rooms most join as written first.
+                let queued = self.fetcher.as_ref().map_or(0, |fetcher| fetcher.waiting());
+                let waited = self.timing.look_up_wait.unwrap_or_default().as_secs_f64();
+                if queued > 0 {
+                    log::debug!("room {room}: joining it as written while look-ups queue ({queued} waiting)");
+                } else {
+                    log::info!(
+                        "room {room}: its real id is not known after {waited} s (the look-up is slow); \
+                         joining it as written meanwhile"
+                    );
+                }
+            }
+            Action::CheckStatus => {
+                let this = this.clone();
+                reactor.call_soon(move |reactor| MonitorState::check_status(&this, reactor, room));
+            }
+            Action::SayJoined => {
+                if let Some(server) = slot.server {
+                    let endpoint = self.addresses.server(server);
+                    if server == 0 {
+                        log::debug!("room {room}: joined via {endpoint}");
+                    } else {
+                        log::info!("room {room}: joined via {endpoint}");
+                    }
+                }
+            }
         }
         None
     }

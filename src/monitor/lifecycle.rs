@@ -171,6 +171,16 @@ pub(crate) enum Action {
     },
     /// Every address failed in a row: worth resolving the names again.
     AddressesExhausted,
+    /// Say that the room joins with its id as written: the look-up did
+    /// not answer within its wait (a vanity number joined so receives
+    /// nothing).
+    JoinAsWritten,
+    /// Read the room's live status now: Douyu pushes changes only to
+    /// connected rooms, so one may have been missed.
+    CheckStatus,
+    /// Say through which server the room joined (not the first one tells
+    /// of a blocked port or a server down).
+    SayJoined,
 }
 
 /// Why a connection ended.
@@ -319,7 +329,10 @@ impl Lifecycle {
             {
                 actions.push(Action::SetTimer(at));
             }
-            (Resolving { .. }, Event::Timer) => self.wait(actions),
+            (Resolving { .. }, Event::Timer) => {
+                actions.push(Action::JoinAsWritten);
+                self.wait(actions);
+            }
             (Connecting { attempt, .. }, Event::IdChanged) => {
                 actions.push(Action::CancelTimer);
                 actions.push(Action::Abort { attempt });
@@ -353,6 +366,8 @@ impl Lifecycle {
             }
             (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
                 self.state = Joined { attempt, address, since };
+                actions.push(Action::CheckStatus);
+                actions.push(Action::SayJoined);
             }
             (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 actions.push(Action::CancelTimer);
@@ -555,7 +570,7 @@ mod tests {
         assert_eq!(actions, [Action::Connect { attempt: 1, address: 0 }, Action::SetTimer(deadline)]);
         assert_eq!(room.on(Event::Connected { attempt: 1 }), [Action::CancelTimer]);
         assert!(matches!(room.life.state(), State::LoggingIn { attempt: 1, .. }));
-        room.on(Event::Joined { attempt: 1 });
+        assert_eq!(room.on(Event::Joined { attempt: 1 }), [Action::CheckStatus, Action::SayJoined]);
         assert!(matches!(room.life.state(), State::Joined { attempt: 1, .. }));
     }
 
@@ -845,7 +860,7 @@ mod tests {
         handle(&mut slow, Event::Added, now);
         let early = now + Duration::from_secs(1);
         assert_eq!(handle(&mut slow, Event::Timer, early), [Action::SetTimer(until)], "not yet: set again");
-        assert_eq!(handle(&mut slow, Event::Timer, until), [Action::QueueConnect]);
+        assert_eq!(handle(&mut slow, Event::Timer, until), [Action::JoinAsWritten, Action::QueueConnect]);
         assert_eq!(handle(&mut slow, Event::IdResolved, until), [], "a late answer changes nothing here");
     }
 
