@@ -5,13 +5,14 @@
 //! Every event goes through [`MonitorState::handle`], which runs the life
 //! cycle and then its actions. An action can cause an event at once (a
 //! connect that cannot even create a socket is a closed attempt), so the
-//! events wait in a small queue and are handled in order, never nested.
+//! events wait in a small queue (first in, first out) and are handled in
+//! order, never nested.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-use std::io;
 
 use crate::douyu::ClientSession;
 use crate::plural::plural;
@@ -42,9 +43,9 @@ fn opening(reactor: &Reactor, conn: EntryToken, endpoint: &Endpoint) -> Opening 
 impl MonitorState {
     /// Feeds `event` to `room`'s life cycle and carries out what it decides.
     pub(crate) fn handle(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, event: Event) {
-        let mut events = vec![(room, event)];
+        let mut events = VecDeque::from([(room, event)]);
         let mut actions = Vec::new();
-        while let Some((room, event)) = events.pop() {
+        while let Some((room, event)) = events.pop_front() {
             let mut state = this.borrow_mut();
             let state = &mut *state;
             let Some(slot) = state.rooms.get_mut(&room) else { continue };
@@ -62,7 +63,7 @@ impl MonitorState {
             slot.life.handle(event, &mut env, &mut actions);
             for action in actions.drain(..) {
                 if let Some(next) = state.apply(this, reactor, room, action) {
-                    events.push((room, next));
+                    events.push_back((room, next));
                 }
             }
         }
