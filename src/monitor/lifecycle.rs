@@ -1,66 +1,86 @@
 //! One room's life, as a sans-IO state machine: events in, actions out, the
 //! time passed in. No socket, no clock read, no reactor: the monitor
-//! (`mod.rs`) turns the actions into connects, timers and closes, and feeds
-//! back what happened. Every transition is in this file, under the rules
-//! table below; the tests at the end check one rule each with a fake clock.
+//! (`driver.rs`) turns the actions into connects, timers and closes, and
+//! feeds back what happened. Every transition is in this file, under the
+//! rules table below, and `handle` matches in the table's order; the tests
+//! at the end check the rules with a fake clock.
+//!
+//! A room starts `Stopped`, as if shut down: being added is what starts a
+//! stopped room again, so a new room and a returning one go the same way.
 //!
 //! ```text
-//!   added ──▶ Resolving ── its id looked up (or not in time) ──┐
-//!     │  (look-ups off)                                         ▼
-//!     └──────────────────────────────────────────────────▶ Waiting ──▶ …
+//!   Stopped ── added ──▶ Resolving ── id resolved, or the wait is over ──▶ Waiting
+//!   Stopped ── added, look-ups off ───────────────────────────────────────▶ Waiting
 //!
-//!                           the pacer's turn                  connected
-//!                  Waiting ───────────────────▶ Connecting ──────────────▶ LoggingIn
-//!                   ▲   ▲                        │ timer: connect              │ joined
-//!                   │   │ next address at once   │ timeout                     ▼
-//!                   │   └────────────────────────┴────── an attempt ends ── Joined
-//!                   │ timer                                   │
-//!                   └──────────── BackingOff{until} ◀─────────┘ (every address failed)
+//!   Waiting ── the pacer's turn ──▶ Connecting ── connected ──▶ LoggingIn ── joined ──▶ Joined
+//!                                       │                          │                     │
+//!                                       │ closed, or its timer     │ closed              │ closed
+//!                                       └──────────────────────────┴──────────┬──────────┘
+//!                                                                      an attempt ends
+//!                                                                             │
+//!       Waiting ◀── delay 0 (an address untried) ─────────────────────────────┤
+//!       Waiting ◀── timer ── BackingOff{until} ◀── delay > 0 ─────────────────┘
 //!
-//!   removed, shutdown, id changed — from a state with a connection:
-//!       ──▶ Closing{then} ── closed ──▶ Waiting (Reconnect) | forgotten (Forget) | Stopped (Stop)
-//!   removed, shutdown — from a state without one: forgotten, or Stopped
+//!   Connecting ───────── id changed (abort) ──────────▶ Waiting
+//!   LoggingIn, Joined ── id changed (log out) ────────▶ Closing{Reconnect}
+//!   Connecting, LoggingIn, Joined ── removed ─────────▶ Closing{Forget}
+//!                                 ── shutdown ────────▶ Closing{Stop}
+//!   Closing{Reconnect or Stop} ── removed ────────────▶ Closing{Forget}
+//!   Closing{Reconnect} ── shutdown ───────────────────▶ Closing{Stop}
+//!   Closing{Forget or Stop} ── added ─────────────────▶ Closing{Reconnect}
+//!   Closing{then} ── closed ──▶ Waiting (Reconnect) | forgotten (Forget) | Stopped (Stop)
+//!   Resolving, Waiting, BackingOff, Stopped ── removed ──▶ forgotten
+//!   Resolving, Waiting, BackingOff ── shutdown ──▶ Stopped
 //! ```
 //!
 //! # Rules
 //!
 //! | state | event | next state | actions |
 //! |---|---|---|---|
-//! | Stopped | added (look-ups on) | Resolving | look up its id; timer at the end of the wait |
-//! | Stopped | added (look-ups off) | Waiting | queue for the pacer |
-//! | Resolving | id resolved, or timer (wait over) | Waiting | cancel the timer, queue for the pacer |
-//! | Waiting | the pacer's turn (addresses known) | Connecting | connect to the next address; timer at the connect deadline |
-//! | Waiting | the pacer's turn (no addresses yet) | Waiting (not queued) | — |
+//! | Stopped | added, look-ups on | Resolving | look up its id; timer at the end of the wait |
+//! | Stopped | added, look-ups off | Waiting (queued) | queue for the pacer |
+//! | Resolving | id resolved | Waiting (queued) | cancel the timer; queue for the pacer |
+//! | Resolving, Connecting, BackingOff | timer, before the state's deadline | (unchanged) | timer at the deadline again |
+//! | Resolving | timer (the wait is over) | Waiting (queued) | say it joins as written; queue for the pacer |
+//! | Waiting | the pacer's turn, no addresses yet | Waiting (not queued) | — |
+//! | Waiting | the pacer's turn | Connecting | connect to the next address; timer at the connect deadline |
 //! | Waiting (not queued) | addresses changed | Waiting (queued) | queue for the pacer |
 //! | Connecting | connected | LoggingIn | cancel the timer |
-//! | Connecting | timer, deadline passed | *after an attempt* (the reason says how far it opened) | abort the connection |
-//! | LoggingIn | joined | Joined | — |
-//! | Connecting, LoggingIn, Joined | closed | *after an attempt* | — |
+//! | Connecting | timer (the connect deadline) | *after an attempt*, the reason saying how far it opened | abort |
+//! | Connecting | closed | *after an attempt* | cancel the timer |
+//! | LoggingIn | joined | Joined | read the live status; say through which server |
+//! | LoggingIn, Joined | closed | *after an attempt* | — |
+//! | BackingOff | timer (the delay is over) | Waiting (queued) | queue for the pacer |
+//! | Connecting | id changed | Waiting (queued) | cancel the timer, abort; queue for the pacer |
 //! | LoggingIn, Joined | id changed | Closing(Reconnect) | log out |
-//! | Connecting | id changed | Waiting | abort, cancel the timer, queue for the pacer |
-//! | BackingOff | timer, time passed | Waiting | queue for the pacer |
-//! | Resolving, Connecting, BackingOff | timer, before the state's deadline | (unchanged) | timer at the deadline again |
-//! | Closing(any) | closed | Waiting / forgotten / Stopped | queue for the pacer / forget / — |
-//! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
-//! | Connecting | removed / shutdown | Closing(Forget / Stop) | abort |
+//! | Connecting | removed / shutdown | Closing(Forget / Stop) | cancel the timer, abort |
 //! | LoggingIn, Joined | removed / shutdown | Closing(Forget / Stop) | log out |
 //! | Closing(Reconnect or Stop) | removed | Closing(Forget) | — |
 //! | Closing(Reconnect) | shutdown | Closing(Stop) | — |
-//! | Resolving, Waiting, BackingOff, Stopped | removed | forgotten | cancel the timer, forget |
+//! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
+//! | Closing | closed | as `then` says: Waiting (queued) / forgotten / Stopped | queue for the pacer / forget / — |
+//! | Resolving, Waiting, BackingOff | removed | forgotten | cancel the timer, forget |
+//! | Stopped | removed | forgotten | forget |
 //! | Resolving, Waiting, BackingOff | shutdown | Stopped | cancel the timer |
+//! | any | anything else | (unchanged) | — |
 //!
-//! *After an attempt*, the attempt **failed** if it never joined, or if it
-//! died within [`Timing::failure_window`] (5 s) of connecting: a server that
-//! drops every room right after the join must not be hammered. A connection
-//! that lived [`Timing::healthy_after`] (30 s) resets the backoff. A failed
-//! attempt tries the next address at once while some are untried (every
-//! resolved address of every server, in turn); otherwise the room backs
-//! off: a random delay up to 1 s, doubling to 60 s ([`Backoff`]). Error 204
-//! (a wrong room id) will not fix itself: it waits the longest delay.
+//! The last row takes what is stale or says nothing new: an older
+//! attempt's events (every connection event carries the number of its
+//! attempt, as reactor events carry a generation), a timer or a pacer's
+//! turn left over, added while already there.
 //!
-//! Events of an older connection are *stale* and change nothing: every
-//! connection event carries the number of its attempt, as reactor events
-//! carry a generation.
+//! *After an attempt* (the actions say so with `Retry`), the attempt
+//! **failed** if it never joined, or if it died within
+//! [`Timing::failure_window`] (5 s) of connecting: a server that drops every
+//! room right after the join must not be hammered. A connection that lived
+//! [`Timing::healthy_after`] (30 s) resets the backoff. A failed attempt
+//! tries the next address at once while some are untried (every resolved
+//! address of every server, in turn); otherwise the room backs off: a
+//! random delay up to 1 s, doubling to 60 s ([`Backoff`]), and the last
+//! failed address asks for the names to be resolved again. Error 204 (a
+//! wrong room id) will not fix itself: it waits the longest delay. A delay
+//! of zero (an untried address, or a backoff that drew 0) goes straight to
+//! Waiting; any other to BackingOff until it is over.
 
 use std::fmt;
 use std::io;
@@ -87,13 +107,14 @@ pub(crate) enum State {
     Connecting { attempt: u64, address: usize, deadline: Instant },
     /// Connected at `since`; the session is logging in.
     LoggingIn { attempt: u64, address: usize, since: Instant },
-    /// Logged in and joined; messages flow.
+    /// Logged in and joined; messages flow (connected at `since`).
     Joined { attempt: u64, address: usize, since: Instant },
     /// Waiting out a backoff until `until`.
     BackingOff { until: Instant },
     /// Leaving: the connection logs out and closes, then `then`.
     Closing { attempt: u64, then: Then },
-    /// Shut down; listed, not coming back unless added again.
+    /// Shut down, or not added yet; listed, not coming back unless added
+    /// (again).
     Stopped,
 }
 
@@ -307,7 +328,8 @@ impl Lifecycle {
         self.reconnects
     }
 
-    /// Handles one event, appending what to do to `actions`.
+    /// Handles one event, appending what to do to `actions`: the rules
+    /// table, row by row.
     pub(crate) fn handle(&mut self, event: Event, env: &mut Env<'_>, actions: &mut Vec<Action>) {
         use State::*;
         match (self.state, event) {
@@ -333,22 +355,10 @@ impl Lifecycle {
                 actions.push(Action::JoinAsWritten);
                 self.wait(actions);
             }
-            (Connecting { attempt, .. }, Event::IdChanged) => {
-                actions.push(Action::CancelTimer);
-                actions.push(Action::Abort { attempt });
-                self.wait(actions);
+            (Waiting { .. }, Event::PacerTurn) if env.addresses == 0 => {
+                self.state = Waiting { queued: false }; // queued again when addresses come
             }
-            (Closing { attempt, then: Then::Forget | Then::Stop }, Event::Added) => {
-                // One connection at a time: the new life starts once the old
-                // connection has closed.
-                self.state = Closing { attempt, then: Then::Reconnect };
-            }
-            (Waiting { queued: false }, Event::AddressesChanged) => self.wait(actions),
             (Waiting { .. }, Event::PacerTurn) => {
-                if env.addresses == 0 {
-                    self.state = Waiting { queued: false }; // queued again when addresses come
-                    return;
-                }
                 self.attempt += 1;
                 let address = self.next_address % env.addresses;
                 let deadline = env.now + env.timing.connect_timeout;
@@ -356,6 +366,7 @@ impl Lifecycle {
                 actions.push(Action::Connect { attempt: self.attempt, address });
                 actions.push(Action::SetTimer(deadline));
             }
+            (Waiting { queued: false }, Event::AddressesChanged) => self.wait(actions),
             (Connecting { attempt, address, .. }, Event::Connected { attempt: a }) if a == attempt => {
                 self.state = LoggingIn { attempt, address, since: env.now };
                 actions.push(Action::CancelTimer);
@@ -364,14 +375,14 @@ impl Lifecycle {
                 actions.push(Action::Abort { attempt });
                 self.attempt_ended(CloseReason::ConnectTimeout(env.opening), Reached::Nothing, env, actions);
             }
+            (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
+                actions.push(Action::CancelTimer);
+                self.attempt_ended(reason, Reached::Nothing, env, actions);
+            }
             (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
                 self.state = Joined { attempt, address, since };
                 actions.push(Action::CheckStatus);
                 actions.push(Action::SayJoined);
-            }
-            (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                actions.push(Action::CancelTimer);
-                self.attempt_ended(reason, Reached::Nothing, env, actions);
             }
             (LoggingIn { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 self.attempt_ended(reason, Reached::Connected { since }, env, actions);
@@ -379,16 +390,16 @@ impl Lifecycle {
             (Joined { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 self.attempt_ended(reason, Reached::Joined { since }, env, actions);
             }
+            (BackingOff { .. }, Event::Timer) => self.wait(actions),
+            (Connecting { attempt, .. }, Event::IdChanged) => {
+                actions.push(Action::CancelTimer);
+                actions.push(Action::Abort { attempt });
+                self.wait(actions);
+            }
             (LoggingIn { attempt, .. } | Joined { attempt, .. }, Event::IdChanged) => {
                 self.state = Closing { attempt, then: Then::Reconnect };
                 actions.push(Action::LogOut { attempt });
             }
-            (BackingOff { .. }, Event::Timer) => self.wait(actions),
-            (Closing { attempt, then }, Event::Closed { attempt: a, .. }) if a == attempt => match then {
-                Then::Reconnect => self.wait(actions),
-                Then::Forget => actions.push(Action::Forget),
-                Then::Stop => self.state = Stopped,
-            },
             (Connecting { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
                 self.state = Closing { attempt, then: leaving(&event) };
                 actions.push(Action::CancelTimer);
@@ -398,7 +409,7 @@ impl Lifecycle {
                 self.state = Closing { attempt, then: leaving(&event) };
                 actions.push(Action::LogOut { attempt });
             }
-            // A removal overrides what was to follow a close; a shutdown
+            // A removal overrides what was to follow the close; a shutdown
             // only a reconnect (a removed room stays removed).
             (Closing { attempt, then: Then::Reconnect | Then::Stop }, Event::Removed) => {
                 self.state = Closing { attempt, then: Then::Forget };
@@ -406,16 +417,26 @@ impl Lifecycle {
             (Closing { attempt, then: Then::Reconnect }, Event::Shutdown) => {
                 self.state = Closing { attempt, then: Then::Stop };
             }
-            (Resolving { .. } | Waiting { .. } | BackingOff { .. } | Stopped, Event::Removed) => {
+            (Closing { attempt, then: Then::Forget | Then::Stop }, Event::Added) => {
+                // One connection at a time: the new life starts once the old
+                // connection has closed.
+                self.state = Closing { attempt, then: Then::Reconnect };
+            }
+            (Closing { attempt, then }, Event::Closed { attempt: a, .. }) if a == attempt => match then {
+                Then::Reconnect => self.wait(actions),
+                Then::Forget => actions.push(Action::Forget),
+                Then::Stop => self.state = Stopped,
+            },
+            (Resolving { .. } | Waiting { .. } | BackingOff { .. }, Event::Removed) => {
                 actions.push(Action::CancelTimer);
                 actions.push(Action::Forget);
             }
+            (Stopped, Event::Removed) => actions.push(Action::Forget),
             (Resolving { .. } | Waiting { .. } | BackingOff { .. }, Event::Shutdown) => {
                 self.state = Stopped;
                 actions.push(Action::CancelTimer);
             }
-            // Everything else is stale (an older attempt's news, a timer left
-            // over) or changes nothing (added while already here).
+            // Stale, or nothing new (see the module documentation).
             _ => {}
         }
     }
