@@ -86,7 +86,7 @@ impl MonitorState {
                 reactor.call_soon(move |reactor| MonitorState::look_up_id(&this, reactor, room));
             }
             Action::QueueConnect => {
-                self.connect_queue.push_back(room);
+                self.connect_queue.push(room);
                 self.ensure_pacer(reactor);
             }
             Action::Connect { attempt, address } => {
@@ -248,25 +248,31 @@ impl MonitorState {
     /// the pacer allows now, and comes back when it allows more.
     fn run_pacer(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor) {
         let now = Instant::now();
-        let turns: Vec<u64> = {
-            let mut state = this.borrow_mut();
-            state.pacer_scheduled = false;
-            let waiting = state.connect_queue.len();
-            let allowed = state.pacer.take(now, waiting);
-            if allowed > 0 {
-                // Rooms connect: the addresses they use should not be old.
-                state.resolve(resolve::REFRESH);
-            }
-            state.connect_queue.drain(..allowed).collect()
-        };
-        for room in turns {
+        this.borrow_mut().pacer_scheduled = false;
+        let mut first = true;
+        loop {
+            let room = {
+                let mut state = this.borrow_mut();
+                let state = &mut *state;
+                let rooms = &state.rooms;
+                let waits = |room| rooms.get(&room).is_some_and(|slot| slot.life.waits_for_turn());
+                let Some(room) = state.connect_queue.next(now, waits) else { break };
+                if first {
+                    // Rooms connect: the addresses they use should not be old.
+                    state.resolve(resolve::REFRESH);
+                    first = false;
+                }
+                room
+            };
+            // One at a time: a turn may queue the room again, or make an
+            // entry further back stale.
             MonitorState::handle(this, reactor, room, Event::PacerTurn);
         }
         let mut state = this.borrow_mut();
         if !state.connect_queue.is_empty() && !state.pacer_scheduled {
             state.pacer_scheduled = true;
             let weak = Rc::downgrade(this);
-            reactor.call_at(state.pacer.next_turn(now), move |reactor| {
+            reactor.call_at(state.connect_queue.next_turn(now), move |reactor| {
                 if let Some(state) = weak.upgrade() {
                     MonitorState::run_pacer(&state, reactor);
                 }

@@ -328,6 +328,11 @@ impl Lifecycle {
         self.reconnects
     }
 
+    /// Waiting for the pacer: a queue entry of the room is not stale.
+    pub(crate) fn waits_for_turn(&self) -> bool {
+        self.state == State::Waiting { queued: true }
+    }
+
     /// Handles one event, appending what to do to `actions`: the rules
     /// table, row by row.
     pub(crate) fn handle(&mut self, event: Event, env: &mut Env<'_>, actions: &mut Vec<Action>) {

@@ -38,7 +38,7 @@ mod sink;
 pub mod visible;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,7 +55,7 @@ use lookup::RoomWeb;
 
 pub use lookup::LIVE_TYPE;
 use output::{Output, OutputClosed, OutputEvent, Unwritten};
-use pacer::Pacer;
+use pacer::ConnectQueue;
 use resolve::{AddressBook, Answer};
 
 pub use config::{
@@ -250,9 +250,8 @@ pub(crate) struct MonitorState {
     resolver: Option<LoopSender<Vec<Answer>>>,
     /// While no server name resolves at all: the pause before trying again.
     resolve_retry: Duration,
-    pacer: Pacer,
-    /// Rooms waiting for their turn to connect.
-    connect_queue: VecDeque<u64>,
+    /// Rooms waiting for their turn to connect, and the pacer.
+    connect_queue: ConnectQueue,
     pacer_scheduled: bool,
     flush_scheduled: bool,
     shutting_down: bool,
@@ -344,8 +343,7 @@ impl Monitor {
                 fetcher,
                 resolver: Some(resolver),
                 resolve_retry: Duration::from_secs(1),
-                pacer: Pacer::new(config.connects_per_second),
-                connect_queue: VecDeque::new(),
+                connect_queue: ConnectQueue::new(config.connects_per_second),
                 pacer_scheduled: false,
                 flush_scheduled: false,
                 shutting_down: false,
