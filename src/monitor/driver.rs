@@ -158,9 +158,7 @@ impl MonitorState {
                 }
             }
             Action::Forget => {
-                if let Some(timer) = slot.timer.take() {
-                    reactor.remove_timeout(timer);
-                }
+                slot.cancel_timers(reactor);
                 self.rooms.remove(&room);
             }
             Action::Retry { reason, delay } => {

@@ -201,6 +201,17 @@ struct RoomSlot {
 }
 
 impl RoomSlot {
+    /// Cancels every timer the room owns: it is being forgotten, and a
+    /// callback left behind would act on a room added again under its id.
+    fn cancel_timers(&mut self, reactor: &mut Reactor) {
+        for timer in [self.timer.take(), self.live_timer.take()].into_iter().flatten() {
+            reactor.remove_timeout(timer);
+        }
+        if let Some(web) = self.web.as_mut() {
+            web.cancel_timers(reactor);
+        }
+    }
+
     fn is_stopped(&self) -> bool {
         self.life.state() == State::Stopped
     }
@@ -368,9 +379,8 @@ impl Monitor {
 
     /// Starts watching `room` (no-op if already watched).
     pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
-        let new = {
+        {
             let mut state = self.state.borrow_mut();
-            let new = !state.rooms.contains_key(&room);
             let timing = state.timing;
             let grace = state.config.live_grace;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
@@ -390,12 +400,11 @@ impl Monitor {
                     sequence: SequenceCheck::default(),
                 })
             });
-            new
-        };
-        MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
-        if new {
-            MonitorState::check_status_periodically(&self.state, reactor, room);
         }
+        MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
+        // Its status checks start, unless they still run (stopped a moment
+        // ago, it is watched again before its next check).
+        MonitorState::check_status_periodically(&self.state, reactor, room);
     }
 
     /// Stops watching `room`: logs out if connected, then forgets it.
