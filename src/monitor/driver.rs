@@ -85,6 +85,8 @@ impl MonitorState {
                 // (with an error) at once.
                 reactor.call_soon(move |reactor| MonitorState::look_up_id(&this, reactor, room));
             }
+            // While the monitor stops, the room waits: the shutdown stops it.
+            Action::QueueConnect if self.shutting_down => {}
             Action::QueueConnect => {
                 self.connect_queue.push(room);
                 self.ensure_pacer(reactor);

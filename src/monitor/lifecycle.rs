@@ -69,6 +69,10 @@
 //! attempt, as reactor events carry a generation), a timer or a pacer's
 //! turn left over, added while already there.
 //!
+//! Once the monitor stops, the driver queues no room to connect and adds
+//! none: a room that would connect again waits in Waiting until the
+//! shutdown stops it.
+//!
 //! *After an attempt* (the actions say so with `Retry`), the attempt
 //! **failed** if it never joined, or if it died within
 //! [`Timing::failure_window`] (5 s) of connecting: a server that drops every

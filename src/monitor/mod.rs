@@ -17,7 +17,7 @@
 //! - **Output:** every message is written once, as a whole line; when the
 //!   output falls behind, rooms stop reading (see [`output`]).
 //! - **Stopping:** read what the sockets hold, log out, write the rest
-//!   ([`Monitor::stop`]).
+//!   ([`Monitor::stop`]); once it begins, no room is added or connects.
 
 pub mod backoff;
 mod config;
@@ -265,6 +265,8 @@ pub(crate) struct MonitorState {
     connect_queue: ConnectQueue,
     pacer_scheduled: bool,
     flush_scheduled: bool,
+    /// Set when a stop begins ([`Monitor::stop`] or [`Monitor::shutdown`]):
+    /// no room is added and none is queued to connect from then on.
     shutting_down: bool,
     /// Set by the first [`Monitor::stop`].
     stop_cause: Option<StopCause>,
@@ -377,10 +379,15 @@ impl Monitor {
         Ok(monitor)
     }
 
-    /// Starts watching `room` (no-op if already watched).
+    /// Starts watching `room` (no-op if already watched, or once a stop
+    /// has begun).
     pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
         {
             let mut state = self.state.borrow_mut();
+            if state.shutting_down {
+                log::debug!("room {room}: not added, the monitor is stopping");
+                return;
+            }
             let timing = state.timing;
             let grace = state.config.live_grace;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
@@ -445,7 +452,7 @@ impl Monitor {
                 cause => log::info!("shutting down ({cause}): logging out of every room"),
             }
             state.stop_cause = Some(cause);
-            // No new connections from now on.
+            // No new connections from now on (see `shutting_down`).
             state.shutting_down = true;
             state.connect_queue.clear();
             state.config.logout_timeout.saturating_sub(waited)
