@@ -328,3 +328,33 @@ fn a_start_that_fails_says_which_part_of_the_config_could_not_be_used() {
     assert!(matches!(&error, StartError::Setting(e) if e.setting == "rooms"), "{error:?}");
     let _ = std::fs::remove_file(&output);
 }
+
+/// Once a stop has begun nothing connects again: a reload then (SIGHUP
+/// adds back every room listed as stopped) adds no room, so every room
+/// the stop logged out stays closed and the stop ends at once, not at the
+/// logout timeout with rooms joined that nobody logs out.
+#[test]
+fn rooms_added_once_a_stop_has_begun_do_not_connect() {
+    let mut reactor = Reactor::new().unwrap();
+    let (server, log) = fake_server(&mut reactor, 3);
+    let path = temp_path("add-while-stopping.jsonl");
+    let config = MonitorConfig { logout_timeout: DEADLINE, ..config(server, vec![7], path.clone()) };
+    let monitor = Monitor::start(&mut reactor, config).unwrap();
+    let joined = |m: &Monitor| m.rooms().iter().any(|r| r.id == 7 && r.state == RoomState::Joined);
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |_| joined(&monitor)).unwrap());
+
+    monitor.stop(&mut reactor, StopCause::Signal("SIGTERM"), Duration::ZERO);
+    monitor.add_room(&mut reactor, 8);
+    assert!(monitor.rooms().iter().all(|r| r.id != 8), "not added while the stop reads what the sockets hold");
+    let stopped = |m: &Monitor| m.rooms().iter().all(|r| r.state == RoomState::Stopped);
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |_| stopped(&monitor)).unwrap(), "room 7 logged out");
+    // A reload now: room 7 is listed as stopped, room 9 is new.
+    monitor.add_room(&mut reactor, 7);
+    monitor.add_room(&mut reactor, 9);
+    let rooms: Vec<(u64, RoomState)> = monitor.rooms().iter().map(|r| (r.id, r.state)).collect();
+    assert_eq!(rooms, [(7, RoomState::Stopped)], "nothing added, nothing restarted");
+    assert!(reactor.run_until(Instant::now() + DEADLINE, |reactor| reactor.is_stopped()).unwrap(), "the stop ended");
+    assert!(monitor.is_idle());
+    assert_eq!((log.borrow().logins.len(), log.borrow().logouts), (1, 1), "room 7 once, and logged out");
+    let _ = std::fs::remove_file(&path);
+}

@@ -533,6 +533,11 @@ fn on_sighup(reactor: &mut Reactor, monitor: &Monitor, reload: Option<&Reload>) 
     if reload.output.is_some() {
         monitor.reopen_output();
     }
+    if monitor.stop_cause().is_some() {
+        // Rooms added now would never be logged out.
+        log::info!("SIGHUP: stopping already; the rooms are not reloaded");
+        return;
+    }
     // Names move; a reload is a good moment to follow them.
     monitor.resolve_again();
     let Some(path) = &reload.config_path else {

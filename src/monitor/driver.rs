@@ -5,13 +5,14 @@
 //! Every event goes through [`MonitorState::handle`], which runs the life
 //! cycle and then its actions. An action can cause an event at once (a
 //! connect that cannot even create a socket is a closed attempt), so the
-//! events wait in a small queue and are handled in order, never nested.
+//! events wait in a small queue (first in, first out) and are handled in
+//! order, never nested.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-use std::io;
 
 use crate::douyu::ClientSession;
 use crate::plural::plural;
@@ -21,7 +22,7 @@ use crate::websocket::{ClientRequest, Limits, WebSocket};
 use super::MonitorState;
 use super::endpoint::Endpoint;
 use super::endpoint::Transport;
-use super::lifecycle::{Action, CloseReason, Env, Event, Opening, State};
+use super::lifecycle::{Action, CloseReason, Env, Event, Opening};
 use super::resolve::{self, Answer};
 use super::room::{Link, RoomConn, TIMER_LOGOUT};
 
@@ -42,9 +43,9 @@ fn opening(reactor: &Reactor, conn: EntryToken, endpoint: &Endpoint) -> Opening 
 impl MonitorState {
     /// Feeds `event` to `room`'s life cycle and carries out what it decides.
     pub(crate) fn handle(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64, event: Event) {
-        let mut events = vec![(room, event)];
+        let mut events = VecDeque::from([(room, event)]);
         let mut actions = Vec::new();
-        while let Some((room, event)) = events.pop() {
+        while let Some((room, event)) = events.pop_front() {
             let mut state = this.borrow_mut();
             let state = &mut *state;
             let Some(slot) = state.rooms.get_mut(&room) else { continue };
@@ -59,43 +60,10 @@ impl MonitorState {
                 timing: &state.timing,
                 rng: &mut state.rng,
             };
-            let joining = matches!(event, Event::Joined { .. });
-            let waiting_for_id = matches!(slot.life.state(), State::Resolving { .. }) && event == Event::Timer;
             slot.life.handle(event, &mut env, &mut actions);
-            if waiting_for_id && slot.life.state() == State::Waiting {
-                // The wait is over and the look-up has not answered: say so,
-                // as a vanity number joined as written receives nothing. Not
-                // loudly while look-ups queue: they are paced, and with many
-                // rooms most join as written first.
-                let queued = state.fetcher.as_ref().map_or(0, |fetcher| fetcher.waiting());
-                let waited = state.timing.look_up_wait.unwrap_or_default().as_secs_f64();
-                if queued > 0 {
-                    log::debug!("room {room}: joining it as written while look-ups queue ({queued} waiting)");
-                } else {
-                    log::info!(
-                        "room {room}: its real id is not known after {waited} s (the look-up is slow); \
-                         joining it as written meanwhile"
-                    );
-                }
-            }
-            if joining && let State::Joined { .. } = slot.life.state() {
-                // Douyu pushes status changes only while connected: read it now.
-                let this = this.clone();
-                reactor.call_soon(move |reactor| MonitorState::check_status(&this, reactor, room));
-            }
-            if joining && let (State::Joined { .. }, Some(server)) = (slot.life.state(), slot.server) {
-                // Joining through another server than the first tells of a
-                // blocked port or a server down: worth saying.
-                let endpoint = state.addresses.server(server);
-                if server == 0 {
-                    log::debug!("room {room}: joined via {endpoint}");
-                } else {
-                    log::info!("room {room}: joined via {endpoint}");
-                }
-            }
             for action in actions.drain(..) {
                 if let Some(next) = state.apply(this, reactor, room, action) {
-                    events.push((room, next));
+                    events.push_back((room, next));
                 }
             }
         }
@@ -117,8 +85,10 @@ impl MonitorState {
                 // (with an error) at once.
                 reactor.call_soon(move |reactor| MonitorState::look_up_id(&this, reactor, room));
             }
+            // While the monitor stops, the room waits: the shutdown stops it.
+            Action::QueueConnect if self.shutting_down => {}
             Action::QueueConnect => {
-                self.connect_queue.push_back(room);
+                self.connect_queue.push(room);
                 self.ensure_pacer(reactor);
             }
             Action::Connect { attempt, address } => {
@@ -190,9 +160,7 @@ impl MonitorState {
                 }
             }
             Action::Forget => {
-                if let Some(timer) = slot.timer.take() {
-                    reactor.remove_timeout(timer);
-                }
+                slot.cancel_timers(reactor);
                 self.rooms.remove(&room);
             }
             Action::Retry { reason, delay } => {
@@ -213,6 +181,34 @@ impl MonitorState {
                 }
             }
             Action::AddressesExhausted => self.resolve(resolve::MIN_GAP),
+            Action::JoinAsWritten => {
+                // Not loudly while look-ups queue: they are paced, and with
+                // many rooms most join as written first.
+                let queued = self.fetcher.as_ref().map_or(0, |fetcher| fetcher.waiting());
+                let waited = self.timing.look_up_wait.unwrap_or_default().as_secs_f64();
+                if queued > 0 {
+                    log::debug!("room {room}: joining it as written while look-ups queue ({queued} waiting)");
+                } else {
+                    log::info!(
+                        "room {room}: its real id is not known after {waited} s (the look-up is slow); \
+                         joining it as written meanwhile"
+                    );
+                }
+            }
+            Action::CheckStatus => {
+                let this = this.clone();
+                reactor.call_soon(move |reactor| MonitorState::check_status(&this, reactor, room));
+            }
+            Action::SayJoined => {
+                if let Some(server) = slot.server {
+                    let endpoint = self.addresses.server(server);
+                    if server == 0 {
+                        log::debug!("room {room}: joined via {endpoint}");
+                    } else {
+                        log::info!("room {room}: joined via {endpoint}");
+                    }
+                }
+            }
         }
         None
     }
@@ -252,25 +248,31 @@ impl MonitorState {
     /// the pacer allows now, and comes back when it allows more.
     fn run_pacer(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor) {
         let now = Instant::now();
-        let turns: Vec<u64> = {
-            let mut state = this.borrow_mut();
-            state.pacer_scheduled = false;
-            let waiting = state.connect_queue.len();
-            let allowed = state.pacer.take(now, waiting);
-            if allowed > 0 {
-                // Rooms connect: the addresses they use should not be old.
-                state.resolve(resolve::REFRESH);
-            }
-            state.connect_queue.drain(..allowed).collect()
-        };
-        for room in turns {
+        this.borrow_mut().pacer_scheduled = false;
+        let mut first = true;
+        loop {
+            let room = {
+                let mut state = this.borrow_mut();
+                let state = &mut *state;
+                let rooms = &state.rooms;
+                let waits = |room| rooms.get(&room).is_some_and(|slot| slot.life.waits_for_turn());
+                let Some(room) = state.connect_queue.next(now, waits) else { break };
+                if first {
+                    // Rooms connect: the addresses they use should not be old.
+                    state.resolve(resolve::REFRESH);
+                    first = false;
+                }
+                room
+            };
+            // One at a time: a turn may queue the room again, or make an
+            // entry further back stale.
             MonitorState::handle(this, reactor, room, Event::PacerTurn);
         }
         let mut state = this.borrow_mut();
         if !state.connect_queue.is_empty() && !state.pacer_scheduled {
             state.pacer_scheduled = true;
             let weak = Rc::downgrade(this);
-            reactor.call_at(state.pacer.next_turn(now), move |reactor| {
+            reactor.call_at(state.connect_queue.next_turn(now), move |reactor| {
                 if let Some(state) = weak.upgrade() {
                     MonitorState::run_pacer(&state, reactor);
                 }

@@ -1,63 +1,90 @@
 //! One room's life, as a sans-IO state machine: events in, actions out, the
 //! time passed in. No socket, no clock read, no reactor: the monitor
-//! (`mod.rs`) turns the actions into connects, timers and closes, and feeds
-//! back what happened. Every transition is in this file, under the rules
-//! table below; the tests at the end check one rule each with a fake clock.
+//! (`driver.rs`) turns the actions into connects, timers and closes, and
+//! feeds back what happened. Every transition is in this file, under the
+//! rules table below, and `handle` matches in the table's order; the tests
+//! at the end check the rules with a fake clock.
+//!
+//! A room starts `Stopped`, as if shut down: being added is what starts a
+//! stopped room again, so a new room and a returning one go the same way.
 //!
 //! ```text
-//!   added ──▶ Resolving ── its id looked up (or not in time) ──┐
-//!     │  (look-ups off)                                         ▼
-//!     └──────────────────────────────────────────────────▶ Waiting ──▶ …
+//!   Stopped ── added ──▶ Resolving ── id resolved, or the wait is over ──▶ Waiting
+//!   Stopped ── added, look-ups off ───────────────────────────────────────▶ Waiting
 //!
-//!                           the pacer's turn                  connected
-//!                  Waiting ───────────────────▶ Connecting ──────────────▶ LoggingIn
-//!                   ▲   ▲                        │ timer: connect              │ joined
-//!                   │   │ next address at once   │ timeout                     ▼
-//!                   │   └────────────────────────┴────── an attempt ends ── Joined
-//!                   │ timer                                   │
-//!                   └──────────── BackingOff{until} ◀─────────┘ (every address failed)
+//!   Waiting ── the pacer's turn ──▶ Connecting ── connected ──▶ LoggingIn ── joined ──▶ Joined
+//!                                       │                          │                     │
+//!                                       │ closed, or its timer     │ closed              │ closed
+//!                                       └──────────────────────────┴──────────┬──────────┘
+//!                                                                      an attempt ends
+//!                                                                             │
+//!       Waiting ◀── delay 0 (an address untried) ─────────────────────────────┤
+//!       Waiting ◀── timer ── BackingOff{until} ◀── delay > 0 ─────────────────┘
 //!
-//!   removed, shutdown, id changed — from a state with a connection:
-//!       ──▶ Closing{then} ── closed ──▶ Waiting (Reconnect) | forgotten (Forget) | Stopped (Stop)
-//!   removed, shutdown — from a state without one: forgotten, or Stopped
+//!   Connecting ───────── id changed (abort) ──────────▶ Waiting
+//!   LoggingIn, Joined ── id changed (log out) ────────▶ Closing{Reconnect}
+//!   Connecting, LoggingIn, Joined ── removed ─────────▶ Closing{Forget}
+//!                                 ── shutdown ────────▶ Closing{Stop}
+//!   Closing{Reconnect or Stop} ── removed ────────────▶ Closing{Forget}
+//!   Closing{Reconnect} ── shutdown ───────────────────▶ Closing{Stop}
+//!   Closing{Forget or Stop} ── added ─────────────────▶ Closing{Reconnect}
+//!   Closing{then} ── closed ──▶ Waiting (Reconnect) | forgotten (Forget) | Stopped (Stop)
+//!   Resolving, Waiting, BackingOff, Stopped ── removed ──▶ forgotten
+//!   Resolving, Waiting, BackingOff ── shutdown ──▶ Stopped
 //! ```
 //!
 //! # Rules
 //!
 //! | state | event | next state | actions |
 //! |---|---|---|---|
-//! | Stopped | added (look-ups on) | Resolving | look up its id; timer at the end of the wait |
-//! | Stopped | added (look-ups off) | Waiting | queue for the pacer |
-//! | Resolving | id resolved, or timer (wait over) | Waiting | cancel the timer, queue for the pacer |
-//! | Waiting | the pacer's turn (addresses known) | Connecting | connect to the next address; timer at the connect deadline |
-//! | Waiting | addresses changed | Waiting | queue for the pacer |
+//! | Stopped | added, look-ups on | Resolving | look up its id; timer at the end of the wait |
+//! | Stopped | added, look-ups off | Waiting (queued) | queue for the pacer |
+//! | Resolving | id resolved | Waiting (queued) | cancel the timer; queue for the pacer |
+//! | Resolving, Connecting, BackingOff | timer, before the state's deadline | (unchanged) | timer at the deadline again |
+//! | Resolving | timer (the wait is over) | Waiting (queued) | say it joins as written; queue for the pacer |
+//! | Waiting | the pacer's turn, no addresses yet | Waiting (not queued) | — |
+//! | Waiting | the pacer's turn | Connecting | connect to the next address; timer at the connect deadline |
+//! | Waiting (not queued) | addresses changed | Waiting (queued) | queue for the pacer |
 //! | Connecting | connected | LoggingIn | cancel the timer |
-//! | Connecting | timer, deadline passed | *after an attempt* (the reason says how far it opened) | abort the connection |
-//! | LoggingIn | joined | Joined | — |
-//! | Connecting, LoggingIn, Joined | closed | *after an attempt* | — |
+//! | Connecting | timer (the connect deadline) | *after an attempt*, the reason saying how far it opened | abort |
+//! | Connecting | closed | *after an attempt* | cancel the timer |
+//! | LoggingIn | joined | Joined | read the live status; say through which server |
+//! | LoggingIn, Joined | closed | *after an attempt* | — |
+//! | BackingOff | timer (the delay is over) | Waiting (queued) | queue for the pacer |
+//! | Connecting | id changed | Waiting (queued) | cancel the timer, abort; queue for the pacer |
 //! | LoggingIn, Joined | id changed | Closing(Reconnect) | log out |
-//! | Connecting | id changed | Waiting | abort, cancel the timer, queue for the pacer |
-//! | BackingOff | timer, time passed | Waiting | queue for the pacer |
-//! | Closing(any) | closed | Waiting / forgotten / Stopped | queue for the pacer / forget / — |
-//! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
-//! | Connecting | removed / shutdown | Closing(Forget / Stop) | abort |
+//! | Connecting | removed / shutdown | Closing(Forget / Stop) | cancel the timer, abort |
 //! | LoggingIn, Joined | removed / shutdown | Closing(Forget / Stop) | log out |
-//! | Closing(Reconnect) | removed / shutdown | Closing(Forget / Stop) | — |
-//! | Resolving, Waiting, BackingOff, Stopped | removed | forgotten | cancel the timer, forget |
+//! | Closing(Reconnect or Stop) | removed | Closing(Forget) | — |
+//! | Closing(Reconnect) | shutdown | Closing(Stop) | — |
+//! | Closing(Forget or Stop) | added | Closing(Reconnect) | — |
+//! | Closing | closed | as `then` says: Waiting (queued) / forgotten / Stopped | queue for the pacer / forget / — |
+//! | Resolving, Waiting, BackingOff | removed | forgotten | cancel the timer, forget |
+//! | Stopped | removed | forgotten | forget |
 //! | Resolving, Waiting, BackingOff | shutdown | Stopped | cancel the timer |
+//! | any | anything else | (unchanged) | — |
 //!
-//! *After an attempt*, the attempt **failed** if it never joined, or if it
-//! died within [`Timing::failure_window`] (5 s) of connecting: a server that
-//! drops every room right after the join must not be hammered. A connection
-//! that lived [`Timing::healthy_after`] (30 s) resets the backoff. A failed
-//! attempt tries the next address at once while some are untried (every
-//! resolved address of every server, in turn); otherwise the room backs
-//! off: a random delay up to 1 s, doubling to 60 s ([`Backoff`]). Error 204
-//! (a wrong room id) will not fix itself: it waits the longest delay.
+//! The last row takes what is stale or says nothing new: an older
+//! attempt's events (every connection event carries the number of its
+//! attempt, as reactor events carry a generation), a timer or a pacer's
+//! turn left over, added while already there.
 //!
-//! Events of an older connection are *stale* and change nothing: every
-//! connection event carries the number of its attempt, as reactor events
-//! carry a generation.
+//! Once the monitor stops, the driver queues no room to connect and adds
+//! none: a room that would connect again waits in Waiting until the
+//! shutdown stops it.
+//!
+//! *After an attempt* (the actions say so with `Retry`), the attempt
+//! **failed** if it never joined, or if it died within
+//! [`Timing::failure_window`] (5 s) of connecting: a server that drops every
+//! room right after the join must not be hammered. A connection that lived
+//! [`Timing::healthy_after`] (30 s) resets the backoff. A failed attempt
+//! tries the next address at once while some are untried (every resolved
+//! address of every server, in turn); otherwise the room backs off: a
+//! random delay up to 1 s, doubling to 60 s ([`Backoff`]), and the last
+//! failed address asks for the names to be resolved again. Error 204 (a
+//! wrong room id) will not fix itself: it waits the longest delay. A delay
+//! of zero (an untried address, or a backoff that drew 0) goes straight to
+//! Waiting; any other to BackingOff until it is over.
 
 use std::fmt;
 use std::io;
@@ -73,20 +100,25 @@ pub(crate) enum State {
     /// Waiting for its real id to be looked up (vanity numbers join
     /// nothing), at most until `until`; then it joins with what it has.
     Resolving { until: Instant },
-    /// Wants to connect: waiting for the pacer, or for addresses.
-    Waiting,
+    /// Wants to connect: waiting for the pacer (`queued`: a turn was
+    /// asked for), or for addresses. The flag lives here, not beside the
+    /// state, so leaving Waiting forgets it: a room stopped while queued
+    /// and added again is queued again (the old entry only gives an early
+    /// turn).
+    Waiting { queued: bool },
     /// Attempt `attempt` to address number `address` is under way; it must
     /// be connected by `deadline`.
     Connecting { attempt: u64, address: usize, deadline: Instant },
     /// Connected at `since`; the session is logging in.
     LoggingIn { attempt: u64, address: usize, since: Instant },
-    /// Logged in and joined; messages flow.
+    /// Logged in and joined; messages flow (connected at `since`).
     Joined { attempt: u64, address: usize, since: Instant },
     /// Waiting out a backoff until `until`.
     BackingOff { until: Instant },
     /// Leaving: the connection logs out and closes, then `then`.
     Closing { attempt: u64, then: Then },
-    /// Shut down; listed, not coming back unless added again.
+    /// Shut down, or not added yet; listed, not coming back unless added
+    /// (again).
     Stopped,
 }
 
@@ -125,8 +157,10 @@ pub(crate) enum Event {
         attempt: u64,
         reason: CloseReason,
     },
-    /// The room's timer fired (maybe early, or left over: deadlines are
-    /// checked against `now`).
+    /// The room's timer fired. The reactor's wheel never fires early, but
+    /// the rules do not lean on that: a timer before the state's deadline
+    /// is set again for it (and one left over in a state without a
+    /// deadline changes nothing).
     Timer,
 }
 
@@ -162,6 +196,16 @@ pub(crate) enum Action {
     },
     /// Every address failed in a row: worth resolving the names again.
     AddressesExhausted,
+    /// Say that the room joins with its id as written: the look-up did
+    /// not answer within its wait (a vanity number joined so receives
+    /// nothing).
+    JoinAsWritten,
+    /// Read the room's live status now: Douyu pushes changes only to
+    /// connected rooms, so one may have been missed.
+    CheckStatus,
+    /// Say through which server the room joined (not the first one tells
+    /// of a blocked port or a server down).
+    SayJoined,
 }
 
 /// Why a connection ended.
@@ -263,8 +307,6 @@ pub(crate) struct Lifecycle {
     next_address: usize,
     /// Attempts that failed in a row since the last success or backoff.
     failed_addresses: usize,
-    /// On the pacer's queue already.
-    queued: bool,
     /// Attempts that ended and were tried again.
     reconnects: u64,
 }
@@ -278,7 +320,6 @@ impl Lifecycle {
             backoff: Backoff::with_limits(timing.backoff_base, timing.backoff_cap),
             next_address: 0,
             failed_addresses: 0,
-            queued: false,
             reconnects: 0,
         }
     }
@@ -291,7 +332,13 @@ impl Lifecycle {
         self.reconnects
     }
 
-    /// Handles one event, appending what to do to `actions`.
+    /// Waiting for the pacer: a queue entry of the room is not stale.
+    pub(crate) fn waits_for_turn(&self) -> bool {
+        self.state == State::Waiting { queued: true }
+    }
+
+    /// Handles one event, appending what to do to `actions`: the rules
+    /// table, row by row.
     pub(crate) fn handle(&mut self, event: Event, env: &mut Env<'_>, actions: &mut Vec<Action>) {
         use State::*;
         match (self.state, event) {
@@ -308,23 +355,19 @@ impl Lifecycle {
                 actions.push(Action::CancelTimer);
                 self.wait(actions);
             }
-            (Resolving { until }, Event::Timer) if env.now >= until => self.wait(actions),
-            (Connecting { attempt, .. }, Event::IdChanged) => {
-                actions.push(Action::CancelTimer);
-                actions.push(Action::Abort { attempt });
+            (Resolving { until: at } | Connecting { deadline: at, .. } | BackingOff { until: at }, Event::Timer)
+                if env.now < at =>
+            {
+                actions.push(Action::SetTimer(at));
+            }
+            (Resolving { .. }, Event::Timer) => {
+                actions.push(Action::JoinAsWritten);
                 self.wait(actions);
             }
-            (Closing { attempt, then: Then::Forget | Then::Stop }, Event::Added) => {
-                // One connection at a time: the new life starts once the old
-                // connection has closed.
-                self.state = Closing { attempt, then: Then::Reconnect };
+            (Waiting { .. }, Event::PacerTurn) if env.addresses == 0 => {
+                self.state = Waiting { queued: false }; // queued again when addresses come
             }
-            (Waiting, Event::AddressesChanged) => self.queue(actions),
-            (Waiting, Event::PacerTurn) => {
-                self.queued = false;
-                if env.addresses == 0 {
-                    return; // queued again when addresses come
-                }
+            (Waiting { .. }, Event::PacerTurn) => {
                 self.attempt += 1;
                 let address = self.next_address % env.addresses;
                 let deadline = env.now + env.timing.connect_timeout;
@@ -332,37 +375,40 @@ impl Lifecycle {
                 actions.push(Action::Connect { attempt: self.attempt, address });
                 actions.push(Action::SetTimer(deadline));
             }
+            (Waiting { queued: false }, Event::AddressesChanged) => self.wait(actions),
             (Connecting { attempt, address, .. }, Event::Connected { attempt: a }) if a == attempt => {
                 self.state = LoggingIn { attempt, address, since: env.now };
                 actions.push(Action::CancelTimer);
             }
-            (Connecting { attempt, deadline, .. }, Event::Timer) if env.now >= deadline => {
+            (Connecting { attempt, .. }, Event::Timer) => {
                 actions.push(Action::Abort { attempt });
-                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), false, Duration::ZERO, env, actions);
-            }
-            (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
-                self.state = Joined { attempt, address, since };
+                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), Reached::Nothing, env, actions);
             }
             (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 actions.push(Action::CancelTimer);
-                self.attempt_ended(reason, false, Duration::ZERO, env, actions);
+                self.attempt_ended(reason, Reached::Nothing, env, actions);
+            }
+            (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
+                self.state = Joined { attempt, address, since };
+                actions.push(Action::CheckStatus);
+                actions.push(Action::SayJoined);
             }
             (LoggingIn { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                self.attempt_ended(reason, false, env.now.saturating_duration_since(since), env, actions);
+                self.attempt_ended(reason, Reached::Connected { since }, env, actions);
             }
             (Joined { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                self.attempt_ended(reason, true, env.now.saturating_duration_since(since), env, actions);
+                self.attempt_ended(reason, Reached::Joined { since }, env, actions);
+            }
+            (BackingOff { .. }, Event::Timer) => self.wait(actions),
+            (Connecting { attempt, .. }, Event::IdChanged) => {
+                actions.push(Action::CancelTimer);
+                actions.push(Action::Abort { attempt });
+                self.wait(actions);
             }
             (LoggingIn { attempt, .. } | Joined { attempt, .. }, Event::IdChanged) => {
                 self.state = Closing { attempt, then: Then::Reconnect };
                 actions.push(Action::LogOut { attempt });
             }
-            (BackingOff { until }, Event::Timer) if env.now >= until => self.wait(actions),
-            (Closing { attempt, then }, Event::Closed { attempt: a, .. }) if a == attempt => match then {
-                Then::Reconnect => self.wait(actions),
-                Then::Forget => actions.push(Action::Forget),
-                Then::Stop => self.state = Stopped,
-            },
             (Connecting { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
                 self.state = Closing { attempt, then: leaving(&event) };
                 actions.push(Action::CancelTimer);
@@ -372,48 +418,54 @@ impl Lifecycle {
                 self.state = Closing { attempt, then: leaving(&event) };
                 actions.push(Action::LogOut { attempt });
             }
-            (Closing { attempt, .. }, event @ (Event::Removed | Event::Shutdown)) => {
-                self.state = Closing { attempt, then: leaving(&event) };
+            // A removal overrides what was to follow the close; a shutdown
+            // only a reconnect (a removed room stays removed).
+            (Closing { attempt, then: Then::Reconnect | Then::Stop }, Event::Removed) => {
+                self.state = Closing { attempt, then: Then::Forget };
             }
-            (Resolving { .. } | Waiting | BackingOff { .. } | Stopped, Event::Removed) => {
+            (Closing { attempt, then: Then::Reconnect }, Event::Shutdown) => {
+                self.state = Closing { attempt, then: Then::Stop };
+            }
+            (Closing { attempt, then: Then::Forget | Then::Stop }, Event::Added) => {
+                // One connection at a time: the new life starts once the old
+                // connection has closed.
+                self.state = Closing { attempt, then: Then::Reconnect };
+            }
+            (Closing { attempt, then }, Event::Closed { attempt: a, .. }) if a == attempt => match then {
+                Then::Reconnect => self.wait(actions),
+                Then::Forget => actions.push(Action::Forget),
+                Then::Stop => self.state = Stopped,
+            },
+            (Resolving { .. } | Waiting { .. } | BackingOff { .. }, Event::Removed) => {
                 actions.push(Action::CancelTimer);
                 actions.push(Action::Forget);
             }
-            (Resolving { .. } | Waiting | BackingOff { .. }, Event::Shutdown) => {
+            (Stopped, Event::Removed) => actions.push(Action::Forget),
+            (Resolving { .. } | Waiting { .. } | BackingOff { .. }, Event::Shutdown) => {
                 self.state = Stopped;
                 actions.push(Action::CancelTimer);
             }
-            // Everything else is stale (an older attempt's news, a timer left
-            // over) or changes nothing (added while already here).
+            // Stale, or nothing new (see the module documentation).
             _ => {}
         }
     }
 
     /// Waiting, and on the pacer's queue.
     fn wait(&mut self, actions: &mut Vec<Action>) {
-        self.state = State::Waiting;
-        self.queue(actions);
-    }
-
-    fn queue(&mut self, actions: &mut Vec<Action>) {
-        if !self.queued {
-            self.queued = true;
-            actions.push(Action::QueueConnect);
-        }
+        self.state = State::Waiting { queued: true };
+        actions.push(Action::QueueConnect);
     }
 
     /// The current attempt ended: when and where to try again (see the
     /// module documentation).
-    fn attempt_ended(
-        &mut self,
-        reason: CloseReason,
-        joined: bool,
-        lived: Duration,
-        env: &mut Env<'_>,
-        actions: &mut Vec<Action>,
-    ) {
+    fn attempt_ended(&mut self, reason: CloseReason, reached: Reached, env: &mut Env<'_>, actions: &mut Vec<Action>) {
         self.reconnects += 1;
         self.next_address += 1;
+        let (joined, lived) = match reached {
+            Reached::Nothing => (false, Duration::ZERO),
+            Reached::Connected { since } => (false, env.now.saturating_duration_since(since)),
+            Reached::Joined { since } => (true, env.now.saturating_duration_since(since)),
+        };
         if lived >= env.timing.healthy_after {
             self.backoff.reset();
         }
@@ -422,8 +474,9 @@ impl Lifecycle {
             self.failed_addresses = 0;
         }
         let delay = if reason.is_bad_room_id() {
+            // Wrong on every server: no failover, and the longest delay there is.
             self.failed_addresses = 0;
-            self.backoff.ceiling().max(env.timing.backoff_cap)
+            env.timing.backoff_cap
         } else if failed && self.failed_addresses + 1 < env.addresses.max(1) {
             self.failed_addresses += 1;
             Duration::ZERO
@@ -443,6 +496,17 @@ impl Lifecycle {
             actions.push(Action::SetTimer(until));
         }
     }
+}
+
+/// How far an attempt got before it ended: what tells a failure.
+#[derive(Clone, Copy, Debug)]
+enum Reached {
+    /// It never connected (refused, timed out, no socket).
+    Nothing,
+    /// It connected at `since` and never joined.
+    Connected { since: Instant },
+    /// It connected at `since` and joined.
+    Joined { since: Instant },
 }
 
 /// Where a removal or a shutdown leads once the connection has closed.
@@ -536,7 +600,7 @@ mod tests {
         assert_eq!(actions, [Action::Connect { attempt: 1, address: 0 }, Action::SetTimer(deadline)]);
         assert_eq!(room.on(Event::Connected { attempt: 1 }), [Action::CancelTimer]);
         assert!(matches!(room.life.state(), State::LoggingIn { attempt: 1, .. }));
-        room.on(Event::Joined { attempt: 1 });
+        assert_eq!(room.on(Event::Joined { attempt: 1 }), [Action::CheckStatus, Action::SayJoined]);
         assert!(matches!(room.life.state(), State::Joined { attempt: 1, .. }));
     }
 
@@ -545,7 +609,7 @@ mod tests {
         let mut room = Room::new(0);
         room.on(Event::Added);
         assert_eq!(room.on(Event::PacerTurn), [], "nothing to connect to yet");
-        assert_eq!(room.life.state(), State::Waiting);
+        assert_eq!(room.life.state(), State::Waiting { queued: false });
         room.addresses = 2;
         assert_eq!(room.on(Event::AddressesChanged), [Action::QueueConnect]);
         assert_eq!(room.on(Event::AddressesChanged), [], "queued once");
@@ -594,17 +658,16 @@ mod tests {
     }
 
     #[test]
-    fn a_timer_before_the_backoff_ends_changes_nothing() {
+    fn a_timer_before_the_backoff_ends_is_set_again_for_its_end() {
         let mut room = Room::new(1);
-        room.on(Event::Added);
-        room.on(Event::PacerTurn);
-        room.life.backoff = Backoff::with_limits(Duration::from_secs(10), Duration::from_secs(60));
-        let delay = room.closes(io_error());
+        room.joined();
+        // A wrong room id waits the longest delay, without jitter.
+        let delay = room.closes(CloseReason::Session(douyu::CloseReason::BadRoomId));
+        let until = room.now + delay;
         room.pass(delay / 2);
-        if !delay.is_zero() {
-            assert_eq!(room.on(Event::Timer), []);
-        }
-        room.pass(delay);
+        assert_eq!(room.on(Event::Timer), [Action::SetTimer(until)], "early: not lost, set again");
+        assert!(matches!(room.life.state(), State::BackingOff { .. }));
+        room.pass(delay / 2);
         assert_eq!(room.on(Event::Timer), [Action::QueueConnect]);
     }
 
@@ -662,8 +725,9 @@ mod tests {
         let mut room = Room::new(2);
         room.on(Event::Added);
         room.on(Event::PacerTurn);
+        let deadline = room.now + TIMING.connect_timeout;
         room.pass(Duration::from_secs(1));
-        assert_eq!(room.on(Event::Timer), [], "not yet");
+        assert_eq!(room.on(Event::Timer), [Action::SetTimer(deadline)], "not yet: set again");
         room.pass(TIMING.connect_timeout);
         let actions = room.on(Event::Timer);
         assert_eq!(actions[0], Action::Abort { attempt: 1 });
@@ -753,6 +817,26 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_room_stays_removed_when_a_shutdown_comes_while_it_closes() {
+        let shut_down = CloseReason::Session(douyu::CloseReason::Shutdown);
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        room.on(Event::Removed);
+        assert_eq!(room.on(Event::Shutdown), []);
+        assert_eq!(
+            room.on(Event::Closed { attempt, reason: shut_down.clone() }),
+            [Action::Forget],
+            "not listed as stopped"
+        );
+        // A removal wins over a shutdown the other way round too.
+        let mut room = Room::new(1);
+        let attempt = room.joined();
+        room.on(Event::Shutdown);
+        room.on(Event::Removed);
+        assert_eq!(room.on(Event::Closed { attempt, reason: shut_down }), [Action::Forget]);
+    }
+
+    #[test]
     fn added_again_while_closing_gives_exactly_one_connection() {
         let mut room = Room::new(1);
         let attempt = room.joined();
@@ -762,6 +846,19 @@ mod tests {
         let shut_down = CloseReason::Session(douyu::CloseReason::Shutdown);
         assert_eq!(room.on(Event::Closed { attempt, reason: shut_down }), [Action::QueueConnect]);
         assert_eq!(room.on(Event::PacerTurn)[0], Action::Connect { attempt: attempt + 1, address: 0 });
+    }
+
+    #[test]
+    fn a_room_stopped_while_queued_and_added_again_connects() {
+        // Stopped (as the second name of a room already watched) while on
+        // the pacer's queue, then added again by a reload.
+        let mut room = Room::new(1);
+        assert_eq!(room.on(Event::Added), [Action::QueueConnect]);
+        room.on(Event::Shutdown);
+        assert_eq!(room.on(Event::Added), [Action::QueueConnect], "queued again");
+        // The old queue entry comes first: an early turn, nothing worse.
+        assert_eq!(room.on(Event::PacerTurn)[0], Action::Connect { attempt: 1, address: 0 });
+        assert_eq!(room.on(Event::PacerTurn), [], "the new entry finds it connecting");
     }
 
     #[test]
@@ -791,8 +888,9 @@ mod tests {
         // Or the look-up takes too long: the room joins with the id as written.
         let mut slow = Lifecycle::new(&timing);
         handle(&mut slow, Event::Added, now);
-        assert_eq!(handle(&mut slow, Event::Timer, now + Duration::from_secs(1)), [], "not yet");
-        assert_eq!(handle(&mut slow, Event::Timer, until), [Action::QueueConnect]);
+        let early = now + Duration::from_secs(1);
+        assert_eq!(handle(&mut slow, Event::Timer, early), [Action::SetTimer(until)], "not yet: set again");
+        assert_eq!(handle(&mut slow, Event::Timer, until), [Action::JoinAsWritten, Action::QueueConnect]);
         assert_eq!(handle(&mut slow, Event::IdResolved, until), [], "a late answer changes nothing here");
     }
 

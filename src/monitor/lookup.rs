@@ -31,7 +31,7 @@ use crate::douyu::web::{self, DESKTOP_USER_AGENT, DOUYU_REFERER, MOBILE_USER_AGE
 use crate::douyu::{LiveStatus, Message, stt};
 use crate::fetch::Priority;
 use crate::http::{Request, Response};
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, TimerHandle};
 
 use super::MonitorState;
 use super::backoff::Backoff;
@@ -53,6 +53,10 @@ pub(crate) struct RoomWeb {
     id_backoff: Backoff,
     /// A status read is queued or under way.
     status_in_flight: bool,
+    /// The next periodic status read, while the room is watched.
+    status_timer: Option<TimerHandle>,
+    /// The next id look-up, after one failed.
+    look_up_timer: Option<TimerHandle>,
 }
 
 impl RoomWeb {
@@ -63,6 +67,16 @@ impl RoomWeb {
             category: None,
             id_backoff: Backoff::with_limits(Duration::from_secs(5), Duration::from_secs(600)),
             status_in_flight: false,
+            status_timer: None,
+            look_up_timer: None,
+        }
+    }
+
+    /// Cancels its timers (the room is forgotten: a callback left on the
+    /// reactor would act on a room added again under the same id).
+    pub(crate) fn cancel_timers(&mut self, reactor: &mut Reactor) {
+        for timer in [self.status_timer.take(), self.look_up_timer.take()].into_iter().flatten() {
+            reactor.remove_timeout(timer);
         }
     }
 }
@@ -160,12 +174,19 @@ impl MonitorState {
             delay
         };
         MonitorState::handle(this, reactor, room, Event::IdResolved);
+        let mut state = this.borrow_mut();
+        let Some(web) = state.rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) else { return };
+        if let Some(timer) = web.look_up_timer.take() {
+            reactor.remove_timeout(timer);
+        }
         let weak = Rc::downgrade(this);
-        reactor.call_later(delay, move |reactor| {
-            if let Some(this) = weak.upgrade() {
-                Self::look_up_id(&this, reactor, room);
+        web.look_up_timer = Some(reactor.call_later(delay, move |reactor| {
+            let Some(this) = weak.upgrade() else { return };
+            if let Some(web) = this.borrow_mut().rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) {
+                web.look_up_timer = None;
             }
-        });
+            Self::look_up_id(&this, reactor, room);
+        }));
     }
 
     /// Reads `room`'s status from `betard`, unless a read is under way or
@@ -189,25 +210,33 @@ impl MonitorState {
     }
 
     /// Reads `room`'s status every `status_check` (±10 %, so that rooms
-    /// added together spread out), for as long as the room is watched.
+    /// added together spread out), for as long as the room is watched. The
+    /// room owns the timer: one chain a room, however often it is added.
     pub(crate) fn check_status_periodically(this: &Rc<RefCell<MonitorState>>, reactor: &mut Reactor, room: u64) {
-        let (interval, random) = {
-            let mut state = this.borrow_mut();
-            let interval = state.config.web.as_ref().map_or(Duration::ZERO, |web| web.status_check);
-            (interval, state.rng.next_f64())
-        };
-        if interval.is_zero() {
+        let mut state = this.borrow_mut();
+        let state = &mut *state;
+        let interval = state.config.web.as_ref().map_or(Duration::ZERO, |web| web.status_check);
+        let Some(web) = state.rooms.get_mut(&room).and_then(|slot| slot.web.as_mut()) else { return };
+        if interval.is_zero() || web.status_timer.is_some() {
             return;
         }
         let weak = Rc::downgrade(this);
-        reactor.call_later(interval.mul_f64(0.9 + random / 5.0), move |reactor| {
+        let delay = interval.mul_f64(0.9 + state.rng.next_f64() / 5.0);
+        web.status_timer = Some(reactor.call_later(delay, move |reactor| {
             let Some(this) = weak.upgrade() else { return };
-            let watched = this.borrow().rooms.get(&room).is_some_and(|slot| slot.conn.is_some() || !slot.is_stopped());
+            let watched = {
+                let mut state = this.borrow_mut();
+                let Some(slot) = state.rooms.get_mut(&room) else { return };
+                if let Some(web) = slot.web.as_mut() {
+                    web.status_timer = None;
+                }
+                slot.conn.is_some() || !slot.is_stopped()
+            };
             if watched {
                 Self::check_status_periodically(&this, reactor, room);
                 Self::check_status(&this, reactor, room);
             }
-        });
+        }));
     }
 
     fn status_read(
@@ -344,4 +373,106 @@ impl MonitorState {
 /// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::http::Url;
+    use crate::monitor::output::Destination;
+    use crate::monitor::{Endpoint, Monitor, MonitorConfig, RoomState, WebLookups};
+    use crate::sim::{self, SimConfig, SimServer, WebConfig};
+
+    const ROOM: u64 = 100001;
+    /// Far below the 30 s the settings allow (set past their check): the
+    /// rule is the same, and a test takes seconds.
+    const INTERVAL: Duration = Duration::from_millis(400);
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// The simulator with its web side, and a monitor that reads statuses
+    /// every `INTERVAL` and looks up no id: every web request is a status
+    /// read. Over loopback, on one reactor on this thread.
+    struct World {
+        reactor: Reactor,
+        sim: SimServer,
+        monitor: Monitor,
+    }
+
+    impl World {
+        fn start() -> World {
+            let mut reactor = Reactor::new().unwrap();
+            let sim = SimConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                stats_interval: None,
+                web: Some(WebConfig::default()),
+                ..SimConfig::default()
+            };
+            let sim = sim::start(&mut reactor, sim).expect("the simulator starts");
+            let base = Url::parse(&sim.web().expect("a web listener").base_url()).unwrap();
+            let config = MonitorConfig {
+                servers: vec![Endpoint::tcp(sim.local_addr())],
+                output: Destination::Null,
+                status_interval: Duration::ZERO,
+                web: Some(WebLookups::new(Some(base), false, Duration::from_secs(30))),
+                ..MonitorConfig::default()
+            };
+            let monitor = Monitor::start(&mut reactor, config).expect("the monitor starts");
+            monitor.state.borrow_mut().config.web.as_mut().unwrap().status_check = INTERVAL;
+            World { reactor, sim, monitor }
+        }
+
+        /// Runs the loop until the room's state is `state` (`None`: gone);
+        /// panics at the deadline.
+        fn wait_for(&mut self, state: Option<RoomState>) {
+            let monitor = &self.monitor;
+            let now =
+                |monitor: &Monitor| monitor.rooms().iter().find(|room| room.written == ROOM).map(|room| room.state);
+            let reached = self.reactor.run_until(Instant::now() + DEADLINE, |_| now(monitor) == state).unwrap();
+            assert!(reached, "timed out waiting for {state:?}: {:#?}", monitor.rooms());
+        }
+
+        /// Runs the loop for `time`; returns the status reads answered in it.
+        fn status_reads_in(&mut self, time: Duration) -> u64 {
+            let web = self.sim.web().unwrap().clone();
+            let before = web.requests();
+            self.reactor.run_until(Instant::now() + time, |_| false).unwrap();
+            web.requests() - before
+        }
+    }
+
+    #[test]
+    fn a_room_removed_and_added_again_reads_its_status_once_per_interval() {
+        let mut world = World::start();
+        world.monitor.add_room(&mut world.reactor, ROOM);
+        world.wait_for(Some(RoomState::Joined));
+        // Gone and back before its first check is due: that check must not
+        // go on beside the new room's.
+        world.monitor.remove_room(&mut world.reactor, ROOM);
+        world.wait_for(None);
+        world.monitor.add_room(&mut world.reactor, ROOM);
+        let window = INTERVAL * 8;
+        let reads = world.status_reads_in(window);
+        // One at the join, then one every 0.9 to 1.1 intervals (timers
+        // never fire early); and the first room's read at its join may be
+        // answered late.
+        let most = 2 + (window.as_secs_f64() / (0.9 * INTERVAL.as_secs_f64())) as u64;
+        assert!((2..=most).contains(&reads), "{reads} status reads in {window:?}, at most {most}");
+    }
+
+    #[test]
+    fn a_stopped_room_added_again_reads_its_status_every_interval_again() {
+        let mut world = World::start();
+        world.monitor.add_room(&mut world.reactor, ROOM);
+        world.wait_for(Some(RoomState::Joined));
+        // Stopped, as the second name of a room watched already is.
+        MonitorState::handle(&world.monitor.state, &mut world.reactor, ROOM, Event::Shutdown);
+        world.wait_for(Some(RoomState::Stopped));
+        // Its next check comes due, finds it stopped, and is the last.
+        world.status_reads_in(INTERVAL * 2);
+        world.monitor.add_room(&mut world.reactor, ROOM);
+        let reads = world.status_reads_in(INTERVAL * 6);
+        assert!(reads >= 3, "{reads} status reads in six intervals, not only the one at the join");
+    }
 }

@@ -17,10 +17,11 @@
 //! - **Output:** every message is written once, as a whole line; when the
 //!   output falls behind, rooms stop reading (see [`output`]).
 //! - **Stopping:** read what the sockets hold, log out, write the rest
-//!   ([`Monitor::stop`]).
+//!   ([`Monitor::stop`]); once it begins, no room is added or connects.
 
 pub mod backoff;
 mod config;
+mod counters;
 mod driver;
 pub mod endpoint;
 pub mod format;
@@ -37,7 +38,7 @@ mod sink;
 pub mod visible;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,19 +48,21 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::plural::plural;
 use crate::reactor::{EntryToken, LoopSender, Reactor, TimerHandle, TlsClientConfig};
 use crate::rng::Rng;
+use counters::TypeCounts;
 use lifecycle::{Lifecycle, State, Timing};
 use live::{LiveTracker, Source};
 use lookup::RoomWeb;
 
 pub use lookup::LIVE_TYPE;
 use output::{Output, OutputClosed, OutputEvent, Unwritten};
-use pacer::Pacer;
+use pacer::ConnectQueue;
 use resolve::{AddressBook, Answer};
 
 pub use config::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_LIVE_GRACE, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_LOOK_UP_WAIT, DEFAULT_SERVERS,
     DEFAULT_STATUS_CHECK, DEFAULT_WEB_TIMEOUT, ForeignChat, MonitorConfig, StartError, WebLookups, default_servers,
 };
+pub use counters::SequenceCheck;
 pub use endpoint::{Endpoint, Transport};
 
 /// Where a room is in its life cycle (see `lifecycle.rs`).
@@ -93,7 +96,7 @@ impl RoomState {
 
     fn of(state: State) -> Self {
         match state {
-            State::Resolving { .. } | State::Waiting => RoomState::Waiting,
+            State::Resolving { .. } | State::Waiting { .. } => RoomState::Waiting,
             State::Connecting { .. } => RoomState::Connecting,
             State::LoggingIn { .. } => RoomState::LoggingIn,
             State::Joined { .. } => RoomState::Joined,
@@ -131,43 +134,6 @@ pub struct Room {
     pub reconnects: u64,
     /// With `check_sequence`: what the `cid` numbers showed.
     pub sequence: SequenceCheck,
-}
-
-/// Numbered messages seen by one room, checked for gaps and repeats within
-/// each connection (a reconnect starts wherever the stream is by then).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SequenceCheck {
-    /// Numbered messages received.
-    pub received: u64,
-    /// Numbers skipped inside a connection: messages lost.
-    pub missing: u64,
-    /// Numbers seen again (or going backwards) inside a connection.
-    pub duplicated: u64,
-    /// The first and last number received.
-    pub first: Option<u64>,
-    pub last: Option<u64>,
-    /// The last number on the current connection.
-    current: Option<u64>,
-}
-
-impl SequenceCheck {
-    fn record(&mut self, number: u64) {
-        self.received += 1;
-        self.first.get_or_insert(number);
-        match self.current {
-            Some(previous) if number <= previous => self.duplicated += 1,
-            Some(previous) => self.missing += number - previous - 1,
-            None => {}
-        }
-        if self.current.is_none_or(|previous| number > previous) {
-            self.current = Some(number);
-            self.last = Some(number);
-        }
-    }
-
-    fn connection_ended(&mut self) {
-        self.current = None;
-    }
 }
 
 /// Why a monitor stops.
@@ -235,6 +201,17 @@ struct RoomSlot {
 }
 
 impl RoomSlot {
+    /// Cancels every timer the room owns: it is being forgotten, and a
+    /// callback left behind would act on a room added again under its id.
+    fn cancel_timers(&mut self, reactor: &mut Reactor) {
+        for timer in [self.timer.take(), self.live_timer.take()].into_iter().flatten() {
+            reactor.remove_timeout(timer);
+        }
+        if let Some(web) = self.web.as_mut() {
+            web.cancel_timers(reactor);
+        }
+    }
+
     fn is_stopped(&self) -> bool {
         self.life.state() == State::Stopped
     }
@@ -284,11 +261,12 @@ pub(crate) struct MonitorState {
     resolver: Option<LoopSender<Vec<Answer>>>,
     /// While no server name resolves at all: the pause before trying again.
     resolve_retry: Duration,
-    pacer: Pacer,
-    /// Rooms waiting for their turn to connect.
-    connect_queue: VecDeque<u64>,
+    /// Rooms waiting for their turn to connect, and the pacer.
+    connect_queue: ConnectQueue,
     pacer_scheduled: bool,
     flush_scheduled: bool,
+    /// Set when a stop begins ([`Monitor::stop`] or [`Monitor::shutdown`]):
+    /// no room is added and none is queued to connect from then on.
     shutting_down: bool,
     /// Set by the first [`Monitor::stop`].
     stop_cause: Option<StopCause>,
@@ -378,8 +356,7 @@ impl Monitor {
                 fetcher,
                 resolver: Some(resolver),
                 resolve_retry: Duration::from_secs(1),
-                pacer: Pacer::new(config.connects_per_second),
-                connect_queue: VecDeque::new(),
+                connect_queue: ConnectQueue::new(config.connects_per_second),
                 pacer_scheduled: false,
                 flush_scheduled: false,
                 shutting_down: false,
@@ -402,11 +379,15 @@ impl Monitor {
         Ok(monitor)
     }
 
-    /// Starts watching `room` (no-op if already watched).
+    /// Starts watching `room` (no-op if already watched, or once a stop
+    /// has begun).
     pub fn add_room(&self, reactor: &mut Reactor, room: u64) {
-        let new = {
+        {
             let mut state = self.state.borrow_mut();
-            let new = !state.rooms.contains_key(&room);
+            if state.shutting_down {
+                log::debug!("room {room}: not added, the monitor is stopping");
+                return;
+            }
             let timing = state.timing;
             let grace = state.config.live_grace;
             let web = state.config.web.is_some().then(|| Box::new(RoomWeb::new()));
@@ -426,12 +407,11 @@ impl Monitor {
                     sequence: SequenceCheck::default(),
                 })
             });
-            new
-        };
-        MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
-        if new {
-            MonitorState::check_status_periodically(&self.state, reactor, room);
         }
+        MonitorState::handle(&self.state, reactor, room, lifecycle::Event::Added);
+        // Its status checks start, unless they still run (stopped a moment
+        // ago, it is watched again before its next check).
+        MonitorState::check_status_periodically(&self.state, reactor, room);
     }
 
     /// Stops watching `room`: logs out if connected, then forgets it.
@@ -472,7 +452,7 @@ impl Monitor {
                 cause => log::info!("shutting down ({cause}): logging out of every room"),
             }
             state.stop_cause = Some(cause);
-            // No new connections from now on.
+            // No new connections from now on (see `shutting_down`).
             state.shutting_down = true;
             state.connect_queue.clear();
             state.config.logout_timeout.saturating_sub(waited)
@@ -747,87 +727,5 @@ impl Received {
     pub(crate) fn now() -> Received {
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         Received { at: Instant::now(), unix_ms }
-    }
-}
-
-/// Distinct message types counted by name (see `TypeCounts`).
-const MAX_TYPES: usize = 256;
-
-/// Messages counted by type. Types come from the server, so at most
-/// `MAX_TYPES` distinct ones are counted by name (each becomes a metrics
-/// series), the rest as "other". A handful of types make nearly all
-/// traffic and arrive in runs, so the type counted last is tried first,
-/// then the short list in order: no hashing per message.
-#[derive(Clone, Debug, Default)]
-struct TypeCounts {
-    counts: Vec<(Box<str>, u64)>,
-    /// Where the type counted last is in `counts`.
-    last: usize,
-}
-
-impl TypeCounts {
-    fn count(&mut self, kind: &str) {
-        if let Some((name, count)) = self.counts.get_mut(self.last)
-            && **name == *kind
-        {
-            *count += 1;
-            return;
-        }
-        let kind = if self.counts.len() < MAX_TYPES || self.counts.iter().any(|(name, _)| **name == *kind) {
-            kind
-        } else {
-            "other"
-        };
-        match self.counts.iter().position(|(name, _)| **name == *kind) {
-            Some(index) => {
-                self.counts[index].1 += 1;
-                self.last = index;
-            }
-            None => {
-                self.last = self.counts.len();
-                self.counts.push((kind.into(), 1));
-            }
-        }
-    }
-
-    fn to_map(&self) -> HashMap<String, u64> {
-        self.counts.iter().map(|(name, count)| (name.to_string(), *count)).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{MAX_TYPES, SequenceCheck, TypeCounts};
-
-    #[test]
-    fn types_are_counted_by_name_up_to_a_limit_then_as_other() {
-        let mut types = TypeCounts::default();
-        for kind in ["chatmsg", "chatmsg", "uenter", "chatmsg", "dgb", "uenter"] {
-            types.count(kind);
-        }
-        let counts = types.to_map();
-        assert_eq!((counts["chatmsg"], counts["uenter"], counts["dgb"]), (3, 2, 1));
-        for n in 0..MAX_TYPES + 10 {
-            types.count(&format!("new{n}"));
-        }
-        types.count("chatmsg");
-        let counts = types.to_map();
-        assert_eq!(counts.len(), MAX_TYPES + 1, "the first {MAX_TYPES} types and other");
-        assert_eq!(counts["other"], 13, "the types that did not fit");
-        assert_eq!(counts["chatmsg"], 4, "a type counted before still counts by name");
-    }
-
-    #[test]
-    fn sequence_check_counts_gaps_and_repeats_per_connection() {
-        let mut check = SequenceCheck::default();
-        for n in [1, 2, 3, 5, 5, 4, 6] {
-            check.record(n);
-        }
-        assert_eq!((check.received, check.missing, check.duplicated), (7, 1, 2));
-        // A new connection picks the stream up later: not a loss by us.
-        check.connection_ended();
-        check.record(40);
-        check.record(41);
-        assert_eq!((check.missing, check.first, check.last), (1, Some(1), Some(41)));
     }
 }

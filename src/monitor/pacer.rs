@@ -1,4 +1,5 @@
-//! At most N new connections per second, for every N.
+//! At most N new connections per second, for every N; and the queue of
+//! rooms waiting for their turn ([`ConnectQueue`]).
 //!
 //! A token bucket, sans-IO: tokens fill at `rate` per second, a connection
 //! takes one, and the bucket holds little more than one tick's worth, so a
@@ -12,6 +13,7 @@
 //! their heartbeats due in the same millisecond, forever after, and a
 //! burst of thousands makes the last ones late.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The pacer never wakes more often than this.
@@ -57,6 +59,53 @@ impl Pacer {
         let missing = (1.0 - self.tokens).max(0.0);
         let wait = Duration::try_from_secs_f64(missing / self.rate).unwrap_or(Duration::from_secs(86_400));
         now + wait.max(TICK)
+    }
+}
+
+/// Rooms waiting for their turn to connect, first come first served, and
+/// the pacer that gives the turns. An entry can go stale while it waits:
+/// its room was removed or stopped, or an older entry of it gave it a turn
+/// already. Stale entries are dropped without using a turn, so removing
+/// rooms delays no other.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectQueue {
+    rooms: VecDeque<u64>,
+    pacer: Pacer,
+}
+
+impl ConnectQueue {
+    /// Turns at `rate` a second (see [`Pacer::new`]).
+    pub(crate) fn new(rate: f64) -> Self {
+        ConnectQueue { rooms: VecDeque::new(), pacer: Pacer::new(rate) }
+    }
+
+    pub(crate) fn push(&mut self, room: u64) {
+        self.rooms.push_back(room);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.rooms.clear();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// The room whose turn it is at `now`, if the pacer allows one now;
+    /// `wants_turn` says whether a room still waits for one.
+    pub(crate) fn next(&mut self, now: Instant, mut wants_turn: impl FnMut(u64) -> bool) -> Option<u64> {
+        while self.rooms.front().is_some_and(|&room| !wants_turn(room)) {
+            self.rooms.pop_front();
+        }
+        if self.rooms.is_empty() || self.pacer.take(now, 1) == 0 {
+            return None;
+        }
+        self.rooms.pop_front()
+    }
+
+    /// When the pacer allows the next turn (see [`Pacer::next_turn`]).
+    pub(crate) fn next_turn(&self, now: Instant) -> Instant {
+        self.pacer.next_turn(now)
     }
 }
 
@@ -110,5 +159,22 @@ mod tests {
         // An hour later, a crowd: a tick's worth goes now, not 720,000.
         assert_eq!(pacer.take(start + Duration::from_secs(3600), 10_000), 3);
         assert_eq!(pacer.next_turn(start), start + TICK, "never more often than a tick");
+    }
+
+    #[test]
+    fn rooms_removed_while_queued_use_no_turns() {
+        let start = Instant::now();
+        let mut queue = ConnectQueue::new(1.0);
+        for room in 1..=11 {
+            queue.push(room);
+        }
+        // Rooms 2 to 10 are removed while they wait.
+        let waits = |room: u64| room == 1 || room == 11;
+        assert_eq!(queue.next(start, waits), Some(1));
+        assert_eq!(queue.next(start, waits), None, "one a second");
+        let turn = queue.next_turn(start);
+        assert_eq!(turn, start + Duration::from_secs(1));
+        assert_eq!(queue.next(turn, waits), Some(11), "the next turn is room 11's, not nine turns later");
+        assert!(queue.is_empty());
     }
 }

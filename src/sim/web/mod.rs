@@ -152,7 +152,7 @@ struct Shared {
     hub: Rc<RefCell<Hub>>,
     config: WebConfig,
     /// Requests answered so far (`5xx=N` counts them).
-    requests: Cell<u64>,
+    requests: Rc<Cell<u64>>,
     /// Connections open now.
     open: Cell<usize>,
     /// Newcomers refused because `max_connections` were open.
@@ -165,6 +165,7 @@ pub struct WebServer {
     listener: EntryToken,
     addr: SocketAddr,
     tls: bool,
+    requests: Rc<Cell<u64>>,
 }
 
 impl WebServer {
@@ -176,6 +177,11 @@ impl WebServer {
     /// `http://ADDR` or `https://ADDR`: what a client's web base is set to.
     pub fn base_url(&self) -> String {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Requests answered so far, of every kind.
+    pub fn requests(&self) -> u64 {
+        self.requests.get()
     }
 
     /// Stops accepting. Connections open finish on their own (their
@@ -192,7 +198,8 @@ pub(super) fn start(reactor: &mut Reactor, hub: Rc<RefCell<Hub>>, config: WebCon
     let tls = config.tls.is_some();
     let limits = config.limits;
     let faults = config.faults.clone();
-    let shared = Rc::new(Shared { hub, config, requests: Cell::new(0), open: Cell::new(0), refused: Cell::new(0) });
+    let requests = Rc::new(Cell::new(0));
+    let shared = Rc::new(Shared { hub, config, requests: requests.clone(), open: Cell::new(0), refused: Cell::new(0) });
     let listener = reactor.listen(listener, move |reactor: &mut Reactor, stream, peer| {
         if shared.open.get() >= limits.max_connections {
             // Dropping the stream closes it.
@@ -219,7 +226,7 @@ pub(super) fn start(reactor: &mut Reactor, hub: Rc<RefCell<Hub>>, config: WebCon
             Err(e) => log::warn!("web: cannot serve {peer}: {e}"),
         }
     })?;
-    let server = WebServer { listener, addr, tls };
+    let server = WebServer { listener, addr, tls, requests };
     log::info!("web look-ups (room pages, betard) on {}", server.base_url());
     if faults.any() {
         log::info!("web: injecting faults: {faults:?}");
