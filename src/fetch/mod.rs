@@ -76,7 +76,7 @@ pub struct FetchConfig {
     pub min_start_gap: Duration,
     /// How long one address may take to connect (the TLS handshake
     /// included) before the next is tried, and at most its share of the
-    /// time left (5 s, as [`MonitorConfig::connect_timeout`](crate::monitor::MonitorConfig::connect_timeout)).
+    /// time left (5 s; the monitor passes its rooms' connect timeout).
     pub connect_timeout: Duration,
     /// Redirects followed per fetch (5).
     pub max_redirects: usize,
