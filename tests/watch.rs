@@ -407,19 +407,7 @@ fn rooms_stopped_by_a_full_output_read_again_once_it_drains() {
 
     let made_when_stopped: Vec<u64> = {
         let _paused = watch.gate.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut last, mut since) = (watch.loop_cpu_ticks(), Instant::now());
-        let deadline = Instant::now() + DEADLINE;
-        // Poll every 20 ms until the loop has used no CPU for IDLE_FOR.
-        loop {
-            let now = watch.loop_cpu_ticks();
-            if now != last {
-                (last, since) = (now, Instant::now());
-            } else if since.elapsed() >= IDLE_FOR {
-                break;
-            }
-            assert!(Instant::now() < deadline, "watch's loop never went idle with its output stopped");
-            thread::sleep(Duration::from_millis(20));
-        }
+        watch.wait_until_loop_idle(IDLE_FOR, DEADLINE);
         ROOMS.iter().map(|&room| sim.room_messages(room)).collect()
     };
     // Reading stdout again: the output drains, and every room must read on

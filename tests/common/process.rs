@@ -599,6 +599,24 @@ impl Watch {
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
     }
 
+    /// Waits until the event loop has used no CPU for `idle_for` (polling
+    /// its CPU time every 20 ms), or panics after `timeout`: with the
+    /// output stopped, every room must stop reading and the loop go quiet.
+    pub fn wait_until_loop_idle(&self, idle_for: Duration, timeout: Duration) {
+        let (mut last, mut since) = (self.loop_cpu_ticks(), Instant::now());
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.loop_cpu_ticks();
+            if now != last {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() >= idle_for {
+                return;
+            }
+            assert!(Instant::now() < deadline, "watch's loop never went idle with its output stopped");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The process's resident memory, from /proc.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc/PID/status");
