@@ -677,22 +677,7 @@ fn barrage(args: &[&str]) -> Command {
 
 #[test]
 fn barrage_serve_prints_its_address_and_accepts_a_login() {
-    let mut child = barrage(&["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _guard = KillOnDrop(child);
-    // Read the first line on a thread, so that a silent child cannot hang the test.
-    let (line_tx, line_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        let _ = line_tx.send(line);
-    });
-    let line = line_rx.recv_timeout(DEADLINE).expect("no 'listening on' line");
-    let addr: SocketAddr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    let (_serve, addr) = serve(&[]);
     assert_ne!(addr.port(), 0, "the real port is printed");
 
     let mut stream = TcpStream::connect(addr).unwrap();

@@ -39,16 +39,7 @@ fn exactly_once_with(fault: &str, watch_flags: &[&str]) {
     let mut args = vec!["--server", &serve.addr, "11", "12", "13"];
     args.extend_from_slice(watch_flags);
     let mut watch = Watch::start(&args);
-    watch.wait_for(&format!("{AT_LEAST} messages in every room ({fault})"), DEADLINE, |seen| {
-        ROOMS.iter().all(|&room| seen.messages(room) >= AT_LEAST)
-    });
-    for room in ROOMS {
-        let who = format!("room {room} with {fault}");
-        assert_eq!(watch.seen.count(room, "loginres"), 1, "{who}: one connection throughout\n{}", watch.report());
-        assert_contiguous(&watch.seen.room(room).cids, Some(1), &who);
-    }
-    assert_eq!(watch.seen.rooms.keys().copied().collect::<Vec<_>>(), ROOMS, "only the rooms asked for");
-    watch.assert_running();
+    watch.assert_exactly_once(&ROOMS, AT_LEAST, fault);
 }
 
 #[test]

@@ -67,16 +67,7 @@ fn exactly_once_over_wss_through(test: &str, fault: &str) {
     let cert = dir.path("cert.pem");
     let serve = serve_wss(&cert, &["--rate", "200", fault]);
     let mut watch = watch_wss(&cert, &serve.addr, &[], &ROOMS);
-    watch.wait_for(&format!("{AT_LEAST} messages in every room ({fault})"), DEADLINE, |seen| {
-        ROOMS.iter().all(|&room| seen.messages(room) >= AT_LEAST)
-    });
-    for room in ROOMS {
-        let who = format!("room {room} over wss with {fault}");
-        assert_eq!(watch.seen.count(room, "loginres"), 1, "{who}: one connection throughout\n{}", watch.report());
-        assert_contiguous(&watch.seen.room(room).cids, Some(1), &who);
-    }
-    assert_eq!(watch.seen.rooms.keys().copied().collect::<Vec<_>>(), ROOMS, "only the rooms asked for");
-    watch.assert_running();
+    watch.assert_exactly_once(&ROOMS, AT_LEAST, &format!("{fault} over wss"));
 }
 
 #[test]

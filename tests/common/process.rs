@@ -599,6 +599,23 @@ impl Watch {
         fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
     }
 
+    /// Waits for `at_least` messages in every room of `rooms`, then checks
+    /// exactly once: one login per room (one connection throughout), each
+    /// room's `cid`s 1, 2, 3, … with no gap or repeat, no other room, and
+    /// the process still running. `what` names the case in failures.
+    pub fn assert_exactly_once(&mut self, rooms: &[u64], at_least: usize, what: &str) {
+        self.wait_for(&format!("{at_least} messages in every room ({what})"), DEADLINE, |seen| {
+            rooms.iter().all(|&room| seen.messages(room) >= at_least)
+        });
+        for &room in rooms {
+            let who = format!("room {room} with {what}");
+            assert_eq!(self.seen.count(room, "loginres"), 1, "{who}: one connection throughout\n{}", self.report());
+            assert_contiguous(&self.seen.room(room).cids, Some(1), &who);
+        }
+        assert_eq!(self.seen.rooms.keys().copied().collect::<Vec<_>>(), rooms, "only the rooms asked for");
+        self.assert_running();
+    }
+
     /// Waits until the event loop has used no CPU for `idle_for` (polling
     /// its CPU time every 20 ms), or panics after `timeout`: with the
     /// output stopped, every room must stop reading and the loop go quiet.
