@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (each test binary uses part).
 #![allow(dead_code)]
 
+pub mod captured;
 pub mod process;
 
 use std::cell::RefCell;
