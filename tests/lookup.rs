@@ -26,6 +26,7 @@ use barrage::monitor::output::Destination;
 use barrage::monitor::{Endpoint, Monitor, MonitorConfig, Room, RoomState, WebLookups};
 use barrage::reactor::Reactor;
 use barrage::sim::{self, SimConfig, SimServer, WebConfig, WebFault};
+use common::captured;
 use common::process::{InProcessSim, TempDir, Watch, http_get};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -34,53 +35,6 @@ const VANITY: u64 = 6657;
 const REAL: u64 = 6979222;
 /// A room known by its real id.
 const PLAIN: u64 = 100001;
-
-/// The log, as each test's thread wrote it: the monitor and the simulator
-/// run on the test's thread, so their records land in its own list.
-mod captured {
-    use std::cell::RefCell;
-    use std::time::Instant;
-
-    thread_local! {
-        static RECORDS: RefCell<Vec<(Instant, String)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    struct Capture;
-
-    impl log::Log for Capture {
-        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-            metadata.level() <= log::Level::Debug && metadata.target().starts_with("barrage")
-        }
-
-        fn log(&self, record: &log::Record<'_>) {
-            if self.enabled(record.metadata()) {
-                let line = format!("{} {}", record.level(), record.args());
-                RECORDS.with(|records| records.borrow_mut().push((Instant::now(), line)));
-            }
-        }
-
-        fn flush(&self) {}
-    }
-
-    /// Starts capturing (once per process).
-    pub fn start() {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| {
-            log::set_logger(&Capture).expect("no other logger in this test binary");
-            log::set_max_level(log::LevelFilter::Debug);
-        });
-    }
-
-    /// This thread's records that contain `text`, with when they were logged.
-    pub fn matching(text: &str) -> Vec<(Instant, String)> {
-        RECORDS.with(|records| records.borrow().iter().filter(|(_, line)| line.contains(text)).cloned().collect())
-    }
-
-    /// This thread's records, for a failure message.
-    pub fn all() -> String {
-        RECORDS.with(|records| records.borrow().iter().map(|(_, line)| format!("{line}\n")).collect())
-    }
-}
 
 /// The simulator (Douyu side and web look-ups) and a monitor, on one reactor.
 struct World {

@@ -4,7 +4,7 @@
 
 mod common;
 use barrage::rng::Rng;
-use common::{FakeDouyu, fake_douyu};
+use common::{FakeDouyu, captured, fake_douyu};
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -623,6 +623,54 @@ fn a_flood_of_connections_keeps_memory_bounded_and_delivery_going() {
     let delivered = monitor.stats().messages - messages_before;
     assert!(delivered > 0, "no message was delivered during the flood");
     assert_eq!(monitor.state_counts().get(&RoomState::Joined), Some(&ROOMS.len()), "the rooms stayed joined");
+}
+
+/// A flood of idle connections at a full table, lasting several report
+/// intervals, is logged once and then counted at most once an interval;
+/// the counts add up to every connection turned away.
+#[test]
+fn connections_turned_away_are_logged_at_most_once_an_interval_and_all_counted() {
+    const LIMIT: usize = 2;
+    const FLOOD: usize = 200;
+    let every = Duration::from_millis(300);
+    captured::start();
+    let mut setup =
+        Setup::new(MetricsConfig { max_connections: LIMIT, turn_away_report: every, ..MetricsConfig::default() });
+    let addr = setup.addr();
+    // One connection every 5 ms, all held open: a flood over 1 s or more,
+    // each newcomer past the limit taking the place of the oldest.
+    let flooded = setup.with_client(move || {
+        let held: Vec<TcpStream> = (0..FLOOD)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                TcpStream::connect(addr).expect("connect")
+            })
+            .collect();
+        held.len()
+    });
+    let turned_away = (flooded - LIMIT) as u64;
+    let counted = || -> u64 {
+        let number_before = |line: &str, word: &str| -> u64 {
+            let before = &line[..line.find(word).unwrap_or_else(|| panic!("{word:?} in {line:?}"))];
+            before.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("a count in {line:?}"))
+        };
+        let reports = captured::matching("metrics: in the last");
+        reports.iter().map(|(_, line)| number_before(line, " connection") + number_before(line, " refused")).sum()
+    };
+    let all_counted = setup.reactor.run_until(Instant::now() + DEADLINE, |_| counted() >= turned_away).unwrap();
+    assert!(all_counted, "{} of {turned_away} turn-aways counted\n{}", counted(), captured::all());
+    assert_eq!(counted(), turned_away, "each counted once\n{}", captured::all());
+
+    let lines: Vec<(Instant, String)> = captured::matching("metrics: ")
+        .into_iter()
+        .filter(|(_, line)| line.contains("(the limit)") || line.contains("in the last"))
+        .collect();
+    assert!(lines[0].1.contains("2 connections open (the limit)"), "said at once\n{}", captured::all());
+    assert!(lines.iter().filter(|(_, line)| line.contains("in the last 0.3 s")).count() >= 2, "{}", captured::all());
+    for pair in lines.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(gap >= every, "two lines {gap:?} apart:\n{}\n{}", pair[0].1, pair[1].1);
+    }
 }
 
 /// Garbage of three kinds: any bytes, HTTP-ish text, and real requests

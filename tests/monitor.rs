@@ -1,16 +1,21 @@
-//! The monitor against a minimal in-process Douyu server on loopback.
+//! The monitor against a minimal in-process Douyu server on loopback;
+//! server names through a fake resolver.
 
 mod common;
-use common::{FakeDouyu, ServerLog, fake_douyu, packet};
+use common::{FakeDouyu, ServerLog, captured, fake_douyu, fake_douyu_at, packet};
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use barrage::monitor::format::Format;
 use barrage::monitor::output::Destination;
-use barrage::monitor::{Monitor, MonitorConfig, RoomState, StartError, StopCause};
+use barrage::monitor::{Monitor, MonitorConfig, Resolution, RoomState, StartError, StopCause};
 use barrage::reactor::Reactor;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -356,5 +361,207 @@ fn rooms_added_once_a_stop_has_begun_do_not_connect() {
     assert!(reactor.run_until(Instant::now() + DEADLINE, |reactor| reactor.is_stopped()).unwrap(), "the stop ended");
     assert!(monitor.is_idle());
     assert_eq!((log.borrow().logins.len(), log.borrow().logouts), (1, 1), "room 7 once, and logged out");
+    let _ = std::fs::remove_file(&path);
+}
+
+// ----- server names, resolved again ----------------------------------------------------
+
+/// What each fake name resolves to now (loopback IPs, or why not), and how
+/// often it was asked. Each test has names of its own.
+type FakeAnswer = Result<Vec<IpAddr>, &'static str>;
+static NAMES: Mutex<BTreeMap<&'static str, (FakeAnswer, u32)>> = Mutex::new(BTreeMap::new());
+
+/// The resolver the monitor is given: [`NAMES`], on the port asked for.
+fn fake_resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let Some((answer, asked)) = names.get_mut(host) else {
+        return Err(io::Error::other(format!("{host}: not a fake name")));
+    };
+    *asked += 1;
+    match answer {
+        Ok(ips) => Ok(ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect()),
+        Err(why) => Err(io::Error::other(*why)),
+    }
+}
+
+/// Makes `name` resolve to `answer` from the next look-up on.
+fn set_name(name: &'static str, answer: FakeAnswer) {
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    names.entry(name).or_insert((Ok(Vec::new()), 0)).0 = answer;
+}
+
+/// How often `name` was looked up.
+fn asked(name: &str) -> u32 {
+    NAMES.lock().unwrap_or_else(|p| p.into_inner()).get(name).map_or(0, |(_, asked)| *asked)
+}
+
+const HERE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const THERE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Two fake servers on one port, at [`HERE`] and [`THERE`]: where a name
+/// can move.
+fn here_and_there(reactor: &mut Reactor) -> (u16, Rc<RefCell<ServerLog>>, Rc<RefCell<ServerLog>>) {
+    let (here, here_log) = fake_server(reactor, 1);
+    let port = here.parse::<SocketAddr>().unwrap().port();
+    let spec = FakeDouyu { chats: 1, text: |_| "x".into(), rss: false, close_after_join: false };
+    let (_, there_log) =
+        fake_douyu_at(reactor, SocketAddr::new(THERE, port), spec).expect("the same port free on 127.0.0.2");
+    (port, here_log, there_log)
+}
+
+/// A monitor of `rooms` on the server `name:port`, resolved by [`fake_resolve`].
+fn by_name(
+    name: &str,
+    port: u16,
+    rooms: Vec<u64>,
+    output: PathBuf,
+    change: impl FnOnce(&mut Resolution),
+) -> MonitorConfig {
+    let mut resolution = Resolution { resolve: fake_resolve, ..Resolution::default() };
+    change(&mut resolution);
+    MonitorConfig { resolution, ..config(format!("tcp://{name}:{port}"), rooms, output) }
+}
+
+fn joined(monitor: &Monitor, room: u64) -> bool {
+    monitor.rooms().iter().any(|r| r.id == room && r.state == RoomState::Joined)
+}
+
+/// Runs `reactor` until `done`; panics at the deadline with the log.
+fn wait(reactor: &mut Reactor, what: &str, mut done: impl FnMut() -> bool) {
+    let reached = reactor.run_until(Instant::now() + DEADLINE, |_| done()).unwrap();
+    assert!(reached, "timed out waiting for {what}\nlog:\n{}", captured::all());
+}
+
+#[test]
+fn a_server_name_that_does_not_resolve_at_start_is_tried_again_and_the_room_joins_once_it_does() {
+    const NAME: &str = "late.test";
+    captured::start();
+    set_name(NAME, Err("no such host"));
+    let mut reactor = Reactor::new().unwrap();
+    let (server, log) = fake_server(&mut reactor, 1);
+    let port = server.parse::<SocketAddr>().unwrap().port();
+    let path = temp_path("late-name.jsonl");
+    let monitor = Monitor::start(&mut reactor, by_name(NAME, port, vec![51], path.clone(), |_| {})).unwrap();
+    wait(&mut reactor, "the failure said", || !captured::matching("no server address could be resolved").is_empty());
+    assert_eq!(monitor.rooms()[0].state, RoomState::Waiting, "nowhere to connect yet");
+
+    set_name(NAME, Ok(vec![HERE]));
+    wait(&mut reactor, "room 51 joined", || joined(&monitor, 51));
+    assert!(asked(NAME) >= 2, "asked again: {}", asked(NAME));
+    assert_eq!(log.borrow().logins[&51], 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// SIGHUP resolves the names again ([`Monitor::resolve_again`]): a room
+/// added after the answer connects to the new address; the room joined at
+/// the old one keeps its connection.
+#[test]
+fn new_addresses_serve_the_next_connect_and_a_joined_room_keeps_its_connection() {
+    const NAME: &str = "moving.test";
+    captured::start();
+    set_name(NAME, Ok(vec![HERE]));
+    let mut reactor = Reactor::new().unwrap();
+    let (port, here, there) = here_and_there(&mut reactor);
+    let path = temp_path("moving-name.jsonl");
+    let monitor = Monitor::start(&mut reactor, by_name(NAME, port, vec![61], path.clone(), |_| {})).unwrap();
+    wait(&mut reactor, "room 61 joined", || joined(&monitor, 61));
+    let connection = monitor.rooms()[0].conn;
+
+    set_name(NAME, Ok(vec![THERE]));
+    monitor.resolve_again();
+    wait(&mut reactor, "the new answer", || captured::matching("servers resolved to 1 address").len() == 2);
+    monitor.add_room(&mut reactor, 62);
+    wait(&mut reactor, "room 62 joined", || joined(&monitor, 62));
+    assert_eq!(there.borrow().logins.get(&62), Some(&1), "the new address");
+    assert!(!here.borrow().logins.contains_key(&62));
+    let room = monitor.rooms().into_iter().find(|r| r.id == 61).unwrap();
+    assert_eq!((room.state, room.conn, room.reconnects), (RoomState::Joined, connection, 0), "{room:?}");
+    assert_eq!((here.borrow().open, here.borrow().logouts), (1, 0), "room 61 stayed where it was");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_name_that_later_resolves_to_nothing_keeps_its_last_good_addresses() {
+    const NAME: &str = "vanishing.test";
+    captured::start();
+    set_name(NAME, Ok(vec![HERE]));
+    let mut reactor = Reactor::new().unwrap();
+    let (server, log) = fake_server(&mut reactor, 1);
+    let port = server.parse::<SocketAddr>().unwrap().port();
+    let path = temp_path("vanishing-name.jsonl");
+    let monitor = Monitor::start(&mut reactor, by_name(NAME, port, vec![71], path.clone(), |_| {})).unwrap();
+    wait(&mut reactor, "room 71 joined", || joined(&monitor, 71));
+
+    for (answer, why) in [(Ok(vec![]), "no addresses"), (Err("no such host"), "no such host")] {
+        set_name(NAME, answer);
+        monitor.resolve_again();
+        let said = format!("cannot resolve tcp://{NAME}:{port} ({why}); keeping its last 1 address");
+        wait(&mut reactor, &said, || !captured::matching(&said).is_empty());
+    }
+    monitor.add_room(&mut reactor, 72);
+    wait(&mut reactor, "room 72 joined", || joined(&monitor, 72));
+    assert_eq!(log.borrow().logins.get(&72), Some(&1), "at the last good address");
+    assert!(joined(&monitor, 71));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A room that fails on every address asks for the names again, at most
+/// once per `min_gap` however often it fails, and follows a moved name.
+#[test]
+fn a_room_failing_on_every_address_has_the_names_resolved_again_at_most_once_per_min_gap() {
+    const NAME: &str = "failing.test";
+    let min_gap = Duration::from_millis(300);
+    captured::start();
+    set_name(NAME, Ok(vec![HERE]));
+    let mut reactor = Reactor::new().unwrap();
+    // Only 127.0.0.2 listens: the name's first answer is refused.
+    let spec = FakeDouyu { chats: 1, text: |_| "x".into(), rss: false, close_after_join: false };
+    let (there, log) = fake_douyu_at(&mut reactor, SocketAddr::new(THERE, 0), spec).unwrap();
+    let port = there.parse::<SocketAddr>().unwrap().port();
+    let path = temp_path("failing-name.jsonl");
+    let mut config = by_name(NAME, port, vec![81], path.clone(), |r| r.min_gap = min_gap);
+    (config.backoff_base, config.backoff_cap) = (Duration::from_millis(10), Duration::from_millis(40));
+    let started = Instant::now();
+    let monitor = Monitor::start(&mut reactor, config).unwrap();
+    // Watch the room fail for a while (an observation window, not a wait).
+    reactor.run_until(Instant::now() + Duration::from_millis(1500), |_| false).unwrap();
+    let (failures, resolutions) = (monitor.rooms()[0].reconnects, asked(NAME));
+    let most = 1 + (started.elapsed().as_millis() / min_gap.as_millis()) as u32;
+    assert!(failures >= 10, "{failures} failures\n{}", captured::all());
+    assert!((2..=most).contains(&resolutions), "{resolutions} resolutions for {failures} failures (at most {most})");
+
+    set_name(NAME, Ok(vec![THERE]));
+    wait(&mut reactor, "room 81 joined", || joined(&monitor, 81));
+    assert_eq!(log.borrow().logins.get(&81), Some(&1));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Answers older than `refresh` are renewed when a room connects, not by
+/// a timer; the connect does not wait for them, the next one uses them.
+#[test]
+fn old_answers_are_renewed_when_a_room_connects_and_serve_the_next_one() {
+    const NAME: &str = "aging.test";
+    let refresh = Duration::from_millis(300);
+    captured::start();
+    set_name(NAME, Ok(vec![HERE]));
+    let mut reactor = Reactor::new().unwrap();
+    let (port, here, there) = here_and_there(&mut reactor);
+    let path = temp_path("aging-name.jsonl");
+    let config = by_name(NAME, port, vec![91], path.clone(), |r| r.refresh = refresh);
+    let monitor = Monitor::start(&mut reactor, config).unwrap();
+    wait(&mut reactor, "room 91 joined", || joined(&monitor, 91));
+    set_name(NAME, Ok(vec![THERE]));
+    // No connect for three refresh periods (an observation window): no look-up.
+    reactor.run_until(Instant::now() + 3 * refresh, |_| false).unwrap();
+    assert_eq!(asked(NAME), 1, "resolved again with no one connecting");
+
+    monitor.add_room(&mut reactor, 92);
+    wait(&mut reactor, "room 92 joined", || joined(&monitor, 92));
+    assert_eq!(here.borrow().logins.get(&92), Some(&1), "connected with the answers it had");
+    wait(&mut reactor, "the new answer", || captured::matching("servers resolved to 1 address").len() == 2);
+    assert_eq!(asked(NAME), 2);
+    monitor.add_room(&mut reactor, 93);
+    wait(&mut reactor, "room 93 joined", || joined(&monitor, 93));
+    assert_eq!(there.borrow().logins.get(&93), Some(&1), "the next connect, at the new address");
     let _ = std::fs::remove_file(&path);
 }

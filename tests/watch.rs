@@ -21,6 +21,7 @@ use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use barrage::monitor::shard::Shard;
 use common::process::*;
 
 // ----- 1. exactly once ------------------------------------------------------------------
@@ -563,6 +564,43 @@ fn two_shards_split_the_rooms_between_them() {
     let all: BTreeSet<u64> = seen[0].union(&seen[1]).copied().collect();
     assert_eq!(all, (1..=20).collect::<BTreeSet<u64>>(), "together, every room");
     assert_eq!(seen, expected, "the split is FNV-1a of the decimal id, mod N");
+}
+
+/// A shard that the config leaves without rooms is no mistake (the other
+/// copies have them, and a supervisor would only restart it into the same
+/// state): it runs idle and says so once; a SIGHUP with rooms for it
+/// starts them; SIGTERM ends it with exit 0.
+#[test]
+fn an_empty_shard_runs_idle_until_a_sighup_brings_it_rooms() {
+    let shard = Shard { index: 1, count: 2 };
+    // The split the daemon makes, by the function it makes it with.
+    let other = (1..=100).find(|&room| !shard.contains(room)).expect("a room of shard 0/2");
+    let mine = (1..=100).find(|&room| shard.contains(room)).expect("a room of shard 1/2");
+    let dir = TempDir::new("empty-shard");
+    let sim = InProcessSim::start(50.0);
+    let config = dir.path("watch.toml");
+    write_atomically(&config, &format!("rooms = [{other}]\nservers = [\"{}\"]\n", sim.addr));
+    let shard_flag = shard.to_string();
+    let args = ["--config", config.to_str().unwrap(), "--shard", &shard_flag, "--metrics", "127.0.0.1:0"];
+    let mut watch = Watch::start(&args);
+    let idle = format!("shard {shard} has none of the configured rooms: running idle");
+    watch.wait_stderr("the idle line", DEADLINE, |log| log.contains(&idle));
+    // An answer from /rooms: the loop runs (and SIGHUP is handled), with no room.
+    let rooms = http_get(watch.metrics_addr(), "/rooms");
+    assert_eq!(rooms.split("\r\n\r\n").nth(1).map(str::trim), Some("[]"), "{rooms}\n{}", watch.report());
+    watch.assert_running();
+
+    write_atomically(&config, &format!("rooms = [{other}, {mine}]\nservers = [\"{}\"]\n", sim.addr));
+    send_signal(&watch.child, "HUP");
+    watch.wait_for(&format!("room {mine}'s messages"), DEADLINE, |seen| seen.messages(mine) >= 5);
+    watch.wait_stderr("the reload", DEADLINE, |log| log.contains("SIGHUP: reloaded") && log.contains("1 room added"));
+    let (status, _) = watch.stop_with("TERM");
+    assert!(status.success(), "exit status {status}\n{}", watch.report());
+    watch.read_to_end(DEADLINE);
+    assert_eq!(watch.seen.messages(other), 0, "room {other} is shard 0/2's");
+    assert_contiguous(&watch.seen.room(mine).cids, Some(1), &format!("room {mine} from its start"));
+    assert_eq!(watch.stderr().matches(&idle).count(), 1, "said once\n{}", watch.report());
+    sim.wait_stats(&format!("room {mine}'s logout"), DEADLINE, |s| s.logouts == 1);
 }
 
 // ----- --metrics ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ use super::format::Format;
 use super::output::{Destination, OutputLimits};
 use crate::douyu::SessionConfig;
 use crate::douyu::session::MAX_DURATION;
+use crate::fetch::{Resolve, system_resolve};
 use crate::http::Url;
 use crate::settings::{SettingError, duration_within};
 
@@ -117,6 +118,29 @@ pub struct MonitorConfig {
     /// started together do not reconnect in lockstep; a fixed seed makes
     /// those choices repeat from run to run, for tests.
     pub random_seed: Option<u64>,
+    /// How the servers' names are resolved, and when again.
+    pub resolution: Resolution,
+}
+
+/// How server names become addresses, and when they are resolved again
+/// (see `resolve.rs`; SIGHUP resolves them too).
+#[derive(Clone, Copy, Debug)]
+pub struct Resolution {
+    /// Looks a name up, on a helper thread (it may block): the system's
+    /// resolver by default; tests put a fake one here.
+    pub resolve: Resolve,
+    /// How old the answers may get before a room's connect asks for new
+    /// ones (5 minutes).
+    pub refresh: Duration,
+    /// The least time between two resolutions asked for by rooms that
+    /// failed on every address (30 s).
+    pub min_gap: Duration,
+}
+
+impl Default for Resolution {
+    fn default() -> Self {
+        Resolution { resolve: system_resolve, refresh: Duration::from_secs(5 * 60), min_gap: Duration::from_secs(30) }
+    }
 }
 
 /// Where and what to look up on Douyu's web site (see `lookup.rs`).
@@ -211,6 +235,7 @@ impl Default for MonitorConfig {
             live_grace: DEFAULT_LIVE_GRACE,
             stop_after_messages: None,
             random_seed: None,
+            resolution: Resolution::default(),
         }
     }
 }
@@ -266,6 +291,8 @@ impl MonitorConfig {
         duration_within("backoff_base", self.backoff_base, Duration::from_millis(10), MAX_DURATION)?;
         duration_within("backoff_cap", self.backoff_cap, self.backoff_base, MAX_DURATION)?;
         duration_within("live_grace", self.live_grace, Duration::ZERO, MAX_DURATION)?;
+        duration_within("resolve_refresh", self.resolution.refresh, Duration::ZERO, MAX_DURATION)?;
+        duration_within("resolve_min_gap", self.resolution.min_gap, Duration::ZERO, MAX_DURATION)?;
         if let Some(web) = &self.web {
             if !web.status_check.is_zero() {
                 duration_within("status_check", web.status_check, MIN_STATUS_CHECK, MAX_DURATION).map_err(|e| {
@@ -400,6 +427,8 @@ mod tests {
         assert_eq!(check(both).unwrap_err().0, "ca_file");
         assert_eq!(check(|c| c.live_grace = Duration::MAX).unwrap_err().0, "live_grace");
         assert!(check(|c| c.live_grace = Duration::ZERO).is_ok(), "0: every end at once");
+        assert_eq!(check(|c| c.resolution.min_gap = Duration::MAX).unwrap_err().0, "resolve_min_gap");
+        assert_eq!(check(|c| c.resolution.refresh = Duration::MAX).unwrap_err().0, "resolve_refresh");
         let web = WebLookups::new(None, true, DEFAULT_STATUS_CHECK);
         let check_web = |change: fn(&mut WebLookups)| {
             let mut config = MonitorConfig { web: Some(web.clone()), ..valid.clone() };

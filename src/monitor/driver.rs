@@ -23,7 +23,7 @@ use super::MonitorState;
 use super::endpoint::Endpoint;
 use super::endpoint::Transport;
 use super::lifecycle::{Action, CloseReason, Env, Event, Opening};
-use super::resolve::{self, Answer};
+use super::resolve::Answer;
 use super::room::{Link, RoomConn, TIMER_LOGOUT};
 
 /// How far connection `conn` to `endpoint` has opened, from what the
@@ -180,7 +180,7 @@ impl MonitorState {
                     _ => log::info!("room {room}: closed ({reason}); {when}"),
                 }
             }
-            Action::AddressesExhausted => self.resolve(resolve::MIN_GAP),
+            Action::AddressesExhausted => self.resolve(self.config.resolution.min_gap),
             Action::JoinAsWritten => {
                 // Not loudly while look-ups queue: they are paced, and with
                 // many rooms most join as written first.
@@ -259,7 +259,8 @@ impl MonitorState {
                 let Some(room) = state.connect_queue.next(now, waits) else { break };
                 if first {
                     // Rooms connect: the addresses they use should not be old.
-                    state.resolve(resolve::REFRESH);
+                    let refresh = state.config.resolution.refresh;
+                    state.resolve(refresh);
                     first = false;
                 }
                 room

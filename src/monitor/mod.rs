@@ -60,7 +60,8 @@ use resolve::{AddressBook, Answer};
 
 pub use config::{
     DEFAULT_FLUSH_TIMEOUT, DEFAULT_LIVE_GRACE, DEFAULT_LOGOUT_TIMEOUT, DEFAULT_LOOK_UP_WAIT, DEFAULT_SERVERS,
-    DEFAULT_STATUS_CHECK, DEFAULT_WEB_TIMEOUT, ForeignChat, MonitorConfig, StartError, WebLookups, default_servers,
+    DEFAULT_STATUS_CHECK, DEFAULT_WEB_TIMEOUT, ForeignChat, MonitorConfig, Resolution, StartError, WebLookups,
+    default_servers,
 };
 pub use counters::SequenceCheck;
 pub use endpoint::{Endpoint, Transport};
@@ -351,7 +352,7 @@ impl Monitor {
                 output,
                 timing,
                 rooms: BTreeMap::new(),
-                addresses: AddressBook::new(config.servers.clone()),
+                addresses: AddressBook::new(config.servers.clone(), config.resolution.resolve),
                 tls,
                 fetcher,
                 resolver: Some(resolver),

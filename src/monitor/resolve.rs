@@ -1,27 +1,25 @@
 //! Server names to addresses, off the loop thread, again and again.
 //!
-//! std's resolver blocks, so names are resolved on a helper thread and the
-//! answers come back through a reactor channel. A daemon runs for weeks, and
-//! names move: they are resolved again when a room is about to connect and
-//! the last answers are older than [`REFRESH`] (no timer needed: addresses
-//! matter only when someone connects), after a room has failed on every
-//! address (at most once per [`MIN_GAP`]), and when asked (SIGHUP). A name
-//! that resolves to nothing keeps its last good addresses, and the log says
-//! so. New addresses serve the next connect; a joined room is never
-//! disturbed.
+//! std's resolver blocks, so names are resolved on a helper thread (by
+//! [`Resolution::resolve`](super::Resolution::resolve): the system's, or a
+//! test's) and the answers come back through a reactor channel. A daemon
+//! runs for weeks, and names move: they are resolved again when a room is
+//! about to connect and the last answers are older than
+//! [`Resolution::refresh`](super::Resolution::refresh) (no timer needed:
+//! addresses matter only when someone connects), after a room has failed
+//! on every address (at most once per
+//! [`Resolution::min_gap`](super::Resolution::min_gap)), and when asked
+//! (SIGHUP). A name that resolves to nothing keeps its last good addresses,
+//! and the log says so. New addresses serve the next connect; a joined room
+//! is never disturbed.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::endpoint::Endpoint;
+use crate::fetch::Resolve;
 use crate::plural::plural;
 use crate::reactor::LoopSender;
-
-/// How old answers may get before a connect asks for new ones.
-pub(crate) const REFRESH: Duration = Duration::from_secs(5 * 60);
-
-/// The least time between two resolutions asked for by failing rooms.
-pub(crate) const MIN_GAP: Duration = Duration::from_secs(30);
 
 /// One server's answer: its addresses, or why there are none.
 pub(crate) type Answer = Result<Vec<SocketAddr>, String>;
@@ -30,6 +28,8 @@ pub(crate) type Answer = Result<Vec<SocketAddr>, String>;
 #[derive(Debug)]
 pub(crate) struct AddressBook {
     servers: Vec<Endpoint>,
+    /// Looks one name up (on the DNS thread).
+    lookup: Resolve,
     /// Each server's last good addresses (empty until it first resolved).
     known: Vec<Vec<SocketAddr>>,
     /// Every known address of every server, in server order, with the
@@ -42,9 +42,9 @@ pub(crate) struct AddressBook {
 }
 
 impl AddressBook {
-    pub(crate) fn new(servers: Vec<Endpoint>) -> Self {
+    pub(crate) fn new(servers: Vec<Endpoint>, lookup: Resolve) -> Self {
         let known = vec![Vec::new(); servers.len()];
-        AddressBook { servers, known, all: Vec::new(), in_flight: false, started: None }
+        AddressBook { servers, lookup, known, all: Vec::new(), in_flight: false, started: None }
     }
 
     /// Every known address with its server's number, in server order.
@@ -66,13 +66,10 @@ impl AddressBook {
         }
         self.in_flight = true;
         self.started = Some(now);
-        let names: Vec<String> = self.servers.iter().map(Endpoint::authority).collect();
-        let sender = sender.clone();
+        let names: Vec<(String, u16)> = self.servers.iter().map(|server| (server.host.clone(), server.port)).collect();
+        let (sender, lookup) = (sender.clone(), self.lookup);
         let spawned = std::thread::Builder::new().name("barrage-dns".into()).spawn(move || {
-            let answers = names
-                .iter()
-                .map(|name| name.to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string()))
-                .collect();
+            let answers = names.iter().map(|(host, port)| lookup(host, *port).map_err(|e| e.to_string())).collect();
             sender.send(answers);
         });
         if let Err(e) = spawned {
@@ -121,7 +118,8 @@ mod tests {
 
     #[test]
     fn a_name_that_resolves_to_nothing_keeps_its_last_good_addresses() {
-        let mut book = AddressBook::new(vec!["a:1".parse().unwrap(), "wss://b:2".parse().unwrap()]);
+        let servers = vec!["a:1".parse().unwrap(), "wss://b:2".parse().unwrap()];
+        let mut book = AddressBook::new(servers, crate::fetch::system_resolve);
         assert!(book.update(vec![Ok(vec![addr("10.0.0.1:1")]), Err("no such host".into())]));
         assert_eq!(book.all(), [(addr("10.0.0.1:1"), 0)], "b is tried again later");
         assert!(book.update(vec![Ok(vec![addr("10.0.0.1:1")]), Ok(vec![addr("10.0.0.2:2"), addr("10.0.0.3:2")])]));

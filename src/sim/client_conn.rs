@@ -24,13 +24,12 @@
 //!
 //! # Heartbeat enforcement
 //!
-//! A client that sends no bytes at all for `heartbeat_timeout` is dropped,
-//! counted from the accept: one stuck in its TLS handshake too.
-//! Re-arming a timer on every message would cost a timer-wheel update per
-//! read for thousands of clients; instead each read only stores
-//! `last_seen`, and a single timer per client checks it when it fires: if
-//! the client was silent long enough it is dropped, otherwise the timer is
-//! set again for `last_seen + timeout`, the earliest moment it could be.
+//! A client that sends no bytes at all for `heartbeat_timeout` is dropped.
+//! Each read moves the client's one idle timer to `heartbeat_timeout` from
+//! now ([`DeadlineTimer`]: a later deadline is one write in the timer
+//! wheel, not a cancel and an insert). Until the first bytes, a timer set
+//! at the accept counts instead: a client stuck in its TLS handshake has
+//! not connected yet, and is dropped all the same.
 
 use std::cell::RefCell;
 use std::io;
@@ -44,10 +43,12 @@ use super::hub::Hub;
 use crate::douyu::Message;
 use crate::douyu::frame::{self, DecoderConfig, FrameError, SERVER_TO_CLIENT};
 use crate::douyu::stt;
-use crate::reactor::{Context, Dispatcher, EntryToken, Reactor, TlsServerConfig};
+use crate::reactor::{Context, DeadlineTimer, Dispatcher, EntryToken, Reactor, TlsServerConfig};
 
-/// The tag of the heartbeat timer (the only timer a client has).
+/// The tag of the idle timer, moved by every read.
 const HEARTBEAT_TIMER: u64 = 1;
+/// The tag of the timer set at the accept, for a client that never sends.
+const ACCEPT_TIMER: u64 = 2;
 
 /// One client connection (see the module docs).
 pub(crate) struct ClientConn {
@@ -59,8 +60,12 @@ pub(crate) struct ClientConn {
     heartbeat_timeout: Duration,
     fragment: bool,
     websocket: bool,
-    /// When the client last sent any byte.
+    /// When the client last sent any byte (or was accepted).
     last_seen: Instant,
+    /// Fires `heartbeat_timeout` after the last byte.
+    idle: DeadlineTimer,
+    /// Some bytes came: the idle timer counts, not the accept's.
+    spoke: bool,
     /// The `roomid` of `loginreq`: the room `joingroup` joins if it has no `rid`.
     login_room: Option<u64>,
     /// This client's number, used as its `sessionid`.
@@ -89,6 +94,8 @@ impl ClientConn {
             fragment,
             websocket,
             last_seen: Instant::now(),
+            idle: DeadlineTimer::new(),
+            spoke: false,
             login_room: None,
             number: 0,
         };
@@ -97,7 +104,7 @@ impl ClientConn {
             Some(tls) => reactor.add_tls_stream(stream, tls, conn)?,
             None => reactor.add_stream(stream, conn)?,
         };
-        reactor.set_timer(id, deadline, HEARTBEAT_TIMER);
+        reactor.set_timer(id, deadline, ACCEPT_TIMER);
         Ok(())
     }
 
@@ -219,6 +226,8 @@ impl Dispatcher for ClientConn {
 
     fn handle_read(&mut self, ctx: &mut Context<'_>, data: &[u8]) -> usize {
         self.last_seen = Instant::now();
+        self.spoke = true;
+        self.idle.set(ctx, Some(self.last_seen + self.heartbeat_timeout), HEARTBEAT_TIMER);
         if self.websocket { self.answer_websocket(ctx, data) } else { self.answer_packets(ctx, data) }
     }
 
@@ -226,7 +235,12 @@ impl Dispatcher for ClientConn {
         self.hub.borrow_mut().write_piece(ctx);
     }
 
-    fn handle_timer(&mut self, ctx: &mut Context<'_>, _tag: u64) {
+    fn handle_timer(&mut self, ctx: &mut Context<'_>, tag: u64) {
+        match tag {
+            HEARTBEAT_TIMER => self.idle.fired(),
+            _ if self.spoke => return, // the accept's timer: the idle timer counts now
+            _ => {}
+        }
         let silent_for = Instant::now().saturating_duration_since(self.last_seen);
         if silent_for >= self.heartbeat_timeout {
             log::info!(
@@ -238,8 +252,9 @@ impl Dispatcher for ClientConn {
             );
             self.hub.borrow_mut().stats.dropped_idle += 1;
             ctx.close();
-        } else {
-            ctx.set_timer_at(self.last_seen + self.heartbeat_timeout, HEARTBEAT_TIMER);
+        } else if tag == HEARTBEAT_TIMER {
+            // Not silent that long after all: wait out the rest.
+            self.idle.set(ctx, Some(self.last_seen + self.heartbeat_timeout), HEARTBEAT_TIMER);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (each test binary uses part).
 #![allow(dead_code)]
 
+pub mod captured;
 pub mod process;
 
 use std::cell::RefCell;
@@ -62,7 +63,17 @@ pub struct ServerLog {
 /// answers loginreq, streams the room on joingroup, echoes mrkl, counts
 /// logouts. Returns its address and its log.
 pub fn fake_douyu(reactor: &mut Reactor, spec: FakeDouyu) -> (String, Rc<RefCell<ServerLog>>) {
-    let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    fake_douyu_at(reactor, "127.0.0.1:0".parse().unwrap(), spec).expect("a loopback port")
+}
+
+/// Like [`fake_douyu`], listening on `addr` (a loopback address other than
+/// 127.0.0.1, or a port already chosen); fails if it cannot be had.
+pub fn fake_douyu_at(
+    reactor: &mut Reactor,
+    addr: std::net::SocketAddr,
+    spec: FakeDouyu,
+) -> std::io::Result<(String, Rc<RefCell<ServerLog>>)> {
+    let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr().unwrap().to_string();
     let log = Rc::new(RefCell::new(ServerLog::default()));
     let server_log = log.clone();
@@ -72,7 +83,7 @@ pub fn fake_douyu(reactor: &mut Reactor, spec: FakeDouyu) -> (String, Rc<RefCell
             r.add_stream(stream, FakeRoomServer { room: 0, spec, log: server_log.clone() }).unwrap();
         })
         .unwrap();
-    (addr, log)
+    Ok((addr, log))
 }
 
 struct FakeRoomServer {

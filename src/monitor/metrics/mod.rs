@@ -44,7 +44,8 @@
 //!   sending its request head): a flood of idle or slow sockets cannot keep
 //!   a scraper out, and memory stays bounded. Only when every connection is
 //!   waiting for a client to read its answer is the newcomer refused. Such
-//!   turn-aways are logged once, then counted in one line per 10 s.
+//!   turn-aways are logged once, then counted in one line per
+//!   [`MetricsConfig::turn_away_report`] (10 s) for as long as they go on.
 //!
 //! Every response has a `Content-Length`. Keep-alive is the default in
 //! HTTP/1.1 (`Connection: close` ends it) and opt-in in HTTP/1.0.
@@ -87,6 +88,9 @@ pub struct MetricsConfig {
     pub max_pending_output: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// How often connections turned away are counted in the log, at most:
+    /// a flood must not flood the log too.
+    pub turn_away_report: Duration,
 }
 
 impl Default for MetricsConfig {
@@ -97,12 +101,10 @@ impl Default for MetricsConfig {
             idle_timeout: Duration::from_secs(10),
             max_pending_output: 256 * 1024,
             max_connections: 64,
+            turn_away_report: Duration::from_secs(10),
         }
     }
 }
-
-/// How often turned-away connections are reported in the log, at most.
-const TURN_AWAY_REPORT: Duration = Duration::from_secs(10);
 
 /// A running metrics endpoint: the listener's id and address.
 #[derive(Clone, Copy, Debug)]
@@ -146,7 +148,9 @@ pub fn start_with_config(
     let addr = listener.local_addr()?;
     let table = Rc::new(RefCell::new(Table::default()));
     let id = reactor.listen(listener, move |reactor: &mut Reactor, stream, peer| {
-        if table.borrow().open.len() >= config.max_connections && !Table::make_room(&table, reactor) {
+        if table.borrow().open.len() >= config.max_connections
+            && !Table::make_room(&table, reactor, config.turn_away_report)
+        {
             // Dropping the stream closes it.
             log::debug!("metrics: refusing {peer}: every connection is being answered");
             return;
@@ -168,7 +172,8 @@ struct Table {
     open: VecDeque<Open>,
     evicted: u64,
     refused: u64,
-    /// A report of turn-aways is due (the first was logged at once).
+    /// Turn-aways are being counted: a report is due (the first turn-away
+    /// was logged at once).
     report_scheduled: bool,
 }
 
@@ -181,7 +186,7 @@ struct Open {
 impl Table {
     /// The table is full: closes the oldest connection that is not being
     /// answered, to make room for a newcomer. Returns false if every one is.
-    fn make_room(this: &Rc<RefCell<Table>>, reactor: &mut Reactor) -> bool {
+    fn make_room(this: &Rc<RefCell<Table>>, reactor: &mut Reactor, report_every: Duration) -> bool {
         let mut table = this.borrow_mut();
         let evicted =
             table.evict_oldest_idle(|open| open.answering.get() || reactor.pending_output(open.id) != Some(0));
@@ -195,21 +200,34 @@ impl Table {
                 "metrics: {} open (the limit): newcomers replace the oldest idle ones; \
                  counting for {} s",
                 plural((table.open.len() + usize::from(evicted.is_some())) as u64, "connection"),
-                TURN_AWAY_REPORT.as_secs()
+                report_every.as_secs_f64()
             );
-            let this = this.clone();
-            reactor.call_later(TURN_AWAY_REPORT, move |_| {
-                let mut table = this.borrow_mut();
-                table.report_scheduled = false;
-                let (evicted, refused) = (std::mem::take(&mut table.evicted), std::mem::take(&mut table.refused));
-                log::warn!(
-                    "metrics: in the last {} s, {} closed to make room and {refused} refused",
-                    TURN_AWAY_REPORT.as_secs(),
-                    plural(evicted, "connection")
-                );
-            });
+            Table::report_later(this, reactor, report_every);
         }
         evicted.is_some()
+    }
+
+    /// Logs the turn-aways counted once `every` has passed, and again after
+    /// each `every` while there are more; an interval without any ends the
+    /// count (the next turn-away is logged at once again).
+    fn report_later(this: &Rc<RefCell<Table>>, reactor: &mut Reactor, every: Duration) {
+        let this = this.clone();
+        reactor.call_later(every, move |reactor| {
+            let (evicted, refused) = {
+                let mut table = this.borrow_mut();
+                (std::mem::take(&mut table.evicted), std::mem::take(&mut table.refused))
+            };
+            if evicted + refused == 0 {
+                this.borrow_mut().report_scheduled = false;
+                return;
+            }
+            log::warn!(
+                "metrics: in the last {} s, {} closed to make room and {refused} refused",
+                every.as_secs_f64(),
+                plural(evicted, "connection")
+            );
+            Table::report_later(&this, reactor, every);
+        });
     }
 
     /// Takes the oldest connection that is not `busy` out of the table and
