@@ -40,6 +40,9 @@
 //! Start reading at [`reactor`]'s module documentation: it walks through one
 //! iteration of the loop.
 #![forbid(unsafe_code)]
+// The docs are written for readers of the code, private parts included
+// (`cargo doc --document-private-items` renders every link).
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod bench;
 pub mod cli;

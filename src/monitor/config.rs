@@ -95,10 +95,10 @@ pub struct MonitorConfig {
     /// the room for the kernel's SYN retries (about 2 minutes), and with
     /// eight endpoints a few seconds each is enough.
     pub connect_timeout: Duration,
-    /// How long [`Monitor::stop`] waits for the rooms to log out and close.
+    /// How long [`Monitor::stop`](super::Monitor::stop) waits for the rooms to log out and close.
     pub logout_timeout: Duration,
     /// How long the output may take to be written at exit
-    /// ([`Monitor::finish_output`]).
+    /// ([`Monitor::finish_output`](super::Monitor::finish_output)).
     pub flush_timeout: Duration,
     /// Looking rooms up on Douyu's web site: real ids and live status
     /// (`None`: never; `barrage watch` turns it on).

@@ -3,7 +3,7 @@
 //! Each room is one connection driven by a `RoomConn` (in `room.rs`) around
 //! a sans-IO `ClientSession`; its life — waiting for a turn, connecting,
 //! logging in, joined, backing off, closing, stopped — is the sans-IO state
-//! machine in [`lifecycle`](self::lifecycle), with its rules table. The
+//! machine in [`lifecycle`], with its rules table. The
 //! monitor carries out what the life cycle decides (`driver.rs`):
 //!
 //! - **Pacing:** new connections start at most `connects_per_second`, so
