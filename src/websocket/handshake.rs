@@ -30,14 +30,6 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Header lines parsed per head; more is an error (`TooManyHeaders`).
 const MAX_HEADERS: usize = 64;
 
-/// The `Origin` the Douyu web player sends.
-pub const DOUYU_ORIGIN: &str = "https://www.douyu.com";
-/// The `Referer` the Douyu web player sends.
-pub const DOUYU_REFERER: &str = "https://www.douyu.com/";
-/// A current desktop Chrome.
-pub const DESKTOP_USER_AGENT: &str =
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/138.0.0.0 Safari/537.36";
-
 /// `Sec-WebSocket-Key` for 16 random bytes: their base64.
 pub fn encode_key(random: [u8; 16]) -> String {
     BASE64.encode(random)
@@ -91,8 +83,9 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// A client's upgrade request. The defaults are what Douyu's web player
-/// sends; none of them is required by Douyu, and they cost nothing.
+/// A client's upgrade request. `Origin`, `Referer` and `User-Agent` are
+/// the caller's to give (a browser sends all three); none is sent unless
+/// given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRequest {
     /// `Host`: the server's name, with `:port` unless it is the scheme's
@@ -100,11 +93,11 @@ pub struct ClientRequest {
     pub host: String,
     /// The request target (`/`).
     pub path: String,
-    /// `Origin` ([`DOUYU_ORIGIN`]); `None` sends none.
+    /// `Origin`; `None` sends none.
     pub origin: Option<String>,
-    /// `Referer` ([`DOUYU_REFERER`]).
+    /// `Referer`; `None` sends none.
     pub referer: Option<String>,
-    /// `User-Agent` ([`DESKTOP_USER_AGENT`]).
+    /// `User-Agent`; `None` sends none.
     pub user_agent: Option<String>,
 }
 
@@ -124,15 +117,10 @@ impl fmt::Display for InvalidHeader {
 impl std::error::Error for InvalidHeader {}
 
 impl ClientRequest {
-    /// A request for `/` on `host` with Douyu's web headers.
+    /// A request for `/` on `host`, with no `Origin`, `Referer` or
+    /// `User-Agent` (set the fields to send them).
     pub fn new(host: impl Into<String>) -> Self {
-        ClientRequest {
-            host: host.into(),
-            path: "/".to_string(),
-            origin: Some(DOUYU_ORIGIN.to_string()),
-            referer: Some(DOUYU_REFERER.to_string()),
-            user_agent: Some(DESKTOP_USER_AGENT.to_string()),
-        }
+        ClientRequest { host: host.into(), path: "/".to_string(), origin: None, referer: None, user_agent: None }
     }
 
     /// Appends the request head carrying `key` (from [`encode_key`]).
@@ -338,27 +326,33 @@ mod tests {
     }
 
     #[test]
-    fn the_request_carries_every_header_douyu_clients_send() {
-        let text = String::from_utf8(request_for(KEY)).unwrap();
-        assert!(text.starts_with("GET / HTTP/1.1\r\nHost: danmuproxy.douyu.com:8502\r\n"), "{text}");
+    fn the_request_carries_the_upgrade_and_the_headers_given() {
+        let browser = ClientRequest {
+            path: "/chat".into(),
+            origin: Some("https://example.com".into()),
+            referer: Some("https://example.com/room".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+            ..ClientRequest::new("danmuproxy.douyu.com:8502")
+        };
+        let mut out = Vec::new();
+        browser.encode(KEY, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /chat HTTP/1.1\r\nHost: danmuproxy.douyu.com:8502\r\n"), "{text}");
         for line in [
             "Upgrade: websocket",
             "Connection: Upgrade",
             &format!("Sec-WebSocket-Key: {KEY}"),
             "Sec-WebSocket-Version: 13",
-            "Origin: https://www.douyu.com",
-            "Referer: https://www.douyu.com/",
-            &format!("User-Agent: {DESKTOP_USER_AGENT}"),
+            "Origin: https://example.com",
+            "Referer: https://example.com/room",
+            "User-Agent: Mozilla/5.0 (X11; Linux x86_64)",
         ] {
             assert!(text.contains(&format!("\r\n{line}\r\n")), "{line} missing from {text}");
         }
         assert!(text.ends_with("\r\n\r\n"));
 
-        let bare = ClientRequest { origin: None, referer: None, user_agent: None, ..ClientRequest::new("h") };
-        let mut out = Vec::new();
-        bare.encode(KEY, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(!text.contains("Origin") && !text.contains("Referer") && !text.contains("User-Agent"));
+        let text = String::from_utf8(request_for(KEY)).unwrap();
+        assert!(!text.contains("Origin") && !text.contains("Referer") && !text.contains("User-Agent"), "{text}");
     }
 
     #[test]
