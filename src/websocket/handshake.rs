@@ -13,11 +13,12 @@
 //!                                                    base64(SHA-1(key + GUID))
 //! ```
 //!
-//! Everything here is a pure function over bytes. Heads are parsed by
-//! `httparse` within a fixed window (`max_head`): a head that has not ended
-//! by then is an error, not a reason to buffer more. The checkers return how
-//! long the head was, so the bytes after it (frames that came in the same
-//! read) stay with the caller.
+//! Everything here is a pure function over bytes. Heads are read by
+//! [`http::head::parse_head`](crate::http::head::parse_head), as every HTTP
+//! head is, within `max_head` bytes: a head that has not ended by then is an
+//! error, not a reason to buffer more. The checkers return how long the head
+//! was, so the bytes after it (frames that came in the same read) stay with
+//! the caller.
 
 use std::fmt;
 
@@ -25,10 +26,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use crate::http::head::{self, HeadError, HeadStatus, MAX_HEADERS};
+
 /// Fixed by RFC 6455 §1.3 and appended to every key.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/// Header lines parsed per head; more is an error (`TooManyHeaders`).
-const MAX_HEADERS: usize = 64;
 
 /// `Sec-WebSocket-Key` for 16 random bytes: their base64.
 pub fn encode_key(random: [u8; 16]) -> String {
@@ -250,21 +251,18 @@ pub fn encode_reject(error: &HandshakeError, out: &mut Vec<u8>) {
     out.extend_from_slice(head);
 }
 
-/// Runs `parse` on at most `max_head` bytes of `buf`: the head's length once
-/// it has ended, `None` while it may still end within the window.
+/// Reads the head at the front of `buf` with `parse`: its length once it
+/// has ended, `None` while it may still end within `max_head` bytes.
 fn parse_head<'b>(
     buf: &'b [u8],
     max_head: usize,
-    parse: impl FnOnce(&'b [u8]) -> httparse::Result<usize>,
+    parse: impl FnMut(&'b [u8]) -> httparse::Result<usize>,
 ) -> Result<Option<usize>, HandshakeError> {
-    let window = &buf[..buf.len().min(max_head)];
-    match parse(window) {
-        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
-        Ok(httparse::Status::Partial) if window.len() == max_head => {
-            Err(HandshakeError::HeadTooLarge { max: max_head })
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(error) => Err(HandshakeError::Malformed(error)),
+    match head::parse_head(buf, 0, max_head, parse) {
+        Ok(HeadStatus::Complete(len)) => Ok(Some(len)),
+        Ok(HeadStatus::Partial { .. }) => Ok(None),
+        Err(HeadError::TooLarge) => Err(HandshakeError::HeadTooLarge { max: max_head }),
+        Err(HeadError::Malformed(error)) => Err(HandshakeError::Malformed(error)),
     }
 }
 
