@@ -20,7 +20,7 @@
 
 mod common;
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,9 +28,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use barrage::douyu::frame::{SERVER_TO_CLIENT, encode_packet};
 use barrage::reactor::CipherPolicy;
 use barrage::sim::certificate::{self_signed, self_signed_localhost};
 use barrage::sim::{SimConfig, SimTls, SimWebSocket};
+use barrage::websocket::frame::encode_frame;
+use barrage::websocket::{Limits, Opcode, State, WebSocket};
 use common::process::*;
 
 // ----- servers and watchers over wss ---------------------------------------------------
@@ -307,6 +310,9 @@ enum Route {
     /// No server: read what the client sends and answer nothing, until it
     /// closes (a TLS server that stopped answering).
     Hold,
+    /// A WebSocket server (no TLS) that answers the upgrade and the login,
+    /// then pings without end and never reads again.
+    PingFlood,
 }
 
 /// A TCP relay on loopback: the first connection it accepts goes the
@@ -324,7 +330,10 @@ const MAX_CONNECTIONS: usize = 200;
 
 impl Switchboard {
     fn start(first: Route, rest: Route) -> Switchboard {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Switchboard::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), first, rest)
+    }
+
+    fn start_on(listener: TcpListener, first: Route, rest: Route) -> Switchboard {
         let addr = listener.local_addr().unwrap();
         let (later, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
         let acceptor = {
@@ -371,6 +380,7 @@ fn relay(mut client: TcpStream, route: Route) {
             let _ = io::copy(&mut client, &mut io::sink());
             return;
         }
+        Route::PingFlood => return ping_flood(client),
     };
     let Ok(server) = TcpStream::connect(to) else { return };
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
@@ -386,6 +396,57 @@ fn relay(mut client: TcpStream, route: Route) {
         let _ = client.shutdown(Shutdown::Write);
     }
     let _ = upstream.join();
+}
+
+/// Pings a flooding server sends at most (the loop is bounded; the room
+/// should leave after a few thousand).
+const MAX_PINGS: usize = 10_000_000;
+
+/// A loopback listener whose connections hold little unread: the kernel
+/// would otherwise let a receive buffer nobody reads grow to tens of MiB.
+/// Set before `listen`, so that the window offered fits it.
+fn listener_keeping_little_unread() -> TcpListener {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    let listener = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(64).unwrap().into_std().unwrap()
+    });
+    listener.set_nonblocking(false).unwrap();
+    listener
+}
+
+/// [`Route::PingFlood`]: after the `101` and a `loginres` nothing is read,
+/// so the room's pongs can only pile up on its side.
+fn ping_flood(mut client: TcpStream) {
+    let _ = client.set_read_timeout(Some(DEADLINE));
+    let mut ws = WebSocket::server(Limits::default());
+    let (mut pending, mut buffer) = (Vec::new(), [0; 4096]);
+    while ws.state() == State::Handshaking {
+        let Ok(n @ 1..) = client.read(&mut buffer) else { return };
+        pending.extend_from_slice(&buffer[..n]);
+        let used = ws.on_bytes(&pending, |payload| payload.len());
+        pending.drain(..used);
+    }
+    let mut loginres = Vec::new();
+    encode_packet(&mut loginres, SERVER_TO_CLIENT, "type@=loginres/userid@=0/live_stat@=0/");
+    let mut out = Vec::new();
+    if ws.send_binary(&loginres).is_err() || !ws.poll_transmit(&mut out) || client.write_all(&out).is_err() {
+        return;
+    }
+    let mut ping = Vec::new();
+    encode_frame(&mut ping, true, Opcode::Ping, None, &[b'p'; 125]);
+    // One ping a write, paced, so that most reach the room in reads of their
+    // own: a read answers only its latest ping, and it is these pongs,
+    // one a read, that pile up once the kernel's buffers are full.
+    let _ = client.set_nodelay(true);
+    for _ in 0..MAX_PINGS {
+        if client.write_all(&ping).is_err() {
+            return; // the room left
+        }
+        thread::sleep(Duration::from_micros(20));
+    }
 }
 
 /// What is wrong with the endpoint the second room meets.
@@ -523,6 +584,51 @@ fn assert_backed_off(lines: &[&str]) {
             lines.join("\n")
         );
     }
+}
+
+/// A server that keeps pinging and never reads (over `ws://`, the same
+/// WebSocket without TLS) must not grow the room's memory: once 64 KiB
+/// wait unsent the room ends the connection, says why, and tries again
+/// after its backoff, like any failure; the other room is untouched.
+#[test]
+fn a_server_that_pings_and_never_reads_is_left_not_buffered_for() {
+    const ROOMS: [u64; 2] = [211, 212];
+    const MAX_UNSENT: usize = 64 * 1024;
+    let healthy = Serve::start(&["--ws", "--rate", "50"]);
+    let healthy_route = Route::To(healthy.addr.parse().unwrap());
+    let board = Switchboard::start_on(listener_keeping_little_unread(), healthy_route, Route::PingFlood);
+    let url = format!("ws://{}/", board.addr);
+    // Every readiness read at once (no coalescing), so pings come in many reads.
+    let mut watch = Watch::start(&["--poll-interval", "0", "--server", &url, "211", "212"]);
+
+    watch.wait_for("messages in one room", DEADLINE, |seen| seen.rooms.values().any(|room| room.cids.len() >= 20));
+    let good = *watch.seen.rooms.iter().find(|(_, room)| room.cids.len() >= 20).expect("a room with messages").0;
+    let bad = ROOMS.into_iter().find(|&room| room != good).unwrap();
+    let closed = format!("room {bad}: closed (");
+    watch.wait_stderr(&format!("two ended attempts of room {bad}"), DEADLINE, |log| log.matches(&closed).count() >= 2);
+    let before = watch.seen.messages(good);
+    watch.wait_for(&format!("room {good}'s messages going on"), DEADLINE, |seen| seen.messages(good) >= before + 20);
+    let (status, took) = watch.stop_with("TERM");
+    assert!(status.success() && took < SHUTDOWN_LIMIT, "exit {status} after {took:?}\n{}", watch.report());
+    watch.read_to_end(DEADLINE);
+
+    assert_eq!(watch.seen.count(good, "loginres"), 1, "room {good} reconnected\n{}", watch.report());
+    assert_contiguous(&watch.seen.room(good).cids, Some(1), &format!("room {good}, next to a ping flood"));
+    let log = watch.stderr();
+    assert!(!log.contains(&format!("room {good}: closed")), "room {good} closed\n{log}");
+    let lines: Vec<&str> = log.lines().filter(|line| line.contains(&closed)).collect();
+    for line in &lines {
+        // room 212: closed (the server stopped reading: 65612 bytes unsent (at most 65536)); reconnecting in 0.9 s
+        let unsent = line
+            .split_once("the server stopped reading: ")
+            .and_then(|(_, rest)| rest.split_once(" bytes unsent")?.0.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("room {bad} closed for another reason: {line}\n{log}"));
+        // At most one pong (131 bytes) and a heartbeat past the bound: the
+        // pongs of a read full of pings did not pile up first.
+        assert!(unsent <= MAX_UNSENT + 1024, "{unsent} bytes unsent at the close: {line}");
+        assert!(line.contains("; reconnecting in "), "{line}");
+    }
+    assert_backed_off(&lines);
 }
 
 #[test]

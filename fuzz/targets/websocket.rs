@@ -1,8 +1,8 @@
 //! WebSocket: the handshake and the frames, on either side.
 
 use barrage::http::head::find_head_end;
-use barrage::websocket::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
-use barrage::websocket::{ClientRequest, CloseReason, Event, Limits, Role, State, Stats, WebSocket};
+use barrage::websocket::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, apply_mask};
+use barrage::websocket::{ClientRequest, CloseReason, Event, Limits, Opcode, Role, State, Stats, WebSocket};
 
 use super::{ReadBuffer, Script};
 
@@ -13,10 +13,12 @@ const MASK_SEED: u64 = 1;
 /// A `WebSocket` fed from one buffer and from the fuzzer's pieces, its
 /// binary payloads read by a reader that takes whole records (as the Douyu
 /// session takes whole packets): the same payload bytes, the same close,
-/// the same bytes sent back. After each read what is left is bounded (part
-/// of a head, a frame header or a control frame), the reader's backlog
-/// stays under the limit, and everything sent is well-formed: one head,
-/// then frames masked by a client and only by a client.
+/// the same head and frames sent back but for pongs, which answer only the
+/// latest ping of a read (at most one a read). After each read what is
+/// left is bounded (part of a head, a frame header or a control frame), the
+/// reader's backlog stays under the limit, and everything sent is
+/// well-formed: one head, then frames masked by a client and only by a
+/// client.
 ///
 /// Settings: bit 0 the side (set: server); bit 1 the handshake is done
 /// first with the library's own request or 101, so the data is frames;
@@ -40,13 +42,18 @@ pub fn websocket(input: &[u8]) {
     }
 }
 
+/// A frame sent: (fin, opcode, payload unmasked).
+type Frame = (bool, Opcode, Vec<u8>);
+
 /// What the peer's bytes do to a connection, seen from outside.
 #[derive(Debug, PartialEq)]
 struct Connection {
     payload: Vec<u8>,
     close: Option<CloseReason>,
     stats: Stats,
-    sent: Vec<u8>,
+    /// The head sent, and every frame after it but pongs.
+    head: Vec<u8>,
+    frames: Vec<Frame>,
 }
 
 fn new_socket(role: Role) -> WebSocket {
@@ -111,25 +118,37 @@ fn connect(role: Role, record: usize, pieces: &[&[u8]]) -> Connection {
         assert_eq!(socket.state() == State::Closed, close.is_some());
         socket.poll_transmit(&mut sent);
     }
-    check_sent(role, &sent);
+    let (head, mut frames) = check_sent(role, &sent);
+    let pongs = frames.iter().filter(|(_, opcode, _)| *opcode == Opcode::Pong).count();
+    assert!(pongs <= pieces.len(), "{pongs} pongs sent in {} reads", pieces.len());
+    frames.retain(|(_, opcode, _)| *opcode != Opcode::Pong);
     // How far past the limit the backlog went depends on the reads.
     if let Some(CloseReason::ReaderBacklog { unread, .. }) = &mut close {
         *unread = 0;
     }
-    Connection { payload, close, stats: socket.stats(), sent }
+    Connection { payload, close, stats: socket.stats(), head, frames }
 }
 
 /// What a connection sends is one HTTP head (the request, or the answer
 /// to one), then whole frames: masked by a client, never by a server.
-fn check_sent(role: Role, sent: &[u8]) {
+/// Returns the head and the frames, unmasked.
+fn check_sent(role: Role, sent: &[u8]) -> (Vec<u8>, Vec<Frame>) {
+    let mut frames = Vec::new();
     if sent.is_empty() {
-        return;
+        return (Vec::new(), frames);
     }
-    let mut at = find_head_end(sent, 0).expect("an HTTP head first");
+    let head_len = find_head_end(sent, 0).expect("an HTTP head first");
+    let mut at = head_len;
     while at < sent.len() {
         let (header, len) = FrameHeader::decode(&sent[at..]).expect("a valid frame").expect("a whole frame header");
         assert_eq!(header.mask.is_some(), role == Role::Client, "{header:?}");
-        at += len + usize::try_from(header.payload_len).expect("a payload we sent");
+        let end = at + len + usize::try_from(header.payload_len).expect("a payload we sent");
+        let mut payload = sent.get(at + len..end).expect("a frame cut short").to_vec();
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        frames.push((header.fin, header.opcode, payload));
+        at = end;
     }
-    assert_eq!(at, sent.len(), "a frame cut short");
+    (sent[..head_len].to_vec(), frames)
 }

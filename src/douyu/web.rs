@@ -18,12 +18,19 @@
 use serde::Deserialize;
 
 use super::LiveStatus;
-pub use crate::websocket::handshake::{DESKTOP_USER_AGENT, DOUYU_REFERER};
 
 /// The mobile site, where room pages are lightest.
 pub const MOBILE_BASE: &str = "https://m.douyu.com";
 /// The desktop site: room pages (the fallback) and `betard`.
 pub const DESKTOP_BASE: &str = "https://www.douyu.com";
+/// The `Origin` Douyu's web player sends (on its WebSocket upgrade).
+pub const DOUYU_ORIGIN: &str = "https://www.douyu.com";
+/// The `Referer` Douyu's web pages send.
+pub const DOUYU_REFERER: &str = "https://www.douyu.com/";
+/// A current desktop Chrome, for the desktop site and the web player's
+/// WebSocket.
+pub const DESKTOP_USER_AGENT: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/138.0.0.0 Safari/537.36";
 /// A phone's browser, for the mobile site.
 pub const MOBILE_USER_AGENT: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 \
      (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";

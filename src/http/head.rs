@@ -1,14 +1,79 @@
 //! Header rules both sides of a connection need: where a head ends, how a
 //! body is framed, list-valued fields, and what a sendable field is.
 //!
-//! The client's response decoder and the server's request parser read
-//! framing the same way, through [`framing`], so they cannot disagree about
-//! where a message ends (disagreeing parsers are how requests get smuggled
-//! past proxies).
+//! Every head we read — a response, a request, a WebSocket upgrade or its
+//! `101` — goes through [`parse_head`], under one limit and one way of
+//! finding its end. The client's response decoder and the server's request
+//! parser read framing the same way, through [`framing`], so they cannot
+//! disagree about where a message ends (disagreeing parsers are how
+//! requests get smuggled past proxies).
 
 /// Header lines accepted in one head. `httparse` parses into a fixed array
 /// of this many; one more is an error, not a reallocation.
 pub const MAX_HEADERS: usize = 64;
+
+/// How far [`parse_head`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadStatus {
+    /// The head is whole and parsed: this many bytes, its blank line
+    /// included. What follows is the body, or the next message.
+    Complete(usize),
+    /// No end of head in the first `searched` bytes: call again with more
+    /// bytes, passing `searched`, and only the new ones are searched.
+    Partial { searched: usize },
+}
+
+/// Why a head cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// No end within `max_head` bytes: it can only get longer.
+    TooLarge,
+    /// `httparse` refused it; [`httparse::Error::TooManyHeaders`] means
+    /// more than [`MAX_HEADERS`] lines.
+    Malformed(httparse::Error),
+}
+
+/// Reads the head at the front of `data`: finds its end within the first
+/// `max_head` bytes, searching on from `searched` (0 the first time, then
+/// what `Partial` said), and parses it with `parse` — an `httparse`
+/// `Request`'s or `Response`'s `parse`, over [`MAX_HEADERS`] headers.
+///
+/// `httparse` runs only on the first `max_head` bytes, and only where a
+/// blank line says a head may end — or on a first look (`searched` 0), so
+/// that bytes that are not HTTP at all are refused at once rather than
+/// after `max_head` of them. A head trickling in a byte at a time is thus
+/// scanned once and parsed about twice, and one that has not ended by
+/// `max_head` bytes is refused as soon as they are in. A head of exactly
+/// `max_head` bytes is accepted.
+pub fn parse_head<'b>(
+    data: &'b [u8],
+    searched: usize,
+    max_head: usize,
+    mut parse: impl FnMut(&'b [u8]) -> httparse::Result<usize>,
+) -> Result<HeadStatus, HeadError> {
+    let window = &data[..data.len().min(max_head)];
+    let mut from = searched;
+    loop {
+        let Some(end) = find_head_end(window, from) else {
+            if searched == 0
+                && !window.is_empty()
+                && let Err(error) = parse(window)
+            {
+                return Err(HeadError::Malformed(error));
+            }
+            if window.len() == max_head {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(HeadStatus::Partial { searched: window.len() });
+        };
+        match parse(window) {
+            Ok(httparse::Status::Complete(len)) => return Ok(HeadStatus::Complete(len)),
+            // That blank line was one httparse skips before the first line.
+            Ok(httparse::Status::Partial) => from = end,
+            Err(error) => return Err(HeadError::Malformed(error)),
+        }
+    }
+}
 
 /// Where the head at the front of `data` ends (just past its blank line),
 /// looking from `from` on: the first end past `from`. A head ends with an
@@ -153,6 +218,75 @@ mod tests {
         assert_eq!(find_head_end(b"\r\n\n", 3), None);
         assert_eq!(find_head_end(b"\n\n\n", 2), Some(3));
         assert_eq!(find_head_end(b"\n\r\n\r\n", 3), Some(5));
+    }
+
+    /// `parse_head` for a response, counting httparse's runs.
+    fn parse_response(
+        data: &[u8],
+        searched: usize,
+        max_head: usize,
+        runs: &mut usize,
+    ) -> Result<HeadStatus, HeadError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        parse_head(data, searched, max_head, |window| {
+            *runs += 1;
+            response.parse(window)
+        })
+    }
+
+    #[test]
+    fn a_head_split_at_every_byte_is_searched_once_and_parsed_once() {
+        // A first look, a blank line before the status line (which httparse
+        // skips), the end: three runs, none for the bytes between.
+        let head = b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let len = head.len() - 2;
+        let (mut searched, mut runs) = (0, 0);
+        for arrived in 0..len {
+            let status = parse_response(&head[..arrived], searched, 1024, &mut runs);
+            assert_eq!(status, Ok(HeadStatus::Partial { searched: arrived }), "{arrived} bytes");
+            searched = arrived;
+        }
+        assert_eq!(runs, 2, "httparse ran for the bytes in between");
+        assert_eq!(parse_response(&head[..len], searched, 1024, &mut runs), Ok(HeadStatus::Complete(len)));
+        assert_eq!(runs, 3);
+        assert_eq!(parse_response(head, 0, 1024, &mut 0), Ok(HeadStatus::Complete(len)), "all at once");
+    }
+
+    #[test]
+    fn a_head_may_end_exactly_at_the_limit_not_past_it() {
+        let head = b"HTTP/1.1 204 No Content\r\nX: y\r\n\r\n";
+        let len = head.len();
+        assert_eq!(parse_response(head, 0, len, &mut 0), Ok(HeadStatus::Complete(len)));
+        assert_eq!(parse_response(&head[..len - 1], 0, len, &mut 0), Ok(HeadStatus::Partial { searched: len - 1 }));
+        // One byte more than the limit: refused once the limit's worth is
+        // in, whether or not the rest has come.
+        assert_eq!(parse_response(head, 0, len - 1, &mut 0), Err(HeadError::TooLarge));
+        assert_eq!(parse_response(&head[..len - 1], 0, len - 1, &mut 0), Err(HeadError::TooLarge));
+        assert_eq!(parse_response(&head[..len - 2], 0, len - 1, &mut 0), Ok(HeadStatus::Partial { searched: len - 2 }));
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_without_parsing_past_it() {
+        let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(100));
+        assert_eq!(parse_response(long.as_bytes(), 0, 64, &mut 0), Err(HeadError::TooLarge));
+        // The end past the limit is not even looked for.
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let mut longest = 0;
+        let status = parse_head(long.as_bytes(), 0, 64, |window| {
+            longest = longest.max(window.len());
+            response.parse(window)
+        });
+        assert_eq!((status, longest), (Err(HeadError::TooLarge), 64));
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(
+            parse_response(many.as_bytes(), 0, 4096, &mut 0),
+            Err(HeadError::Malformed(httparse::Error::TooManyHeaders))
+        );
+        assert!(matches!(parse_response(b"SSH-2.0\r\n\r\n", 0, 64, &mut 0), Err(HeadError::Malformed(_))));
+        // Not HTTP at all: refused on first sight, not after 64 bytes.
+        assert!(matches!(parse_response(b"\x2a\0\0\0", 0, 64, &mut 0), Err(HeadError::Malformed(_))));
     }
 
     #[test]

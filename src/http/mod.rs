@@ -26,7 +26,9 @@
 //!   `Connection: close`);
 //! - [`response`] — a response and its decoder, with limits on head and body;
 //! - [`chunked`] — `Transfer-Encoding: chunked` bodies;
-//! - [`head`] — header rules both sides share: framing, lists, tokens;
+//! - [`head`] — what every head we read shares: finding its end within a
+//!   limit and parsing it (`parse_head`, the WebSocket handshake's too),
+//!   framing, lists, tokens;
 //! - [`client`] — [`Exchange`], one request/response as a state machine,
 //!   with its rules table;
 //! - [`redirect`] — [`Redirects`], the policy across exchanges;

@@ -20,7 +20,7 @@
 
 use super::chunked::ChunkedDecoder;
 use super::error::{Error, excerpt};
-use super::head::{self, FramingError, MAX_HEADERS, find_head_end, list_items};
+use super::head::{self, FramingError, HeadError, HeadStatus, MAX_HEADERS, list_items};
 use super::url::Url;
 
 /// How much of a response we accept.
@@ -210,27 +210,15 @@ enum ParsedHead {
 fn parse_head(data: &[u8], searched: usize, limits: &ResponseLimits) -> Result<ParsedHead, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    // httparse runs only where a blank line says a head may end, so a head
-    // arriving in pieces is not parsed again for every piece.
-    let mut from = searched;
-    let len = loop {
-        let Some(end) = find_head_end(data, from) else {
-            if data.len() > limits.max_head {
-                return Err(Error::HeadTooLarge { limit: limits.max_head });
-            }
-            return Ok(ParsedHead::Partial { searched: data.len() });
-        };
-        match response.parse(data) {
-            Ok(httparse::Status::Complete(len)) => break len,
-            // That blank line was one httparse skips before a status line.
-            Ok(httparse::Status::Partial) => from = end,
-            Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders { limit: MAX_HEADERS }),
-            Err(e) => return Err(Error::Malformed(e.to_string())),
+    let len = match head::parse_head(data, searched, limits.max_head, |window| response.parse(window)) {
+        Ok(HeadStatus::Complete(len)) => len,
+        Ok(HeadStatus::Partial { searched }) => return Ok(ParsedHead::Partial { searched }),
+        Err(HeadError::TooLarge) => return Err(Error::HeadTooLarge { limit: limits.max_head }),
+        Err(HeadError::Malformed(httparse::Error::TooManyHeaders)) => {
+            return Err(Error::TooManyHeaders { limit: MAX_HEADERS });
         }
+        Err(HeadError::Malformed(e)) => return Err(Error::Malformed(e.to_string())),
     };
-    if len > limits.max_head {
-        return Err(Error::HeadTooLarge { limit: limits.max_head });
-    }
     // A complete parse has a code.
     let status = response.code.unwrap_or_default();
     match status {

@@ -13,7 +13,7 @@
 //! [`RequestHead::chunked`] says one was announced, so the caller can answer
 //! and close rather than take the body for the next request.
 
-use super::head::{self, MAX_HEADERS, has_token};
+use super::head::{self, HeadError, HeadStatus, MAX_HEADERS, has_token};
 
 /// Why a request cannot be served; [`status`](Self::status) is the answer
 /// to send before closing.
@@ -76,20 +76,18 @@ impl RequestHead<'_> {
 
 /// Parses the request head at the front of `data`: `Ok(None)` while it is
 /// incomplete (keep the bytes, add the next ones, call again), or an error
-/// to answer with. A head over `max_head` bytes is refused as soon as that
-/// many bytes have arrived without its end.
+/// to answer with. A head that has not ended within `max_head` bytes is
+/// refused as soon as that many bytes have arrived ([`head::parse_head`]).
 pub fn parse_request_head(data: &[u8], max_head: usize) -> Result<Option<RequestHead<'_>>, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(data) {
-        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+    let len = match head::parse_head(data, 0, max_head, |window| request.parse(window)) {
+        Ok(HeadStatus::Complete(len)) => len,
+        Ok(HeadStatus::Partial { .. }) => return Ok(None),
+        Err(HeadError::TooLarge | HeadError::Malformed(httparse::Error::TooManyHeaders)) => {
             return Err(RequestError::HeadTooLarge);
         }
-        // Incomplete, and already past the limit: it can only get bigger.
-        Ok(httparse::Status::Partial) if data.len() > max_head => return Err(RequestError::HeadTooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(RequestError::Malformed),
+        Err(HeadError::Malformed(_)) => return Err(RequestError::Malformed),
     };
     // A complete parse has all three.
     let (Some(method), Some(target), Some(minor_version)) = (request.method, request.path, request.version) else {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::douyu::ClientSession;
 use crate::plural::plural;
 use crate::reactor::{EntryToken, Reactor};
-use crate::websocket::{ClientRequest, Limits, WebSocket};
+use crate::websocket::{Limits, WebSocket};
 
 use super::MonitorState;
 use super::endpoint::Endpoint;
@@ -100,7 +100,7 @@ impl MonitorState {
                 let link = match &endpoint.transport {
                     Transport::Tcp => Link::Direct,
                     Transport::WebSocket { path, .. } => {
-                        let request = ClientRequest { path: path.clone(), ..ClientRequest::new(endpoint.authority()) };
+                        let request = endpoint.upgrade_request(path);
                         let key =
                             (u128::from(self.rng.next_u64()) << 64 | u128::from(self.rng.next_u64())).to_le_bytes();
                         match WebSocket::client(&request, Limits::default(), key, self.rng.next_u64()) {

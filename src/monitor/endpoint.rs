@@ -10,6 +10,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::douyu::web::{DESKTOP_USER_AGENT, DOUYU_ORIGIN, DOUYU_REFERER};
+use crate::websocket::ClientRequest;
+
 /// How bytes reach the server.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -53,6 +56,19 @@ impl Endpoint {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The WebSocket upgrade request for `path` on this endpoint, with the
+    /// headers Douyu's web player sends (Douyu requires none of them; they
+    /// cost nothing and make us look like the player).
+    pub fn upgrade_request(&self, path: &str) -> ClientRequest {
+        ClientRequest {
+            path: path.to_string(),
+            origin: Some(DOUYU_ORIGIN.to_string()),
+            referer: Some(DOUYU_REFERER.to_string()),
+            user_agent: Some(DESKTOP_USER_AGENT.to_string()),
+            ..ClientRequest::new(self.authority())
         }
     }
 
@@ -144,6 +160,22 @@ mod tests {
         assert_eq!(parse("ws://127.0.0.1:80").transport.scheme(), "ws");
         let v6 = parse("wss://[::1]:8501/");
         assert_eq!((v6.host.as_str(), v6.authority()), ("::1", "[::1]:8501".to_string()));
+    }
+
+    #[test]
+    fn the_upgrade_request_looks_like_douyus_web_player() {
+        let request = parse("wss://danmuproxy.douyu.com:8502/sub").upgrade_request("/sub");
+        let mut out = Vec::new();
+        request.encode("dGhlIHNhbXBsZSBub25jZQ==", &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /sub HTTP/1.1\r\nHost: danmuproxy.douyu.com:8502\r\n"), "{text}");
+        for line in [
+            "Origin: https://www.douyu.com".to_string(),
+            "Referer: https://www.douyu.com/".to_string(),
+            format!("User-Agent: {DESKTOP_USER_AGENT}"),
+        ] {
+            assert!(text.contains(&format!("\r\n{line}\r\n")), "{line} missing from {text}");
+        }
     }
 
     #[test]

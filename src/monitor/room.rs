@@ -15,6 +15,7 @@
 //! room counts as connected once the server's `101` arrives.
 
 use std::cell::RefCell;
+use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -29,6 +30,12 @@ use super::{MonitorState, Received};
 pub(crate) const TIMER_SESSION: u64 = 0;
 /// Asked from outside (shutdown, room removed): log out and close.
 pub(crate) const TIMER_LOGOUT: u64 = 1;
+
+/// Most bytes a room may have queued and not yet written. What a room
+/// sends is tiny — a heartbeat every 45 s, a logout, a pong — so this much
+/// means the server stopped reading; the connection ends, rather than let a
+/// server that keeps talking (pings we must answer) grow our memory.
+pub(crate) const MAX_UNSENT: usize = 64 * 1024;
 
 /// How the connection carries Douyu packets.
 pub(crate) enum Link {
@@ -141,6 +148,14 @@ impl RoomConn {
             return;
         }
         self.send_link_output(ctx);
+        let unsent = ctx.pending_output();
+        if unsent > MAX_UNSENT {
+            let message = format!("the server stopped reading: {unsent} bytes unsent (at most {MAX_UNSENT})");
+            // Nothing queued would ever be read: drop it with the connection.
+            self.close_reason.get_or_insert(CloseReason::Io { kind: io::ErrorKind::QuotaExceeded, message });
+            ctx.abort();
+            return;
+        }
         self.timer.set(ctx, self.session.next_deadline(), TIMER_SESSION);
     }
 

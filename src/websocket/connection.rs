@@ -16,7 +16,7 @@
 //! | `AwaitingRequest` | a bad request | queue 400 (426 for the version); `Closed(Handshake)` | `Closed` |
 //! | `Open`, `CloseSent` | binary frame | payload to the reader | same |
 //! | `Open`, `CloseSent` | text frame | skipped, counted | same |
-//! | `Open` | ping | queue a pong with the same payload | `Open` |
+//! | `Open` | ping | hold a pong with its payload, replacing one held | `Open` |
 //! | `Open`, `CloseSent` | pong | ignored, counted | same |
 //! | `Open` | close frame | queue a close with the same code; `Closed(PeerClosed)` | `Closed` |
 //! | `CloseSent` | close frame | `Closed(LocallyClosed)` | `Closed` |
@@ -25,6 +25,12 @@
 //! | handshaking | send_*() | the frame waits until the handshake is done | same |
 //! | handshaking | close() | waiting frames dropped; `Closed(LocallyClosed)` | `Closed` |
 //! | `Closed` | anything | ignored | `Closed` |
+//!
+//! A peer that pings and never reads cannot pile pongs up here: at most
+//! one is held, for the latest ping not yet answered (RFC 6455 §5.5.3
+//! allows answering only that one). It goes out with the next frame we
+//! queue or the next `poll_transmit`, whichever comes first, so it never
+//! follows our close frame.
 //!
 //! Frames may be sent from the start: they wait behind the handshake (a
 //! client must not send any before the 101). So the owner can treat the
@@ -218,6 +224,8 @@ pub struct WebSocket {
     incoming: Option<Incoming>,
     stream: PayloadStream,
     transmit: Vec<u8>,
+    /// The pong for the latest ping not answered yet: its payload.
+    pong: Option<Vec<u8>>,
     /// Frames sent during the handshake, released behind it.
     held: Vec<u8>,
     events: VecDeque<Event>,
@@ -255,6 +263,7 @@ impl WebSocket {
             incoming: None,
             stream: PayloadStream::new(limits.max_unread),
             transmit: Vec::new(),
+            pong: None,
             held: Vec::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -407,7 +416,10 @@ impl WebSocket {
             Opcode::Ping => {
                 self.stats.pings += 1;
                 if matches!(self.phase, Phase::Open) {
-                    self.send_frame(true, Opcode::Pong, payload);
+                    // Replaces an unsent one (see the module docs).
+                    let pong = self.pong.get_or_insert_default();
+                    pong.clear();
+                    pong.extend_from_slice(payload);
                 }
             }
             Opcode::Pong => self.stats.pongs += 1,
@@ -526,6 +538,18 @@ impl WebSocket {
     }
 
     fn send_frame(&mut self, fin: bool, opcode: Opcode, payload: &[u8]) {
+        self.release_pong();
+        self.encode_frame(fin, opcode, payload);
+    }
+
+    /// Queues the held pong, if any, behind what is queued already.
+    fn release_pong(&mut self) {
+        if let Some(pong) = self.pong.take() {
+            self.encode_frame(true, Opcode::Pong, &pong);
+        }
+    }
+
+    fn encode_frame(&mut self, fin: bool, opcode: Opcode, payload: &[u8]) {
         let mask = match self.role {
             Role::Client => Some(self.masks.next_u64().to_le_bytes()[..4].try_into().expect("4 of 8 bytes")),
             Role::Server => None,
@@ -542,6 +566,7 @@ impl WebSocket {
     /// dropped). None is kept: a client sends a few frames a minute, and
     /// the upgrade request's buffer would stay for the connection's life.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> bool {
+        self.release_pong();
         if self.transmit.is_empty() {
             return false;
         }

@@ -13,11 +13,12 @@
 //!                                                    base64(SHA-1(key + GUID))
 //! ```
 //!
-//! Everything here is a pure function over bytes. Heads are parsed by
-//! `httparse` within a fixed window (`max_head`): a head that has not ended
-//! by then is an error, not a reason to buffer more. The checkers return how
-//! long the head was, so the bytes after it (frames that came in the same
-//! read) stay with the caller.
+//! Everything here is a pure function over bytes. Heads are read by
+//! [`http::head::parse_head`](crate::http::head::parse_head), as every HTTP
+//! head is, within `max_head` bytes: a head that has not ended by then is an
+//! error, not a reason to buffer more. The checkers return how long the head
+//! was, so the bytes after it (frames that came in the same read) stay with
+//! the caller.
 
 use std::fmt;
 
@@ -25,18 +26,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use crate::http::head::{self, HeadError, HeadStatus, MAX_HEADERS};
+
 /// Fixed by RFC 6455 §1.3 and appended to every key.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/// Header lines parsed per head; more is an error (`TooManyHeaders`).
-const MAX_HEADERS: usize = 64;
-
-/// The `Origin` the Douyu web player sends.
-pub const DOUYU_ORIGIN: &str = "https://www.douyu.com";
-/// The `Referer` the Douyu web player sends.
-pub const DOUYU_REFERER: &str = "https://www.douyu.com/";
-/// A current desktop Chrome.
-pub const DESKTOP_USER_AGENT: &str =
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/138.0.0.0 Safari/537.36";
 
 /// `Sec-WebSocket-Key` for 16 random bytes: their base64.
 pub fn encode_key(random: [u8; 16]) -> String {
@@ -91,8 +84,9 @@ impl fmt::Display for HandshakeError {
 
 impl std::error::Error for HandshakeError {}
 
-/// A client's upgrade request. The defaults are what Douyu's web player
-/// sends; none of them is required by Douyu, and they cost nothing.
+/// A client's upgrade request. `Origin`, `Referer` and `User-Agent` are
+/// the caller's to give (a browser sends all three); none is sent unless
+/// given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRequest {
     /// `Host`: the server's name, with `:port` unless it is the scheme's
@@ -100,11 +94,11 @@ pub struct ClientRequest {
     pub host: String,
     /// The request target (`/`).
     pub path: String,
-    /// `Origin` ([`DOUYU_ORIGIN`]); `None` sends none.
+    /// `Origin`; `None` sends none.
     pub origin: Option<String>,
-    /// `Referer` ([`DOUYU_REFERER`]).
+    /// `Referer`; `None` sends none.
     pub referer: Option<String>,
-    /// `User-Agent` ([`DESKTOP_USER_AGENT`]).
+    /// `User-Agent`; `None` sends none.
     pub user_agent: Option<String>,
 }
 
@@ -124,15 +118,10 @@ impl fmt::Display for InvalidHeader {
 impl std::error::Error for InvalidHeader {}
 
 impl ClientRequest {
-    /// A request for `/` on `host` with Douyu's web headers.
+    /// A request for `/` on `host`, with no `Origin`, `Referer` or
+    /// `User-Agent` (set the fields to send them).
     pub fn new(host: impl Into<String>) -> Self {
-        ClientRequest {
-            host: host.into(),
-            path: "/".to_string(),
-            origin: Some(DOUYU_ORIGIN.to_string()),
-            referer: Some(DOUYU_REFERER.to_string()),
-            user_agent: Some(DESKTOP_USER_AGENT.to_string()),
-        }
+        ClientRequest { host: host.into(), path: "/".to_string(), origin: None, referer: None, user_agent: None }
     }
 
     /// Appends the request head carrying `key` (from [`encode_key`]).
@@ -262,21 +251,18 @@ pub fn encode_reject(error: &HandshakeError, out: &mut Vec<u8>) {
     out.extend_from_slice(head);
 }
 
-/// Runs `parse` on at most `max_head` bytes of `buf`: the head's length once
-/// it has ended, `None` while it may still end within the window.
+/// Reads the head at the front of `buf` with `parse`: its length once it
+/// has ended, `None` while it may still end within `max_head` bytes.
 fn parse_head<'b>(
     buf: &'b [u8],
     max_head: usize,
-    parse: impl FnOnce(&'b [u8]) -> httparse::Result<usize>,
+    parse: impl FnMut(&'b [u8]) -> httparse::Result<usize>,
 ) -> Result<Option<usize>, HandshakeError> {
-    let window = &buf[..buf.len().min(max_head)];
-    match parse(window) {
-        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
-        Ok(httparse::Status::Partial) if window.len() == max_head => {
-            Err(HandshakeError::HeadTooLarge { max: max_head })
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(error) => Err(HandshakeError::Malformed(error)),
+    match head::parse_head(buf, 0, max_head, parse) {
+        Ok(HeadStatus::Complete(len)) => Ok(Some(len)),
+        Ok(HeadStatus::Partial { .. }) => Ok(None),
+        Err(HeadError::TooLarge) => Err(HandshakeError::HeadTooLarge { max: max_head }),
+        Err(HeadError::Malformed(error)) => Err(HandshakeError::Malformed(error)),
     }
 }
 
@@ -338,27 +324,33 @@ mod tests {
     }
 
     #[test]
-    fn the_request_carries_every_header_douyu_clients_send() {
-        let text = String::from_utf8(request_for(KEY)).unwrap();
-        assert!(text.starts_with("GET / HTTP/1.1\r\nHost: danmuproxy.douyu.com:8502\r\n"), "{text}");
+    fn the_request_carries_the_upgrade_and_the_headers_given() {
+        let browser = ClientRequest {
+            path: "/chat".into(),
+            origin: Some("https://example.com".into()),
+            referer: Some("https://example.com/room".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+            ..ClientRequest::new("danmuproxy.douyu.com:8502")
+        };
+        let mut out = Vec::new();
+        browser.encode(KEY, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /chat HTTP/1.1\r\nHost: danmuproxy.douyu.com:8502\r\n"), "{text}");
         for line in [
             "Upgrade: websocket",
             "Connection: Upgrade",
             &format!("Sec-WebSocket-Key: {KEY}"),
             "Sec-WebSocket-Version: 13",
-            "Origin: https://www.douyu.com",
-            "Referer: https://www.douyu.com/",
-            &format!("User-Agent: {DESKTOP_USER_AGENT}"),
+            "Origin: https://example.com",
+            "Referer: https://example.com/room",
+            "User-Agent: Mozilla/5.0 (X11; Linux x86_64)",
         ] {
             assert!(text.contains(&format!("\r\n{line}\r\n")), "{line} missing from {text}");
         }
         assert!(text.ends_with("\r\n\r\n"));
 
-        let bare = ClientRequest { origin: None, referer: None, user_agent: None, ..ClientRequest::new("h") };
-        let mut out = Vec::new();
-        bare.encode(KEY, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(!text.contains("Origin") && !text.contains("Referer") && !text.contains("User-Agent"));
+        let text = String::from_utf8(request_for(KEY)).unwrap();
+        assert!(!text.contains("Origin") && !text.contains("Referer") && !text.contains("User-Agent"), "{text}");
     }
 
     #[test]
