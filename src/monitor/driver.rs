@@ -174,7 +174,11 @@ impl MonitorState {
                     CloseReason::Session(crate::douyu::CloseReason::BadRoomId) => {
                         log::error!("room {room}: closed ({reason}) — use the room's real numeric id; {when}")
                     }
-                    CloseReason::Session(crate::douyu::CloseReason::Protocol(_)) => {
+                    // A server that breaks its protocol (Douyu's or the
+                    // WebSocket's) is news; a refused or dropped connection
+                    // is what failover and backoff exist for.
+                    CloseReason::Session(crate::douyu::CloseReason::Protocol(_))
+                    | CloseReason::WebSocket(crate::websocket::CloseReason::Protocol(_)) => {
                         log::warn!("room {room}: closed ({reason}); {when}")
                     }
                     _ => log::info!("room {room}: closed ({reason}); {when}"),
