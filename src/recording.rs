@@ -111,9 +111,14 @@ impl Pace {
     /// about is due at `now`, and anchors all the others.
     pub fn due(&mut self, ts_ms: u64, now: Instant) -> Instant {
         let (first_ts, started) = *self.origin.get_or_insert((ts_ms, now));
-        let offset = Duration::from_millis(ts_ms.saturating_sub(first_ts)).div_f64(self.speed);
-        // A `ts` ages away is no reason to overflow the clock.
-        started.checked_add(offset).unwrap_or(now + Duration::from_secs(86_400 * 365))
+        // A `ts` ages away, or a tiny speed, is no reason to overflow the
+        // clock (`Duration::div_f64` panics past its range): such a line is
+        // due in a year.
+        let seconds = ts_ms.saturating_sub(first_ts) as f64 / 1000.0 / self.speed;
+        Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|offset| started.checked_add(offset))
+            .unwrap_or(now + Duration::from_secs(86_400 * 365))
     }
 }
 
@@ -273,6 +278,11 @@ mod tests {
         assert_eq!(pace.due(14_000, later), start + Duration::from_secs(2));
         assert_eq!(pace.due(9_000, later), start, "a ts before the first is due at once");
         assert!(pace.due(u64::MAX, later) > later, "no overflow");
+        // A speed the command line accepts, however small, cannot panic.
+        let mut crawl = Pace::new(1e-300);
+        assert_eq!(crawl.due(0, start), start);
+        assert!(crawl.due(3_600_000, start) > start + Duration::from_secs(86_400), "an hour at 1e-300 is far away");
+        assert!(crawl.due(u64::MAX, start) > start);
     }
 
     proptest! {

@@ -41,8 +41,11 @@ pub enum HeadError {
 /// `httparse` runs only on the first `max_head` bytes, and only where a
 /// blank line says a head may end — or on a first look (`searched` 0), so
 /// that bytes that are not HTTP at all are refused at once rather than
-/// after `max_head` of them. A head trickling in a byte at a time is thus
-/// scanned once and parsed about twice, and one that has not ended by
+/// after `max_head` of them. A caller that keeps `searched` (the response
+/// decoder) thus scans a head trickling in a byte at a time once and parses
+/// it about twice; one that passes 0 on every read (the request reader and
+/// the handshakes, which keep no state) scans and parses it again on every
+/// read, at most `max_head` bytes each time. A head that has not ended by
 /// `max_head` bytes is refused as soon as they are in. A head of exactly
 /// `max_head` bytes is accepted.
 pub fn parse_head<'b>(

@@ -76,8 +76,10 @@
 //! *After an attempt* (the actions say so with `Retry`), the attempt
 //! **failed** if it never joined, or if it died within
 //! [`Timing::failure_window`] (5 s) of connecting: a server that drops every
-//! room right after the join must not be hammered. A connection that lived
-//! [`Timing::healthy_after`] (30 s) resets the backoff. A failed attempt
+//! room right after the join must not be hammered. A room that stayed
+//! joined for [`Timing::healthy_after`] (30 s) resets the backoff (a
+//! connection stuck logging in as long, with a raised login timeout,
+//! does not). A failed attempt
 //! tries the next address at once while some are untried (every resolved
 //! address of every server, in turn); otherwise the room backs off: a
 //! random delay up to 1 s, doubling to 60 s ([`Backoff`]), and the last
@@ -272,7 +274,7 @@ pub(crate) enum Opening {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timing {
     pub(crate) connect_timeout: Duration,
-    /// A connection that lived this long resets the backoff.
+    /// A joined connection that lived this long resets the backoff.
     pub(crate) healthy_after: Duration,
     /// A connection that ends sooner than this after connecting failed.
     pub(crate) failure_window: Duration,
@@ -393,8 +395,8 @@ impl Lifecycle {
                 actions.push(Action::CheckStatus);
                 actions.push(Action::SayJoined);
             }
-            (LoggingIn { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                self.attempt_ended(reason, Reached::Connected { since }, env, actions);
+            (LoggingIn { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
+                self.attempt_ended(reason, Reached::Connected, env, actions);
             }
             (Joined { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 self.attempt_ended(reason, Reached::Joined { since }, env, actions);
@@ -462,8 +464,7 @@ impl Lifecycle {
         self.reconnects += 1;
         self.next_address += 1;
         let (joined, lived) = match reached {
-            Reached::Nothing => (false, Duration::ZERO),
-            Reached::Connected { since } => (false, env.now.saturating_duration_since(since)),
+            Reached::Nothing | Reached::Connected => (false, Duration::ZERO),
             Reached::Joined { since } => (true, env.now.saturating_duration_since(since)),
         };
         if lived >= env.timing.healthy_after {
@@ -503,8 +504,9 @@ impl Lifecycle {
 enum Reached {
     /// It never connected (refused, timed out, no socket).
     Nothing,
-    /// It connected at `since` and never joined.
-    Connected { since: Instant },
+    /// It connected and never joined (however long it tried: only a
+    /// joined room was healthy).
+    Connected,
     /// It connected at `since` and joined.
     Joined { since: Instant },
 }
@@ -710,6 +712,24 @@ mod tests {
         let delay = room.closes(CloseReason::ServerClosed);
         assert!(delay <= Duration::from_secs(1), "from the start again: {delay:?}");
         assert_eq!(room.life.backoff.failures(), 1);
+    }
+
+    #[test]
+    fn thirty_seconds_of_logging_in_is_no_health() {
+        let mut room = Room::new(1);
+        room.on(Event::Added);
+        for _ in 0..4 {
+            room.on(Event::PacerTurn);
+            let delay = room.closes(io_error());
+            room.pass(delay);
+            room.on(Event::Timer);
+        }
+        room.on(Event::PacerTurn);
+        let attempt = room.attempt();
+        room.on(Event::Connected { attempt });
+        room.pass(Duration::from_secs(40));
+        room.closes(CloseReason::Session(douyu::CloseReason::LoginTimeout));
+        assert_eq!(room.life.backoff.failures(), 5, "connected but never joined: still failing");
     }
 
     #[test]

@@ -21,7 +21,10 @@
 //!   [`LIVE_TYPE`]. A room has at most one read waiting
 //!   ([`Priority::Background`]), so when rooms outnumber what the fetcher
 //!   starts in a `status_check` (20 a second), reads do not pile up: each
-//!   room is read about every rooms ÷ 20 s instead.
+//!   room is read about every rooms ÷ 20 s instead. (The fetcher has no
+//!   cancel: a room removed while its fetches wait leaves them to run, and
+//!   their answers, for a room that is gone, are dropped; a SIGHUP can thus
+//!   add a room's worth of stale fetches, no more.)
 
 use std::cell::RefCell;
 use std::rc::Rc;

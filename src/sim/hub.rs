@@ -345,8 +345,8 @@ impl Hub {
         }
         if self.playback.is_some() {
             log::info!(
-                "recording so far: {} messages played, {} while nobody was in their room",
-                s.replayed,
+                "recording so far: {} played, {} while nobody was in their room",
+                plural(s.replayed, "message"),
                 s.replayed_unheard
             );
         }

@@ -68,6 +68,7 @@ mod transport;
 pub mod vocabulary;
 pub mod web;
 
+use crate::plural::plural;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
@@ -329,7 +330,7 @@ pub fn start(reactor: &mut Reactor, config: SimConfig) -> io::Result<SimServer> 
             "playing {} at {}× once clients are in {}",
             replay.path.display(),
             replay.speed,
-            if replay.start_rooms == 1 { "a room".to_string() } else { format!("{} rooms", replay.start_rooms) }
+            plural(replay.start_rooms as u64, "room")
         );
     }
     log::info!("simulated Douyu server listening on {local_addr} ({transport})");

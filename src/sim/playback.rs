@@ -26,6 +26,8 @@
 //! counted and go nowhere. At the end of the recording the rooms fall
 //! silent, and the server goes on serving.
 
+use crate::monitor::visible::visible;
+use crate::plural::plural;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -183,7 +185,7 @@ impl Playback {
     /// that is enough (and it had not started).
     pub(crate) fn rooms_joined(&mut self, rooms: usize, now: Instant) {
         if self.started.is_none() && rooms >= self.start_rooms {
-            log::info!("clients in {rooms} rooms: playing the recording");
+            log::info!("clients in {}: playing the recording", plural(rooms as u64, "room"));
             self.started = Some(now);
         }
     }
@@ -244,8 +246,10 @@ impl ReadTally {
         let ReadTally { lines, malformed, left_out, cut_short } = *self;
         let end = if cut_short { "the recording could not be read to its end" } else { "the recording is played" };
         log::info!(
-            "{end}: {played} messages played ({unheard} while nobody was in their room) of {lines} lines; \
-             skipped: {malformed} malformed, {left_out} session replies or barrage's own; the rooms are silent now"
+            "{end}: {} played ({unheard} while nobody was in their room) of {}; \
+             skipped: {malformed} malformed, {left_out} session replies or barrage's own; the rooms are silent now",
+            plural(played, "message"),
+            plural(lines, "line")
         );
     }
 }
@@ -279,7 +283,8 @@ fn read_recording(mut reader: impl BufRead, name: &str, feed: &LoopSender<Fed>, 
         let recorded = match recorded {
             Ok(recorded) => recorded,
             Err(why) => {
-                log::warn!("{name}:{number}: {why}; skipped");
+                // serde quotes the line's unknown keys: recorded server text.
+                log::warn!("{name}:{number}: {}; skipped", visible(&why.to_string()));
                 tally.malformed += 1;
                 continue;
             }

@@ -456,6 +456,7 @@ impl WebSocket {
     fn finish(&mut self, reason: CloseReason) {
         self.phase = Phase::Closed;
         self.incoming = None;
+        self.pong = None;
         self.held = Vec::new();
         self.stream.clear();
         self.events.push_back(Event::Closed(reason));
