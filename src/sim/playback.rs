@@ -33,7 +33,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::douyu::frame::{self, SERVER_TO_CLIENT};
 use crate::reactor::{LoopSender, Reactor};
@@ -130,7 +130,13 @@ pub(crate) struct Playback {
     ended: Option<ReadTally>,
     /// The end was logged.
     finished: bool,
+    /// The next line is due over [`LONG_WAIT`] away, and the log said so.
+    long_wait_said: bool,
 }
+
+/// A gap in the recording's `ts` this long (a clock step, a day between
+/// sessions) is said in the log, or the playback would seem stuck.
+const LONG_WAIT: Duration = Duration::from_secs(3600);
 
 /// Opens `replay`'s recording; the error names it. (A directory opens,
 /// and fails only at the first read: it is refused here.)
@@ -173,6 +179,7 @@ impl Playback {
             asked: true,
             ended: None,
             finished: false,
+            long_wait_said: false,
         }
     }
 
@@ -213,9 +220,19 @@ impl Playback {
     fn pop_due(&mut self, now: Instant) -> Option<Line> {
         let started = self.started?;
         let head = self.queue.front()?;
-        if self.pace.due(head.ts_ms, started) > now {
+        let due = self.pace.due(head.ts_ms, started);
+        if due > now {
+            if !self.long_wait_said && due.duration_since(now) > LONG_WAIT {
+                let hours = due.duration_since(now).as_secs_f64() / 3600.0;
+                log::info!(
+                    "the next recorded line (ts {}) is due in {hours:.1} h: the playback waits for it",
+                    head.ts_ms
+                );
+                self.long_wait_said = true;
+            }
             return None;
         }
+        self.long_wait_said = false;
         let line = self.queue.pop_front()?;
         self.queued_bytes -= line.frame.len();
         Some(line)
