@@ -511,23 +511,7 @@ fn only_the_room_that_meets_it_fails(test: &str, broken: Broken, expected: &str,
     let board = Switchboard::start(Route::To(healthy_addr), rest);
     let mut watch = watch_wss(&ca, &board.addr.to_string(), flags, &ROOMS);
 
-    watch.wait_for("messages in one room", DEADLINE, |seen| seen.rooms.values().any(|room| room.cids.len() >= 20));
-    let good = *watch.seen.rooms.iter().find(|(_, room)| room.cids.len() >= 20).expect("a room with messages").0;
-    let bad = ROOMS.into_iter().find(|&room| room != good).unwrap();
-    let closed = format!("room {bad}: closed (");
-    watch
-        .wait_stderr(&format!("three ended attempts of room {bad}"), DEADLINE, |log| log.matches(&closed).count() >= 3);
-    let before = watch.seen.messages(good);
-    watch.wait_for(&format!("room {good}'s messages going on"), DEADLINE, |seen| seen.messages(good) >= before + 20);
-    let (status, took) = watch.stop_with("TERM");
-    assert!(status.success() && took < SHUTDOWN_LIMIT, "exit {status} after {took:?}\n{}", watch.report());
-    watch.read_to_end(DEADLINE);
-
-    // The healthy room: untouched.
-    assert_eq!(watch.seen.count(good, "loginres"), 1, "room {good} reconnected\n{}", watch.report());
-    assert_contiguous(&watch.seen.room(good).cids, Some(1), &format!("room {good}, next to {test}"));
-    let log = watch.stderr();
-    assert!(!log.contains(&format!("room {good}: closed")), "room {good} closed\n{log}");
+    let (bad, log) = one_room_broken_one_untouched(&mut watch, ROOMS, 3, test);
     // The broken room: nothing written, one clear line per ended attempt.
     let written = watch.seen.room(bad).lines;
     assert_eq!(written, 0, "room {bad} wrote lines\n{}", watch.report());
@@ -601,21 +585,8 @@ fn a_server_that_pings_and_never_reads_is_left_not_buffered_for() {
     // Every readiness read at once (no coalescing), so pings come in many reads.
     let mut watch = Watch::start(&["--poll-interval", "0", "--server", &url, "211", "212"]);
 
-    watch.wait_for("messages in one room", DEADLINE, |seen| seen.rooms.values().any(|room| room.cids.len() >= 20));
-    let good = *watch.seen.rooms.iter().find(|(_, room)| room.cids.len() >= 20).expect("a room with messages").0;
-    let bad = ROOMS.into_iter().find(|&room| room != good).unwrap();
+    let (bad, log) = one_room_broken_one_untouched(&mut watch, ROOMS, 2, "a ping flood");
     let closed = format!("room {bad}: closed (");
-    watch.wait_stderr(&format!("two ended attempts of room {bad}"), DEADLINE, |log| log.matches(&closed).count() >= 2);
-    let before = watch.seen.messages(good);
-    watch.wait_for(&format!("room {good}'s messages going on"), DEADLINE, |seen| seen.messages(good) >= before + 20);
-    let (status, took) = watch.stop_with("TERM");
-    assert!(status.success() && took < SHUTDOWN_LIMIT, "exit {status} after {took:?}\n{}", watch.report());
-    watch.read_to_end(DEADLINE);
-
-    assert_eq!(watch.seen.count(good, "loginres"), 1, "room {good} reconnected\n{}", watch.report());
-    assert_contiguous(&watch.seen.room(good).cids, Some(1), &format!("room {good}, next to a ping flood"));
-    let log = watch.stderr();
-    assert!(!log.contains(&format!("room {good}: closed")), "room {good} closed\n{log}");
     let lines: Vec<&str> = log.lines().filter(|line| line.contains(&closed)).collect();
     for line in &lines {
         // room 212: closed (the server stopped reading: 65612 bytes unsent (at most 65536)); reconnecting in 0.9 s
@@ -749,4 +720,30 @@ fn http_body(addr: SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+}
+
+/// Two rooms, one behind a healthy server and one behind a broken one:
+/// waits for the healthy room's messages, `attempts` ended attempts of the
+/// broken one and more messages of the healthy one, stops with SIGTERM
+/// within the shutdown limit, and checks that the healthy room was
+/// untouched (one login, every `cid`, never closed). Returns the broken
+/// room and the log.
+fn one_room_broken_one_untouched(watch: &mut Watch, rooms: [u64; 2], attempts: usize, next_to: &str) -> (u64, String) {
+    watch.wait_for("messages in one room", DEADLINE, |seen| seen.rooms.values().any(|room| room.cids.len() >= 20));
+    let good = *watch.seen.rooms.iter().find(|(_, room)| room.cids.len() >= 20).expect("a room with messages").0;
+    let bad = rooms.into_iter().find(|&room| room != good).unwrap();
+    let closed = format!("room {bad}: closed (");
+    watch.wait_stderr(&format!("{attempts} ended attempts of room {bad}"), DEADLINE, |log| {
+        log.matches(&closed).count() >= attempts
+    });
+    let before = watch.seen.messages(good);
+    watch.wait_for(&format!("room {good}'s messages going on"), DEADLINE, |seen| seen.messages(good) >= before + 20);
+    let (status, took) = watch.stop_with("TERM");
+    assert!(status.success() && took < SHUTDOWN_LIMIT, "exit {status} after {took:?}\n{}", watch.report());
+    watch.read_to_end(DEADLINE);
+    assert_eq!(watch.seen.count(good, "loginres"), 1, "room {good} reconnected\n{}", watch.report());
+    assert_contiguous(&watch.seen.room(good).cids, Some(1), &format!("room {good}, next to {next_to}"));
+    let log = watch.stderr();
+    assert!(!log.contains(&format!("room {good}: closed")), "room {good} closed\n{log}");
+    (bad, log)
 }
