@@ -693,16 +693,24 @@ mod tests {
         assert_eq!(room.life.backoff.failures(), 2, "6 s is not healthy yet (no reset before 30 s)");
     }
 
+    impl Room {
+        /// A room on one address whose first four attempts failed at once.
+        fn failed_four_times() -> Room {
+            let mut room = Room::new(1);
+            room.on(Event::Added);
+            for _ in 0..4 {
+                room.on(Event::PacerTurn);
+                let delay = room.closes(io_error());
+                room.pass(delay);
+                room.on(Event::Timer);
+            }
+            room
+        }
+    }
+
     #[test]
     fn thirty_seconds_of_health_resets_the_backoff() {
-        let mut room = Room::new(1);
-        room.on(Event::Added);
-        for _ in 0..4 {
-            room.on(Event::PacerTurn);
-            let delay = room.closes(io_error());
-            room.pass(delay);
-            room.on(Event::Timer);
-        }
+        let mut room = Room::failed_four_times();
         assert_eq!(room.life.backoff.failures(), 4);
         room.on(Event::PacerTurn);
         let attempt = room.attempt();
@@ -716,14 +724,7 @@ mod tests {
 
     #[test]
     fn thirty_seconds_of_logging_in_is_no_health() {
-        let mut room = Room::new(1);
-        room.on(Event::Added);
-        for _ in 0..4 {
-            room.on(Event::PacerTurn);
-            let delay = room.closes(io_error());
-            room.pass(delay);
-            room.on(Event::Timer);
-        }
+        let mut room = Room::failed_four_times();
         room.on(Event::PacerTurn);
         let attempt = room.attempt();
         room.on(Event::Connected { attempt });
