@@ -335,6 +335,29 @@ fn failed_look_ups_back_off_while_the_rooms_join_as_written() {
 }
 
 #[test]
+fn a_site_that_fails_every_room_names_a_few_and_does_not_flood_the_log() {
+    // Douyu's site down: every room's look-up fails. A warning each would
+    // bury the log at ten thousand rooms; a few are named, the rest wait
+    // for one line that counts them (a minute later, not waited for here).
+    let rooms: Vec<u64> = (200_001..=200_012).collect();
+    let mut world = World::start(
+        "site-down",
+        &rooms,
+        |sim| sim.web.as_mut().unwrap().faults.add(WebFault::ServerError { every: 1 }),
+        |_| {},
+    );
+    let first_failures = || captured::matching("joining it as written, trying again");
+    world.wait("every room's first failed look-up", |_, _| first_failures().len() >= rooms.len());
+    let failures = first_failures();
+    let warned = failures.iter().filter(|(_, line)| line.starts_with("WARN")).count();
+    assert_eq!(warned, 5, "five rooms named, the other seven quiet:\n{}", captured::all());
+    for room in &rooms {
+        let said = failures.iter().filter(|(_, line)| line.contains(&format!("room {room}: "))).count();
+        assert_eq!(said, 1, "room {room}: its first failure logged once (warn or debug)\n{}", captured::all());
+    }
+}
+
+#[test]
 fn a_slow_look_up_joins_as_written_after_the_wait_and_then_the_real_room() {
     let mut world = World::start(
         "slow",

@@ -34,13 +34,19 @@ use crate::douyu::web::{self, DESKTOP_USER_AGENT, DOUYU_REFERER, MOBILE_USER_AGE
 use crate::douyu::{LiveStatus, Message, stt};
 use crate::fetch::Priority;
 use crate::http::{Request, Response};
+use crate::plural::plural;
 use crate::reactor::{Reactor, TimerHandle};
 
 use super::MonitorState;
 use super::backoff::Backoff;
 use super::lifecycle::Event;
 use super::live::{Report, Source, human_duration};
+use super::log_budget::Say;
 use super::visible::visible;
+
+/// Rooms named a minute when their id cannot be looked up; the rest are
+/// counted in one line (Douyu's site down fails every room at once).
+pub(crate) const LOOK_UP_WARNINGS: u32 = 5;
 
 /// The type of the output lines that report a room's live status; it
 /// cannot collide with Douyu's own types, which have no dots.
@@ -169,10 +175,32 @@ impl MonitorState {
             let delay = web.id_backoff.ceiling().mul_f64(0.5 + random / 2.0);
             web.id_backoff.next_delay(random);
             let when = format!("trying again in {:.0} s", delay.as_secs_f64());
+            let mut count_later = None;
             if first {
-                log::warn!("room {room}: cannot look up its real id ({why}); joining it as written, {when}");
+                let now = Instant::now();
+                match state.look_up_warnings.take(now) {
+                    Say::Line => {
+                        log::warn!("room {room}: cannot look up its real id ({why}); joining it as written, {when}")
+                    }
+                    Say::Held { first } => {
+                        log::debug!("room {room}: cannot look up its real id ({why}); joining it as written, {when}");
+                        count_later = first.then(|| state.look_up_warnings.window_end(now));
+                    }
+                }
             } else {
                 log::debug!("room {room}: cannot look up its real id ({why}); {when}");
+            }
+            if let Some(at) = count_later {
+                let weak = Rc::downgrade(this);
+                reactor.call_at(at, move |_| {
+                    let Some(this) = weak.upgrade() else { return };
+                    let held = this.borrow_mut().look_up_warnings.take_held();
+                    log::warn!(
+                        "{} could not be looked up either in the last minute; each joins as written and is \
+                         tried again (the debug log names them)",
+                        plural(held, "more room")
+                    );
+                });
             }
             delay
         };

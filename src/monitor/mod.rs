@@ -27,6 +27,7 @@ pub mod endpoint;
 pub mod format;
 mod lifecycle;
 mod live;
+mod log_budget;
 mod lookup;
 pub mod metrics;
 pub mod output;
@@ -37,6 +38,8 @@ pub mod shard;
 mod sink;
 pub mod visible;
 
+use log_budget::LogBudget;
+use lookup::LOOK_UP_WARNINGS;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -275,6 +278,9 @@ pub(crate) struct MonitorState {
     pub(crate) stats: MonitorStats,
     /// Messages by type, counted here and copied into `stats` for a snapshot.
     types: TypeCounts,
+    /// Rooms whose id could not be looked up: a few named a minute, the
+    /// rest counted (see `lookup.rs`).
+    look_up_warnings: LogBudget,
     /// The message every room decodes into, one read after another (see
     /// `ClientSession::on_bytes_with`); out while a read uses it.
     message_buffer: Option<Box<Message>>,
@@ -364,6 +370,7 @@ impl Monitor {
                 stop_cause: None,
                 rng: Rng::new(seed),
                 stats: MonitorStats::default(),
+                look_up_warnings: LogBudget::new(LOOK_UP_WARNINGS, Duration::from_secs(60)),
                 types: TypeCounts::default(),
                 message_buffer: Some(Box::default()),
                 this: this.clone(),
