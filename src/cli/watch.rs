@@ -47,7 +47,7 @@ use crate::monitor::{
     DEFAULT_STATUS_CHECK, Endpoint, ForeignChat, LIVE_TYPE, Monitor, MonitorConfig, RoomState, StartError, StopCause,
     WebLookups, default_servers,
 };
-use crate::plural::plural;
+use crate::plural::{noun_for, plural};
 use crate::reactor::tls::first_reason;
 use crate::reactor::{Interest, Reactor, ReactorConfig};
 use crate::settings::SettingError;
@@ -443,8 +443,8 @@ pub(crate) fn unknown_types<'a>(types: impl Iterator<Item = &'a String>) -> Opti
     }
     let unknown: Vec<&str> = unknown.into_iter().collect();
     Some(format!(
-        "unknown message type{} {} (kept: Douyu adds types; known are {}, and barrage's own {})",
-        if unknown.len() == 1 { "" } else { "s" },
+        "unknown {} {} (kept: Douyu adds types; known are {}, and barrage's own {})",
+        noun_for(unknown.len() as u64, "message type"),
         unknown.join(", "),
         KNOWN_TYPES.join(", "),
         OWN_TYPES.join(", ")
