@@ -384,11 +384,11 @@ impl Lifecycle {
             }
             (Connecting { attempt, .. }, Event::Timer) => {
                 actions.push(Action::Abort { attempt });
-                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), Reached::Nothing, env, actions);
+                self.attempt_ended(CloseReason::ConnectTimeout(env.opening), Reached::NotJoined, env, actions);
             }
             (Connecting { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 actions.push(Action::CancelTimer);
-                self.attempt_ended(reason, Reached::Nothing, env, actions);
+                self.attempt_ended(reason, Reached::NotJoined, env, actions);
             }
             (LoggingIn { attempt, address, since }, Event::Joined { attempt: a }) if a == attempt => {
                 self.state = Joined { attempt, address, since };
@@ -396,7 +396,7 @@ impl Lifecycle {
                 actions.push(Action::SayJoined);
             }
             (LoggingIn { attempt, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
-                self.attempt_ended(reason, Reached::Connected, env, actions);
+                self.attempt_ended(reason, Reached::NotJoined, env, actions);
             }
             (Joined { attempt, since, .. }, Event::Closed { attempt: a, reason }) if a == attempt => {
                 self.attempt_ended(reason, Reached::Joined { since }, env, actions);
@@ -464,7 +464,7 @@ impl Lifecycle {
         self.reconnects += 1;
         self.next_address += 1;
         let (joined, lived) = match reached {
-            Reached::Nothing | Reached::Connected => (false, Duration::ZERO),
+            Reached::NotJoined => (false, Duration::ZERO),
             Reached::Joined { since } => (true, env.now.saturating_duration_since(since)),
         };
         if lived >= env.timing.healthy_after {
@@ -502,11 +502,9 @@ impl Lifecycle {
 /// How far an attempt got before it ended: what tells a failure.
 #[derive(Clone, Copy, Debug)]
 enum Reached {
-    /// It never connected (refused, timed out, no socket).
-    Nothing,
-    /// It connected and never joined (however long it tried: only a
-    /// joined room was healthy).
-    Connected,
+    /// It never joined: refused, timed out, or stuck logging in, however
+    /// long (only a joined room was healthy).
+    NotJoined,
     /// It connected at `since` and joined.
     Joined { since: Instant },
 }
